@@ -1,0 +1,278 @@
+"""Carry out one decided action through the adapters and report how it went.
+
+Deliberately dumb (style-anchors: "the executor reports; the core decides"): each action is one fixed
+sequence of adapter calls ending in one `Outcome`. No retries, no fallbacks: if something fails the
+next decision sees the failure and chooses what to do. Expected failures come back as values; an
+exception escaping from here is a bug and is turned into a failed outcome by the loop.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from pgwarden.config import EffectiveConfig
+from pgwarden.core.types import (
+    AcquireLeader,
+    Action,
+    Bootstrap,
+    Clone,
+    Demote,
+    DemoteMode,
+    Follow,
+    Outcome,
+    Promote,
+    ReleaseLeader,
+    RemoveDataDirectory,
+    RenewLeader,
+    Rewind,
+    Shutdown,
+    StartPostgres,
+    TaskKind,
+    Wait,
+)
+from pgwarden.dcs.base import Dcs, DcsError
+from pgwarden.model import ClusterStatus, ClusterView, HistoryEntry
+from pgwarden.postgres.controller import PgController
+from pgwarden.postgres.probe import probe
+from pgwarden.postgres.settings import Upstream
+
+from .wiring import pg_settings
+
+log = logging.getLogger(__name__)
+
+# Actions that may run for a long time: they run in the background while the loop keeps deciding
+# (and, on a leader, renewing its lock).
+BACKGROUND: Mapping[type, TaskKind] = {
+    Bootstrap: TaskKind.BOOTSTRAP,
+    Clone: TaskKind.CLONE,
+    Rewind: TaskKind.REWIND,
+    StartPostgres: TaskKind.START,
+    RemoveDataDirectory: TaskKind.REMOVE_DATA,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class ExecContext:
+    dcs: Dcs
+    config: EffectiveConfig
+    cluster: ClusterView | None
+
+
+def _outcome(action: Action, ok: bool, detail: str = "", sent_at: float | None = None) -> Outcome:
+    return Outcome(action=action.kind, ok=ok, detail=detail, sent_at=time.monotonic() if sent_at is None else sent_at)
+
+
+def _controller(ctx: ExecContext, role: str) -> PgController:
+    return PgController(pg_settings(ctx.config, role))
+
+
+def _upstream(ctx: ExecContext, member_name: str | None) -> Upstream | None:
+    if member_name is None or ctx.cluster is None:
+        return None
+    member = ctx.cluster.member(member_name)
+    address = member.host_port if member else None
+    if address is None:
+        return None
+    return Upstream(member_name, address[0], address[1])
+
+
+async def execute(action: Action, ctx: ExecContext) -> Outcome:
+    """Run `action`; never raises for expected failures (DCS down, a command failing)."""
+    try:
+        return await _dispatch(action, ctx)
+    except DcsError as exc:
+        return _outcome(action, False, f"DCS error: {exc}")
+
+
+async def _dispatch(action: Action, ctx: ExecContext) -> Outcome:
+    match action:
+        case Wait():
+            return _outcome(action, True)
+        case Bootstrap():
+            return await _bootstrap(action, ctx)
+        case Clone():
+            return await _clone(action, ctx)
+        case AcquireLeader():
+            sent = time.monotonic()
+            won = await ctx.dcs.acquire_leader()
+            return _outcome(action, won, "" if won else "somebody else holds the leader key", sent)
+        case RenewLeader():
+            return await _renew(action, ctx)
+        case Promote():
+            return await _promote(action, ctx)
+        case Demote():
+            return await _demote(action, ctx)
+        case StartPostgres():
+            return await _start(action, ctx)
+        case Follow():
+            upstream = _upstream(ctx, action.leader)
+            if upstream is None:
+                return _outcome(action, False, f"no address known for {action.leader}")
+            result = await _controller(ctx, "replica").set_follow(*upstream)
+            return _outcome(action, result.ok, result.message)
+        case Rewind():
+            upstream = _upstream(ctx, action.source)
+            if upstream is None:
+                return _outcome(action, False, f"no address known for {action.source}")
+            result = await _controller(ctx, "replica").rewind(upstream.host, upstream.port, upstream.member)
+            return _outcome(action, result.ok, result.message)
+        case RemoveDataDirectory():
+            result = await _controller(ctx, "replica").move_data_dir_aside()
+            return _outcome(action, result.ok, result.message)
+        case ReleaseLeader():
+            released = await ctx.dcs.delete_leader(ClusterStatus(optime=action.optime))
+            return _outcome(action, released)
+        case Shutdown():
+            return await _shutdown(action, ctx)
+        case _:
+            raise AssertionError(f"unhandled action {action!r}")
+
+
+async def _renew(action: RenewLeader, ctx: ExecContext) -> Outcome:
+    sent = time.monotonic()
+    retain = tuple(sorted(set(action.create_slots) | _existing_retained(ctx)))
+    ok = await ctx.dcs.update_leader(ClusterStatus(optime=action.optime, retain_slots=retain))
+    if not ok:
+        return _outcome(action, False, "the leader key is no longer ours", sent)
+    notes: list[str] = []
+    pg = _controller(ctx, "primary")
+    if action.create_slots:
+        result = await pg.ensure_slots(action.create_slots)
+        if not result.ok:
+            notes.append(result.message)
+    if action.drop_slots:
+        result = await pg.drop_slots(action.drop_slots)
+        if not result.ok:
+            notes.append(result.message)
+    if action.write_initialize:
+        await ctx.dcs.initialize(action.write_initialize, create_new=False)
+    return _outcome(action, True, "; ".join(notes), sent)
+
+
+def _existing_retained(ctx: ExecContext) -> set[str]:
+    return set(ctx.cluster.status.retain_slots) if ctx.cluster else set()
+
+
+async def _promote(action: Promote, ctx: ExecContext) -> Outcome:
+    sent = time.monotonic()
+    if not await ctx.dcs.update_leader():
+        return _outcome(action, False, "lost leader before promote", sent)
+    pg = _controller(ctx, "primary")
+    result = await pg.promote()
+    if not result.ok:
+        return _outcome(action, False, result.message, sent)
+    await pg.write_config("primary")  # no primary_conninfo / standby.signal left behind
+    # Without this checkpoint pg_rewind on the old primary would read the old timeline from our
+    # control file and conclude that nothing diverged.
+    await pg.checkpoint()
+    if action.history_entry is not None and ctx.cluster is not None:
+        await ctx.dcs.set_history(_history_with(ctx, action.history_entry))
+    if ctx.cluster is not None and ctx.cluster.failover is not None:
+        await ctx.dcs.delete_failover(ctx.cluster.failover.revision)
+    return _outcome(action, True, "promoted", sent)
+
+
+def _history_with(ctx: ExecContext, entry: tuple[int, int, str]) -> list[HistoryEntry]:
+    assert ctx.cluster is not None
+    timeline, lsn, reason = entry
+    rows = [h for h in ctx.cluster.history if h.timeline < timeline]
+    stamp = datetime.now(UTC).isoformat()
+    rows.append(HistoryEntry(timeline, lsn, reason, stamp, ctx.config.name))
+    limit = ctx.config.max_timelines_history
+    return rows[-limit:] if limit > 0 else rows
+
+
+async def _demote(action: Demote, ctx: ExecContext) -> Outcome:
+    pg = _controller(ctx, "replica")
+    pg_state = await probe(pg.settings)
+    if action.mode is DemoteMode.GRACEFUL:
+        await pg.checkpoint()
+    stop_mode = "immediate" if action.mode in (DemoteMode.IMMEDIATE, DemoteMode.IMMEDIATE_NOLOCK) else "fast"
+    result = await pg.stop(stop_mode)
+    if not result.ok:
+        return _outcome(action, False, result.message)
+    if action.release:
+        await ctx.dcs.delete_leader(ClusterStatus(optime=pg_state.wal_lsn))
+    return _outcome(action, True, f"stopped ({stop_mode})")
+
+
+async def _start(action: StartPostgres, ctx: ExecContext) -> Outcome:
+    pg = _controller(ctx, action.role)
+    upstream = _upstream(ctx, action.follow)
+    written = await pg.write_config("primary" if action.role == "primary" else "replica", upstream)
+    if not written.ok:
+        return _outcome(action, False, written.message)
+    result = await pg.start()
+    return _outcome(action, result.ok, result.message)
+
+
+async def _clone(action: Clone, ctx: ExecContext) -> Outcome:
+    source = _upstream(ctx, action.source)
+    if source is None:
+        return _outcome(action, False, f"no address known for {action.source}")
+    pg = _controller(ctx, "replica")
+    result = await pg.basebackup(source.host, source.port, source.member)
+    if not result.ok:
+        return _outcome(action, False, result.message)
+    follow = _upstream(ctx, action.follow) or source
+    written = await pg.write_config("replica", follow)
+    if not written.ok:
+        return _outcome(action, False, written.message)
+    started = await pg.start()
+    return _outcome(action, started.ok, started.message)
+
+
+async def _shutdown(action: Shutdown, ctx: ExecContext) -> Outcome:
+    pg = _controller(ctx, "replica")
+    result = await pg.stop("fast")
+    if action.release and result.ok:
+        await ctx.dcs.delete_leader(ClusterStatus(optime=action.optime))
+    return _outcome(action, result.ok, result.message)
+
+
+async def _bootstrap(action: Bootstrap, ctx: ExecContext) -> Outcome:
+    """The initialize race and, if won, a whole new cluster. Undone (data moved aside, `initialize`
+    deleted) if any step fails, so another node can try."""
+    if not await ctx.dcs.initialize("", create_new=True):
+        return _outcome(action, False, "failed to acquire initialize lock")
+    pg = _controller(ctx, "primary")
+    step, ok, detail = await _bootstrap_steps(pg, ctx)
+    if ok:
+        sent = time.monotonic()
+        if await ctx.dcs.acquire_leader():
+            await ctx.dcs.set_config(_bootstrap_dcs(ctx), revision=0)
+            state = await probe(pg.settings)
+            await ctx.dcs.initialize(state.sysid or "", create_new=False)
+            return _outcome(action, True, "initialized a new cluster", sent)
+        step, detail = "acquire leader", "somebody else holds the leader key"
+    log.error("bootstrap failed at %s: %s; undoing", step, detail)
+    await pg.stop("immediate")
+    await pg.move_data_dir_aside()
+    await ctx.dcs.cancel_initialization()
+    return _outcome(action, False, f"bootstrap failed at {step}: {detail}")
+
+
+async def _bootstrap_steps(pg: PgController, ctx: ExecContext) -> tuple[str, bool, str]:
+    result = await pg.initdb(pg.settings.initdb_options)
+    if not result.ok:
+        return "initdb", False, result.message
+    for step, call in (("configure", pg.write_config("primary")), ("start", pg.start()),
+                       ("create roles", pg.create_roles())):
+        result = await call
+        if not result.ok:
+            return step, False, result.message
+    script = ctx.config.local.bootstrap.post_bootstrap
+    if script:
+        result = await pg.run_post_bootstrap(script)
+        if not result.ok:
+            return "post_bootstrap", False, result.message
+    return "done", True, ""
+
+
+def _bootstrap_dcs(ctx: ExecContext) -> dict[str, Any]:
+    return dict(ctx.config.local.bootstrap.dcs)

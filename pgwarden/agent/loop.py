@@ -1,0 +1,327 @@
+"""The agent: observe, decide, act, on one asyncio event loop.
+
+Concurrency lives here and only here (the core is synchronous and pure):
+- the HA loop: read the DCS, probe PostgreSQL, ask peers when a race needs them, `decide`, execute,
+  publish the member key, then nap until the decision's `wake_at` or an event;
+- a PostgreSQL monitor probing about once a second, publishing the REST API's state and waking the
+  loop the moment the postmaster dies;
+- a DCS watch waking the loop when the leader key changes;
+- background tasks for long actions (bootstrap, clone, rewind, start), whose outcomes feed the next
+  decision while the loop keeps renewing the lock;
+- the REST server, reading only the latest published `NodeState`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+
+from pgwarden import __version__
+from pgwarden.api import NodeState, StateHolder
+from pgwarden.api.server import BasicAuthCredentials, start_api, stop_api
+from pgwarden.config import EffectiveConfig, LocalConfig, effective, parse_listen
+from pgwarden.core import Decision, Memory, Outcome, Snapshot, decide, render
+from pgwarden.core.classify import needs_peer_statuses
+from pgwarden.core.types import Demote, DemoteMode, Reason, Shutdown, TaskInFlight, Wait, Why
+from pgwarden.dcs import Dcs, DcsError, dcs_from_config
+from pgwarden.model import ClusterView, DataDirState, LocalPg
+from pgwarden.postgres.probe import probe
+from pgwarden.postgres.settings import PgSettings
+
+from .execute import BACKGROUND, ExecContext, execute
+from .member import member_json
+from .peers import fetch_peers
+from .wiring import ha_settings, pg_settings
+
+log = logging.getLogger("pgwarden")
+
+MONITOR_INTERVAL = 1.0
+MIN_NAP_AFTER_FAILURE = 1.0
+MIN_NAP = 0.05
+
+
+@dataclass
+class _Background:
+    task: asyncio.Task[Outcome]
+    info: TaskInFlight
+
+
+@dataclass
+class AgentState:
+    """The agent's mutable bookkeeping, in one place (the core's memory is `memory`)."""
+
+    memory: Memory = field(default_factory=Memory)
+    outcomes: list[Outcome] = field(default_factory=list)
+    cluster: ClusterView | None = None
+    dcs_last_seen: float | None = None
+    dcs_error: str | None = None
+    pg: LocalPg = field(default_factory=lambda: LocalPg(data_dir=DataDirState.MISSING))
+    background: _Background | None = None
+    stopping: bool = False
+    finished: bool = False
+    next_cycle_deadline: float = 0.0
+
+
+class Agent:
+    def __init__(self, local: LocalConfig) -> None:
+        self.local = local
+        self.config: EffectiveConfig = effective(local, None)
+        self.state = AgentState()
+        self.wake = asyncio.Event()
+        self.holder = StateHolder(self._node_state(time.monotonic()), wakeup=self.wake.set)
+        self._dcs: Dcs | None = None
+        self._http: aiohttp.ClientSession | None = None
+
+    # -- lifecycle -----------------------------------------------------------------------------------
+
+    async def run(self) -> int:
+        for warning in self.config.warnings:
+            log.warning("configuration: %s", warning)
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self.request_stop)
+        loop.add_signal_handler(signal.SIGUSR1, _dump_tasks)
+        self._dcs = await dcs_from_config(
+            self.local.dcs.model_dump(), namespace=self.local.namespace, scope=self.local.scope,
+            name=self.local.name, ttl=self.config.ttl)
+        self._http = aiohttp.ClientSession()
+        runner = await self._start_api()
+        helpers = [asyncio.create_task(self._monitor(), name="pg-monitor"),
+                   asyncio.create_task(self._watch(), name="dcs-watch")]
+        try:
+            await self._main_loop()
+        finally:
+            self.state.finished = True
+            for task in helpers:
+                task.cancel()
+            # asyncio.wait_for can swallow a cancellation that races with its inner future finishing
+            # (Python < 3.12), so the helpers also check `finished`, and we never wait on them unboundedly.
+            await asyncio.wait(helpers, timeout=5)
+            log.debug("helpers stopped")
+            await stop_api(runner)
+            log.debug("api stopped")
+            await self._http.close()
+            await self._dcs.close()
+            log.info("pgwarden agent stopped")
+        return 0
+
+    def request_stop(self) -> None:
+        if not self.state.stopping:
+            log.info("received a stop request: shutting down")
+        self.state.stopping = True
+        background = self.state.background
+        if background is not None and not background.task.done():
+            background.task.cancel()
+        self.wake.set()
+
+    async def _start_api(self) -> Any:
+        host, port = parse_listen(self.local.restapi.listen)
+        auth = self.local.restapi.authentication
+        credentials = None
+        if auth is not None and auth.username and auth.password:
+            credentials = BasicAuthCredentials(auth.username, auth.password)
+        return await start_api(self.holder, host, port, auth=credentials)
+
+    # -- the HA loop ---------------------------------------------------------------------------------
+
+    async def _main_loop(self) -> None:
+        while not self.state.finished:
+            started = time.monotonic()
+            decision = await self._cycle()
+            nap = decision.wake_at - time.monotonic()
+            last = self.state.outcomes[-1] if self.state.outcomes else None
+            floor = MIN_NAP_AFTER_FAILURE if last is not None and not last.ok else MIN_NAP
+            if self.state.finished:
+                break
+            await self._nap(max(nap, floor - (time.monotonic() - started)))
+
+    async def _nap(self, seconds: float) -> None:
+        if seconds > 0:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.wake.wait(), seconds)
+        self.wake.clear()
+
+    async def _cycle(self) -> Decision:
+        dcs = self._require_dcs()
+        cluster = await self._read_cluster(dcs)
+        await self._refresh_config(dcs, cluster)
+        settings = pg_settings(self.config)
+        pg = await _probe(settings)
+        self.state.pg = pg
+        peers: tuple[Any, ...] = ()
+        if needs_peer_statuses(cluster, self.local.name, self.state.stopping) and cluster is not None:
+            assert self._http is not None
+            peers = await fetch_peers(self._http, cluster.members, self.local.name)
+        now = time.monotonic()
+        background = self._running_background()
+        snapshot = Snapshot(
+            me=self.local.name, now=now, settings=ha_settings(self.config), pg=pg, dcs=cluster,
+            peers=peers, memory=self.state.memory, last=tuple(self.state.outcomes),
+            task=background.info if background else None, shutting_down=self.state.stopping)
+        self.state.outcomes.clear()
+        decision = self._decide(snapshot)
+        self._log_decision(decision)
+        self.state.memory = decision.memory
+        self.state.next_cycle_deadline = decision.wake_at
+        self.holder.publish(self._node_state(now))
+        await self._act(decision, cluster)
+        await self._touch_member(dcs, cluster)
+        return decision
+
+    def _decide(self, snapshot: Snapshot) -> Decision:
+        try:
+            return decide(snapshot)
+        except Exception:
+            # A bug in the core. The fallback is fixed in advance: never renew, and stop writes before
+            # the lease we last proved can expire elsewhere.
+            log.exception("Unexpected exception in the decision core, please report it as a BUG")
+            deadline = snapshot.memory.lock_deadline
+            must_stop = snapshot.pg.is_primary and (deadline is None or snapshot.now >= deadline - 1)
+            action: Any = Demote(DemoteMode.IMMEDIATE_NOLOCK) if must_stop else Wait()
+            return Decision(action, Reason(Why.NO_ACTION), snapshot.now + 1, snapshot.memory)
+
+    def _log_decision(self, decision: Decision) -> None:
+        line = render(decision.reason)
+        if decision.reason.why is Why.DCS_DOWN and self.state.dcs_error:
+            line = f"{line}: {self.state.dcs_error}"
+        log.info("%s", line)
+
+    async def _act(self, decision: Decision, cluster: ClusterView | None) -> None:
+        action = decision.action
+        ctx = ExecContext(dcs=self._require_dcs(), config=self.config, cluster=cluster)
+        kind = BACKGROUND.get(type(action))
+        if kind is not None:
+            task = asyncio.create_task(self._run_background(action, ctx), name=f"action-{kind}")
+            self.state.background = _Background(task, TaskInFlight(kind, time.monotonic()))
+            return
+        outcome = await _safe_execute(action, ctx)
+        self.state.outcomes.append(outcome)
+        if not outcome.ok and not isinstance(action, Wait):
+            log.warning("%s failed: %s", action.kind, outcome.detail)
+        if isinstance(action, Shutdown):
+            self.state.finished = True
+
+    async def _run_background(self, action: Any, ctx: ExecContext) -> Outcome:
+        try:
+            outcome = await _safe_execute(action, ctx)
+        except asyncio.CancelledError:
+            outcome = Outcome(action=action.kind, ok=False, detail="cancelled", sent_at=time.monotonic())
+        if outcome.ok:
+            log.info("%s finished: %s", action.kind, outcome.detail or "ok")
+        else:
+            log.warning("%s failed: %s", action.kind, outcome.detail)
+        self.state.outcomes.append(outcome)
+        self.state.background = None
+        self.wake.set()
+        return outcome
+
+    def _running_background(self) -> _Background | None:
+        background = self.state.background
+        return background if background is not None and not background.task.done() else None
+
+    # -- observation helpers -----------------------------------------------------------------------
+
+    async def _read_cluster(self, dcs: Dcs) -> ClusterView | None:
+        try:
+            cluster = await dcs.get_cluster()
+        except DcsError as exc:
+            if self.state.dcs_error != str(exc):
+                log.warning("DCS is not accessible: %s", exc)
+            self.state.dcs_error = str(exc)
+            return None
+        self.state.dcs_error = None
+        self.state.cluster = cluster
+        self.state.dcs_last_seen = time.time()
+        return cluster
+
+    async def _refresh_config(self, dcs: Dcs, cluster: ClusterView | None) -> None:
+        if cluster is None:
+            return  # keep the last effective configuration while the DCS is away
+        dynamic = dict(cluster.config.value) if cluster.config else None
+        fresh = effective(self.local, dynamic)
+        if fresh.warnings != self.config.warnings:
+            for warning in fresh.warnings:
+                log.warning("configuration: %s", warning)
+        if fresh.ttl != self.config.ttl:
+            await dcs.set_ttl(fresh.ttl)
+        self.config = fresh
+
+    async def _touch_member(self, dcs: Dcs, cluster: ClusterView | None) -> None:
+        if cluster is None or self.state.finished:
+            return
+        background = self._running_background()
+        data = member_json(pg=self.state.pg, conn_url=self.config.conn_url, api_url=self.config.api_url,
+                           tags=self.config.tags, task=str(background.info.kind) if background else None)
+        with contextlib.suppress(DcsError):
+            await dcs.touch_member(data)
+
+    def _require_dcs(self) -> Dcs:
+        assert self._dcs is not None, "the DCS is created before the loop starts"
+        return self._dcs
+
+    # -- background helpers --------------------------------------------------------------------------
+
+    async def _monitor(self) -> None:
+        """Probe PostgreSQL about once a second for the REST API; wake the loop when the postmaster dies."""
+        while not self.state.finished:
+            await asyncio.sleep(MONITOR_INTERVAL)
+            was_running = self.state.pg.running
+            pg = await _probe(pg_settings(self.config))
+            self.state.pg = pg
+            self.holder.publish(self._node_state(time.monotonic()))
+            if was_running and not pg.running and self._running_background() is None:
+                log.warning("PostgreSQL is not running any more")
+                self.wake.set()
+
+    async def _watch(self) -> None:
+        dcs = self._require_dcs()
+        while not self.state.finished:
+            try:
+                if await dcs.wait_for_change(self.config.loop_wait):
+                    self.wake.set()
+            except DcsError:
+                await asyncio.sleep(1.0)
+
+    def _node_state(self, now: float) -> NodeState:
+        cluster = self.state.cluster
+        holds_lock = cluster is not None and cluster.leader is not None and cluster.leader.name == self.local.name
+        return NodeState(
+            name=self.local.name, scope=self.local.scope, version=__version__,
+            api_url=self.config.api_url, conn_url=self.config.conn_url, pg=self.state.pg, cluster=cluster,
+            dcs_last_seen=self.state.dcs_last_seen,
+            lock_deadline=self.state.memory.lock_deadline if holds_lock else None,
+            tags=self.config.tags, paused=self.config.paused,
+            maximum_lag_on_failover=self.config.maximum_lag_on_failover, ttl=self.config.ttl,
+            loop_wait=self.config.loop_wait,
+            next_cycle_deadline=max(self.state.next_cycle_deadline, now),
+            dcs_reachable=self.state.dcs_error is None,
+        )
+
+
+def _dump_tasks() -> None:
+    """SIGUSR1: log where every asyncio task is waiting (for diagnosing a stuck agent)."""
+    for task in asyncio.all_tasks():
+        frames = task.get_stack()
+        where = " <- ".join(f"{f.f_code.co_name}:{f.f_lineno}" for f in reversed(frames)) or "(no frames)"
+        log.warning("task %s: %s", task.get_name(), where)
+
+
+async def _probe(settings: PgSettings) -> LocalPg:
+    return await probe(settings)
+
+
+async def _safe_execute(action: Any, ctx: ExecContext) -> Outcome:
+    try:
+        return await execute(action, ctx)
+    except asyncio.CancelledError:
+        raise
+    except Exception as exc:  # a bug in an adapter: report it as a failed outcome, keep the agent alive
+        log.exception("Unexpected exception while executing %s", action.kind)
+        return Outcome(action=action.kind, ok=False, detail=f"{type(exc).__name__}: {exc}", sent_at=time.monotonic())

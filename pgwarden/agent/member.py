@@ -1,0 +1,76 @@
+"""What this node publishes about itself under `members/<name>` (Patroni's member JSON)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pgwarden import __version__
+from pgwarden.model import LocalPg, PgState, ReplicationState, Role, Tags
+
+
+def pg_state(pg: LocalPg, task: str | None) -> str:
+    """The PostgreSQL state string Patroni would publish."""
+    if task == "clone":
+        return PgState.CREATING_REPLICA
+    if task == "bootstrap":
+        return PgState.INITIALIZING
+    if task == "rewind":
+        return PgState.REWINDING
+    if pg.accepting:
+        return PgState.RUNNING
+    if pg.running:
+        return PgState.STARTING
+    if task == "start":
+        return PgState.STARTING
+    if pg.cluster_state == "in production":
+        return PgState.CRASHED
+    return PgState.STOPPED
+
+
+def pg_role(pg: LocalPg, *, demoting: bool = False) -> str:
+    if demoting:
+        return Role.DEMOTED
+    if pg.in_recovery is False:
+        return Role.PRIMARY
+    if pg.in_recovery is True or pg.standby_signal:
+        return Role.REPLICA
+    return Role.UNINITIALIZED if pg.sysid is None else Role.REPLICA
+
+
+def replication_state(pg: LocalPg) -> str | None:
+    """`streaming` only while the WAL receiver really streams; a standby that does not is `stopped`."""
+    if not pg.is_replica:
+        return None
+    if pg.streaming:
+        return ReplicationState.STREAMING
+    return ReplicationState.STOPPED
+
+
+def member_json(*, pg: LocalPg, conn_url: str, api_url: str, tags: Tags, task: str | None,
+                pending_restart: bool = False) -> dict[str, Any]:
+    data: dict[str, Any] = {
+        "conn_url": conn_url,
+        "api_url": api_url,
+        "state": pg_state(pg, task),
+        "role": pg_role(pg),
+        "version": __version__,
+    }
+    if pg.in_recovery is False and pg.wal_lsn is not None:
+        data["xlog_location"] = pg.wal_lsn
+    if pg.is_replica:
+        if pg.receive_lsn is not None:
+            data["receive_lsn"] = pg.receive_lsn
+        if pg.replay_lsn is not None:
+            data["replay_lsn"] = pg.replay_lsn
+        lsn = pg.lsn
+        if lsn is not None:
+            data["xlog_location"] = lsn
+        data["replication_state"] = replication_state(pg)
+    if pg.timeline is not None:
+        data["timeline"] = pg.timeline
+    tag_json = tags.as_json()
+    if tag_json:
+        data["tags"] = tag_json
+    if pending_restart or pg.pending_restart:
+        data["pending_restart"] = True
+    return data

@@ -1,0 +1,56 @@
+"""From the effective configuration to the settings values each part needs (pure translations)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pgwarden.config import EffectiveConfig, parse_listen
+from pgwarden.core.types import HaSettings
+from pgwarden.postgres.settings import DEFAULT_BIN_DIR, Credentials, PgSettings, options_to_argv
+
+
+def ha_settings(cfg: EffectiveConfig) -> HaSettings:
+    return HaSettings(
+        ttl=cfg.ttl,
+        loop_wait=cfg.loop_wait,
+        retry_timeout=cfg.retry_timeout,
+        maximum_lag_on_failover=cfg.maximum_lag_on_failover,
+        primary_start_timeout=cfg.primary_start_timeout,
+        check_timeline=cfg.check_timeline,
+        use_pg_rewind=cfg.use_pg_rewind,
+        remove_data_directory_on_rewind_failure=cfg.remove_data_directory_on_rewind_failure,
+        remove_data_directory_on_diverged_timelines=cfg.remove_data_directory_on_diverged_timelines,
+        use_slots=cfg.use_slots,
+        member_slots_ttl=cfg.member_slots_ttl,
+        max_timelines_history=cfg.max_timelines_history,
+        tags=cfg.tags,
+    )
+
+
+def pg_settings(cfg: EffectiveConfig, role: str = "replica") -> PgSettings:
+    """The PostgreSQL adapter's settings for running in `role` ("primary" or "replica")."""
+    pg = cfg.local.postgresql
+    auth = pg.authentication
+    listen_host, port = parse_listen(pg.listen)
+    hba = cfg.pg_hba_for(role) or cfg.bootstrap_pg_hba
+    return PgSettings(
+        data_dir=Path(pg.data_dir),
+        name=cfg.name,
+        scope=cfg.scope,
+        superuser=Credentials(auth.superuser.username, auth.superuser.password),
+        replication=Credentials(auth.replication.username, auth.replication.password),
+        rewind=Credentials(auth.rewind.username, auth.rewind.password) if auth.rewind else None,
+        bin_dir=Path(pg.bin_dir) if pg.bin_dir else DEFAULT_BIN_DIR,
+        listen_addresses=listen_host or "*",
+        port=port,
+        connect_address=pg.connect_address,
+        parameters=cfg.parameters_for(role),
+        pg_hba=tuple(hba),
+        pg_ident=tuple(pg.pg_ident or ()),
+        pgpass=Path(pg.pgpass) if pg.pgpass else None,
+        pg_ctl_timeout=float(pg.pg_ctl_timeout or 60),
+        basebackup_options=options_to_argv(pg.basebackup),
+        initdb_options=options_to_argv(cfg.local.bootstrap.initdb),
+        use_slots=cfg.use_slots,
+        use_unix_socket=pg.use_unix_socket,
+    )

@@ -1,0 +1,67 @@
+"""'host:port' strings as Patroni writes them, and the URLs other members use to reach us."""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+DEFAULT_ETCD_PORT = 2379
+
+
+def parse_listen(value: str) -> tuple[str, int]:
+    """'host:port' -> (host, port). Also 'h1,h2:port', '[::1]:port', '*:port' and ':port' (empty host).
+
+    Brackets around an IPv6 host are removed. Raises ValueError with an `expected ...` message.
+    """
+    host, sep, port_text = value.strip().rpartition(":")
+    if not sep:
+        raise ValueError("expected 'host:port'")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    try:
+        port = int(port_text)
+    except ValueError:
+        raise ValueError("expected 'host:port' with a numeric port") from None
+    if not 1 <= port <= 65535:
+        raise ValueError("expected 'host:port' with a port between 1 and 65535")
+    return host, port
+
+
+def url_host(host: str) -> str:
+    """A host as it must appear in a URL: IPv6 addresses in brackets."""
+    return f"[{host}]" if ":" in host and not host.startswith("[") else host
+
+
+class _RestApiLike(Protocol):
+    @property
+    def connect_address(self) -> str: ...
+
+    @property
+    def certfile(self) -> str | None: ...
+
+
+class _PostgresqlLike(Protocol):
+    @property
+    def connect_address(self) -> str: ...
+
+
+def api_url(restapi: _RestApiLike) -> str:
+    """The member's `api_url`: `http(s)://<restapi.connect_address>/patroni` (https when a certfile is set)."""
+    host, port = parse_listen(restapi.connect_address)
+    scheme = "https" if restapi.certfile else "http"
+    return f"{scheme}://{url_host(host)}:{port}/patroni"
+
+
+def conn_url(postgresql: _PostgresqlLike) -> str:
+    """The member's `conn_url`: `postgres://<postgresql.connect_address>/postgres`."""
+    host, port = parse_listen(postgresql.connect_address)
+    return f"postgres://{url_host(host)}:{port}/postgres"
+
+
+def etcd_endpoint(address: str, protocol: str) -> str:
+    """'host[:port]' -> 'protocol://host:port', with etcd's client port when none is given."""
+    if "://" in address:
+        return address.rstrip("/")
+    host, sep, port = address.rpartition(":")
+    if not sep or "]" in port:  # no port, or a bare bracketed IPv6 address
+        host, port = address, str(DEFAULT_ETCD_PORT)
+    return f"{protocol}://{url_host(host.strip('[]'))}:{port}"

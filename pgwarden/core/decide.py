@@ -1,0 +1,462 @@
+"""decide(snapshot) -> Decision: the whole HA policy of one node, as a pure function.
+
+Shape (see docs/ARCHITECTURE.md):
+1. `remember` folds the previous action's outcome into Memory (lease deadline, failure counters).
+2. GUARDS run in order; the first that returns a decision wins. Their order is the safety order:
+   shutdown, an action already running, an unreachable DCS, an unusable data directory, a foreign
+   system identifier.
+3. Otherwise the (lock, PostgreSQL) pair picks one handler from RULES. Every pair of the product is
+   listed, so a missing combination is a test failure, not a silent fall-through.
+
+Nothing here does IO, reads a clock, logs, or keeps state between calls.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import replace
+
+from pgwarden.core.classify import (
+    Lock,
+    PgClass,
+    local_timeline,
+    lock_state,
+    pg_class,
+    slot_name,
+    switch_lsn,
+    was_primary,
+)
+from pgwarden.core.race import failover_possible, replica_race
+from pgwarden.core.types import (
+    AcquireLeader,
+    Action,
+    Bootstrap,
+    Clone,
+    Decision,
+    Demote,
+    DemoteMode,
+    Follow,
+    HaSettings,
+    Memory,
+    Outcome,
+    Promote,
+    Reason,
+    ReleaseLeader,
+    RemoveDataDirectory,
+    RenewLeader,
+    Rewind,
+    Shutdown,
+    Snapshot,
+    StartPostgres,
+    Wait,
+    Why,
+)
+from pgwarden.model import ClusterView, Member, PgState, Role
+
+# How often to look again while something is in motion (starting, a task running, DCS down).
+SHORT_NAP = 1.0
+MAX_START_FAILURES = 3
+
+
+def decide(s: Snapshot) -> Decision:
+    memory = remember(s)
+    s = replace(s, memory=memory)
+    for guard in GUARDS:
+        decision = guard(s)
+        if decision is not None:
+            return decision
+    return RULES[(lock_state(s), pg_class(s.pg))](s)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Memory
+
+
+def remember(s: Snapshot) -> Memory:
+    """Fold the last outcomes and this observation into what the core remembers."""
+    m = s.memory
+    for last in s.last:
+        m = _absorb(m, last, s.settings)
+    lock = lock_state(s)
+    if lock in (Lock.OTHER, Lock.NONE):
+        m = replace(m, lock_deadline=None, start_deadline=None)
+    if lock is Lock.MINE and s.pg.accepting:
+        m = replace(m, start_deadline=None, start_failures=0)
+    return m
+
+
+def _absorb(m: Memory, last: Outcome, settings: HaSettings) -> Memory:
+    if last.action in ("renew leader", "acquire leader", "bootstrap", "promote") and last.ok:
+        m = replace(m, lock_deadline=last.sent_at + settings.ttl - settings.lease_margin)
+    elif last.action in ("demote", "release leader", "shutdown"):
+        m = replace(m, lock_deadline=None)
+    if last.action == "rewind":
+        m = replace(m, rewind_failed=not last.ok)
+    if last.action == "start":
+        m = replace(m, start_failures=0 if last.ok else m.start_failures + 1)
+    if last.action == "remove data directory" and last.ok:
+        m = replace(m, rewind_failed=False)
+    return m
+
+
+# ---------------------------------------------------------------------------------------------------
+# Helpers
+
+
+def _d(s: Snapshot, action: Action, why: Why, *, nap: float | None = None, memory: Memory | None = None,
+       **facts: object) -> Decision:
+    wake = s.now + (s.settings.loop_wait if nap is None else nap)
+    if s.memory.lock_deadline is not None:
+        # A leader must get another chance to renew well before its deadline; once inside that
+        # window, it looks again every SHORT_NAP (never in a busy loop).
+        renew_by = s.memory.lock_deadline - s.settings.loop_wait
+        wake = min(wake, renew_by if renew_by > s.now else s.now + SHORT_NAP)
+    return Decision(
+        action=action,
+        reason=Reason(why, tuple((k, str(v)) for k, v in sorted(facts.items()))),
+        wake_at=wake,
+        memory=memory or s.memory,
+    )
+
+
+def _cluster(s: Snapshot) -> ClusterView:
+    assert s.dcs is not None, "rules run only with a DCS view"
+    return s.dcs
+
+
+def _lock_valid(s: Snapshot) -> bool:
+    return s.memory.lock_deadline is not None and s.now < s.memory.lock_deadline
+
+
+def _leader_name(s: Snapshot) -> str:
+    cluster = _cluster(s)
+    assert cluster.leader is not None
+    return cluster.leader.name
+
+
+def _is_running(member: Member | None) -> bool:
+    return member is not None and member.state == PgState.RUNNING
+
+
+def _renew(s: Snapshot, why: Why, *, nap: float | None = None) -> Decision:
+    """RenewLeader with this cycle's slot plan and, if needed, the system identifier for `initialize`."""
+    cluster = _cluster(s)
+    create, drop, memory = _plan_slots(s)
+    sysid = s.pg.sysid if s.pg.sysid and cluster.initialize != s.pg.sysid else None
+    action = RenewLeader(optime=s.pg.wal_lsn, create_slots=create, drop_slots=drop, write_initialize=sysid)
+    return _d(s, action, why, nap=nap, memory=memory, name=s.me)
+
+
+def _plan_slots(s: Snapshot) -> tuple[tuple[str, ...], tuple[str, ...], Memory]:
+    """Physical slots the primary should create now and drop now, and the updated retention memory.
+
+    Every other member gets a slot as soon as its key appears (so a fresh replica streams at once);
+    a slot whose member is gone is kept for member_slots_ttl (so a restarting replica can resume),
+    then dropped. Only slots pgwarden manages are ever dropped.
+    """
+    if not s.settings.use_slots or not s.pg.is_primary:
+        return (), (), s.memory
+    cluster = _cluster(s)
+    wanted = {slot_name(m.name) for m in cluster.members if m.name != s.me and not m.tags.nostream}
+    seen = dict(s.memory.slot_last_seen)
+    for name in cluster.status.retain_slots:
+        seen.setdefault(name, s.now)
+    for name in wanted:
+        seen[name] = s.now
+    expired = {n for n, t in seen.items() if n not in wanted and s.now - t > s.settings.member_slots_ttl}
+    present = set(s.pg.slots)
+    create = tuple(sorted(wanted - present))
+    drop = tuple(sorted(expired & present))
+    # An expired slot stays remembered until it is really gone: if this renewal (and so the drop)
+    # fails, the next cycle must plan the drop again.
+    kept = tuple(sorted((n, t) for n, t in seen.items() if n not in expired or n in present))
+    return create, drop, replace(s.memory, slot_last_seen=kept)
+
+
+def _upstream(s: Snapshot) -> str:
+    """Whom a replica should stream from: its replicatefrom member when that one runs, else the leader."""
+    cluster = _cluster(s)
+    wanted = s.settings.tags.replicatefrom
+    if wanted and wanted != s.me and _is_running(cluster.member(wanted)):
+        return wanted
+    return _leader_name(s)
+
+
+def _clone_source(s: Snapshot) -> str | None:
+    """A running member to copy the data directory from: a `clonefrom` member, else the leader."""
+    cluster = _cluster(s)
+    others = [m for m in cluster.members if m.name != s.me and _is_running(m)]
+    tagged = [m.name for m in others if m.tags.clonefrom]
+    if tagged:
+        return tagged[0]
+    if cluster.leader and _is_running(cluster.leader_member):
+        return cluster.leader.name
+    replicas = [m.name for m in others if m.role == Role.REPLICA]
+    return replicas[0] if replicas else None
+
+
+# ---------------------------------------------------------------------------------------------------
+# Guards, in order. Each returns None when it does not apply.
+
+
+def guard_shutdown(s: Snapshot) -> Decision | None:
+    if not s.shutting_down:
+        return None
+    if lock_state(s) is Lock.MINE:
+        if failover_possible(s):
+            return _d(s, Shutdown(release=True, optime=s.pg.wal_lsn), Why.SHUTDOWN_HANDOVER)
+        return _d(s, Shutdown(release=False, optime=s.pg.wal_lsn), Why.SHUTDOWN_KEEP)
+    return _d(s, Shutdown(release=False, optime=None), Why.SHUTDOWN)
+
+
+def guard_task(s: Snapshot) -> Decision | None:
+    if s.task is None:
+        return None
+    if lock_state(s) is Lock.MINE and s.pg.running:
+        return _renew(s, Why.TASK_IN_PROGRESS_RENEW, nap=SHORT_NAP)
+    return _d(s, Wait(), Why.TASK_IN_PROGRESS, nap=SHORT_NAP, task=s.task.kind)
+
+
+def guard_dcs_down(s: Snapshot) -> Decision | None:
+    if s.dcs is not None:
+        return None
+    if s.pg.is_primary and s.memory.lock_deadline is not None:
+        if _lock_valid(s):
+            left = s.memory.lock_deadline - s.now
+            return _d(s, Wait(), Why.DCS_DOWN_LEADER_WAITING, nap=min(SHORT_NAP, left), left=f"{left:.1f}")
+        return _d(s, Demote(DemoteMode.OFFLINE), Why.LEASE_AT_RISK)
+    if s.pg.is_primary:
+        # Primary without a known lease: it cannot prove it may write, so it must stop.
+        return _d(s, Demote(DemoteMode.OFFLINE), Why.LEASE_AT_RISK)
+    return _d(s, Wait(), Why.DCS_DOWN, nap=SHORT_NAP)
+
+
+def guard_data_dir(s: Snapshot) -> Decision | None:
+    kind = pg_class(s.pg)
+    if kind not in (PgClass.NO_DATA, PgClass.UNUSABLE):
+        return None
+    cluster = _cluster(s)
+    mine = lock_state(s) is Lock.MINE
+    if s.pg.running:
+        # A postmaster whose data directory we cannot use must not stay up (it may be a writable
+        # primary). Stopping it also releases our key when we hold it.
+        mode = DemoteMode.IMMEDIATE if mine else DemoteMode.IMMEDIATE_NOLOCK
+        return _d(s, Demote(mode), Why.DATA_DIR_UNUSABLE, nap=0, data_dir=s.pg.data_dir)
+    if mine:
+        return _d(s, ReleaseLeader(optime=None), Why.EMPTY_DATA_WITH_LOCK, data_dir=s.pg.data_dir)
+    if kind is PgClass.UNUSABLE:
+        return _d(s, Wait(), Why.DATA_DIR_UNUSABLE, data_dir=s.pg.data_dir)
+    if cluster.initialize is None:
+        return _d(s, Bootstrap(), Why.BOOTSTRAP)
+    if cluster.initialize == "":
+        return _d(s, Wait(), Why.WAIT_FOR_BOOTSTRAP, nap=SHORT_NAP)
+    source = _clone_source(s)
+    if source is None:
+        return _d(s, Wait(), Why.WAIT_FOR_LEADER_TO_CLONE, nap=SHORT_NAP)
+    why = Why.CLONE_FROM_LEADER if cluster.leader and source == cluster.leader.name else Why.CLONE_FROM_REPLICA
+    follow = cluster.leader.name if cluster.leader else None
+    return _d(s, Clone(source=source, follow=follow), why, member=source)
+
+
+def guard_sysid(s: Snapshot) -> Decision | None:
+    cluster = _cluster(s)
+    if not cluster.initialize or not s.pg.sysid or cluster.initialize == s.pg.sysid:
+        return None
+    mine, theirs = s.pg.sysid, cluster.initialize
+    if lock_state(s) is Lock.MINE:
+        return _d(s, ReleaseLeader(optime=None), Why.SYSID_MISMATCH_RELEASE, mine=mine, cluster=theirs)
+    return _d(s, Wait(), Why.SYSID_MISMATCH, mine=mine, cluster=theirs)
+
+
+GUARDS: tuple[Callable[[Snapshot], Decision | None], ...] = (
+    guard_shutdown,
+    guard_dcs_down,  # before guard_task: a running task must never hide an expired lease
+    guard_task,
+    guard_data_dir,
+    guard_sysid,
+)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Rules by (lock, PostgreSQL)
+
+
+def mine_primary(s: Snapshot) -> Decision:
+    deadline = s.memory.lock_deadline
+    if deadline is not None and s.now >= deadline:
+        # Renewals failed for so long that the lease may expire elsewhere at any moment: stop writes
+        # now, whatever this read says. The next cycles renew and start again if the key is still ours.
+        return _d(s, Demote(DemoteMode.IMMEDIATE_NOLOCK), Why.LOCK_LOST, nap=0)
+    if any(o.action == "renew leader" and not o.ok for o in s.last):
+        return _renew(s, Why.RENEW_RETRY, nap=SHORT_NAP)
+    return _renew(s, Why.LOCK_HELD)
+
+
+def mine_replica(s: Snapshot) -> Decision:
+    if not _lock_valid(s):
+        # Only a lease renewed in this incarnation proves we may promote.
+        return _renew(s, Why.PROMOTE_WITH_LOCK, nap=0)
+    tl = local_timeline(s.pg) or 1
+    entry = (tl, s.pg.lsn or 0, "no recovery target specified")
+    return _d(s, Promote(history_entry=entry), Why.PROMOTE_WITH_LOCK, nap=0, name=s.me)
+
+
+def mine_starting(s: Snapshot) -> Decision:
+    deadline = s.memory.start_deadline
+    if deadline is not None and s.now > deadline:
+        return _d(s, Demote(DemoteMode.IMMEDIATE), Why.START_TIMEOUT, timeout=s.settings.primary_start_timeout)
+    memory = s.memory
+    if deadline is None:
+        deadline = s.now + s.settings.primary_start_timeout
+        memory = replace(memory, start_deadline=deadline)
+    return _d(s, RenewLeader(optime=None), Why.STARTING, nap=SHORT_NAP, memory=memory,
+              left=f"{deadline - s.now:.0f}")
+
+
+def mine_stopped(s: Snapshot) -> Decision:
+    m = s.memory
+    timed_out = m.start_deadline is not None and s.now > m.start_deadline
+    if m.start_failures >= MAX_START_FAILURES or timed_out or s.settings.primary_start_timeout == 0:
+        return _d(s, ReleaseLeader(optime=None), Why.START_FAILED_RELEASE, failures=m.start_failures)
+    if not _lock_valid(s):
+        return _renew(s, Why.START_PRIMARY_AFTER_CRASH, nap=0)
+    memory = m if m.start_deadline is not None else replace(
+        m, start_deadline=s.now + s.settings.primary_start_timeout)
+    if was_primary(s.pg):
+        return _d(s, StartPostgres(role="primary", follow=None), Why.START_PRIMARY_AFTER_CRASH,
+                  nap=SHORT_NAP, memory=memory)
+    return _d(s, StartPostgres(role="replica", follow=None), Why.START_READONLY_WITH_LOCK,
+              nap=SHORT_NAP, memory=memory)
+
+
+def other_primary(s: Snapshot) -> Decision:
+    return _d(s, Demote(DemoteMode.IMMEDIATE_NOLOCK), Why.NOT_LEADER_PRIMARY, nap=0, leader=_leader_name(s))
+
+
+def other_replica(s: Snapshot) -> Decision:
+    if not s.pg.streaming and _replica_beyond_switch(s):
+        # It holds WAL the new timeline does not have: it can never stream again as it is.
+        return _d(s, Demote(DemoteMode.IMMEDIATE_NOLOCK), Why.REWIND, nap=0, leader=_leader_name(s))
+    upstream = _upstream(s)
+    if s.pg.following != upstream:
+        return _d(s, Follow(leader=upstream), Why.FOLLOW_NEW_LEADER, name=s.me, leader=upstream)
+    return _d(s, Wait(), Why.FOLLOWING, name=s.me, leader=upstream)
+
+
+def other_starting(s: Snapshot) -> Decision:
+    return _d(s, Wait(), Why.STARTING, nap=SHORT_NAP)
+
+
+def other_stopped(s: Snapshot) -> Decision:
+    """Come back as a replica of the leader; a former primary that may have diverged is rewound first."""
+    leader = _leader_name(s)
+    if not _may_have_diverged(s):
+        return _d(s, StartPostgres(role="replica", follow=_upstream(s)), Why.START_REPLICA, nap=SHORT_NAP)
+    settings = s.settings
+    if s.memory.rewind_failed:
+        if settings.remove_data_directory_on_rewind_failure or settings.remove_data_directory_on_diverged_timelines:
+            return _d(s, RemoveDataDirectory(), Why.REWIND_FAILED_REMOVE)
+        return _d(s, Wait(), Why.REWIND_FAILED)
+    if settings.use_pg_rewind:
+        tl = local_timeline(s.pg) or 0
+        if switch_lsn(_cluster(s), tl) is None or not _is_running(_cluster(s).leader_member):
+            # History is written after the new primary's post-promote checkpoint; before that
+            # pg_rewind could wrongly conclude that nothing diverged.
+            return _d(s, Wait(), Why.REWIND, nap=SHORT_NAP, leader=leader, waiting="leader checkpoint")
+        return _d(s, Rewind(source=leader), Why.REWIND, leader=leader)
+    if settings.remove_data_directory_on_diverged_timelines:
+        return _d(s, RemoveDataDirectory(), Why.DIVERGED_REMOVE)
+    return _d(s, Wait(), Why.REWIND_NOT_ALLOWED, leader=leader)
+
+
+def _leader_timeline(s: Snapshot) -> int:
+    cluster = _cluster(s)
+    leader = cluster.leader_member
+    return max(cluster.timeline, (leader.timeline or 0) if leader else 0)
+
+
+def _may_have_diverged(s: Snapshot) -> bool:
+    """Could this stopped data directory hold WAL the leader's timeline does not?
+
+    Only a node on an older timeline can. A former primary after a crash has an unknown end of WAL,
+    so it counts as diverged (pg_rewind then finds out, doing crash recovery first). Otherwise the
+    last checkpoint (a lower bound of the WAL it holds) at or past the point where its timeline
+    ended proves divergence; a former primary whose timeline's end is unknown is treated as diverged.
+    """
+    mine = local_timeline(s.pg) or 0
+    if mine >= _leader_timeline(s):
+        return False
+    ended_at = switch_lsn(_cluster(s), mine)
+    checkpoint = s.pg.checkpoint_lsn
+    if was_primary(s.pg):
+        clean = s.pg.cluster_state == "shut down"
+        return not (clean and ended_at is not None and checkpoint is not None and checkpoint < ended_at)
+    return ended_at is not None and checkpoint is not None and checkpoint >= ended_at
+
+
+def _replica_beyond_switch(s: Snapshot) -> bool:
+    """A running replica on an older timeline that already replayed past where that timeline ended."""
+    mine = local_timeline(s.pg) or 0
+    if mine >= _leader_timeline(s):
+        return False
+    ended_at = switch_lsn(_cluster(s), mine)
+    return ended_at is not None and s.pg.replay_lsn is not None and s.pg.replay_lsn > ended_at
+
+
+def none_primary(s: Snapshot) -> Decision:
+    cluster = _cluster(s)
+    mine = local_timeline(s.pg) or 0
+    if mine < cluster.timeline:
+        return _d(s, Demote(DemoteMode.IMMEDIATE_NOLOCK), Why.RACE_TIMELINE_BEHIND_PRIMARY,
+                  mine=mine, cluster=cluster.timeline)
+    alive = [p.name for p in s.peers if p.name != s.me and p.is_running_primary]
+    if alive:
+        return _d(s, Demote(DemoteMode.IMMEDIATE_NOLOCK), Why.RACE_PRIMARY_ALIVE, member=alive[0])
+    if not s.settings.tags.can_promote:
+        return _d(s, Demote(DemoteMode.IMMEDIATE_NOLOCK), Why.RACE_NOFAILOVER)
+    return _d(s, AcquireLeader(), Why.RACE_PRIMARY_RECLAIM, nap=0)
+
+
+def none_replica(s: Snapshot) -> Decision:
+    verdict = replica_race(s)
+    if verdict.may_acquire:
+        return Decision(AcquireLeader(), verdict.reason, s.now, s.memory)
+    return Decision(Wait(), verdict.reason, s.now + SHORT_NAP, s.memory)
+
+
+def none_stopped(s: Snapshot) -> Decision:
+    # Start read-only first; the race is run by the next cycles with real WAL positions.
+    return _d(s, StartPostgres(role="replica", follow=None), Why.START_REPLICA, nap=SHORT_NAP)
+
+
+def _unreachable(s: Snapshot) -> Decision:
+    """Rows that the guards make impossible (kept so the table covers the whole product)."""
+    raise AssertionError(f"guards should have handled {lock_state(s)}/{pg_class(s.pg)}")
+
+
+RULES: dict[tuple[Lock, PgClass], Callable[[Snapshot], Decision]] = {
+    (Lock.MINE, PgClass.PRIMARY): mine_primary,
+    (Lock.MINE, PgClass.REPLICA): mine_replica,
+    (Lock.MINE, PgClass.STARTING): mine_starting,
+    (Lock.MINE, PgClass.STOPPED): mine_stopped,
+    (Lock.MINE, PgClass.NO_DATA): _unreachable,
+    (Lock.MINE, PgClass.UNUSABLE): _unreachable,
+    (Lock.OTHER, PgClass.PRIMARY): other_primary,
+    (Lock.OTHER, PgClass.REPLICA): other_replica,
+    (Lock.OTHER, PgClass.STARTING): other_starting,
+    (Lock.OTHER, PgClass.STOPPED): other_stopped,
+    (Lock.OTHER, PgClass.NO_DATA): _unreachable,
+    (Lock.OTHER, PgClass.UNUSABLE): _unreachable,
+    (Lock.NONE, PgClass.PRIMARY): none_primary,
+    (Lock.NONE, PgClass.REPLICA): none_replica,
+    (Lock.NONE, PgClass.STARTING): other_starting,
+    (Lock.NONE, PgClass.STOPPED): none_stopped,
+    (Lock.NONE, PgClass.NO_DATA): _unreachable,
+    (Lock.NONE, PgClass.UNUSABLE): _unreachable,
+    (Lock.UNKNOWN, PgClass.PRIMARY): _unreachable,
+    (Lock.UNKNOWN, PgClass.REPLICA): _unreachable,
+    (Lock.UNKNOWN, PgClass.STARTING): _unreachable,
+    (Lock.UNKNOWN, PgClass.STOPPED): _unreachable,
+    (Lock.UNKNOWN, PgClass.NO_DATA): _unreachable,
+    (Lock.UNKNOWN, PgClass.UNUSABLE): _unreachable,
+}

@@ -1,0 +1,69 @@
+"""The leader race: may this node try to take the free leader key?
+
+Several nodes can each conclude they are the healthiest (equal WAL positions, unreachable peers);
+the atomic create of the leader key in the DCS settles that. What this module guarantees is the
+other direction: a node that is visibly behind, lagging, barred by tags or that still sees a live
+primary never tries.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from pgwarden.core.types import PeerStatus, Reason, Snapshot, Why
+
+
+@dataclass(frozen=True, slots=True)
+class RaceVerdict:
+    may_acquire: bool
+    reason: Reason
+
+
+def _lose(why: Why, **facts: object) -> RaceVerdict:
+    return RaceVerdict(False, Reason(why, tuple((k, str(v)) for k, v in sorted(facts.items()))))
+
+
+def replica_race(s: Snapshot) -> RaceVerdict:
+    """A running replica with no leader in the DCS: is it the healthiest eligible node?"""
+    assert s.dcs is not None
+    settings, pg = s.settings, s.pg
+    if not settings.tags.can_promote:
+        return _lose(Why.RACE_NOFAILOVER)
+    my_lsn = pg.lsn or 0
+    optime = s.dcs.status.optime
+    if optime is not None and optime - my_lsn > settings.maximum_lag_on_failover:
+        return _lose(Why.RACE_LAGGING, lag=optime - my_lsn, limit=settings.maximum_lag_on_failover)
+    my_tl = pg.timeline or 0
+    if settings.check_timeline and my_tl < s.dcs.timeline:
+        return _lose(Why.RACE_TIMELINE_BEHIND, mine=my_tl, cluster=s.dcs.timeline)
+    for peer in s.peers:
+        verdict = _compare_with_peer(peer, my_lsn, settings.tags.failover_priority, s.me)
+        if verdict is not None:
+            return verdict
+    return RaceVerdict(True, Reason(Why.RACE_HEALTHIEST, (("lsn", str(my_lsn)),)))
+
+
+def _compare_with_peer(peer: PeerStatus, my_lsn: int, my_priority: int, me: str) -> RaceVerdict | None:
+    if peer.name == me or not peer.reachable:
+        return None
+    if peer.is_running_primary:
+        return _lose(Why.RACE_PRIMARY_ALIVE, member=peer.name)
+    if peer.nofailover or peer.failover_priority <= 0 or peer.watchdog_failed:
+        return None  # cannot promote, so its position does not bar us
+    peer_lsn = peer.lsn or 0
+    if peer_lsn > my_lsn:
+        return _lose(Why.RACE_NOT_HEALTHIEST, member=peer.name, theirs=peer_lsn, mine=my_lsn)
+    if peer_lsn == my_lsn and peer.failover_priority > my_priority:
+        return _lose(Why.RACE_NOT_HEALTHIEST, member=peer.name, priority=peer.failover_priority)
+    return None
+
+
+def failover_possible(s: Snapshot) -> bool:
+    """On the leader: is there a reachable peer that could take over (used for a shutdown handover)?"""
+    my_lsn = s.pg.lsn or 0
+    for peer in s.peers:
+        if peer.name == s.me or not peer.reachable or peer.nofailover or peer.failover_priority <= 0:
+            continue
+        if peer.in_recovery and my_lsn - (peer.lsn or 0) <= s.settings.maximum_lag_on_failover:
+            return True
+    return False

@@ -1,0 +1,80 @@
+"""Reason -> the one operator-facing log line of a cycle.
+
+Where Patroni has a well-known line for the same situation (contract section 2.3), pgwarden prints
+the same words, so runbooks, log alerts and people's habits keep working.
+"""
+
+from __future__ import annotations
+
+from pgwarden.core.types import Reason, Why
+
+_TEMPLATES: dict[Why, str] = {
+    Why.LOCK_HELD: "no action. I am ({name}), the leader with the lock",
+    Why.PROMOTE_WITH_LOCK: "promoted self to leader because I had the session lock",
+    Why.RENEW_RETRY: "retrying to update leader lock in DCS",
+    Why.LEASE_AT_RISK: "demoted self because DCS is not accessible and I was a leader",
+    Why.LOCK_LOST: "demoted self because failed to update leader lock in DCS",
+    Why.DCS_DOWN_LEADER_WAITING:
+        "DCS is not accessible; continuing as leader while the lease is safe ({left}s left)",
+    Why.DCS_DOWN: "DCS is not accessible",
+    Why.FOLLOWING: "no action. I am ({name}), a secondary, and following a leader ({leader})",
+    Why.FOLLOW_NEW_LEADER: "I am ({name}), a secondary: changing upstream to ({leader})",
+    Why.NOT_LEADER_PRIMARY: "demoting self because I do not have the lock and I was a leader",
+    Why.RACE_HEALTHIEST: "promoted self to leader by acquiring session lock",
+    Why.RACE_PRIMARY_RECLAIM: "acquired session lock as a leader",
+    Why.RACE_NOT_HEALTHIEST: "following a different leader because i am not the healthiest node ({member})",
+    Why.RACE_PRIMARY_ALIVE: "not racing for the lock: Primary ({member}) is still alive",
+    Why.RACE_LAGGING: "not racing for the lock: lagging {lag} bytes behind, over maximum_lag_on_failover "
+                      "({limit})",
+    Why.RACE_TIMELINE_BEHIND: "not racing for the lock: my timeline {mine} is behind the cluster's {cluster}",
+    Why.RACE_NOFAILOVER: "following a different leader because I am not allowed to promote",
+    Why.RACE_TIMELINE_BEHIND_PRIMARY:
+        "demoting self: running as primary on timeline {mine}, behind the cluster's {cluster}",
+    Why.BOOTSTRAP: "trying to bootstrap a new cluster",
+    Why.WAIT_FOR_BOOTSTRAP: "waiting for leader to bootstrap",
+    Why.CLONE_FROM_LEADER: "trying to bootstrap from leader '{member}'",
+    Why.CLONE_FROM_REPLICA: "trying to bootstrap from replica '{member}'",
+    Why.WAIT_FOR_LEADER_TO_CLONE: "waiting for leader to bootstrap",
+    Why.EMPTY_DATA_WITH_LOCK: "released leader key voluntarily as data dir {data_dir} and currently leader",
+    Why.DATA_DIR_UNUSABLE: "data dir for the cluster is not usable ({data_dir}); consider doing reinitialize",
+    Why.SYSID_MISMATCH: "refusing to join: database system identifier {mine} differs from the cluster's "
+                        "{cluster}; the data directory is left untouched",
+    Why.SYSID_MISMATCH_RELEASE: "released leader key voluntarily due to the system ID mismatch "
+                                "({mine} != {cluster})",
+    Why.START_PRIMARY_AFTER_CRASH: "starting primary after failure",
+    Why.START_READONLY_WITH_LOCK: "starting as readonly because i had the session lock",
+    Why.START_REPLICA: "starting as a secondary",
+    Why.START_FAILED_RELEASE: "removed leader key after trying and failing to start postgres",
+    Why.STARTING: "PostgreSQL is still starting up",
+    Why.START_TIMEOUT: "stopped PostgreSQL because of startup timeout ({timeout}s)",
+    Why.REWIND: "running pg_rewind from {leader}",
+    Why.REWIND_NOT_ALLOWED: "former primary may have diverged from {leader}; not rewinding because "
+                            "use_pg_rewind is off and removing the data directory is not allowed",
+    Why.REWIND_FAILED: "pg_rewind failed; staying stopped because "
+                       "remove_data_directory_on_rewind_failure is off",
+    Why.REWIND_FAILED_REMOVE: "pg_rewind failed; moving the data directory aside to re-clone",
+    Why.DIVERGED_REMOVE: "reinitializing due to diverged timelines",
+    Why.TASK_IN_PROGRESS: "{task} in progress",
+    Why.TASK_IN_PROGRESS_RENEW: "updated leader lock during a long action",
+    Why.SHUTDOWN_HANDOVER: "shutting down: stopping PostgreSQL and handing the leader key over",
+    Why.SHUTDOWN_KEEP: "shutting down: stopping PostgreSQL; keeping the leader key (no replica can take over)",
+    Why.SHUTDOWN: "shutting down: stopping PostgreSQL",
+    Why.NO_ACTION: "no action",
+}
+
+
+def render(reason: Reason) -> str:
+    """The log line for a reason. Missing facts render as empty strings, never as an error."""
+    facts = dict(reason.facts)
+    text = _TEMPLATES[reason.why]
+    try:
+        line = text.format_map(_Blank(facts))
+    except (ValueError, IndexError):  # a malformed template is a bug; show it rather than crash the loop
+        line = text
+    extra = facts.get("waiting")
+    return f"{line} (waiting for {extra})" if extra else line
+
+
+class _Blank(dict[str, str]):
+    def __missing__(self, key: str) -> str:
+        return ""

@@ -1,0 +1,341 @@
+"""The vocabulary of the decision core: what it is shown (Snapshot), what it answers (Decision).
+
+Everything is a frozen value. The core never sees a connection, a clock or a logger: time is the
+`now` field (the agent's monotonic clock, sampled once after observation), and effects come back
+only as the next snapshot's `last` outcome and observations.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+from pgwarden.model import LSN, ClusterView, LocalPg, Tags
+
+# ---------------------------------------------------------------------------------------------------
+# Inputs
+
+
+@dataclass(frozen=True, slots=True)
+class HaSettings:
+    """The effective settings the core needs (after layering defaults, DCS /config, file and env)."""
+
+    ttl: int = 30
+    loop_wait: int = 10
+    retry_timeout: int = 10
+    maximum_lag_on_failover: int = 1048576
+    primary_start_timeout: int = 300
+    check_timeline: bool = False
+    use_pg_rewind: bool = False
+    remove_data_directory_on_rewind_failure: bool = False
+    remove_data_directory_on_diverged_timelines: bool = False
+    use_slots: bool = True
+    member_slots_ttl: int = 1800
+    max_timelines_history: int = 0
+    tags: Tags = field(default_factory=Tags)
+
+    @property
+    def lease_margin(self) -> float:
+        """How long before the lease can expire elsewhere a leader must have stopped accepting writes.
+
+        The lease counts from when etcd received our keepalive, which is after we sent it; measuring
+        from the send instant already errs on the safe side. `retry_timeout` leaves room for one
+        last renewal attempt and an immediate stop of PostgreSQL.
+        """
+        return float(self.retry_timeout)
+
+
+@dataclass(frozen=True, slots=True)
+class PeerStatus:
+    """What a peer's `GET /patroni` said (or that it did not answer) during this observation."""
+
+    name: str
+    reachable: bool
+    role: str | None = None
+    in_recovery: bool | None = None
+    lsn: LSN | None = None
+    timeline: int | None = None
+    nofailover: bool = False
+    failover_priority: int = 1
+    watchdog_failed: bool = False
+
+    @property
+    def is_running_primary(self) -> bool:
+        return self.reachable and self.in_recovery is False
+
+
+class TaskKind(StrEnum):
+    """Long actions that run in the background while the loop keeps deciding (and renewing)."""
+
+    BOOTSTRAP = "bootstrap"
+    CLONE = "clone"
+    REWIND = "rewind"
+    START = "start"
+    STOP = "stop"
+    PROMOTE = "promote"
+    REMOVE_DATA = "remove data directory"
+
+
+@dataclass(frozen=True, slots=True)
+class TaskInFlight:
+    kind: TaskKind
+    since: float
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """How the previous action went, as the executor saw it."""
+
+    action: str  # the action's `kind`
+    ok: bool
+    detail: str = ""
+    sent_at: float = 0.0
+    """Monotonic instant at which the (first) request of the action was sent. For a lock renewal
+    this is what the lease deadline is counted from."""
+
+
+@dataclass(frozen=True, slots=True)
+class Memory:
+    """What the core chose to remember between cycles. Returned in every Decision, fed back next time."""
+
+    lock_deadline: float | None = None
+    """While this node believes it holds the leader lock: the instant by which it must have stopped
+    accepting writes (last successful renewal's send time + ttl - margin)."""
+    start_deadline: float | None = None  # a primary restarting in place must be up by then
+    rewind_failed: bool = False
+    start_failures: int = 0
+    slot_last_seen: tuple[tuple[str, float], ...] = ()  # member slots and when their member was last seen
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """Everything observed for one decision."""
+
+    me: str
+    now: float
+    settings: HaSettings
+    pg: LocalPg
+    dcs: ClusterView | None  # None: the DCS could not be read
+    peers: tuple[PeerStatus, ...] = ()  # sorted by name; only collected when a race is possible
+    memory: Memory = field(default_factory=Memory)
+    last: tuple[Outcome, ...] = ()
+    """Outcomes reported since the previous decision, oldest first: the inline action's, and any
+    background task's that finished meanwhile."""
+    task: TaskInFlight | None = None
+    shutting_down: bool = False
+
+
+# ---------------------------------------------------------------------------------------------------
+# Outputs: actions. Each carries only what its executor needs; the docstring gives the step order.
+
+
+@dataclass(frozen=True, slots=True)
+class Wait:
+    """Do nothing this cycle."""
+
+    kind: str = "wait"
+
+
+@dataclass(frozen=True, slots=True)
+class Bootstrap:
+    """Atomically create `initialize`; if won: initdb, start, create roles, post_bootstrap, take the
+    leader key, seed `/config`, then write the system identifier to `initialize`. On failure after
+    winning: stop PostgreSQL, move the new data directory aside, delete `initialize`."""
+
+    kind: str = "bootstrap"
+
+
+@dataclass(frozen=True, slots=True)
+class Clone:
+    """pg_basebackup from `source` into the (empty) data directory, configure as a replica of
+    `follow`, start."""
+
+    source: str
+    follow: str | None
+    kind: str = "clone"
+
+
+@dataclass(frozen=True, slots=True)
+class AcquireLeader:
+    """Create the leader key if absent (atomic). Nothing else: promotion is the next decision."""
+
+    kind: str = "acquire leader"
+
+
+@dataclass(frozen=True, slots=True)
+class RenewLeader:
+    """Refresh the leader key's lease (owner-checked) and write `/status`; then, only if that
+    succeeded, create missing member slots and drop the ones no longer wanted."""
+
+    optime: LSN | None
+    create_slots: tuple[str, ...] = ()
+    drop_slots: tuple[str, ...] = ()
+    write_initialize: str | None = None  # system identifier to record, when `initialize` lacks it
+    kind: str = "renew leader"
+
+
+@dataclass(frozen=True, slots=True)
+class Promote:
+    """Refresh the leader lease (owner-checked, so the key is still ours; its send time counts as a
+    renewal), `pg_ctl promote`, CHECKPOINT (so pg_rewind on the old primary sees the new timeline),
+    then append to `history` and clear a `failover` key."""
+
+    history_entry: tuple[int, LSN, str] | None  # (ending timeline, switch LSN, reason)
+    kind: str = "promote"
+
+
+class DemoteMode(StrEnum):
+    GRACEFUL = "graceful"  # CHECKPOINT, fast stop, release the key
+    IMMEDIATE = "immediate"  # immediate stop, release the key
+    IMMEDIATE_NOLOCK = "immediate-nolock"  # immediate stop; the key is not ours any more
+    OFFLINE = "offline"  # fast stop; the DCS cannot be reached
+
+
+@dataclass(frozen=True, slots=True)
+class Demote:
+    """Stop accepting writes now: stop PostgreSQL in `mode`, then release the key if the mode says so.
+    The node comes back as a replica in a later cycle (after a rewind if needed)."""
+
+    mode: DemoteMode
+    kind: str = "demote"
+
+    @property
+    def release(self) -> bool:
+        return self.mode in (DemoteMode.GRACEFUL, DemoteMode.IMMEDIATE)
+
+
+@dataclass(frozen=True, slots=True)
+class StartPostgres:
+    """Write the configuration for `role` (a replica follows `follow`, or nobody) and start."""
+
+    role: str  # "primary" | "replica"
+    follow: str | None
+    kind: str = "start"
+
+
+@dataclass(frozen=True, slots=True)
+class Follow:
+    """Point a running replica at `leader` (primary_conninfo, primary_slot_name; reload)."""
+
+    leader: str
+    kind: str = "follow"
+
+
+@dataclass(frozen=True, slots=True)
+class Rewind:
+    """pg_rewind from `source` (PostgreSQL must be stopped). Starting as a replica is the next decision."""
+
+    source: str
+    kind: str = "rewind"
+
+
+@dataclass(frozen=True, slots=True)
+class RemoveDataDirectory:
+    """Move the data directory aside (never deletes in place). Only decided when configuration allows."""
+
+    kind: str = "remove data directory"
+
+
+@dataclass(frozen=True, slots=True)
+class ReleaseLeader:
+    """Delete the leader key if it still names us (writing the last optime to `/status` first)."""
+
+    optime: LSN | None
+    kind: str = "release leader"
+
+
+@dataclass(frozen=True, slots=True)
+class Shutdown:
+    """The agent is stopping: fast-stop PostgreSQL, then delete the leader key if `release`."""
+
+    release: bool
+    optime: LSN | None
+    kind: str = "shutdown"
+
+
+Action = (
+    Wait
+    | Bootstrap
+    | Clone
+    | AcquireLeader
+    | RenewLeader
+    | Promote
+    | Demote
+    | StartPostgres
+    | Follow
+    | Rewind
+    | RemoveDataDirectory
+    | ReleaseLeader
+    | Shutdown
+)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Reasons
+
+
+class Why(StrEnum):
+    """Why the core chose its action. Rendered into the operator's log line by `core.render`."""
+
+    LOCK_HELD = "lock held"
+    PROMOTE_WITH_LOCK = "promote with lock"
+    RENEW_RETRY = "renew retry"
+    LEASE_AT_RISK = "lease at risk"
+    LOCK_LOST = "lock lost"
+    DCS_DOWN_LEADER_WAITING = "dcs down, leader keeps running within lease"
+    DCS_DOWN = "dcs down"
+    FOLLOWING = "following"
+    FOLLOW_NEW_LEADER = "follow new leader"
+    NOT_LEADER_PRIMARY = "primary without lock"
+    RACE_HEALTHIEST = "healthiest"
+    RACE_PRIMARY_RECLAIM = "primary reclaims free lock"
+    RACE_NOT_HEALTHIEST = "not healthiest"
+    RACE_PRIMARY_ALIVE = "primary still alive"
+    RACE_LAGGING = "lagging"
+    RACE_TIMELINE_BEHIND = "timeline behind"
+    RACE_NOFAILOVER = "nofailover"
+    RACE_TIMELINE_BEHIND_PRIMARY = "stale primary behind cluster timeline"
+    BOOTSTRAP = "bootstrap"
+    WAIT_FOR_BOOTSTRAP = "wait for bootstrap"
+    CLONE_FROM_LEADER = "clone from leader"
+    CLONE_FROM_REPLICA = "clone from replica"
+    WAIT_FOR_LEADER_TO_CLONE = "no member to clone from"
+    EMPTY_DATA_WITH_LOCK = "empty data dir with lock"
+    DATA_DIR_UNUSABLE = "data dir unusable"
+    SYSID_MISMATCH = "sysid mismatch"
+    SYSID_MISMATCH_RELEASE = "sysid mismatch, releasing lock"
+    START_PRIMARY_AFTER_CRASH = "start primary after failure"
+    START_READONLY_WITH_LOCK = "start readonly with lock"
+    START_REPLICA = "start replica"
+    START_FAILED_RELEASE = "start failed, release"
+    STARTING = "starting"
+    START_TIMEOUT = "primary start timeout"
+    REWIND = "rewind"
+    REWIND_NOT_ALLOWED = "needs rewind, not allowed"
+    REWIND_FAILED = "rewind failed"
+    REWIND_FAILED_REMOVE = "rewind failed, remove data"
+    DIVERGED_REMOVE = "diverged, remove data"
+    TASK_IN_PROGRESS = "task in progress"
+    TASK_IN_PROGRESS_RENEW = "task in progress, renew"
+    SHUTDOWN_HANDOVER = "shutdown, hand over"
+    SHUTDOWN_KEEP = "shutdown, keep key"
+    SHUTDOWN = "shutdown"
+    NO_ACTION = "no action"
+
+
+@dataclass(frozen=True, slots=True)
+class Reason:
+    why: Why
+    facts: tuple[tuple[str, str], ...] = ()
+
+    def fact(self, key: str) -> str:
+        return dict(self.facts).get(key, "")
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    action: Action
+    reason: Reason
+    wake_at: float
+    """The latest instant at which the core wants to be asked again."""
+    memory: Memory

@@ -1,0 +1,87 @@
+"""DCS backends behind one interface (`pgwarden.dcs.base.Dcs`), and the factory that picks one from config."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+from urllib.parse import urlsplit
+
+from pgwarden.dcs.base import Dcs, DcsError
+
+__all__ = ["Dcs", "DcsError", "dcs_from_config", "etcd_hosts_from_config"]
+
+DEFAULT_ETCD_PORT = 2379
+
+
+def _host_port(item: str) -> tuple[str, int]:
+    """'h', 'h:p' or 'http://h:p' -> (h, p)."""
+    text = item.strip()
+    if not text:
+        raise ValueError("etcd3: empty host")
+    parts = urlsplit(text if "://" in text else f"//{text}")
+    try:
+        port = parts.port or DEFAULT_ETCD_PORT
+    except ValueError as exc:
+        raise ValueError(f"etcd3: invalid port in {item!r}") from exc
+    if not parts.hostname:
+        raise ValueError(f"etcd3: no host name in {item!r}")
+    return parts.hostname, port
+
+
+def etcd_hosts_from_config(section: Mapping[str, Any]) -> list[tuple[str, int]]:
+    """The etcd endpoints named by Patroni's `etcd3` section: `hosts` (list or comma string), `host`, or `url`."""
+    hosts = section.get("hosts")
+    if isinstance(hosts, str):
+        items: Sequence[str] = hosts.split(",")
+    elif isinstance(hosts, Sequence):
+        items = [str(h) for h in hosts]
+    elif section.get("host"):
+        items = [str(section["host"])]
+    elif section.get("url"):
+        items = [str(section["url"])]
+    else:
+        items = ["127.0.0.1:2379"]  # Patroni's default when nothing is configured
+    return [_host_port(item) for item in items if item.strip()]
+
+
+def _check_supported(section: Mapping[str, Any]) -> None:
+    urls = [str(section.get("url", "")), str(section.get("hosts", "")), str(section.get("host", ""))]
+    uses_tls = str(section.get("protocol", "http")).lower() == "https" or any("https://" in u for u in urls)
+    if uses_tls or any(section.get(k) for k in ("cacert", "cert", "key")):
+        raise DcsError("etcd3: TLS (https, cacert/cert/key) is not supported yet")
+    for unsupported in ("srv", "srv_suffix", "proxy", "discovery_srv"):
+        if section.get(unsupported):
+            raise DcsError(f"etcd3: '{unsupported}' is not supported yet; list the endpoints in 'hosts'")
+
+
+async def dcs_from_config(
+    etcd3_section: Mapping[str, Any],
+    *,
+    namespace: str,
+    scope: str,
+    name: str,
+    ttl: int,
+    timeout: float = 2.0,
+    readonly: bool = False,
+) -> Dcs:
+    """An etcd v3 DCS from Patroni's `etcd3` section (host | hosts | url, protocol, username, password)."""
+    from pgwarden.dcs.etcd3 import Etcd3Dcs  # imported here so that the pure modules stay light
+
+    _check_supported(etcd3_section)
+    try:
+        hosts = etcd_hosts_from_config(etcd3_section)
+    except ValueError as exc:
+        raise DcsError(str(exc)) from exc
+    dcs = Etcd3Dcs(
+        hosts=hosts,
+        namespace=namespace,
+        scope=scope,
+        name=name,
+        ttl=ttl,
+        timeout=timeout,
+        username=etcd3_section.get("username") or etcd3_section.get("user"),
+        password=etcd3_section.get("password"),
+        readonly=readonly,
+    )
+    await dcs.connect()
+    return dcs

@@ -1,0 +1,335 @@
+"""The one model of a cluster, shared by the decision core, the DCS codecs, the REST API and the CLI.
+
+Everything here is an immutable value: a frozen dataclass built once from what was observed (a DCS
+read, a PostgreSQL probe, a peer's JSON) and never changed afterwards. Nothing here does IO.
+
+Naming follows Patroni's wire format (see docs/ARCHITECTURE.md): a `Member` is what lives under
+`members/<name>` in the DCS, `ClusterView` is one consistent read of the whole scope.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+LSN = int
+"""A WAL position as a byte offset (PostgreSQL's pg_lsn as an integer)."""
+
+
+def lsn_from_text(text: str) -> LSN:
+    """'16/B374D848' -> integer offset. Raises ValueError on anything else."""
+    high, sep, low = text.strip().partition("/")
+    if not sep:
+        raise ValueError(f"not an LSN: {text!r}")
+    return (int(high, 16) << 32) + int(low, 16)
+
+
+def lsn_to_text(lsn: LSN) -> str:
+    return f"{lsn >> 32:X}/{lsn & 0xFFFFFFFF:X}"
+
+
+class Role(StrEnum):
+    """The role a member publishes (member JSON `role`, REST `role`)."""
+
+    PRIMARY = "primary"
+    REPLICA = "replica"
+    STANDBY_LEADER = "standby_leader"
+    DEMOTED = "demoted"
+    UNINITIALIZED = "uninitialized"
+    PROMOTED = "promoted"
+
+
+class PgState(StrEnum):
+    """PostgreSQL states as Patroni publishes them (member JSON `state`)."""
+
+    RUNNING = "running"
+    STARTING = "starting"
+    STOPPED = "stopped"
+    STOPPING = "stopping"
+    STOP_FAILED = "stop failed"
+    CRASHED = "crashed"
+    RESTARTING = "restarting"
+    RESTART_FAILED = "restart failed"
+    START_FAILED = "start failed"
+    CREATING_REPLICA = "creating replica"
+    INITIALIZING = "initializing new cluster"
+    BOOTSTRAP_FAILED = "initdb failed"
+    REWINDING = "running pg_rewind"
+    UNKNOWN = "unknown"
+
+
+class ReplicationState(StrEnum):
+    STREAMING = "streaming"
+    IN_ARCHIVE_RECOVERY = "in archive recovery"
+    STOPPED = "stopped"  # pgwarden: a replica that runs but does not stream from anywhere
+
+
+@dataclass(frozen=True, slots=True)
+class Tags:
+    """Member tags. Unknown (custom) tags are kept verbatim in `custom` for `?tag_k=v` filters."""
+
+    nofailover: bool = False
+    failover_priority: int = 1
+    clonefrom: bool = False
+    noloadbalance: bool = False
+    replicatefrom: str | None = None
+    nosync: bool = False
+    sync_priority: int = 1
+    nostream: bool = False
+    custom: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def can_promote(self) -> bool:
+        return not self.nofailover and self.failover_priority > 0
+
+    def as_json(self) -> dict[str, Any]:
+        """Only the tags that differ from the defaults, as Patroni publishes them."""
+        out: dict[str, Any] = dict(self.custom)
+        if self.nofailover:
+            out["nofailover"] = True
+        if self.failover_priority != 1:
+            out["failover_priority"] = self.failover_priority
+        if self.clonefrom:
+            out["clonefrom"] = True
+        if self.noloadbalance:
+            out["noloadbalance"] = True
+        if self.replicatefrom:
+            out["replicatefrom"] = self.replicatefrom
+        if self.nosync:
+            out["nosync"] = True
+        if self.sync_priority != 1:
+            out["sync_priority"] = self.sync_priority
+        if self.nostream:
+            out["nostream"] = True
+        return out
+
+
+@dataclass(frozen=True, slots=True)
+class Member:
+    """One `members/<name>` value."""
+
+    name: str
+    conn_url: str = ""
+    api_url: str = ""
+    state: str = PgState.UNKNOWN
+    role: str = Role.UNINITIALIZED
+    version: str = ""
+    timeline: int | None = None
+    xlog_location: LSN | None = None
+    receive_lsn: LSN | None = None
+    replay_lsn: LSN | None = None
+    replication_state: str | None = None
+    tags: Tags = field(default_factory=Tags)
+    pending_restart: bool = False
+    checkpoint_after_promote: bool | None = None
+    raw: Mapping[str, Any] = field(default_factory=dict)
+    """The JSON as read, so fields we do not model survive a round trip and can be shown."""
+
+    @property
+    def lsn(self) -> LSN | None:
+        """Best known WAL position: the primary's write LSN, or the furthest received/replayed."""
+        known = [x for x in (self.xlog_location, self.receive_lsn, self.replay_lsn) if x is not None]
+        return max(known) if known else None
+
+    @property
+    def host_port(self) -> tuple[str, int] | None:
+        """(host, port) from conn_url `postgres://host:port/...`, or None if absent or malformed."""
+        from urllib.parse import urlsplit
+
+        try:
+            parts = urlsplit(self.conn_url)
+            if not parts.hostname:
+                return None
+            return parts.hostname, parts.port or 5432
+        except ValueError:
+            return None
+
+
+@dataclass(frozen=True, slots=True)
+class LeaderKey:
+    """The `leader` key: who holds the lock, and the DCS revision of that value (for owner checks)."""
+
+    name: str
+    revision: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class ClusterStatus:
+    """The `status` key, written by the leader on every renewal."""
+
+    optime: LSN | None = None
+    slots: Mapping[str, LSN] = field(default_factory=dict)
+    retain_slots: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class FailoverRequest:
+    """The `failover` key: a switchover (`leader` set) or a failover (only `member` set)."""
+
+    leader: str | None = None
+    member: str | None = None
+    scheduled_at: str | None = None  # ISO 8601 with a time zone, as written
+    revision: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class SyncState:
+    """The `sync` key."""
+
+    leader: str | None = None
+    sync_standby: tuple[str, ...] = ()
+    quorum: int = 0
+    revision: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryEntry:
+    """One row of the `history` key: the timeline that ended, where it ended, why, when, who took over."""
+
+    timeline: int
+    lsn: LSN
+    reason: str
+    timestamp: str | None = None
+    new_leader: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Versioned:
+    """A JSON value read from the DCS with its revision, so it can be written back with compare-and-swap."""
+
+    value: Mapping[str, Any]
+    revision: int
+
+
+@dataclass(frozen=True, slots=True)
+class ClusterView:
+    """One consistent read of everything under `/<namespace>/<scope>/`."""
+
+    scope: str
+    initialize: str | None = None
+    """None: no key. "": bootstrap in progress. Otherwise the database system identifier."""
+    config: Versioned | None = None
+    leader: LeaderKey | None = None
+    members: tuple[Member, ...] = ()
+    status: ClusterStatus = field(default_factory=ClusterStatus)
+    failover: FailoverRequest | None = None
+    sync: SyncState | None = None
+    history: tuple[HistoryEntry, ...] = ()
+    revision: int = 0
+    """The store's revision at the time of the read."""
+
+    def member(self, name: str) -> Member | None:
+        for m in self.members:
+            if m.name == name:
+                return m
+        return None
+
+    @property
+    def leader_member(self) -> Member | None:
+        return self.member(self.leader.name) if self.leader else None
+
+    @property
+    def timeline(self) -> int:
+        """The cluster's current timeline as the history key implies it (Patroni: len(history) + 1)."""
+        if not self.history:
+            return 1
+        return max(h.timeline for h in self.history) + 1
+
+    @property
+    def paused(self) -> bool:
+        return bool(self.config and self.config.value.get("pause"))
+
+
+# --------------------------------------------------------------------------------------------------
+# The local PostgreSQL, as one probe observed it. Produced by pgwarden.postgres, consumed by the core
+# (as part of its snapshot) and by the REST API (status JSON, health codes).
+
+
+class DataDirState(StrEnum):
+    MISSING = "missing"  # the directory does not exist
+    EMPTY = "empty"  # exists and is empty
+    VALID = "valid"  # PG_VERSION and global/pg_control present, pg_controldata answered
+    INVALID = "invalid"  # not empty, but not a usable data directory (no/invalid pg_control)
+    INACCESSIBLE = "inaccessible"  # permissions or IO error
+
+
+@dataclass(frozen=True, slots=True)
+class ReplicationRow:
+    """One row of pg_stat_replication on this node (a downstream replica)."""
+
+    application_name: str
+    client_addr: str | None = None
+    state: str | None = None  # startup | catchup | streaming | backup | stopping
+    sync_state: str | None = None  # async | potential | sync | quorum
+    sync_priority: int = 0
+    usename: str | None = None
+    write_lsn: LSN | None = None
+    flush_lsn: LSN | None = None
+    replay_lsn: LSN | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class WalReceiver:
+    """pg_stat_wal_receiver on this (standby) node; absent when no receiver process runs."""
+
+    status: str  # streaming | starting | waiting | stopping | ...
+    sender_host: str | None = None
+    sender_port: int | None = None
+    slot_name: str | None = None
+    latest_end_lsn: LSN | None = None
+    received_tli: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class LocalPg:
+    """Everything one probe learned about the local PostgreSQL. Fields a probe could not learn are None."""
+
+    data_dir: DataDirState
+    sysid: str | None = None
+    cluster_state: str | None = None
+    """pg_controldata's 'Database cluster state': 'in production', 'shut down', 'shut down in
+    recovery', 'in crash recovery', 'in archive recovery', 'shutting down'."""
+    controldata_timeline: int | None = None  # "Latest checkpoint's TimeLineID"
+    checkpoint_lsn: LSN | None = None  # "Latest checkpoint location"
+    running: bool = False  # a postmaster process is alive for this data directory
+    postmaster_pid: int | None = None
+    accepting: bool = False  # a query succeeded just now
+    in_recovery: bool | None = None
+    timeline: int | None = None
+    wal_lsn: LSN | None = None  # primary: pg_current_wal_lsn()
+    receive_lsn: LSN | None = None
+    replay_lsn: LSN | None = None
+    replay_paused: bool = False
+    replayed_timestamp: str | None = None
+    wal_receiver: WalReceiver | None = None
+    replication: tuple[ReplicationRow, ...] = ()
+    slots: tuple[str, ...] = ()  # physical replication slots present on this node
+    server_version: int | None = None  # e.g. 150018
+    postmaster_start_time: str | None = None
+    pending_restart: bool = False
+    standby_signal: bool = False  # standby.signal exists
+    following: str | None = None
+    """The member name this node's primary_conninfo points at (pgwarden writes it as application
+    metadata), or None when not configured as a standby of a member."""
+
+    @property
+    def is_primary(self) -> bool:
+        return self.accepting and self.in_recovery is False
+
+    @property
+    def is_replica(self) -> bool:
+        return self.accepting and self.in_recovery is True
+
+    @property
+    def lsn(self) -> LSN | None:
+        """The position that matters in a leader race: write LSN on a primary, max(receive, replay)."""
+        if self.in_recovery is False:
+            return self.wal_lsn
+        known = [x for x in (self.receive_lsn, self.replay_lsn) if x is not None]
+        return max(known) if known else None
+
+    @property
+    def streaming(self) -> bool:
+        return self.wal_receiver is not None and self.wal_receiver.status == "streaming"

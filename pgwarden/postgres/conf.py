@@ -1,0 +1,179 @@
+"""Pure renderers for the files pgwarden owns in a data directory. No IO here.
+
+pgwarden writes its own `postgresql.conf`, which first includes `postgresql.base.conf` (the file
+initdb or the user wrote, kept verbatim) and then sets the values pgwarden needs, so later lines win.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+from collections.abc import Mapping
+from typing import Any, Literal
+
+from psycopg.conninfo import make_conninfo
+
+from pgwarden.postgres.settings import Credentials, PgSettings, Upstream
+
+ConfRole = Literal["primary", "replica"]
+
+GENERATED_MARKER = "# Managed by pgwarden: edit postgresql.base.conf or the pgwarden configuration instead."
+BASE_CONF = "postgresql.base.conf"
+STATE_FILE = "pgwarden.state.json"
+
+# GUCs pgwarden fixes (Patroni's CMDLINE_OPTIONS): name -> (default, minimum or None).
+_CMDLINE_DEFAULTS: dict[str, tuple[Any, int | None]] = {
+    "max_connections": (100, 25),
+    "max_locks_per_transaction": (64, 32),
+    "max_worker_processes": (8, 2),
+    "max_prepared_transactions": (0, None),
+    "max_wal_senders": (10, 3),
+    "max_replication_slots": (10, 4),
+    "track_commit_timestamp": (False, None),
+    "wal_keep_size": ("128MB", None),
+}
+# Not overridable: replication and pg_rewind depend on them.
+_FORCED = {"hot_standby": True, "wal_log_hints": True}
+
+
+def auth_method(settings: PgSettings) -> str:
+    """The password method for pg_hba and initdb, following `password_encryption`."""
+    wanted = str(settings.parameters.get("password_encryption", "")).lower()
+    return "md5" if wanted == "md5" else "scram-sha-256"
+
+
+def enforced_parameters(settings: PgSettings) -> dict[str, Any]:
+    """The values pgwarden sets whatever the user asked: they go on the command line and into the file."""
+    params = settings.parameters
+    out: dict[str, Any] = {
+        "listen_addresses": settings.listen_addresses,
+        "port": settings.port,
+        "cluster_name": settings.scope,
+        # 'logical' is a superset of 'replica'; anything lower breaks streaming.
+        "wal_level": "logical" if str(params.get("wal_level", "")).lower() == "logical" else "replica",
+        **_FORCED,
+    }
+    for name, (default, minimum) in _CMDLINE_DEFAULTS.items():
+        value = params.get(name, default)
+        if minimum is not None:
+            value = max(_as_int(value, default), minimum)
+        out[name] = value
+    return out
+
+
+def _as_int(value: Any, default: int) -> int:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return int(default)
+
+
+def primary_conninfo(settings: PgSettings, upstream: Upstream) -> str:
+    """libpq conninfo for streaming from `upstream`; the password comes from the pgpass file."""
+    return make_conninfo(
+        host=upstream.host,
+        port=str(upstream.port),
+        user=settings.replication.username,
+        application_name=settings.name,
+        passfile=str(settings.pgpass_path),
+        sslmode="prefer",
+    )
+
+
+def file_parameters(settings: PgSettings, role: ConfRole, upstream: Upstream | None) -> dict[str, Any]:
+    """Every setting pgwarden's postgresql.conf carries after the include, in file order."""
+    out = {k: v for k, v in settings.parameters.items() if k not in ("hba_file", "ident_file")}
+    out.update(enforced_parameters(settings))
+    out["hba_file"] = str(settings.data_dir / "pg_hba.conf")
+    out["ident_file"] = str(settings.data_dir / "pg_ident.conf")
+    if role == "replica":
+        out["recovery_target_timeline"] = "latest"
+        out["primary_conninfo"] = primary_conninfo(settings, upstream) if upstream else ""
+        out["primary_slot_name"] = settings.slot_name if upstream and settings.use_slots else ""
+    return out
+
+
+def format_guc(value: Any) -> str:
+    """A value as postgresql.conf syntax: booleans as on/off, numbers bare, everything else quoted."""
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    if isinstance(value, int | float):
+        return str(value)
+    return "'" + str(value).replace("\\", "\\\\").replace("'", "''") + "'"
+
+
+def render_postgresql_conf(settings: PgSettings, role: ConfRole, upstream: Upstream | None) -> str:
+    """pgwarden's postgresql.conf for `role`; a replica streams from `upstream` (None: archive only)."""
+    lines = [GENERATED_MARKER, f"include '{BASE_CONF}'", ""]
+    values = file_parameters(settings, role, upstream)
+    lines += [f"{name} = {format_guc(value)}" for name, value in values.items()]
+    return "\n".join(lines) + "\n"
+
+
+def cmdline_options(settings: PgSettings) -> str:
+    """The `pg_ctl -o` string: enforced GUCs as `-c name=value`, quoted for the shell pg_ctl uses."""
+    parts = []
+    for name, value in enforced_parameters(settings).items():
+        text = ("on" if value else "off") if isinstance(value, bool) else str(value)
+        parts.append("-c " + shlex.quote(f"{name}={text}"))
+    return " ".join(parts)
+
+
+def default_pg_hba(settings: PgSettings) -> tuple[str, ...]:
+    """Loopback-only rules: local peer, password over TCP, replication for the replication user."""
+    method = auth_method(settings)
+    repl = settings.replication.username
+    return (
+        "local   all          all                   peer",
+        f"host    all          all    127.0.0.1/32   {method}",
+        f"host    all          all    ::1/128        {method}",
+        f"host    replication  {repl}  127.0.0.1/32   {method}",
+        f"host    replication  {repl}  ::1/128        {method}",
+    )
+
+
+def render_pg_hba(settings: PgSettings) -> str:
+    lines = settings.pg_hba or default_pg_hba(settings)
+    return "\n".join([GENERATED_MARKER, *lines]) + "\n"
+
+
+def render_pg_ident(settings: PgSettings) -> str:
+    return "\n".join([GENERATED_MARKER, *settings.pg_ident]) + "\n"
+
+
+def _pgpass_field(text: str) -> str:
+    return text.replace("\\", "\\\\").replace(":", "\\:")
+
+
+def render_pgpass(settings: PgSettings) -> str:
+    """One wildcard line per distinct user with a password; the first line for a user wins in libpq."""
+    seen: set[str] = set()
+    lines = []
+    creds: list[Credentials | None] = [settings.superuser, settings.replication, settings.rewind]
+    for cred in creds:
+        if cred is None or cred.password is None or cred.username in seen:
+            continue
+        seen.add(cred.username)
+        lines.append(f"*:*:*:{_pgpass_field(cred.username)}:{_pgpass_field(cred.password)}")
+    return "".join(line + "\n" for line in lines)
+
+
+def render_state(role: ConfRole, upstream: Upstream | None) -> str:
+    """pgwarden.state.json: what the configuration was written for, read back by the probe."""
+    # An upstream given only by address (no member name) is not "following a member".
+    state: dict[str, Any] = {"role": role, "following": upstream.member if upstream and upstream.member else None}
+    if upstream:
+        state["upstream"] = {"host": upstream.host, "port": upstream.port}
+    return json.dumps(state, sort_keys=True) + "\n"
+
+
+def following_from_state(text: str) -> str | None:
+    """The member name recorded by `render_state`, or None for a primary or an unreadable file."""
+    try:
+        state = json.loads(text)
+    except ValueError:
+        return None
+    if not isinstance(state, Mapping) or state.get("role") != "replica":
+        return None
+    following = state.get("following")
+    return following if isinstance(following, str) and following else None

@@ -1,0 +1,469 @@
+"""Acting on the local PostgreSQL: initdb, config files, start/stop, promote, clone, rewind, roles, slots.
+
+Every method has a timeout and returns a `PgResult`; an expected failure (a binary exits non-zero, the
+server refuses a connection) is a result with ok=False and the reason, never an exception. The adapter
+runs the binaries as the current user (pgwarden runs as the PostgreSQL OS user). Passwords reach
+PostgreSQL only through the pgpass file (PGPASSFILE / passfile=) or initdb's --pwfile, never argv.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import shlex
+import shutil
+import tempfile
+import time
+from collections.abc import Awaitable, Callable, Iterable
+from contextlib import suppress
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import psycopg
+from psycopg import sql
+
+from pgwarden.model import DataDirState
+from pgwarden.postgres import conf
+from pgwarden.postgres.connection import CONNECT_TIMEOUT, connect_local
+from pgwarden.postgres.datadir import directory_state, postmaster_pid
+from pgwarden.postgres.process import CommandOutcome, PgResult, run_command
+from pgwarden.postgres.settings import Credentials, OptionSpec, PgSettings, Upstream, options_to_argv
+
+INITDB_TIMEOUT = 300.0
+BASEBACKUP_TIMEOUT = 3600.0
+REWIND_TIMEOUT = 3600.0
+SCRIPT_TIMEOUT = 300.0
+QUICK_TIMEOUT = 15.0
+
+# initdb options pgwarden sets itself; accepting them from the user would bypass --pwfile or the data dir.
+_MANAGED_INITDB_OPTIONS = ("--pgdata", "--pwfile", "--pwprompt", "--username")
+_AUTH_OPTIONS = ("--auth", "--auth-host", "--auth-local")
+# Files describing this node rather than the cluster: pg_rewind would overwrite them with the source's.
+_NODE_FILES = ("postgresql.conf", conf.BASE_CONF, "pg_hba.conf", "pg_ident.conf", "postgresql.auto.conf",
+               conf.STATE_FILE)
+_REWIND_GRANTS = (
+    "pg_catalog.pg_ls_dir(text, boolean, boolean)",
+    "pg_catalog.pg_stat_file(text, boolean)",
+    "pg_catalog.pg_read_binary_file(text)",
+    "pg_catalog.pg_read_binary_file(text, bigint, bigint, boolean)",
+)
+_SLOT_NAME = re.compile(r"^[a-z0-9_]{1,63}$")
+
+AsyncConn = psycopg.AsyncConnection[tuple[Any, ...]]
+
+
+class PgController:
+    """The local PostgreSQL instance described by `settings`."""
+
+    def __init__(self, settings: PgSettings) -> None:
+        self.settings = settings
+
+    @property
+    def data_dir(self) -> Path:
+        return self.settings.data_dir
+
+    def is_running(self) -> bool:
+        return postmaster_pid(self.data_dir) is not None
+
+    # ---------------------------------------------------------------------------------------------
+    # Creating a data directory
+
+    async def initdb(self, options: OptionSpec | None = None, timeout: float = INITDB_TIMEOUT) -> PgResult:
+        """Create a new cluster as the configured superuser, its password passed through --pwfile.
+
+        `options` is `bootstrap.initdb` in list or dict form (or long options); None means
+        settings.initdb_options. Auth methods default to peer (local) and scram-sha-256/md5 (host).
+        """
+        user_options = options_to_argv(options) if options is not None else self.settings.initdb_options
+        managed = [o for o in user_options if o.split("=")[0] in _MANAGED_INITDB_OPTIONS]
+        if managed:
+            return PgResult.failed(f"initdb options set by pgwarden may not be given: {', '.join(managed)}")
+        argv = [self.settings.binary("initdb"), "-D", str(self.data_dir),
+                "--username", self.settings.superuser.username]
+        if not any(o.split("=")[0] in _AUTH_OPTIONS for o in user_options):
+            argv += ["--auth-local=peer", f"--auth-host={conf.auth_method(self.settings)}"]
+        if not any(o.split("=")[0] == "--encoding" for o in user_options):
+            argv.append("--encoding=UTF8")  # a C/POSIX environment would otherwise give SQL_ASCII
+        with tempfile.TemporaryDirectory(prefix="pgwarden-initdb-") as private:  # created 0700
+            password = self.settings.superuser.password
+            if password is not None:
+                pwfile = Path(private) / "pwfile"
+                _write_private(pwfile, password + "\n")
+                argv.append(f"--pwfile={pwfile}")
+            outcome = await run_command([*argv, *user_options], timeout, c_locale=False)
+        return _result(outcome, "initdb")
+
+    async def basebackup(
+        self, from_host: str, from_port: int, source_member: str | None = None,
+        timeout: float = BASEBACKUP_TIMEOUT,
+    ) -> PgResult:
+        """Clone the running server at from_host:from_port into a missing or EMPTY data directory.
+
+        Never deletes anything: a non-empty directory is refused. On success the directory is
+        configured as a standby of that server (standby.signal, primary_conninfo, slot).
+        """
+        state = directory_state(self.data_dir)
+        if state not in (DataDirState.MISSING, DataDirState.EMPTY):
+            return PgResult.failed(f"refusing pg_basebackup: {self.data_dir} is {state.value}, not empty")
+        pgpass = self._try_write_pgpass()
+        if not pgpass.ok:
+            return pgpass
+        argv = [self.settings.binary("pg_basebackup"), "-D", str(self.data_dir), "-h", from_host,
+                "-p", str(from_port), "-U", self.settings.replication.username, "--no-password",
+                "-X", "stream", "-c", "fast", *self.settings.basebackup_options]
+        outcome = await run_command(argv, timeout, env=self._client_env())
+        if not outcome.ok:
+            return _result(outcome, "pg_basebackup")
+        return await self.write_config("replica", Upstream(source_member or "", from_host, from_port))
+
+    async def move_data_dir_aside(self) -> PgResult:
+        """Rename the data directory to `<data_dir>.failed.<timestamp>` (only when the config allows it)."""
+        if self.is_running():
+            return PgResult.failed("refusing to move a data directory aside while PostgreSQL runs")
+        if not self.data_dir.exists():
+            return PgResult(True, f"{self.data_dir} does not exist")
+        target = self.data_dir.with_name(f"{self.data_dir.name}.failed.{time.strftime('%Y%m%dT%H%M%S')}")
+        suffix = 0
+        while target.exists():
+            suffix += 1
+            target = target.with_name(f"{target.name.split('~')[0]}~{suffix}")
+        try:
+            self.data_dir.rename(target)
+        except OSError as exc:
+            return PgResult.failed(f"could not move {self.data_dir} aside: {exc}")
+        return PgResult(True, f"moved {self.data_dir} to {target}")
+
+    # ---------------------------------------------------------------------------------------------
+    # Configuration files
+
+    async def write_config(self, role: conf.ConfRole, follow: Upstream | tuple[str, str, int] | None = None
+                           ) -> PgResult:
+        """Write postgresql.conf (keeping the original as postgresql.base.conf), pg_hba, pg_ident, pgpass
+        and the role marker; a replica gets standby.signal and streams from `follow` (member, host, port)."""
+        upstream = Upstream(*follow) if follow is not None else None
+        if not (self.data_dir / "PG_VERSION").is_file():
+            return PgResult.failed(f"{self.data_dir} is not a PostgreSQL data directory")
+        try:
+            self._adopt_base_conf()
+            files = {
+                "postgresql.conf": conf.render_postgresql_conf(self.settings, role, upstream),
+                "pg_hba.conf": conf.render_pg_hba(self.settings),
+                conf.STATE_FILE: conf.render_state(role, upstream),
+            }
+            if self.settings.pg_ident or not (self.data_dir / "pg_ident.conf").exists():
+                files["pg_ident.conf"] = conf.render_pg_ident(self.settings)
+            for name, text in files.items():
+                _write_private(self.data_dir / name, text)
+            self.write_pgpass()
+            signal = self.data_dir / "standby.signal"
+            if role == "replica":
+                signal.touch(mode=0o600)
+            else:
+                signal.unlink(missing_ok=True)
+        except OSError as exc:
+            return PgResult.failed(f"could not write configuration: {exc}")
+        target = f" following {upstream.member or upstream.host}" if upstream else ""
+        return PgResult(True, f"configuration written for {role}{target}")
+
+    def write_pgpass(self) -> None:
+        """(Re)write the pgpass file, mode 0600 (libpq ignores a file others can read)."""
+        path = self.settings.pgpass_path
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        _write_private(path, conf.render_pgpass(self.settings))
+
+    def _try_write_pgpass(self) -> PgResult:
+        try:
+            self.write_pgpass()
+        except OSError as exc:
+            return PgResult.failed(f"could not write pgpass file {self.settings.pgpass_path}: {exc}")
+        return PgResult(True)
+
+    def _adopt_base_conf(self) -> None:
+        """Keep the user's postgresql.conf as postgresql.base.conf the first time pgwarden writes its own."""
+        own, base = self.data_dir / "postgresql.conf", self.data_dir / conf.BASE_CONF
+        if base.exists():
+            return
+        if own.exists() and not own.read_text(errors="replace").startswith(conf.GENERATED_MARKER):
+            own.rename(base)
+        else:
+            _write_private(base, "")
+
+    async def set_follow(self, member: str, host: str, port: int) -> PgResult:
+        """Point a running (or stopped) standby at another upstream; PG 13+ applies it on reload."""
+        if not (self.data_dir / "standby.signal").exists():
+            return PgResult.failed("not configured as a standby (no standby.signal): write_config + restart")
+        written = await self.write_config("replica", Upstream(member, host, port))
+        if not written.ok or not self.is_running():
+            return written
+        return await self.reload()
+
+    # ---------------------------------------------------------------------------------------------
+    # Process control
+
+    async def start(self, wait: bool = True, timeout: float | None = None) -> PgResult:
+        """pg_ctl start with pgwarden's enforced GUCs on the command line; with `wait`, until ready."""
+        if self.is_running():
+            return PgResult(True, "already running")
+        timeout = timeout if timeout is not None else self.settings.pg_ctl_timeout
+        log_file = self.settings.postmaster_log
+        with suppress(OSError):
+            log_file.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        argv = [self.settings.binary("pg_ctl"), "start", "-D", str(self.data_dir), "-l", str(log_file),
+                "-o", conf.cmdline_options(self.settings)]
+        argv += ["-w", "-t", str(max(1, int(timeout)))] if wait else ["-W"]
+        outcome = await run_command(argv, timeout + 5, kill_group=False)
+        if outcome.ok:
+            return PgResult(True, "started" if wait else "start requested")
+        still = " (the postmaster is still running)" if self.is_running() else ""
+        return PgResult.failed(f"pg_ctl start failed{still}: {outcome.tail()}\n{_tail_of(log_file)}".strip())
+
+    async def stop(self, mode: str = "fast", timeout: float | None = None) -> PgResult:
+        """pg_ctl stop -m smart|fast|immediate, waiting for the postmaster to exit."""
+        if mode not in ("smart", "fast", "immediate"):
+            return PgResult.failed(f"unknown shutdown mode {mode!r}")
+        if not self.is_running():
+            return PgResult(True, "not running")
+        timeout = timeout if timeout is not None else self.settings.pg_ctl_timeout
+        argv = [self.settings.binary("pg_ctl"), "stop", "-D", str(self.data_dir), "-m", mode,
+                "-w", "-t", str(max(1, int(timeout)))]
+        outcome = await run_command(argv, timeout + 5)
+        if outcome.ok or not self.is_running():
+            return PgResult(True, f"stopped ({mode})")
+        return _result(outcome, "pg_ctl stop")
+
+    async def restart(self, mode: str = "fast", timeout: float | None = None) -> PgResult:
+        stopped = await self.stop(mode, timeout)
+        return stopped if not stopped.ok else await self.start(True, timeout)
+
+    async def reload(self) -> PgResult:
+        """SIGHUP through pg_ctl: re-read the configuration files."""
+        outcome = await run_command([self.settings.binary("pg_ctl"), "reload", "-D", str(self.data_dir)],
+                                    QUICK_TIMEOUT)
+        return _result(outcome, "pg_ctl reload")
+
+    async def promote(self, timeout: float | None = None) -> PgResult:
+        """pg_ctl promote -w: end recovery and wait until the server accepts writes."""
+        timeout = timeout if timeout is not None else self.settings.pg_ctl_timeout
+        argv = [self.settings.binary("pg_ctl"), "promote", "-D", str(self.data_dir),
+                "-w", "-t", str(max(1, int(timeout)))]
+        return _result(await run_command(argv, timeout + 5), "pg_ctl promote")
+
+    async def rewind(
+        self, from_host: str, from_port: int, source_member: str | None = None,
+        timeout: float = REWIND_TIMEOUT,
+    ) -> PgResult:
+        """pg_rewind this stopped data directory from the server at from_host:from_port, then configure it
+        as a standby of that server.
+
+        pg_rewind (PG 13+) itself runs single-user crash recovery first when the shutdown was not clean.
+        This node's own configuration files survive the rewind.
+        """
+        if self.is_running():
+            return PgResult.failed("refusing pg_rewind: PostgreSQL is running")
+        pgpass = self._try_write_pgpass()
+        if not pgpass.ok:
+            return pgpass
+        saved = self._save_node_files()
+        creds = self.settings.rewind_credentials
+        source = psycopg.conninfo.make_conninfo(
+            host=from_host, port=str(from_port), user=creds.username, dbname="postgres",
+            passfile=str(self.settings.pgpass_path), connect_timeout="10")
+        argv = [self.settings.binary("pg_rewind"), "-D", str(self.data_dir), f"--source-server={source}"]
+        outcome = await run_command(argv, timeout, env=self._client_env())
+        self._restore_node_files(saved)
+        if not outcome.ok:
+            return PgResult.failed(f"pg_rewind failed: {outcome.tail(8)}")
+        _clear_slot_dirs(self.data_dir / "pg_replslot")  # the old slots describe a history that is gone
+        written = await self.write_config("replica", Upstream(source_member or "", from_host, from_port))
+        if not written.ok:
+            return written
+        return PgResult(True, f"rewound: {outcome.tail(2)}")
+
+    def _save_node_files(self) -> dict[str, bytes]:
+        saved = {}
+        for name in _NODE_FILES:
+            with suppress(OSError):
+                saved[name] = (self.data_dir / name).read_bytes()
+        return saved
+
+    def _restore_node_files(self, saved: dict[str, bytes]) -> None:
+        for name, content in saved.items():
+            with suppress(OSError):
+                _write_private(self.data_dir / name, content.decode(errors="surrogateescape"))
+
+    # ---------------------------------------------------------------------------------------------
+    # SQL
+
+    async def checkpoint(self, timeout: float = 300.0) -> PgResult:
+        """CHECKPOINT (after a promote, so pg_rewind against this node sees the new timeline)."""
+        async def run(conn: AsyncConn) -> str:
+            await conn.execute("CHECKPOINT")
+            return "checkpoint done"
+
+        return await self._in_session("checkpoint", run, timeout)
+
+    async def create_roles(self, timeout: float = QUICK_TIMEOUT) -> PgResult:
+        """After bootstrap: the superuser's password, the replication user, the rewind user and its grants."""
+        s = self.settings
+
+        async def run(conn: AsyncConn) -> str:
+            await conn.execute("SET log_statement = 'none'")  # passwords, even hashed, stay out of logs
+            await conn.execute("SET log_min_duration_statement = -1")
+            algorithm = await _password_algorithm(conn)
+            await _alter_password(conn, s.superuser, algorithm)
+            if s.replication.username != s.superuser.username:
+                await _upsert_role(conn, s.replication, algorithm, replication=True)
+            rewind = s.rewind
+            if rewind is not None and rewind.username not in (s.superuser.username, s.replication.username):
+                await _upsert_role(conn, rewind, algorithm, replication=False)
+                for function in _REWIND_GRANTS:
+                    await conn.execute(sql.SQL("GRANT EXECUTE ON FUNCTION {} TO {}").format(
+                        sql.SQL(function), sql.Identifier(rewind.username)))
+            return "roles created"
+
+        return await self._in_session("creating roles", run, timeout)
+
+    async def run_post_bootstrap(self, script: str, timeout: float = SCRIPT_TIMEOUT) -> PgResult:
+        """Run `script "<connection URL>"` (the URL has no password; PGPASSFILE points at pgpass)."""
+        host, port = self.settings.local_connect_host(), self.settings.port
+        url_host = f"[{host}]" if ":" in host else quote(host, safe="")
+        url = f"postgres://{quote(self.settings.superuser.username, safe='')}@{url_host}:{port}/postgres"
+        try:
+            argv = [*shlex.split(script), url]
+        except ValueError as exc:
+            return PgResult.failed(f"cannot parse post_bootstrap command: {exc}")
+        return _result(await run_command(argv, timeout, env=self._client_env()), "post_bootstrap")
+
+    async def ensure_slots(self, names: Iterable[str], timeout: float = QUICK_TIMEOUT) -> PgResult:
+        """Create the physical slots in `names` that do not exist yet (reserving WAL right away)."""
+        wanted = sorted(set(names))
+        bad = [n for n in wanted if not _SLOT_NAME.match(n)]
+        if bad:
+            return PgResult.failed(f"invalid slot names: {', '.join(bad)}")
+
+        async def run(conn: AsyncConn) -> str:
+            missing = [name for name in wanted if name not in await _physical_slots(conn)]
+            for name in missing:
+                await conn.execute("SELECT pg_create_physical_replication_slot(%s, true)", (name,))
+            return f"created slots: {', '.join(missing)}" if missing else "slots present"
+
+        return await self._in_session("creating slots", run, timeout)
+
+    async def drop_slots(self, names: Iterable[str], timeout: float = QUICK_TIMEOUT) -> PgResult:
+        """Drop those physical slots in `names` that exist. The caller passes only slots pgwarden manages.
+
+        An active slot's walsender is terminated first, since PostgreSQL cannot drop a slot in use.
+        """
+        unwanted = set(names)
+
+        async def run(conn: AsyncConn) -> str:
+            existing = await _physical_slots(conn)
+            dropped = sorted(unwanted & set(existing))
+            for name in dropped:
+                active_pid = existing[name]
+                if active_pid is not None:
+                    await conn.execute("SELECT pg_terminate_backend(%s, 2000)", (active_pid,))
+                await conn.execute("SELECT pg_drop_replication_slot(%s)", (name,))
+            return f"dropped slots: {', '.join(dropped)}" if dropped else "nothing to drop"
+
+        return await self._in_session("dropping slots", run, timeout)
+
+    async def _in_session(
+        self, what: str, work: Callable[[AsyncConn], Awaitable[str]], timeout: float
+    ) -> PgResult:
+        """Run `work` in a fresh superuser session, bounded by `timeout` on both sides of the wire."""
+        async def session() -> str:
+            async with await connect_local(self.settings, int(timeout * 1000)) as conn:
+                return await work(conn)
+
+        try:
+            return PgResult(True, await asyncio.wait_for(session(), timeout + CONNECT_TIMEOUT))
+        except TimeoutError:
+            return PgResult.failed(f"{what} timed out after {timeout:g}s")
+        except (psycopg.Error, OSError) as exc:
+            return PgResult.failed(f"{what} failed: {exc}")
+
+    def _client_env(self) -> dict[str, str]:
+        return {"PGPASSFILE": str(self.settings.pgpass_path), "PGAPPNAME": self.settings.name,
+                "PGCONNECT_TIMEOUT": "10"}
+
+
+# -------------------------------------------------------------------------------------------------
+# helpers
+
+
+def _result(outcome: CommandOutcome, what: str) -> PgResult:
+    if outcome.ok:
+        return PgResult(True, f"{what} succeeded")
+    if outcome.returncode is None:
+        return PgResult.failed(outcome.output)
+    return PgResult.failed(f"{what} exited with {outcome.returncode}: {outcome.tail()}")
+
+
+def _write_private(path: Path, text: str) -> None:
+    """Write a file atomically with mode 0600 (temporary file next to it, then rename)."""
+    tmp = path.with_name(f".{path.name}.pgwarden-tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", errors="surrogateescape") as handle:
+            handle.write(text)
+        os.chmod(tmp, 0o600)
+        os.replace(tmp, path)
+    except BaseException:
+        with suppress(OSError):
+            tmp.unlink()
+        raise
+
+
+def _tail_of(path: Path, lines: int = 5) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return ""
+
+
+def _clear_slot_dirs(replslot: Path) -> None:
+    with suppress(OSError):
+        for entry in replslot.iterdir():
+            if entry.is_dir():
+                shutil.rmtree(entry, ignore_errors=True)
+
+
+async def _password_algorithm(conn: AsyncConn) -> bytes:
+    cur = await conn.execute("SHOW password_encryption")
+    row = await cur.fetchone()
+    return str(row[0] if row else "scram-sha-256").encode()
+
+
+def _password_clause(conn: AsyncConn, cred: Credentials,
+                     algorithm: bytes) -> sql.Composable:
+    """PASSWORD '<hash>': hashed client-side, so the clear text never reaches the server or its logs."""
+    if cred.password is None:
+        return sql.SQL("")
+    hashed = conn.pgconn.encrypt_password(cred.password.encode(), cred.username.encode(), algorithm)
+    return sql.SQL(" PASSWORD {}").format(sql.Literal(hashed.decode()))
+
+
+async def _alter_password(conn: AsyncConn, cred: Credentials,
+                          algorithm: bytes) -> None:
+    if cred.password is not None:
+        await conn.execute(sql.SQL("ALTER ROLE {} WITH{}").format(
+            sql.Identifier(cred.username), _password_clause(conn, cred, algorithm)))
+
+
+async def _upsert_role(conn: AsyncConn, cred: Credentials, algorithm: bytes,
+                       *, replication: bool) -> None:
+    cur = await conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (cred.username,))
+    verb = "ALTER" if await cur.fetchone() else "CREATE"
+    attributes = " LOGIN REPLICATION" if replication else " LOGIN"
+    await conn.execute(sql.SQL(verb + " ROLE {} WITH" + attributes + "{}").format(
+        sql.Identifier(cred.username), _password_clause(conn, cred, algorithm)))
+
+
+async def _physical_slots(conn: AsyncConn) -> dict[str, int | None]:
+    """Physical slots on this node -> the PID of the walsender using each, if any."""
+    cur = await conn.execute(
+        "SELECT slot_name::text, active_pid FROM pg_replication_slots WHERE slot_type = 'physical'")
+    return {str(name): pid if isinstance(pid, int) else None for name, pid in await cur.fetchall()}

@@ -1,0 +1,136 @@
+"""Facts about a data directory that need no connection: its state, pg_controldata, the postmaster."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from pgwarden.model import LSN, DataDirState, lsn_from_text
+from pgwarden.postgres.process import run_command
+from pgwarden.postgres.settings import PgSettings
+
+CONTROLDATA_TIMEOUT = 5.0
+
+
+@dataclass(frozen=True, slots=True)
+class ControlData:
+    """The pg_controldata fields pgwarden uses."""
+
+    sysid: str | None = None
+    cluster_state: str | None = None
+    timeline: int | None = None
+    checkpoint_lsn: LSN | None = None
+    wal_log_hints: bool | None = None
+    checksums: bool | None = None
+
+    @property
+    def cleanly_shut_down(self) -> bool:
+        return self.cluster_state in ("shut down", "shut down in recovery")
+
+
+def parse_controldata(text: str) -> ControlData:
+    """Parse `pg_controldata` output (run with LC_ALL=C). Unknown or malformed fields stay None."""
+    fields: dict[str, str] = {}
+    for line in text.splitlines():
+        key, sep, value = line.partition(":")
+        if sep:
+            fields[key.strip()] = value.strip()
+    return ControlData(
+        sysid=fields.get("Database system identifier") or None,
+        cluster_state=fields.get("Database cluster state") or None,
+        timeline=_int_or_none(fields.get("Latest checkpoint's TimeLineID")),
+        checkpoint_lsn=_lsn_or_none(fields.get("Latest checkpoint location")),
+        wal_log_hints=_onoff(fields.get("wal_log_hints setting")),
+        checksums=_checksums(fields.get("Data page checksum version")),
+    )
+
+
+def _int_or_none(text: str | None) -> int | None:
+    try:
+        return int(text) if text is not None else None
+    except ValueError:
+        return None
+
+
+def _lsn_or_none(text: str | None) -> LSN | None:
+    try:
+        return lsn_from_text(text) if text else None
+    except ValueError:
+        return None
+
+
+def _onoff(text: str | None) -> bool | None:
+    return None if text is None else text == "on"
+
+
+def _checksums(text: str | None) -> bool | None:
+    version = _int_or_none(text)
+    return None if version is None else version > 0
+
+
+async def read_controldata(settings: PgSettings) -> ControlData | None:
+    """pg_controldata of the data directory, or None if it could not be read."""
+    outcome = await run_command(
+        [settings.binary("pg_controldata"), "-D", str(settings.data_dir)], CONTROLDATA_TIMEOUT
+    )
+    if not outcome.ok:
+        return None
+    parsed = parse_controldata(outcome.output)
+    return parsed if parsed.sysid else None
+
+
+def directory_state(data_dir: Path) -> DataDirState:
+    """What the directory looks like before asking pg_controldata: missing, empty, or something to check.
+
+    Returns VALID for "looks like a data directory"; the caller downgrades it to INVALID when
+    pg_controldata cannot read it.
+    """
+    try:
+        if not data_dir.exists():
+            return DataDirState.MISSING
+        if not data_dir.is_dir():
+            return DataDirState.INVALID
+        entries = os.listdir(data_dir)
+    except PermissionError:
+        return DataDirState.INACCESSIBLE
+    except OSError:
+        return DataDirState.INACCESSIBLE
+    if not entries:
+        return DataDirState.EMPTY
+    if "PG_VERSION" not in entries or not (data_dir / "global" / "pg_control").is_file():
+        return DataDirState.INVALID
+    return DataDirState.VALID
+
+
+def postmaster_pid(data_dir: Path) -> int | None:
+    """The PID of a live postmaster serving `data_dir`, from postmaster.pid, or None.
+
+    A stale file (crash, reboot) or a PID reused by another program does not count.
+    """
+    try:
+        lines = (data_dir / "postmaster.pid").read_text().splitlines()
+        pid = int(lines[0])
+    except (OSError, ValueError, IndexError):
+        return None
+    if pid <= 0 or not _alive(pid):
+        return None
+    return pid if _looks_like_postgres(pid) else None
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # exists, owned by someone else
+    return True
+
+
+def _looks_like_postgres(pid: int) -> bool:
+    try:
+        comm = Path(f"/proc/{pid}/comm").read_text().strip()
+    except OSError:
+        return True  # no /proc: signal 0 is all we can know
+    return comm.startswith(("postgres", "postmaster"))

@@ -1,0 +1,206 @@
+"""One cheap look at the local PostgreSQL, returned as `pgwarden.model.LocalPg`. Never raises."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import replace
+from typing import Any
+
+import psycopg
+
+from pgwarden.model import LSN, DataDirState, LocalPg, ReplicationRow, WalReceiver, lsn_from_text
+from pgwarden.postgres.conf import STATE_FILE, following_from_state
+from pgwarden.postgres.connection import connect_local
+from pgwarden.postgres.datadir import directory_state, postmaster_pid, read_controldata
+from pgwarden.postgres.settings import PgSettings
+
+log = logging.getLogger(__name__)
+
+PROBE_TIMEOUT = 4.0
+PROBE_STATEMENT_TIMEOUT_MS = 2000
+
+# One round trip. pg_current_wal_lsn() and pg_walfile_name() fail during recovery, so CASE guards them
+# (pg_is_in_recovery() is volatile: the planner cannot fold the branches away).
+PROBE_QUERY = """
+SELECT pg_is_in_recovery(),
+       current_setting('server_version_num')::int,
+       pg_postmaster_start_time()::text,
+       CASE WHEN pg_is_in_recovery() THEN NULL ELSE pg_current_wal_lsn()::text END,
+       CASE WHEN pg_is_in_recovery() THEN NULL ELSE pg_walfile_name(pg_current_wal_lsn()) END,
+       pg_last_wal_receive_lsn()::text,
+       pg_last_wal_replay_lsn()::text,
+       CASE WHEN pg_is_in_recovery() THEN pg_is_wal_replay_paused() ELSE false END,
+       pg_last_xact_replay_timestamp()::text,
+       (SELECT timeline_id FROM pg_control_checkpoint()),
+       (SELECT row_to_json(w) FROM (SELECT status, sender_host, sender_port, slot_name,
+                                           latest_end_lsn::text AS latest_end_lsn, received_tli
+                                      FROM pg_stat_wal_receiver) w),
+       (SELECT coalesce(json_agg(r ORDER BY r.application_name), '[]')
+          FROM (SELECT application_name, client_addr::text AS client_addr, state, sync_state,
+                       sync_priority, usename::text AS usename, write_lsn::text AS write_lsn,
+                       flush_lsn::text AS flush_lsn, replay_lsn::text AS replay_lsn
+                  FROM pg_stat_replication) r),
+       (SELECT coalesce(json_agg(slot_name::text ORDER BY slot_name), '[]')
+          FROM pg_replication_slots WHERE slot_type = 'physical'),
+       EXISTS (SELECT 1 FROM pg_settings WHERE pending_restart)
+"""
+
+
+async def probe(settings: PgSettings) -> LocalPg:
+    """Everything the local PostgreSQL tells about itself right now (a fresh connection each call)."""
+    return await Prober(settings, keep_connection=False).probe()
+
+
+class Prober:
+    """Probes repeatedly, keeping one connection open between calls and reconnecting when it breaks."""
+
+    def __init__(self, settings: PgSettings, *, keep_connection: bool = True) -> None:
+        self._settings = settings
+        self._keep = keep_connection
+        self._conn: psycopg.AsyncConnection[tuple[Any, ...]] | None = None
+
+    async def probe(self) -> LocalPg:
+        """See module docstring. Any unexpected error becomes a LocalPg with what was learned so far."""
+        try:
+            return await asyncio.wait_for(self._probe(), PROBE_TIMEOUT + 6)
+        except Exception as exc:  # the probe is the agent's eyes: it must never take the agent down
+            log.warning("probe failed: %s", exc)
+            await self.close()
+            return LocalPg(data_dir=directory_state(self._settings.data_dir))
+
+    async def close(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            with contextlib.suppress(Exception):
+                await conn.close()
+
+    async def _probe(self) -> LocalPg:
+        settings = self._settings
+        state = directory_state(settings.data_dir)
+        if state is not DataDirState.VALID:
+            return LocalPg(data_dir=state)
+        control = await read_controldata(settings)
+        if control is None:
+            return LocalPg(data_dir=DataDirState.INVALID)
+        pid = postmaster_pid(settings.data_dir)
+        facts = LocalPg(
+            data_dir=DataDirState.VALID,
+            sysid=control.sysid,
+            cluster_state=control.cluster_state,
+            controldata_timeline=control.timeline,
+            checkpoint_lsn=control.checkpoint_lsn,
+            running=pid is not None,
+            postmaster_pid=pid,
+            standby_signal=(settings.data_dir / "standby.signal").exists(),
+            following=_read_following(settings),
+        )
+        if pid is None:
+            await self.close()
+            return facts
+        row = await self._query()
+        return facts if row is None else apply_probe_row(facts, row)
+
+    async def _query(self) -> Sequence[Any] | None:
+        for attempt in (1, 2):  # a kept connection may have died since the last probe: retry once, fresh
+            try:
+                conn = await self._connection()
+                cur = await asyncio.wait_for(conn.execute(PROBE_QUERY), PROBE_TIMEOUT)
+                row = await cur.fetchone()
+                if not self._keep:
+                    await self.close()
+                return row
+            except (psycopg.Error, OSError, TimeoutError) as exc:
+                await self.close()
+                if attempt == 2:
+                    log.debug("probe query failed: %s", exc)
+        return None
+
+    async def _connection(self) -> psycopg.AsyncConnection[tuple[Any, ...]]:
+        if self._conn is not None and not self._conn.closed:
+            return self._conn
+        conn = await asyncio.wait_for(connect_local(self._settings, PROBE_STATEMENT_TIMEOUT_MS), PROBE_TIMEOUT)
+        self._conn = conn
+        return conn
+
+
+def _read_following(settings: PgSettings) -> str | None:
+    try:
+        return following_from_state((settings.data_dir / STATE_FILE).read_text())
+    except OSError:
+        return None
+
+
+def apply_probe_row(facts: LocalPg, row: Sequence[Any]) -> LocalPg:
+    """Fold one PROBE_QUERY row into the connection-less facts."""
+    (in_recovery, version, started, wal_lsn, walfile, receive_lsn, replay_lsn, paused, replay_ts,
+     checkpoint_tli, receiver_json, replication_json, slots_json, pending) = row
+    receiver = _wal_receiver(receiver_json)
+    return replace(
+        facts,
+        accepting=True,
+        in_recovery=bool(in_recovery),
+        timeline=_timeline(bool(in_recovery), walfile, checkpoint_tli, receiver),
+        wal_lsn=_lsn(wal_lsn),
+        receive_lsn=_lsn(receive_lsn),
+        replay_lsn=_lsn(replay_lsn),
+        replay_paused=bool(paused),
+        replayed_timestamp=replay_ts,
+        wal_receiver=receiver,
+        replication=tuple(_replication_row(r) for r in replication_json or ()),
+        slots=tuple(str(s) for s in slots_json or ()),
+        server_version=int(version),
+        postmaster_start_time=started,
+        pending_restart=bool(pending),
+    )
+
+
+def _timeline(in_recovery: bool, walfile: str | None, checkpoint_tli: int | None,
+              receiver: WalReceiver | None) -> int | None:
+    """A primary's timeline is in its current WAL file name; pg_control lags right after a promote.
+
+    A standby's newest timeline is the one its WAL receiver streams; without one, the last restartpoint's.
+    """
+    if not in_recovery and walfile:
+        return int(walfile[:8], 16)
+    if receiver is not None and receiver.received_tli:
+        return max(receiver.received_tli, checkpoint_tli or 0)
+    return checkpoint_tli
+
+
+def _lsn(text: str | None) -> LSN | None:
+    if not text:
+        return None
+    try:
+        return lsn_from_text(text)
+    except ValueError:
+        return None
+
+
+def _wal_receiver(data: Mapping[str, Any] | None) -> WalReceiver | None:
+    if not data:
+        return None
+    return WalReceiver(
+        status=str(data.get("status")),
+        sender_host=data.get("sender_host"),
+        sender_port=data.get("sender_port"),
+        slot_name=data.get("slot_name"),
+        latest_end_lsn=_lsn(data.get("latest_end_lsn")),
+        received_tli=data.get("received_tli"),
+    )
+
+
+def _replication_row(data: Mapping[str, Any]) -> ReplicationRow:
+    return ReplicationRow(
+        application_name=str(data.get("application_name") or ""),
+        client_addr=data.get("client_addr"),
+        state=data.get("state"),
+        sync_state=data.get("sync_state"),
+        sync_priority=int(data.get("sync_priority") or 0),
+        usename=data.get("usename"),
+        write_lsn=_lsn(data.get("write_lsn")),
+        flush_lsn=_lsn(data.get("flush_lsn")),
+        replay_lsn=_lsn(data.get("replay_lsn")),
+    )

@@ -1,0 +1,169 @@
+"""The adapter's configuration: one frozen value the agent builds from the `postgresql` config section."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, NamedTuple
+
+DEFAULT_BIN_DIR = Path("/usr/lib/postgresql/15/bin")
+
+
+@dataclass(frozen=True, slots=True)
+class Credentials:
+    """One `authentication.<kind>` entry. The password only ever reaches PostgreSQL through a pgpass file."""
+
+    username: str
+    password: str | None = None
+
+    def __repr__(self) -> str:  # keeps passwords out of logs and tracebacks
+        return f"Credentials(username={self.username!r}, password={'***' if self.password else None})"
+
+
+class Upstream(NamedTuple):
+    """The member a standby streams from: its name (for bookkeeping) and its PostgreSQL address."""
+
+    member: str
+    host: str
+    port: int
+
+
+@dataclass(frozen=True, slots=True)
+class PgSettings:
+    """Everything the PostgreSQL adapter needs to know, resolved from the effective configuration."""
+
+    data_dir: Path
+    name: str
+    """This member's name: application_name towards the upstream and the source of its slot name."""
+    scope: str
+    """The cluster name; becomes PostgreSQL's `cluster_name`."""
+    superuser: Credentials
+    replication: Credentials
+    rewind: Credentials | None = None
+    """Credentials pg_rewind uses against the source; the superuser when None."""
+    bin_dir: Path = DEFAULT_BIN_DIR
+    listen_addresses: str = "127.0.0.1"
+    port: int = 5432
+    connect_address: str = ""
+    """host:port other members use to reach this PostgreSQL; defaults to the first listen address."""
+    parameters: Mapping[str, Any] = field(default_factory=dict)
+    pg_hba: tuple[str, ...] = ()
+    """pg_hba.conf lines; empty means pgwarden's loopback defaults."""
+    pg_ident: tuple[str, ...] = ()
+    pgpass: Path | None = None
+    """Where pgwarden writes its pgpass file; defaults to ~/.pgpass_pgwarden_<name>."""
+    pg_ctl_timeout: float = 60.0
+    basebackup_options: tuple[str, ...] = ()
+    """Extra pg_basebackup arguments, already in argv form (see `options_to_argv`)."""
+    initdb_options: tuple[str, ...] = ()
+    """Extra initdb arguments, already in argv form (see `options_to_argv`)."""
+    use_slots: bool = True
+    use_unix_socket: bool = False
+    """Connect locally through the first `unix_socket_directories` entry instead of TCP loopback."""
+    log_file: Path | None = None
+    """Where the postmaster's stderr goes (pg_ctl -l); defaults to <data_dir>/pgwarden-postgres.log."""
+
+    def binary(self, name: str) -> str:
+        return str(self.bin_dir / name)
+
+    @property
+    def pgpass_path(self) -> Path:
+        if self.pgpass is not None:
+            return self.pgpass
+        return Path.home() / f".pgpass_pgwarden_{slot_name_from_member_name(self.name)}"
+
+    @property
+    def postmaster_log(self) -> Path:
+        return self.log_file if self.log_file is not None else self.data_dir / "pgwarden-postgres.log"
+
+    @property
+    def rewind_credentials(self) -> Credentials:
+        return self.rewind if self.rewind is not None else self.superuser
+
+    @property
+    def slot_name(self) -> str:
+        """The physical slot an upstream keeps for this member."""
+        return slot_name_from_member_name(self.name)
+
+    @property
+    def advertised_host_port(self) -> tuple[str, int]:
+        if self.connect_address:
+            host, _, port = self.connect_address.rpartition(":")
+            if host and port.isdigit():
+                return host.strip("[]"), int(port)
+            return self.connect_address, self.port
+        return local_host(self.listen_addresses), self.port
+
+    @property
+    def conn_url(self) -> str:
+        """The member JSON `conn_url`: postgres://host:port/postgres."""
+        host, port = self.advertised_host_port
+        if ":" in host:
+            host = f"[{host}]"
+        return f"postgres://{host}:{port}/postgres"
+
+    def local_connect_host(self) -> str:
+        """Where this node's own probes and admin sessions connect: a socket directory or loopback."""
+        if self.use_unix_socket:
+            dirs = str(self.parameters.get("unix_socket_directories", "/var/run/postgresql"))
+            first = dirs.split(",")[0].strip()
+            if first:
+                return first
+        return local_host(self.listen_addresses)
+
+
+def local_host(listen_addresses: str) -> str:
+    """The address to reach a server listening on `listen_addresses` from this machine."""
+    first = listen_addresses.split(",")[0].strip()
+    if first in ("", "*", "0.0.0.0"):
+        return "127.0.0.1"
+    if first == "::":
+        return "::1"
+    return first
+
+
+def parse_listen(listen: str, default_port: int = 5432) -> tuple[str, int]:
+    """Patroni's `postgresql.listen` ('host1,host2:port') -> ('host1,host2', port)."""
+    hosts, sep, port = listen.rpartition(":")
+    if not sep or not port.isdigit():
+        return listen, default_port
+    return hosts, int(port)
+
+
+_SLOT_INVALID = re.compile(r"[^a-z0-9_]")
+
+
+def slot_name_from_member_name(member: str) -> str:
+    """Member name -> physical slot name: lowercase, anything outside [a-z0-9_] becomes '_'."""
+    return _SLOT_INVALID.sub("_", member.lower())[:63]
+
+
+OptionSpec = Sequence[str | Mapping[str, Any]] | Mapping[str, Any]
+"""`bootstrap.initdb` / `postgresql.basebackup` as written in YAML: a list of names and {name: value}, or a dict."""
+
+
+def options_to_argv(spec: OptionSpec | None) -> tuple[str, ...]:
+    """An OptionSpec -> long options.
+
+    ['data-checksums', {'encoding': 'UTF8'}] and {'encoding': 'UTF8'} both become
+    ('--data-checksums', '--encoding=UTF8'). A value of True means a flag without a value. Strings
+    already in long form ('--encoding=UTF8') pass unchanged; short options are not supported.
+    """
+    if spec is None:
+        return ()
+    items: list[tuple[str, Any]] = []
+    if isinstance(spec, Mapping):
+        items.extend(spec.items())
+    else:
+        for entry in spec:
+            if isinstance(entry, Mapping):
+                items.extend(entry.items())
+            else:
+                items.append((str(entry), True))
+    argv: list[str] = []
+    for key, value in items:
+        option = "--" + str(key).lstrip("-")
+        argv.append(option if value is True else f"{option}={value}")
+    return tuple(argv)

@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# Installs everything pgwarden's demo and test suite need on a Debian 12 machine, idempotently:
+# Debian packages (etcd-server, PostgreSQL 15 if absent), the postgres user, and a virtualenv
+# built from Debian's /usr/bin/python3 (the postgres user must be able to run it) holding
+# pgwarden and its dependencies. Prints the venv path on its last line.
+set -euo pipefail
+
+REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+VENV="${PGWARDEN_VENV:-/opt/pgwarden/venv}"
+PG_BIN="/usr/lib/postgresql/15/bin"
+
+log() { printf '[setup] %s\n' "$*" >&2; }
+
+need_pkgs=()
+command -v etcd >/dev/null 2>&1 || need_pkgs+=(etcd-server)
+command -v etcdctl >/dev/null 2>&1 || need_pkgs+=(etcd-client)
+[ -x "$PG_BIN/postgres" ] || need_pkgs+=(postgresql-15 postgresql-client-15)
+[ -x /usr/bin/python3 ] || need_pkgs+=(python3)
+/usr/bin/python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || need_pkgs+=(python3-venv)
+command -v runuser >/dev/null 2>&1 || need_pkgs+=(util-linux)
+for extra in ${PGWARDEN_EXTRA_PKGS:-}; do need_pkgs+=("$extra"); done
+if ((${#need_pkgs[@]})); then
+  log "installing Debian packages: ${need_pkgs[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  # policy-rc.d keeps the packages from starting their own etcd/PostgreSQL services.
+  printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d
+  apt-get install -y -qq --no-install-recommends "${need_pkgs[@]}" >/dev/null
+  rm -f /usr/sbin/policy-rc.d
+fi
+
+if ! id postgres >/dev/null 2>&1; then
+  log "creating the postgres user"
+  useradd --system --home-dir /var/lib/postgresql --create-home --shell /bin/bash postgres
+fi
+
+stamp="$VENV/.pgwarden-deps"
+want="$(sha256sum "$REPO/pyproject.toml" | cut -d' ' -f1)"
+if [ ! -x "$VENV/bin/python" ]; then
+  log "creating virtualenv $VENV from /usr/bin/python3"
+  mkdir -p "$(dirname "$VENV")"
+  /usr/bin/python3 -m venv "$VENV"
+fi
+if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+  log "installing Python dependencies"
+  "$VENV/bin/pip" install -q --upgrade pip >/dev/null
+  "$VENV/bin/pip" install -q "$REPO[dev]" 2>&1 | grep -v -e '^WARNING: Location' -e BuildBackendWarning >&2 || true
+  echo "$want" > "$stamp"
+fi
+# Install the current tree. Editable when the postgres user can read the checkout (agents run as
+# postgres); otherwise a copy, so the venv never points into a directory postgres cannot read.
+if runuser -u postgres -- test -r "$REPO/pgwarden/__init__.py" 2>/dev/null; then
+  "$VENV/bin/pip" install -q --no-deps -e "$REPO" >/dev/null 2>&1
+else
+  "$VENV/bin/pip" install -q --no-deps --force-reinstall "$REPO" >/dev/null 2>&1
+fi
+chmod -R a+rX "$(dirname "$VENV")"
+echo "$VENV"

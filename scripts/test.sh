@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# The whole test suite, from a fresh Debian 12 machine: installs what is missing (scripts/setup.sh),
+# then lint, type checks, unit tests and integration tests against real etcd and PostgreSQL.
+# Extra arguments go to pytest (e.g. `scripts/test.sh tests/core -x`).
+set -euo pipefail
+REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+VENV="$(bash "$REPO/scripts/setup.sh" | tail -n 1)"
+cd "$REPO"
+echo "== ruff"
+"$VENV/bin/ruff" check pgwarden tests benchmarks
+echo "== mypy"
+"$VENV/bin/mypy" pgwarden
+echo "== pytest"
+exec "$VENV/bin/pytest" -q -p no:cacheprovider "$@"

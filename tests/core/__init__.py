@@ -1,0 +1,1 @@
+"""Tests of the pure decision core (pgwarden.core): tables, transcripts, properties, architecture."""

@@ -1,0 +1,1 @@
+"""Test helpers shared by the test suites (real servers started and stopped by PID)."""
