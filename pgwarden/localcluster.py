@@ -61,8 +61,8 @@ def free_port() -> int:
 
 
 def pick_ports(preferred: list[int]) -> list[int]:
-    """The preferred ports if all are free, else as many free ephemeral ones."""
-    if all(port_is_free(p) for p in preferred):
+    """The preferred ports if all are free, else as many free ephemeral ones (a 0 asks for that)."""
+    if all(p > 0 and port_is_free(p) for p in preferred):
         return preferred
     return [free_port() for _ in preferred]
 
@@ -134,8 +134,8 @@ class LocalCluster:
     def prepare(self) -> None:
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.etcd_ports = tuple(pick_ports(list(self.etcd_ports)))  # type: ignore[assignment]
-        pg_ports = pick_ports([self.pg_base_port + i for i in range(self.size)])
-        api_ports = pick_ports([self.api_base_port + i for i in range(self.size)])
+        pg_ports = pick_ports([self.pg_base_port + i if self.pg_base_port else 0 for i in range(self.size)])
+        api_ports = pick_ports([self.api_base_port + i if self.api_base_port else 0 for i in range(self.size)])
         self.nodes = [Node(f"node{i + 1}", self.workdir / f"node{i + 1}", pg_ports[i], api_ports[i])
                       for i in range(self.size)]
         for node in self.nodes:
@@ -249,6 +249,10 @@ class LocalCluster:
 
     def stop(self) -> None:
         """Stop every agent (cleanly, then by force), any PostgreSQL left, and etcd."""
+        running = [n for n in self.nodes if n.agent is not None and n.agent.poll() is None]
+        for node in running:
+            with contextlib.suppress(ProcessLookupError):
+                node.agent.send_signal(signal.SIGTERM)  # type: ignore[union-attr]
         for node in self.nodes:
             _terminate(node.agent, 30)
             node.agent = None

@@ -16,3 +16,11 @@ def etcd() -> Iterator[EtcdServer]:
         pytest.skip("etcd binary not available")
     with EtcdServer.start() as server:
         yield server
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Generator[None, Any, None]:
+    """Keep each phase's report on the item, so fixtures can tell whether their test failed."""
+    outcome = yield
+    report = outcome.get_result()
+    setattr(item, f"rep_{report.when}", report)

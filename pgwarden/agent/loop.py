@@ -19,6 +19,7 @@ import logging
 import signal
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -32,6 +33,7 @@ from pgwarden.core.classify import needs_peer_statuses
 from pgwarden.core.types import Demote, DemoteMode, Reason, Shutdown, TaskInFlight, Wait, Why
 from pgwarden.dcs import Dcs, DcsError, dcs_from_config
 from pgwarden.model import ClusterView, DataDirState, LocalPg
+from pgwarden.postgres.datadir import postmaster_pid
 from pgwarden.postgres.probe import probe
 from pgwarden.postgres.settings import PgSettings
 
@@ -43,6 +45,7 @@ from .wiring import ha_settings, pg_settings
 log = logging.getLogger("pgwarden")
 
 MONITOR_INTERVAL = 1.0
+POSTMASTER_CHECK = 0.1
 MIN_NAP_AFTER_FAILURE = 1.0
 MIN_NAP = 0.05
 
@@ -232,9 +235,7 @@ class Agent:
         try:
             cluster = await dcs.get_cluster()
         except DcsError as exc:
-            if self.state.dcs_error != str(exc):
-                log.warning("DCS is not accessible: %s", exc)
-            self.state.dcs_error = str(exc)
+            self.state.dcs_error = str(exc)  # shown in this cycle's log line
             return None
         self.state.dcs_error = None
         self.state.cluster = cluster
@@ -262,6 +263,10 @@ class Agent:
         with contextlib.suppress(DcsError):
             await dcs.touch_member(data)
 
+    @property
+    def config_data_dir(self) -> Path:
+        return Path(self.local.postgresql.data_dir)
+
     def _require_dcs(self) -> Dcs:
         assert self._dcs is not None, "the DCS is created before the loop starts"
         return self._dcs
@@ -269,12 +274,18 @@ class Agent:
     # -- background helpers --------------------------------------------------------------------------
 
     async def _monitor(self) -> None:
-        """Probe PostgreSQL about once a second for the REST API; wake the loop when the postmaster dies."""
+        """Probe PostgreSQL about once a second for the REST API, and check every POSTMASTER_CHECK
+        seconds that the postmaster is alive: its death is published (so /primary stops answering
+        200) and wakes the loop within that interval, not at the next probe."""
+        next_probe = 0.0
         while not self.state.finished:
-            await asyncio.sleep(MONITOR_INTERVAL)
-            was_running = self.state.pg.running
+            await asyncio.sleep(POSTMASTER_CHECK)
+            died = self.state.pg.running and postmaster_pid(self.config_data_dir) is None
+            if not died and time.monotonic() < next_probe:
+                continue
             pg = await _probe(pg_settings(self.config))
-            self.state.pg = pg
+            next_probe = time.monotonic() + MONITOR_INTERVAL
+            was_running, self.state.pg = self.state.pg.running, pg
             self.holder.publish(self._node_state(time.monotonic()))
             if was_running and not pg.running and self._running_background() is None:
                 log.warning("PostgreSQL is not running any more")

@@ -27,7 +27,7 @@ from psycopg import sql
 from pgwarden.model import DataDirState
 from pgwarden.postgres import conf
 from pgwarden.postgres.connection import CONNECT_TIMEOUT, connect_local
-from pgwarden.postgres.datadir import directory_state, postmaster_pid
+from pgwarden.postgres.datadir import directory_state, postmaster_pid, wait_for_reaped_postmaster
 from pgwarden.postgres.process import CommandOutcome, PgResult, run_command
 from pgwarden.postgres.settings import Credentials, OptionSpec, PgSettings, Upstream, options_to_argv
 
@@ -207,6 +207,8 @@ class PgController:
         if self.is_running():
             return PgResult(True, "already running")
         timeout = timeout if timeout is not None else self.settings.pg_ctl_timeout
+        if not await wait_for_reaped_postmaster(self.data_dir, min(timeout, 30.0)):
+            return PgResult.failed("the previous postmaster has not been reaped yet (zombie process)")
         log_file = self.settings.postmaster_log
         with suppress(OSError):
             log_file.parent.mkdir(mode=0o700, parents=True, exist_ok=True)

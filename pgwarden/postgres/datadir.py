@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -125,7 +126,37 @@ def _alive(pid: int) -> bool:
         return False
     except PermissionError:
         return True  # exists, owned by someone else
-    return True
+    return not _zombie(pid)
+
+
+async def wait_for_reaped_postmaster(data_dir: Path, timeout: float) -> bool:
+    """Wait until a killed postmaster named in postmaster.pid is gone even as a zombie.
+
+    PostgreSQL refuses to start while the PID in its lock file still exists, and a SIGKILLed
+    postmaster stays a zombie until its parent (init, after pg_ctl exited) reaps it, which some
+    init processes do only every second or so. True when no such process is left.
+    """
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        try:
+            pid = int((data_dir / "postmaster.pid").read_text().splitlines()[0])
+        except (OSError, ValueError, IndexError):
+            return True
+        if pid <= 0 or not _zombie(pid):
+            return True
+        if loop.time() >= deadline:
+            return False
+        await asyncio.sleep(0.05)
+
+
+def _zombie(pid: int) -> bool:
+    """A killed postmaster stays a zombie until its parent (often init) reaps it: it is dead already."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rpartition(")")[2].split()[:1] == ["Z"]
 
 
 def _looks_like_postgres(pid: int) -> bool:
