@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -26,9 +26,11 @@ from pgwarden.core.types import (
     Follow,
     Outcome,
     Promote,
+    Reinitialize,
     ReleaseLeader,
     RemoveDataDirectory,
     RenewLeader,
+    Restart,
     Rewind,
     Shutdown,
     StartPostgres,
@@ -53,6 +55,8 @@ BACKGROUND: Mapping[type, TaskKind] = {
     Rewind: TaskKind.REWIND,
     StartPostgres: TaskKind.START,
     RemoveDataDirectory: TaskKind.REMOVE_DATA,
+    Restart: TaskKind.RESTART,
+    Reinitialize: TaskKind.REINITIALIZE,
 }
 
 
@@ -129,6 +133,10 @@ async def _dispatch(action: Action, ctx: ExecContext) -> Outcome:
             return _outcome(action, released)
         case Shutdown():
             return await _shutdown(action, ctx)
+        case Restart():
+            return await _restart(action, ctx)
+        case Reinitialize():
+            return await _reinitialize(action, ctx)
         case _:
             raise AssertionError(f"unhandled action {action!r}")
 
@@ -151,6 +159,8 @@ async def _renew(action: RenewLeader, ctx: ExecContext) -> Outcome:
             notes.append(result.message)
     if action.write_initialize:
         await ctx.dcs.initialize(action.write_initialize, create_new=False)
+    if action.clear_failover is not None:
+        await ctx.dcs.delete_failover(action.clear_failover)
     return _outcome(action, True, "; ".join(notes), sent)
 
 
@@ -228,11 +238,39 @@ async def _clone(action: Clone, ctx: ExecContext) -> Outcome:
 
 
 async def _shutdown(action: Shutdown, ctx: ExecContext) -> Outcome:
+    if not action.stop_postgres:
+        return _outcome(action, True, "PostgreSQL left running (maintenance mode)")
     pg = _controller(ctx, "replica")
     result = await pg.stop("fast")
     if action.release and result.ok:
         await ctx.dcs.delete_leader(ClusterStatus(optime=action.optime))
     return _outcome(action, result.ok, result.message)
+
+
+async def _restart(action: Restart, ctx: ExecContext) -> Outcome:
+    pg = _controller(ctx, action.role)
+    written = await pg.write_config("primary" if action.role == "primary" else "replica",
+                                    _upstream(ctx, action.follow))
+    if not written.ok:
+        return _outcome(action, False, written.message)
+    stopped = await pg.stop("fast")
+    if not stopped.ok:
+        return _outcome(action, False, stopped.message)
+    started = await pg.start()
+    return _outcome(action, started.ok, "restarted successfully" if started.ok else started.message)
+
+
+async def _reinitialize(action: Reinitialize, ctx: ExecContext) -> Outcome:
+    source = _upstream(ctx, action.source)
+    if source is None:
+        return _outcome(action, False, f"no address known for {action.source}")
+    pg = _controller(ctx, "replica")
+    for step in (pg.stop("fast"), pg.move_data_dir_aside()):
+        result = await step
+        if not result.ok:
+            return _outcome(action, False, result.message)
+    cloned = await _clone(Clone(source=action.source, follow=action.follow), ctx)
+    return replace(cloned, action=action.kind)
 
 
 async def _bootstrap(action: Bootstrap, ctx: ExecContext) -> Outcome:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 import time
 from dataclasses import dataclass, field
@@ -27,16 +28,29 @@ import aiohttp
 from pgwarden import __version__
 from pgwarden.api import NodeState, StateHolder
 from pgwarden.api.server import BasicAuthCredentials, start_api, stop_api
-from pgwarden.config import EffectiveConfig, LocalConfig, effective, parse_listen
+from pgwarden.config import ConfigError, EffectiveConfig, LocalConfig, effective, load_local, parse_listen
 from pgwarden.core import Decision, Memory, Outcome, Snapshot, decide, render
 from pgwarden.core.classify import needs_peer_statuses
-from pgwarden.core.types import Demote, DemoteMode, Reason, Shutdown, TaskInFlight, Wait, Why
+from pgwarden.core.types import (
+    AcquireLeader,
+    Demote,
+    DemoteMode,
+    Reason,
+    ReleaseLeader,
+    RenewLeader,
+    Shutdown,
+    TaskInFlight,
+    Wait,
+    Why,
+)
 from pgwarden.dcs import Dcs, DcsError, dcs_from_config
 from pgwarden.model import ClusterView, DataDirState, LocalPg
+from pgwarden.postgres.controller import PgController
 from pgwarden.postgres.datadir import postmaster_pid
 from pgwarden.postgres.probe import probe
-from pgwarden.postgres.settings import PgSettings
+from pgwarden.postgres.settings import PgSettings, Upstream
 
+from .control import AgentControlImpl, RequestDesk
 from .execute import BACKGROUND, ExecContext, execute
 from .member import member_json
 from .peers import fetch_peers
@@ -73,14 +87,18 @@ class AgentState:
 
 
 class Agent:
-    def __init__(self, local: LocalConfig) -> None:
+    def __init__(self, local: LocalConfig, config_path: Path | None = None) -> None:
         self.local = local
+        self.config_path = config_path
         self.config: EffectiveConfig = effective(local, None)
         self.state = AgentState()
         self.wake = asyncio.Event()
         self.holder = StateHolder(self._node_state(time.monotonic()), wakeup=self.wake.set)
+        self.desk = RequestDesk(wake=self.wake.set)
         self._dcs: Dcs | None = None
+        self._api_dcs: Dcs | None = None
         self._http: aiohttp.ClientSession | None = None
+        self._applied_pg_config: tuple[object, ...] | None = None
 
     # -- lifecycle -----------------------------------------------------------------------------------
 
@@ -91,9 +109,15 @@ class Agent:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.request_stop)
         loop.add_signal_handler(signal.SIGUSR1, _dump_tasks)
+        loop.add_signal_handler(signal.SIGHUP, self.reload_local_config)
         self._dcs = await dcs_from_config(
             self.local.dcs.model_dump(), namespace=self.local.namespace, scope=self.local.scope,
             name=self.local.name, ttl=self.config.ttl)
+        # The REST handlers get their own connection: their reads must not consume the watch
+        # notifications the HA loop relies on.
+        self._api_dcs = await dcs_from_config(
+            self.local.dcs.model_dump(), namespace=self.local.namespace, scope=self.local.scope,
+            name=self.local.name, ttl=self.config.ttl, readonly=True)
         self._http = aiohttp.ClientSession()
         runner = await self._start_api()
         helpers = [asyncio.create_task(self._monitor(), name="pg-monitor"),
@@ -112,6 +136,7 @@ class Agent:
             log.debug("api stopped")
             await self._http.close()
             await self._dcs.close()
+            await self._api_dcs.close()
             log.info("pgwarden agent stopped")
         return 0
 
@@ -130,7 +155,35 @@ class Agent:
         credentials = None
         if auth is not None and auth.username and auth.password:
             credentials = BasicAuthCredentials(auth.username, auth.password)
-        return await start_api(self.holder, host, port, auth=credentials)
+        return await start_api(self.holder, host, port, auth=credentials, routes=self._management_routes())
+
+    def control(self) -> AgentControlImpl:
+        assert self._api_dcs is not None
+        return AgentControlImpl(dcs=self._api_dcs, desk=self.desk, cluster=lambda: self.state.cluster,
+                                paused=lambda: self.config.paused, reload=self.reload_local_config,
+                                wake=self.wake.set)
+
+    def _management_routes(self) -> Any:
+        try:
+            from pgwarden.api.management import management_routes
+        except ImportError:  # the management endpoints are optional in this build
+            return None
+        return management_routes(self.control(), self.local)
+
+    def reload_local_config(self) -> str:
+        """SIGHUP / POST /reload: re-read the local configuration; keep the old one if the new is invalid."""
+        try:
+            fresh = load_local(self.config_path, os.environ)
+        except ConfigError as exc:
+            log.error("reload: the configuration is invalid, keeping the current one:\n%s", exc)
+            return "the new configuration is invalid; see the agent's log"
+        if (fresh.name, fresh.scope, fresh.namespace) != (self.local.name, self.local.scope, self.local.namespace):
+            log.error("reload: name, scope and namespace cannot change at runtime; restart the agent")
+            return "name, scope and namespace cannot change at runtime"
+        self.local = fresh
+        log.info("reload: local configuration re-read")
+        self.wake.set()
+        return ""
 
     # -- the HA loop ---------------------------------------------------------------------------------
 
@@ -162,15 +215,19 @@ class Agent:
         if needs_peer_statuses(cluster, self.local.name, self.state.stopping) and cluster is not None:
             assert self._http is not None
             peers = await fetch_peers(self._http, cluster.members, self.local.name)
-        now = time.monotonic()
+        now, wall = time.monotonic(), time.time()
         background = self._running_background()
+        request = self.desk.due_request(wall)
         snapshot = Snapshot(
             me=self.local.name, now=now, settings=ha_settings(self.config), pg=pg, dcs=cluster,
             peers=peers, memory=self.state.memory, last=tuple(self.state.outcomes),
-            task=background.info if background else None, shutting_down=self.state.stopping)
+            task=background.info if background else None, shutting_down=self.state.stopping,
+            wall=wall, request=request)
         self.state.outcomes.clear()
         decision = self._decide(snapshot)
-        self._log_decision(decision)
+        self._log_decision(decision, snapshot.paused)
+        if request is not None:
+            self.desk.decided(decision)
         self.state.memory = decision.memory
         self.state.next_cycle_deadline = decision.wake_at
         self.holder.publish(self._node_state(now))
@@ -190,11 +247,11 @@ class Agent:
             action: Any = Demote(DemoteMode.IMMEDIATE_NOLOCK) if must_stop else Wait()
             return Decision(action, Reason(Why.NO_ACTION), snapshot.now + 1, snapshot.memory)
 
-    def _log_decision(self, decision: Decision) -> None:
+    def _log_decision(self, decision: Decision, paused: bool) -> None:
         line = render(decision.reason)
-        if decision.reason.why is Why.DCS_DOWN and self.state.dcs_error:
+        if decision.reason.why in (Why.DCS_DOWN, Why.PAUSED_DCS_DOWN) and self.state.dcs_error:
             line = f"{line}: {self.state.dcs_error}"
-        log.info("%s", line)
+        log.info("%s%s", "PAUSE: " if paused else "", line)
 
     async def _act(self, decision: Decision, cluster: ClusterView | None) -> None:
         action = decision.action
@@ -210,6 +267,10 @@ class Agent:
             log.warning("%s failed: %s", action.kind, outcome.detail)
         if isinstance(action, Shutdown):
             self.state.finished = True
+        if not isinstance(action, (Wait, RenewLeader, AcquireLeader, ReleaseLeader)):
+            # PostgreSQL changed: publish the truth now, not at the next probe.
+            self.state.pg = await _probe(pg_settings(self.config))
+            self.holder.publish(self._node_state(time.monotonic()))
 
     async def _run_background(self, action: Any, ctx: ExecContext) -> Outcome:
         try:
@@ -222,6 +283,7 @@ class Agent:
             log.warning("%s failed: %s", action.kind, outcome.detail)
         self.state.outcomes.append(outcome)
         self.state.background = None
+        self.desk.finished(outcome)
         self.wake.set()
         return outcome
 
@@ -253,6 +315,38 @@ class Agent:
         if fresh.ttl != self.config.ttl:
             await dcs.set_ttl(fresh.ttl)
         self.config = fresh
+        await self._apply_pg_config()
+
+    async def _apply_pg_config(self) -> None:
+        """Make a running PostgreSQL follow parameter and pg_hba changes (from /config or a reload).
+
+        Reloadable parameters take effect at once; the others show up as pending_restart in the
+        probe (pg_settings.pending_restart) until an operator restarts. Not an HA decision: the role
+        and the upstream stay exactly what they are.
+        """
+        pg = self.state.pg
+        if not pg.running or self._running_background() is not None:
+            return
+        role = "primary" if pg.in_recovery is False else "replica"
+        settings = pg_settings(self.config, role)
+        wanted = (role, tuple(sorted((k, str(v)) for k, v in settings.parameters.items())), settings.pg_hba)
+        if self._applied_pg_config is None:
+            self._applied_pg_config = wanted  # what the node was started with
+            return
+        if wanted == self._applied_pg_config:
+            return
+        controller = PgController(settings)
+        cluster = self.state.cluster
+        upstream = None
+        if role == "replica" and pg.following and cluster is not None:
+            member = cluster.member(pg.following)
+            address = member.host_port if member else None
+            upstream = Upstream(pg.following, *address) if address else None
+        written = await controller.write_config("primary" if role == "primary" else "replica", upstream)
+        if written.ok:
+            await controller.reload()
+            log.info("applied changed PostgreSQL configuration (reloaded)")
+        self._applied_pg_config = wanted
 
     async def _touch_member(self, dcs: Dcs, cluster: ClusterView | None) -> None:
         if cluster is None or self.state.finished:
@@ -260,6 +354,10 @@ class Agent:
         background = self._running_background()
         data = member_json(pg=self.state.pg, conn_url=self.config.conn_url, api_url=self.config.api_url,
                            tags=self.config.tags, task=str(background.info.kind) if background else None)
+        if self.desk.scheduled_restart is not None:
+            data["scheduled_restart"] = {"schedule": self.desk.scheduled_restart[2]}
+        if self.config.paused:
+            data["pause"] = True
         with contextlib.suppress(DcsError):
             await dcs.touch_member(data)
 

@@ -1,4 +1,8 @@
-"""The `pgwarden` command: agent, list, validate-config, demo."""
+"""The `pgwarden` command: the agent, the patronictl-style cluster commands, validate-config, demo.
+
+`pgwarden agent CONFIG` runs a node. Every other command is a client: it reads the cluster from the
+DCS and acts through the members' REST API (see `pgwarden.cli.view`, `manage`, `editconfig`).
+"""
 
 from __future__ import annotations
 
@@ -11,9 +15,11 @@ from pathlib import Path
 import click
 
 from pgwarden import __version__
+from pgwarden.cli.editconfig import edit_config_cmd
+from pgwarden.cli.manage import MANAGE_COMMANDS
+from pgwarden.cli.options import target_options
+from pgwarden.cli.view import VIEW_COMMANDS
 from pgwarden.config import ConfigError, load_local, scrub_patroni_env, validate_file
-
-CONFIG_ENV = "PATRONICTL_CONFIG_FILE"
 
 
 def _setup_logging(level: str) -> None:
@@ -28,8 +34,13 @@ def _setup_logging(level: str) -> None:
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="pgwarden")
+@target_options(global_level=True)
 def main() -> None:
-    """pgwarden: PostgreSQL high availability, a drop-in replacement for Patroni."""
+    """pgwarden: PostgreSQL high availability, a drop-in replacement for Patroni.
+
+    The cluster commands find the cluster from -c/--config-file (or $PGWARDEN_CONFIG,
+    $PATRONICTL_CONFIG_FILE, the PATRONI_* environment) and -d/--dcs-url etcd3://host:port/namespace.
+    """
 
 
 @main.command()
@@ -45,7 +56,7 @@ def agent(config: Path | None) -> None:
         sys.exit(2)
     scrub_patroni_env(os.environ)  # passwords must not leak into PostgreSQL or scripts we start
     _setup_logging(local.log.level)
-    sys.exit(asyncio.run(Agent(local).run()))
+    sys.exit(asyncio.run(Agent(local, config).run()))
 
 
 @main.command("validate-config")
@@ -60,25 +71,6 @@ def validate_config(config: Path | None) -> None:
     click.echo(f"{config or 'environment'}: configuration is valid")
 
 
-@main.command("list")
-@click.option("-c", "--config-file", "config", envvar=CONFIG_ENV, type=click.Path(path_type=Path),
-              help="Configuration file (the agent's own works); default: PATRONI_* environment.")
-@click.option("-f", "--format", "fmt", type=click.Choice(["pretty", "tsv", "json", "yaml"]), default="pretty")
-@click.option("-W", "watch_forever", is_flag=True, help="Refresh every 2 seconds until interrupted.")
-@click.option("-w", "--watch", "watch_seconds", type=float, default=None, help="Refresh every N seconds.")
-def list_cmd(config: Path | None, fmt: str, watch_forever: bool, watch_seconds: float | None) -> None:
-    """Show the cluster's members: role, state, timeline and lag, read from the DCS."""
-    from pgwarden.cli.listing import run_list
-
-    try:
-        local = load_local(config, os.environ)
-    except ConfigError as exc:
-        click.echo(f"Error: {exc}", err=True)
-        sys.exit(1)
-    interval = 2.0 if watch_forever else watch_seconds
-    sys.exit(asyncio.run(run_list(local, fmt, interval)))
-
-
 @main.command()
 @click.option("--dir", "workdir", type=click.Path(path_type=Path), default=Path("/tmp/pgwarden-demo"),
               show_default=True, help="Where the demo keeps its data, configs and logs.")
@@ -89,6 +81,10 @@ def demo(workdir: Path, nodes: int, keep: bool) -> None:
     from pgwarden.cli.demo import run_demo
 
     sys.exit(run_demo(workdir, nodes, keep))
+
+
+for _command in (*VIEW_COMMANDS, *MANAGE_COMMANDS, edit_config_cmd):
+    main.add_command(_command)
 
 
 if __name__ == "__main__":

@@ -74,11 +74,13 @@ def slot_name(member: str) -> str:
 def needs_peer_statuses(cluster: ClusterView | None, me: str, shutting_down: bool) -> bool:
     """Whether observation must ask the peers for their WAL positions this cycle.
 
-    Only a leader race (no leader key) or a handover on shutdown needs them; asking every cycle
+    Only a leader race (no leader key), a handover on shutdown or a switchover needs them; asking every cycle
     would make every cycle as slow as the slowest peer.
     """
     if cluster is None:
         return False
     if cluster.leader is None:
         return True
-    return shutting_down and cluster.leader.name == me
+    mine = cluster.leader.name == me
+    # The leader checks a switchover's candidate (or any replica) before it demotes.
+    return mine and (shutting_down or cluster.failover is not None)

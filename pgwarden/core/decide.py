@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import replace
+from datetime import datetime
 
 from pgwarden.core.classify import (
     Lock,
@@ -41,9 +42,13 @@ from pgwarden.core.types import (
     Outcome,
     Promote,
     Reason,
+    Reinitialize,
+    ReinitRequested,
     ReleaseLeader,
     RemoveDataDirectory,
     RenewLeader,
+    Restart,
+    RestartRequested,
     Rewind,
     Shutdown,
     Snapshot,
@@ -51,7 +56,7 @@ from pgwarden.core.types import (
     Wait,
     Why,
 )
-from pgwarden.model import ClusterView, Member, PgState, Role
+from pgwarden.model import ClusterView, FailoverRequest, Member, PgState, Role
 
 # How often to look again while something is in motion (starting, a task running, DCS down).
 SHORT_NAP = 1.0
@@ -77,6 +82,8 @@ def remember(s: Snapshot) -> Memory:
     m = s.memory
     for last in s.last:
         m = _absorb(m, last, s.settings)
+    if s.dcs is not None and m.paused_when_last_seen != s.dcs.paused:
+        m = replace(m, paused_when_last_seen=s.dcs.paused)
     lock = lock_state(s)
     if lock in (Lock.OTHER, Lock.NONE):
         m = replace(m, lock_deadline=None, start_deadline=None)
@@ -138,13 +145,15 @@ def _is_running(member: Member | None) -> bool:
     return member is not None and member.state == PgState.RUNNING
 
 
-def _renew(s: Snapshot, why: Why, *, nap: float | None = None) -> Decision:
+def _renew(s: Snapshot, why: Why, *, nap: float | None = None, clear_failover: int | None = None,
+           **facts: object) -> Decision:
     """RenewLeader with this cycle's slot plan and, if needed, the system identifier for `initialize`."""
     cluster = _cluster(s)
     create, drop, memory = _plan_slots(s)
     sysid = s.pg.sysid if s.pg.sysid and cluster.initialize != s.pg.sysid else None
-    action = RenewLeader(optime=s.pg.wal_lsn, create_slots=create, drop_slots=drop, write_initialize=sysid)
-    return _d(s, action, why, nap=nap, memory=memory, name=s.me)
+    action = RenewLeader(optime=s.pg.wal_lsn, create_slots=create, drop_slots=drop, write_initialize=sysid,
+                         clear_failover=clear_failover)
+    return _d(s, action, why, nap=nap, memory=memory, name=s.me, **facts)
 
 
 def _plan_slots(s: Snapshot) -> tuple[tuple[str, ...], tuple[str, ...], Memory]:
@@ -202,6 +211,9 @@ def _clone_source(s: Snapshot) -> str | None:
 def guard_shutdown(s: Snapshot) -> Decision | None:
     if not s.shutting_down:
         return None
+    if s.paused:
+        # Maintenance mode: the operator owns PostgreSQL; the agent leaves it and the key alone.
+        return _d(s, Shutdown(release=False, optime=None, stop_postgres=False), Why.PAUSED_SHUTDOWN)
     if lock_state(s) is Lock.MINE:
         if failover_possible(s):
             return _d(s, Shutdown(release=True, optime=s.pg.wal_lsn), Why.SHUTDOWN_HANDOVER)
@@ -212,14 +224,60 @@ def guard_shutdown(s: Snapshot) -> Decision | None:
 def guard_task(s: Snapshot) -> Decision | None:
     if s.task is None:
         return None
-    if lock_state(s) is Lock.MINE and s.pg.running:
+    if lock_state(s) is Lock.MINE:
+        # A restart or a restart after a crash: the leader keeps its lock meanwhile.
         return _renew(s, Why.TASK_IN_PROGRESS_RENEW, nap=SHORT_NAP)
     return _d(s, Wait(), Why.TASK_IN_PROGRESS, nap=SHORT_NAP, task=s.task.kind)
+
+
+def guard_request(s: Snapshot) -> Decision | None:
+    """An operator's restart or reinitialize: carried out, or refused with the reason."""
+    request = s.request
+    if request is None:
+        return None
+    if isinstance(request, RestartRequested):
+        return _restart(s, request)
+    return _reinitialize(s, request)
+
+
+def _restart(s: Snapshot, request: RestartRequested) -> Decision:
+    role = "primary" if s.pg.is_primary else "replica"
+    wanted = request.role
+    if wanted in ("master", "leader"):
+        wanted = "primary"
+    if wanted is not None and wanted not in ("any", role):
+        return _d(s, Wait(), Why.RESTART_REFUSED, nap=0, detail=f"role is {role}, not {wanted}")
+    if request.restart_pending and not s.pg.pending_restart:
+        return _d(s, Wait(), Why.RESTART_REFUSED, nap=0, detail="no restart is pending")
+    version = s.pg.server_version
+    if request.postgres_version is not None and version is not None and version >= request.postgres_version:
+        return _d(s, Wait(), Why.RESTART_REFUSED, nap=0, detail=f"server version {version} is not older")
+    if pg_class(s.pg) in (PgClass.NO_DATA, PgClass.UNUSABLE):
+        return _d(s, Wait(), Why.RESTART_REFUSED, nap=0, detail="no usable data directory")
+    follow = None if role == "primary" or s.dcs is None or s.dcs.leader is None else _upstream(s)
+    return _d(s, Restart(role=role, follow=follow), Why.RESTART, nap=SHORT_NAP)
+
+
+def _reinitialize(s: Snapshot, request: ReinitRequested) -> Decision:
+    cluster = _cluster(s)
+    if lock_state(s) is Lock.MINE:
+        return _d(s, Wait(), Why.REINITIALIZE_REFUSED, nap=0, detail="I am the leader, can not reinitialize")
+    if cluster.leader is None:
+        return _d(s, Wait(), Why.REINITIALIZE_REFUSED, nap=0, detail="Cluster has no leader, can not reinitialize")
+    source = cluster.leader.name if request.from_leader else _clone_source(s)
+    if source is None:
+        return _d(s, Wait(), Why.REINITIALIZE_REFUSED, nap=0, detail="no running member to clone from")
+    return _d(s, Reinitialize(source=source, follow=cluster.leader.name), Why.REINITIALIZE, nap=SHORT_NAP,
+              member=source)
 
 
 def guard_dcs_down(s: Snapshot) -> Decision | None:
     if s.dcs is not None:
         return None
+    if s.memory.paused_when_last_seen:
+        # In maintenance mode nothing is stopped, not even a primary that cannot renew its lease:
+        # the operator asked pgwarden to keep its hands off.
+        return _d(s, Wait(), Why.PAUSED_DCS_DOWN, nap=SHORT_NAP)
     if s.pg.is_primary and s.memory.lock_deadline is not None:
         if _lock_valid(s):
             left = s.memory.lock_deadline - s.now
@@ -268,10 +326,37 @@ def guard_sysid(s: Snapshot) -> Decision | None:
     return _d(s, Wait(), Why.SYSID_MISMATCH, mine=mine, cluster=theirs)
 
 
+def guard_paused(s: Snapshot) -> Decision | None:
+    """Maintenance mode: nothing is started, stopped, promoted or demoted, except a switchover the
+    operator asked for by name. The leader keeps renewing; a lock whose holder is no longer a
+    primary is released; a primary finding the lock free takes it."""
+    if not s.paused:
+        return None
+    cluster = _cluster(s)
+    lock, kind = lock_state(s), pg_class(s.pg)
+    failover = cluster.failover
+    if lock is Lock.MINE and kind is PgClass.PRIMARY:
+        return None  # the normal leader rule: renew, and act on a switchover to a named candidate
+    if lock is Lock.MINE and kind is PgClass.REPLICA and failover is not None and failover.member == s.me:
+        return None  # the named candidate of a switchover in maintenance mode promotes
+    if lock is Lock.MINE:
+        return _d(s, ReleaseLeader(optime=None), Why.PAUSED_RELEASE)
+    if kind is PgClass.PRIMARY:
+        mine = local_timeline(s.pg) or 0
+        if lock is Lock.NONE and mine >= cluster.timeline:
+            return _d(s, AcquireLeader(), Why.RACE_PRIMARY_RECLAIM, nap=0)
+        return _d(s, Wait(), Why.PAUSED_PRIMARY_WITHOUT_LOCK)
+    if kind is PgClass.REPLICA:
+        return _d(s, Wait(), Why.PAUSED_NO_ACTION, name=s.me)
+    return _d(s, Wait(), Why.PAUSED_PG_STOPPED, state=kind)
+
+
 GUARDS: tuple[Callable[[Snapshot], Decision | None], ...] = (
     guard_shutdown,
     guard_dcs_down,  # before guard_task: a running task must never hide an expired lease
     guard_task,
+    guard_request,
+    guard_paused,
     guard_data_dir,
     guard_sysid,
 )
@@ -289,7 +374,48 @@ def mine_primary(s: Snapshot) -> Decision:
         return _d(s, Demote(DemoteMode.IMMEDIATE_NOLOCK), Why.LOCK_LOST, nap=0)
     if any(o.action == "renew leader" and not o.ok for o in s.last):
         return _renew(s, Why.RENEW_RETRY, nap=SHORT_NAP)
+    failover = _cluster(s).failover
+    if failover is not None:
+        return _leader_failover(s, failover)
     return _renew(s, Why.LOCK_HELD)
+
+
+def _scheduled_in_future(s: Snapshot, failover: FailoverRequest) -> bool:
+    if not failover.scheduled_at:
+        return False
+    try:
+        at = datetime.fromisoformat(failover.scheduled_at).timestamp()
+    except ValueError:
+        return False  # unparsable: the REST layer refuses those; treat a stray one as due
+    return at > s.wall
+
+
+def _leader_failover(s: Snapshot, failover: FailoverRequest) -> Decision:
+    """The leader and a `failover` key: demote gracefully for a due switchover whose target can take
+    over; clear a key that is stale or impossible (saying why); wait for a scheduled one."""
+    if failover.leader and failover.leader != s.me:
+        return _renew(s, Why.FAILOVER_STALE, clear_failover=failover.revision, leader=failover.leader)
+    if failover.member == s.me:
+        return _renew(s, Why.FAILOVER_STALE, clear_failover=failover.revision, leader=s.me)
+    if _scheduled_in_future(s, failover):
+        return _renew(s, Why.FAILOVER_SCHEDULED, at=failover.scheduled_at)
+    action = "switchover" if failover.leader else "manual failover"
+    if _candidate_ready(s, failover.member) if failover.member else failover_possible(s):
+        return _d(s, Demote(DemoteMode.GRACEFUL), Why.SWITCHOVER_DEMOTE, nap=0, op=action)
+    target = failover.member or "any member"
+    return _renew(s, Why.FAILOVER_IMPOSSIBLE, clear_failover=failover.revision, op=action, member=target)
+
+
+def _candidate_ready(s: Snapshot, name: str) -> bool:
+    """The named candidate answers, streams as a replica close enough to us, and may promote."""
+    member = _cluster(s).member(name)
+    if member is None or not member.tags.can_promote:
+        return False
+    for peer in s.peers:
+        if peer.name == name:
+            lag = (s.pg.lsn or 0) - (peer.lsn or 0)
+            return bool(peer.reachable and peer.in_recovery and lag <= s.settings.maximum_lag_on_failover)
+    return False
 
 
 def mine_replica(s: Snapshot) -> Decision:
@@ -418,10 +544,32 @@ def none_primary(s: Snapshot) -> Decision:
 
 
 def none_replica(s: Snapshot) -> Decision:
+    failover = _cluster(s).failover
+    if failover is not None and not _scheduled_in_future(s, failover):
+        decided = _race_with_failover_key(s, failover)
+        if decided is not None:
+            return decided
     verdict = replica_race(s)
     if verdict.may_acquire:
         return Decision(AcquireLeader(), verdict.reason, s.now, s.memory)
     return Decision(Wait(), verdict.reason, s.now + SHORT_NAP, s.memory)
+
+
+def _race_with_failover_key(s: Snapshot, failover: FailoverRequest) -> Decision | None:
+    """A switchover or failover is under way: its candidate takes the free lock, the others defer
+    to it while it is healthy, and the former leader does not race at all."""
+    if failover.leader == s.me:
+        return _d(s, Wait(), Why.FORMER_LEADER_WAITS, nap=SHORT_NAP)
+    alive = [p.name for p in s.peers if p.name != s.me and p.is_running_primary]
+    if alive:
+        return _d(s, Wait(), Why.RACE_PRIMARY_ALIVE, nap=SHORT_NAP, member=alive[0])
+    if failover.member == s.me and s.settings.tags.can_promote:
+        return Decision(AcquireLeader(), Reason(Why.RACE_HEALTHIEST, (("candidate", s.me),)), s.now, s.memory)
+    if failover.member:
+        candidate = next((p for p in s.peers if p.name == failover.member), None)
+        if candidate is not None and candidate.reachable and candidate.in_recovery:
+            return _d(s, Wait(), Why.CANDIDATE_DEFER, nap=SHORT_NAP, member=failover.member)
+    return None  # no usable candidate: an ordinary race among the others
 
 
 def none_stopped(s: Snapshot) -> Decision:

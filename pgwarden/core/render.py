@@ -60,6 +60,23 @@ _TEMPLATES: dict[Why, str] = {
     Why.SHUTDOWN_KEEP: "shutting down: stopping PostgreSQL; keeping the leader key (no replica can take over)",
     Why.SHUTDOWN: "shutting down: stopping PostgreSQL",
     Why.NO_ACTION: "no action",
+    Why.SWITCHOVER_DEMOTE: "{op}: demoting myself",
+    Why.FAILOVER_IMPOSSIBLE: "{op}: {member} cannot take over (not running, lagging, or not allowed to "
+                             "promote); removing the failover key",
+    Why.FAILOVER_STALE: "removing a stale failover key (it names leader {leader})",
+    Why.FAILOVER_SCHEDULED: "no action. I am ({name}), the leader with the lock; awaiting switchover at {at}",
+    Why.CANDIDATE_DEFER: "following a different leader because {member} is the failover candidate",
+    Why.FORMER_LEADER_WAITS: "not racing for the lock: I am the former leader of a switchover",
+    Why.PAUSED_NO_ACTION: "no action. I am ({name})",
+    Why.PAUSED_PRIMARY_WITHOUT_LOCK: "continue to run as primary without lock",
+    Why.PAUSED_RELEASE: "removed leader lock because postgres is not running as primary",
+    Why.PAUSED_PG_STOPPED: "postgres is not running ({state})",
+    Why.PAUSED_DCS_DOWN: "DCS is not accessible; maintenance mode: leaving PostgreSQL as it is",
+    Why.PAUSED_SHUTDOWN: "shutting down in maintenance mode: leaving PostgreSQL running and the leader key alone",
+    Why.RESTART: "restarting PostgreSQL",
+    Why.RESTART_REFUSED: "restart conditions are not satisfied: {detail}",
+    Why.REINITIALIZE: "reinitializing from '{member}'",
+    Why.REINITIALIZE_REFUSED: "reinitialize refused: {detail}",
 }
 
 

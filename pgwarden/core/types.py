@@ -74,6 +74,8 @@ class TaskKind(StrEnum):
     STOP = "stop"
     PROMOTE = "promote"
     REMOVE_DATA = "remove data directory"
+    RESTART = "restart"
+    REINITIALIZE = "reinitialize"
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,6 +107,7 @@ class Memory:
     rewind_failed: bool = False
     start_failures: int = 0
     slot_last_seen: tuple[tuple[str, float], ...] = ()  # member slots and when their member was last seen
+    paused_when_last_seen: bool = False  # maintenance mode as of the last successful DCS read
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,6 +126,34 @@ class Snapshot:
     background task's that finished meanwhile."""
     task: TaskInFlight | None = None
     shutting_down: bool = False
+    wall: float = 0.0
+    """Wall-clock epoch seconds, only to compare with instants an operator scheduled (switchover).
+    Never used for leases or timeouts: those use `now`."""
+    request: OperatorRequest | None = None
+    """A local operation an operator asked for through the REST API, awaiting this decision."""
+
+    @property
+    def paused(self) -> bool:
+        return self.dcs is not None and self.dcs.paused
+
+
+@dataclass(frozen=True, slots=True)
+class RestartRequested:
+    """POST /restart, with its conditions (all must hold, else the restart is refused)."""
+
+    role: str | None = None
+    postgres_version: int | None = None  # restart only if the running server_version_num is below
+    restart_pending: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class ReinitRequested:
+    """POST /reinitialize."""
+
+    from_leader: bool = False
+
+
+OperatorRequest = RestartRequested | ReinitRequested
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -171,6 +202,7 @@ class RenewLeader:
     create_slots: tuple[str, ...] = ()
     drop_slots: tuple[str, ...] = ()
     write_initialize: str | None = None  # system identifier to record, when `initialize` lacks it
+    clear_failover: int | None = None  # revision of a `failover` key to delete (stale or impossible)
     kind: str = "renew leader"
 
 
@@ -246,11 +278,33 @@ class ReleaseLeader:
 
 @dataclass(frozen=True, slots=True)
 class Shutdown:
-    """The agent is stopping: fast-stop PostgreSQL, then delete the leader key if `release`."""
+    """The agent is stopping: fast-stop PostgreSQL (unless paused: then it is left alone), then
+    delete the leader key if `release`."""
 
     release: bool
     optime: LSN | None
+    stop_postgres: bool = True
     kind: str = "shutdown"
+
+
+@dataclass(frozen=True, slots=True)
+class Restart:
+    """Restart PostgreSQL in place (fast stop, start with the same role). Runs in the background; a
+    leader keeps renewing its lock meanwhile."""
+
+    role: str  # "primary" | "replica"
+    follow: str | None
+    kind: str = "restart"
+
+
+@dataclass(frozen=True, slots=True)
+class Reinitialize:
+    """An operator asked to rebuild this replica: stop PostgreSQL, move the data directory aside (the
+    request is the permission), clone from `source`, start following `follow`."""
+
+    source: str
+    follow: str | None
+    kind: str = "reinitialize"
 
 
 Action = (
@@ -267,6 +321,8 @@ Action = (
     | RemoveDataDirectory
     | ReleaseLeader
     | Shutdown
+    | Restart
+    | Reinitialize
 )
 
 
@@ -321,6 +377,22 @@ class Why(StrEnum):
     SHUTDOWN_KEEP = "shutdown, keep key"
     SHUTDOWN = "shutdown"
     NO_ACTION = "no action"
+    SWITCHOVER_DEMOTE = "switchover: demote"
+    FAILOVER_IMPOSSIBLE = "failover key: not possible"
+    FAILOVER_STALE = "failover key: stale"
+    FAILOVER_SCHEDULED = "failover key: scheduled"
+    CANDIDATE_DEFER = "defer to failover candidate"
+    FORMER_LEADER_WAITS = "former leader does not race"
+    PAUSED_NO_ACTION = "paused: no action"
+    PAUSED_PRIMARY_WITHOUT_LOCK = "paused: primary without lock"
+    PAUSED_RELEASE = "paused: release lock of a non-primary"
+    PAUSED_PG_STOPPED = "paused: postgres not running"
+    PAUSED_DCS_DOWN = "paused: dcs down"
+    PAUSED_SHUTDOWN = "paused: shutdown leaves postgres alone"
+    RESTART = "restart"
+    RESTART_REFUSED = "restart refused"
+    REINITIALIZE = "reinitialize"
+    REINITIALIZE_REFUSED = "reinitialize refused"
 
 
 @dataclass(frozen=True, slots=True)

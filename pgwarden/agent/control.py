@@ -1,0 +1,186 @@
+"""The agent's side of the REST management endpoints (`pgwarden.api.control.AgentControl`).
+
+A local operation (restart, reinitialize) becomes an `OperatorRequest` in the next snapshot; the
+decision core carries it out or refuses it, and the HTTP answer follows from that decision. Nothing
+here decides; it queues, waits and translates.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from pgwarden.api.control import ControlResult, RestartRequest
+from pgwarden.core import Decision, Outcome, render
+from pgwarden.core.types import OperatorRequest, Reinitialize, ReinitRequested, Restart, RestartRequested
+from pgwarden.dcs import Dcs, DcsError
+from pgwarden.model import ClusterView, PgState, Role
+
+log = logging.getLogger("pgwarden")
+
+POLL = 0.1
+
+
+@dataclass
+class PendingRequest:
+    request: OperatorRequest
+    answer: asyncio.Future[ControlResult]
+    started: bool = False  # the core chose to carry it out; the answer follows its outcome
+
+
+@dataclass
+class RequestDesk:
+    """At most one operator request at a time, waiting for the next decision."""
+
+    pending: PendingRequest | None = None
+    scheduled_restart: tuple[float, RestartRequested, str] | None = None  # (epoch, request, ISO text)
+    wake: Callable[[], None] = field(default=lambda: None)
+
+    def submit(self, request: OperatorRequest) -> asyncio.Future[ControlResult] | None:
+        if self.pending is not None:
+            return None
+        future: asyncio.Future[ControlResult] = asyncio.get_running_loop().create_future()
+        self.pending = PendingRequest(request, future)
+        self.wake()
+        return future
+
+    def due_request(self, wall: float) -> OperatorRequest | None:
+        """The request for this snapshot: a pending one, or a scheduled restart whose time has come."""
+        if self.pending is None and self.scheduled_restart is not None and self.scheduled_restart[0] <= wall:
+            _, request, _ = self.scheduled_restart
+            self.scheduled_restart = None
+            loop = asyncio.get_running_loop()
+            self.pending = PendingRequest(request, loop.create_future())
+            log.info("scheduled restart is due")
+        return self.pending.request if self.pending and not self.pending.started else None
+
+    def decided(self, decision: Decision) -> None:
+        """The core answered the pending request: started (the outcome will follow) or refused."""
+        pending = self.pending
+        if pending is None or pending.started:
+            return
+        wanted = Restart if isinstance(pending.request, RestartRequested) else Reinitialize
+        if isinstance(decision.action, wanted):
+            pending.started = True
+            if isinstance(pending.request, ReinitRequested):
+                self._answer(ControlResult(200, "reinitialize started"))
+            return
+        self._answer(ControlResult(503, render(decision.reason)))
+
+    def finished(self, outcome: Outcome) -> None:
+        pending = self.pending
+        if pending is None or not pending.started or outcome.action not in ("restart", "reinitialize"):
+            return
+        if outcome.action == "restart":
+            text = "restarted successfully" if outcome.ok else f"restart failed: {outcome.detail}"
+            self._answer(ControlResult(200 if outcome.ok else 503, text))
+        else:
+            self.pending = None  # already answered when it started
+
+    def _answer(self, result: ControlResult) -> None:
+        pending, self.pending = self.pending, None
+        if pending is not None and not pending.answer.done():
+            pending.answer.set_result(result)
+
+
+class AgentControlImpl:
+    """Implements `pgwarden.api.control.AgentControl` for one agent."""
+
+    def __init__(self, *, dcs: Dcs, desk: RequestDesk, cluster: Callable[[], ClusterView | None],
+                 paused: Callable[[], bool], reload: Callable[[], str], wake: Callable[[], None]) -> None:
+        self._dcs = dcs
+        self._desk = desk
+        self._cluster = cluster
+        self._paused = paused
+        self._reload = reload
+        self._wake = wake
+
+    @property
+    def dcs(self) -> Dcs:
+        return self._dcs
+
+    @property
+    def member_names(self) -> tuple[str, ...]:
+        cluster = self._cluster()
+        return tuple(m.name for m in cluster.members) if cluster else ()
+
+    async def restart(self, request: RestartRequest) -> ControlResult:
+        version = _version_number(request.postgres_version) if request.postgres_version else None
+        wanted = RestartRequested(role=request.role, postgres_version=version,
+                                  restart_pending=request.restart_pending)
+        if request.schedule:
+            return self._schedule(request.schedule, wanted)
+        future = self._desk.submit(wanted)
+        if future is None:
+            return ControlResult(503, "another operation is already in progress")
+        timeout = request.timeout or 600.0
+        try:
+            return await asyncio.wait_for(asyncio.shield(future), timeout + 30)
+        except TimeoutError:
+            return ControlResult(503, "restart status unknown: it is still running")
+
+    def _schedule(self, text: str, request: RestartRequested) -> ControlResult:
+        if self._paused():
+            return ControlResult(500, "Can't schedule restart in the paused state")
+        if self._desk.scheduled_restart is not None:
+            return ControlResult(409, "Another restart is already scheduled")
+        try:
+            when = datetime.fromisoformat(text)
+        except ValueError:
+            return ControlResult(422, "Unable to parse scheduled timestamp. It should be in an unambiguous format")
+        if when.tzinfo is None:
+            return ControlResult(400, "Timezone information is mandatory for the scheduled restart")
+        self._desk.scheduled_restart = (when.timestamp(), request, when.isoformat())
+        return ControlResult(202, "Restart scheduled")
+
+    async def cancel_scheduled_restart(self) -> ControlResult:
+        if self._desk.scheduled_restart is None:
+            return ControlResult(404, "no restarts are scheduled")
+        self._desk.scheduled_restart = None
+        return ControlResult(200, "scheduled restart deleted")
+
+    async def reload(self) -> ControlResult:
+        message = self._reload()
+        return ControlResult(202, f"reload scheduled{': ' + message if message else ''}")
+
+    async def reinitialize(self, *, force: bool, from_leader: bool) -> ControlResult:
+        # `force` cancels nothing here: a running task makes the core refuse with "... in progress".
+        future = self._desk.submit(ReinitRequested(from_leader=from_leader))
+        if future is None:
+            return ControlResult(503, "another operation is already in progress")
+        return await asyncio.wait_for(asyncio.shield(future), 60)
+
+    def wakeup(self) -> None:
+        self._wake()
+
+    async def wait_for_new_leader(self, old: str | None, timeout: float) -> ClusterView | None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                cluster = await self._dcs.get_cluster()
+            except DcsError:
+                cluster = None
+            if cluster is not None and cluster.leader is not None and cluster.leader.name != old:
+                member = cluster.leader_member
+                if member is not None and member.role == Role.PRIMARY and member.state == PgState.RUNNING:
+                    return cluster
+            await asyncio.sleep(POLL)
+        return None
+
+
+def _version_number(text: str) -> int | None:
+    """'15.4' -> 150004, '9.6.2' -> 90602 (server_version_num form)."""
+    parts = [int(p) for p in text.split(".") if p.isdigit()]
+    if not parts:
+        return None
+    if parts[0] >= 10:
+        return parts[0] * 10000 + (parts[1] if len(parts) > 1 else 0)
+    return parts[0] * 10000 + (parts[1] if len(parts) > 1 else 0) * 100 + (parts[2] if len(parts) > 2 else 0)
+
+
+def iso_now() -> str:
+    return datetime.now(UTC).isoformat()
