@@ -18,8 +18,9 @@ import contextlib
 import logging
 import os
 import signal
+import ssl
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +28,10 @@ import aiohttp
 
 from pgwarden import __version__
 from pgwarden.api import NodeState, StateHolder
-from pgwarden.api.server import BasicAuthCredentials, start_api, stop_api
+from pgwarden.api.management import management_routes
+from pgwarden.api.security import TlsConfigError, access_policy_from, ssl_context_from
+from pgwarden.api.server import start_api, stop_api
+from pgwarden.api.state import AgentMetrics
 from pgwarden.config import ConfigError, EffectiveConfig, LocalConfig, effective, load_local, parse_listen
 from pgwarden.core import Decision, Memory, Outcome, Snapshot, decide, render
 from pgwarden.core.classify import needs_peer_statuses
@@ -35,6 +39,7 @@ from pgwarden.core.types import (
     AcquireLeader,
     Demote,
     DemoteMode,
+    Promote,
     Reason,
     ReleaseLeader,
     RenewLeader,
@@ -84,6 +89,9 @@ class AgentState:
     stopping: bool = False
     finished: bool = False
     next_cycle_deadline: float = 0.0
+    last_cycle_end: float = 0.0
+    metrics: AgentMetrics = field(default_factory=AgentMetrics)
+    keepalive_sent_at: float | None = None  # send time of the last successful lease keepalive
 
 
 class Agent:
@@ -112,16 +120,24 @@ class Agent:
         loop.add_signal_handler(signal.SIGHUP, self.reload_local_config)
         self._dcs = await dcs_from_config(
             self.local.dcs.model_dump(), namespace=self.local.namespace, scope=self.local.scope,
-            name=self.local.name, ttl=self.config.ttl)
+            name=self.local.name, ttl=self.config.lease_ttl)
         # The REST handlers get their own connection: their reads must not consume the watch
         # notifications the HA loop relies on.
         self._api_dcs = await dcs_from_config(
             self.local.dcs.model_dump(), namespace=self.local.namespace, scope=self.local.scope,
             name=self.local.name, ttl=self.config.ttl, readonly=True)
+        try:
+            ssl_context = ssl_context_from(self.local.restapi)
+        except TlsConfigError as exc:
+            log.error("restapi TLS configuration: %s", exc)
+            await self._dcs.close()
+            await self._api_dcs.close()
+            return 2
         self._http = aiohttp.ClientSession()
-        runner = await self._start_api()
+        runner = await self._start_api(ssl_context)
         helpers = [asyncio.create_task(self._monitor(), name="pg-monitor"),
-                   asyncio.create_task(self._watch(), name="dcs-watch")]
+                   asyncio.create_task(self._watch(), name="dcs-watch"),
+                   asyncio.create_task(self._keepalive(), name="lease-keepalive")]
         try:
             await self._main_loop()
         finally:
@@ -149,13 +165,10 @@ class Agent:
             background.task.cancel()
         self.wake.set()
 
-    async def _start_api(self) -> Any:
+    async def _start_api(self, ssl_context: ssl.SSLContext | None) -> Any:
         host, port = parse_listen(self.local.restapi.listen)
-        auth = self.local.restapi.authentication
-        credentials = None
-        if auth is not None and auth.username and auth.password:
-            credentials = BasicAuthCredentials(auth.username, auth.password)
-        return await start_api(self.holder, host, port, auth=credentials, routes=self._management_routes())
+        return await start_api(self.holder, host, port, access=access_policy_from(self.local.restapi),
+                               ssl_context=ssl_context, routes=self._management_routes())
 
     def control(self) -> AgentControlImpl:
         assert self._api_dcs is not None
@@ -164,10 +177,6 @@ class Agent:
                                 wake=self.wake.set)
 
     def _management_routes(self) -> Any:
-        try:
-            from pgwarden.api.management import management_routes
-        except ImportError:  # the management endpoints are optional in this build
-            return None
         return management_routes(self.control(), self.local)
 
     def reload_local_config(self) -> str:
@@ -233,7 +242,31 @@ class Agent:
         self.holder.publish(self._node_state(now))
         await self._act(decision, cluster)
         await self._touch_member(dcs, cluster)
+        self.state.last_cycle_end = time.monotonic()
+        self._count(decision, cluster, self.state.last_cycle_end - now)
         return decision
+
+    def _count(self, decision: Decision, cluster: ClusterView | None, seconds: float) -> None:
+        """Update pgwarden's own metrics from what this cycle decided and how its action went."""
+        m = self.state.metrics
+        m = replace(m, ha_cycles=m.ha_cycles + 1, last_cycle_seconds=seconds)
+        last = self.state.outcomes[-1] if self.state.outcomes else None
+        ok = last is not None and last.ok and last.action == decision.action.kind
+        if isinstance(decision.action, RenewLeader) and ok and last is not None:
+            m = replace(m, lease_renewals=m.lease_renewals.observe(max(0.0, self.state.last_cycle_end - last.sent_at)))
+        if isinstance(decision.action, Promote) and ok:
+            planned = cluster is not None and cluster.failover is not None
+            m = replace(m, promotions=m.promotions + 1, switchovers=m.switchovers + planned,
+                        failovers=m.failovers + (not planned))
+        if isinstance(decision.action, Demote) and ok:
+            planned = decision.action.mode is DemoteMode.GRACEFUL
+            m = replace(m, demotions=m.demotions + 1, switchovers=m.switchovers + planned)
+        holds = cluster is not None and cluster.leader is not None and cluster.leader.name == self.local.name
+        if holds and m.leader_since is None:
+            m = replace(m, leader_since=time.monotonic())
+        elif not holds and cluster is not None:
+            m = replace(m, leader_since=None)
+        self.state.metrics = m
 
     def _decide(self, snapshot: Snapshot) -> Decision:
         try:
@@ -312,8 +345,8 @@ class Agent:
         if fresh.warnings != self.config.warnings:
             for warning in fresh.warnings:
                 log.warning("configuration: %s", warning)
-        if fresh.ttl != self.config.ttl:
-            await dcs.set_ttl(fresh.ttl)
+        if fresh.lease_ttl != self.config.lease_ttl:
+            await dcs.set_ttl(fresh.lease_ttl)
         self.config = fresh
         await self._apply_pg_config()
 
@@ -389,6 +422,40 @@ class Agent:
                 log.warning("PostgreSQL is not running any more")
                 self.wake.set()
 
+    async def _keepalive(self) -> None:
+        """Refresh this agent's lease (member key, and the leader key while leading) on its own cadence,
+        so slow work in the HA cycle (a rewind, a slow query) never lets a short lease lapse.
+
+        It only ever extends what the HA loop holds, and only while that loop is alive: if the loop
+        stalls for longer than two cycles, the keepalive stops and the lease runs out, exactly as if
+        the agent had died. Its outcomes go to the next decision like any other.
+        """
+        dcs = self._require_dcs()
+        while not self.state.finished:
+            await asyncio.sleep(self.config.keepalive_interval)
+            stalled = time.monotonic() - self.state.last_cycle_end > 2 * self.config.loop_wait + 2
+            if self.state.last_cycle_end == 0.0 or stalled or self.state.stopping:
+                continue
+            sent = time.monotonic()
+            try:
+                ok = await dcs.keepalive()
+            except DcsError:
+                ok = False
+            self.state.outcomes.append(Outcome(action="keepalive", ok=ok, sent_at=sent))
+            if ok:
+                self.state.keepalive_sent_at = sent
+                self.holder.publish(self._node_state(time.monotonic()))
+
+    def _published_lock_deadline(self, holds_lock: bool) -> float | None:
+        """The core's lock deadline, moved on by keepalives sent since the last decision."""
+        deadline = self.state.memory.lock_deadline
+        if not holds_lock or deadline is None:
+            return None
+        sent = self.state.keepalive_sent_at
+        if sent is not None:
+            deadline = max(deadline, ha_settings(self.config).lock_deadline(sent))
+        return deadline
+
     async def _watch(self) -> None:
         dcs = self._require_dcs()
         while not self.state.finished:
@@ -405,12 +472,13 @@ class Agent:
             name=self.local.name, scope=self.local.scope, version=__version__,
             api_url=self.config.api_url, conn_url=self.config.conn_url, pg=self.state.pg, cluster=cluster,
             dcs_last_seen=self.state.dcs_last_seen,
-            lock_deadline=self.state.memory.lock_deadline if holds_lock else None,
+            lock_deadline=self._published_lock_deadline(holds_lock),
             tags=self.config.tags, paused=self.config.paused,
             maximum_lag_on_failover=self.config.maximum_lag_on_failover, ttl=self.config.ttl,
             loop_wait=self.config.loop_wait,
             next_cycle_deadline=max(self.state.next_cycle_deadline, now),
             dcs_reachable=self.state.dcs_error is None,
+            metrics=self.state.metrics,
         )
 
 

@@ -14,6 +14,7 @@ def ha_settings(cfg: EffectiveConfig) -> HaSettings:
         ttl=cfg.ttl,
         loop_wait=cfg.loop_wait,
         retry_timeout=cfg.retry_timeout,
+        lease_ttl=cfg.lease_ttl,
         maximum_lag_on_failover=cfg.maximum_lag_on_failover,
         primary_start_timeout=cfg.primary_start_timeout,
         check_timeline=cfg.check_timeline,

@@ -6,24 +6,38 @@ down. Routing is one table keyed by (METHOD, first path segment):
 - GET/HEAD/OPTIONS on any path: `/patroni`, `/cluster`, `/history`, or a health check (unknown paths
   are 503 with the status JSON, as in Patroni). HEAD and OPTIONS return the status code only.
 - Management endpoints (switchover, restart, config, ...) are plugged in by the caller through
-  `routes`; any non-GET method is checked against `auth` first. An unknown management request is 501.
+  `routes` (see `pgwarden.api.management.management_routes`); any non-read method is checked against
+  the access policy first (pgwarden.api.security). An unknown management request is 501.
 """
 
 from __future__ import annotations
 
 import asyncio
-import hmac
+import dataclasses
 import logging
+import ssl
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from aiohttp import BasicAuth, hdrs, web
+from aiohttp import hdrs, web
 
 from pgwarden.api.health import BadQuery, evaluate, status_json
+from pgwarden.api.security import AccessGuard, AccessPolicy, BasicAuthCredentials
 from pgwarden.api.state import NodeState, StateHolder
 from pgwarden.api.views import cluster_json, history_json
+
+__all__ = [
+    "READ_ENDPOINTS",
+    "BasicAuthCredentials",
+    "Handler",
+    "Reply",
+    "build_app",
+    "read_reply",
+    "start_api",
+    "stop_api",
+]
 
 log = logging.getLogger(__name__)
 
@@ -37,14 +51,6 @@ SHUTDOWN_TIMEOUT = 3.0  # seconds in-flight requests get when the server stops
 
 
 @dataclass(frozen=True, slots=True)
-class BasicAuthCredentials:
-    """`restapi.authentication`: required on every non-GET request when configured."""
-
-    username: str
-    password: str
-
-
-@dataclass(frozen=True, slots=True)
 class Reply:
     """A read endpoint's answer: JSON, plain text, or only a status code."""
 
@@ -55,6 +61,10 @@ class Reply:
 
 # --------------------------------------------------------------------------------------------------
 # Read endpoints: pure functions of (state, now, path, query)
+
+
+READ_ENDPOINTS = ("patroni", "cluster", "history")
+"""First path segments answered by `read_reply` itself; every other GET path is a health check."""
 
 
 def _first_segment(path: str) -> str:
@@ -103,20 +113,6 @@ def _last_values(request: web.Request) -> dict[str, str]:
     return dict(request.query.items())
 
 
-def _authorized(request: web.Request, auth: BasicAuthCredentials | None) -> bool:
-    if auth is None:
-        return True
-    header = request.headers.get(hdrs.AUTHORIZATION, "")
-    try:
-        given = BasicAuth.decode(header)
-    except ValueError:
-        return False
-    # Compare both fields in constant time so a timing probe learns nothing about either.
-    user_ok = hmac.compare_digest(given.login.encode(), auth.username.encode())
-    password_ok = hmac.compare_digest(given.password.encode(), auth.password.encode())
-    return user_ok and password_ok
-
-
 class _Router:
     """Dispatches every request; holds the management table and the injected clock."""
 
@@ -124,12 +120,12 @@ class _Router:
         self,
         holder: StateHolder,
         routes: Mapping[tuple[str, str], Handler],
-        auth: BasicAuthCredentials | None,
+        access: AccessGuard,
         clock: Callable[[], float],
     ) -> None:
         self.holder = holder
         self.routes = {(method.upper(), segment.strip("/")): h for (method, segment), h in routes.items()}
-        self.auth = auth
+        self.access = access
         self.clock = clock
 
     async def dispatch(self, request: web.Request) -> web.StreamResponse:
@@ -138,12 +134,10 @@ class _Router:
         if handler is None and method == hdrs.METH_HEAD:
             handler = self.routes.get((hdrs.METH_GET, segment))
         if handler is not None:
-            if method not in READ_METHODS and not _authorized(request, self.auth):
-                return web.Response(
-                    status=401,
-                    text="authentication required",
-                    headers={hdrs.WWW_AUTHENTICATE: 'Basic realm="Patroni"'},
-                )
+            if method not in READ_METHODS:
+                refusal = await self.access.refusal(request, self.holder.get())
+                if refusal is not None:
+                    return refusal
             return await handler(request, self.holder)
         if method in READ_METHODS:
             return self._read(request)
@@ -175,16 +169,24 @@ async def _server_header(request: web.Request, response: web.StreamResponse) -> 
     response.headers[hdrs.SERVER] = "pgwarden"  # no library or Python versions on the wire
 
 
+def _policy(auth: BasicAuthCredentials | None, access: AccessPolicy | None) -> AccessPolicy:
+    """`access` with `auth` filled in (an explicit `auth` wins over access.auth)."""
+    policy = access if access is not None else AccessPolicy()
+    return dataclasses.replace(policy, auth=auth) if auth is not None else policy
+
+
 def build_app(
     holder: StateHolder,
     *,
     auth: BasicAuthCredentials | None = None,
+    access: AccessPolicy | None = None,
     routes: Mapping[tuple[str, str], Handler] | None = None,
     clock: Callable[[], float] = time.monotonic,
 ) -> web.Application:
     """The aiohttp application. `routes` maps (METHOD, first path segment) to management handlers;
-    `clock` must be the same monotonic clock the agent uses for `lock_deadline`."""
-    router = _Router(holder, routes or {}, auth, clock)
+    every non-read request to one of them passes `access` (allowlist, client certificate, `auth`)
+    first. `clock` must be the same monotonic clock the agent uses for `lock_deadline`."""
+    router = _Router(holder, routes or {}, AccessGuard(_policy(auth, access)), clock)
     app = web.Application(middlewares=[_no_tracebacks], client_max_size=MAX_REQUEST_BODY)
     app.router.add_route("*", "/{tail:.*}", router.dispatch)
     app.on_response_prepare.append(_server_header)
@@ -197,18 +199,21 @@ async def start_api(
     listen_port: int,
     *,
     auth: BasicAuthCredentials | None = None,
+    access: AccessPolicy | None = None,
     routes: Mapping[tuple[str, str], Handler] | None = None,
+    ssl_context: ssl.SSLContext | None = None,
 ) -> web.AppRunner:
-    """Start serving on `listen_host:listen_port` ("" or "*": every interface, IPv4 and IPv6).
+    """Start serving on `listen_host:listen_port` ("" or "*": every interface, IPv4 and IPv6), over
+    TLS when `ssl_context` is given (see `ssl_context_from`).
 
     Returns the runner; `runner.addresses` gives the bound (host, port) pairs (useful with port 0).
     """
-    app = build_app(holder, auth=auth, routes=routes)
+    app = build_app(holder, auth=auth, access=access, routes=routes)
     runner = web.AppRunner(app, keepalive_timeout=KEEPALIVE_TIMEOUT, shutdown_timeout=SHUTDOWN_TIMEOUT)
     await runner.setup()
     host = None if listen_host in ("", "*") else listen_host
     try:
-        await web.TCPSite(runner, host, listen_port).start()
+        await web.TCPSite(runner, host, listen_port, ssl_context=ssl_context).start()
     except BaseException:
         await runner.cleanup()
         raise

@@ -15,6 +15,42 @@ from pgwarden.model import ClusterView, LocalPg, Tags
 
 
 @dataclass(frozen=True, slots=True)
+class DurationSummary:
+    """Running totals of one kind of timed operation (a Prometheus summary without quantiles)."""
+
+    count: int = 0
+    total_seconds: float = 0.0
+    max_seconds: float = 0.0
+    last_seconds: float | None = None
+
+    def observe(self, seconds: float) -> DurationSummary:
+        """The summary with one more observation (a new value; this one is unchanged)."""
+        return DurationSummary(self.count + 1, self.total_seconds + seconds, max(self.max_seconds, seconds), seconds)
+
+
+@dataclass(frozen=True, slots=True)
+class AgentMetrics:
+    """pgwarden's own counters and timings, kept by the agent and published with every NodeState.
+
+    Counters count since the agent started (Prometheus handles the reset on restart).
+    """
+
+    failovers: int = 0
+    """Promotions of this node without a healthy former leader handing over (leader lost)."""
+    switchovers: int = 0
+    """Planned hand-overs this node took part in (as the old or the new leader)."""
+    promotions: int = 0
+    demotions: int = 0
+    ha_cycles: int = 0
+    last_cycle_seconds: float | None = None
+    """Wall time the latest HA cycle took (observe, decide, act)."""
+    lease_renewals: DurationSummary = DurationSummary()
+    """Latency of each leader lock renewal (update_leader) while this node led."""
+    leader_since: float | None = None
+    """Monotonic instant this node acquired the leader lock; None when it does not hold it."""
+
+
+@dataclass(frozen=True, slots=True)
 class NodeState:
     """Everything the REST API reports, as of the latest publication by the agent.
 
@@ -53,6 +89,10 @@ class NodeState:
     """False when the agent's latest DCS operation failed (Patroni's "DCS unreachable")."""
     watchdog_failed: bool = False
     """True when the watchdog could not be armed: peers then exclude this node from leader races."""
+    failsafe_mode_is_active: bool = False
+    """The leader keeps running without the DCS because every member confirmed it (contract 2.8)."""
+    metrics: AgentMetrics = AgentMetrics()
+    """pgwarden's own counters and timings (GET /metrics, `pgwarden_*`)."""
 
 
 class StateHolder:

@@ -100,6 +100,12 @@ class SlotSpec(_Section):
         return self
 
 
+# Leader lease defaults (see PgwardenTiming): 7 s survives a 3 s DCS stall with room to spare (the
+# leader stops writes 1.5 s before the lease can expire) and keeps host-loss failover under 8 s.
+DEFAULT_LEASE_TTL = 7
+MIN_LEASE_TTL = 4
+
+
 class StandbyClusterConfig(_Section):
     host: str | None = None
     port: int | None = Field(default=None, ge=1, le=65535)
@@ -120,6 +126,19 @@ class DynamicPostgresql(_Section):
     pg_ctl_timeout: int | None = Field(default=None, ge=0)
     remove_data_directory_on_rewind_failure: bool | None = None
     remove_data_directory_on_diverged_timelines: bool | None = None
+
+
+class PgwardenTiming(_Section):
+    """pgwarden's own timing (a `pgwarden:` section in /config; Patroni ignores it).
+
+    The leader key and the member key live on a lease of `lease_ttl` seconds (never more than
+    `ttl`), refreshed every `keepalive_interval` seconds by a keepalive that runs apart from the HA
+    cycle. A dead host's leader key therefore expires after about `lease_ttl`, not `ttl`. Set
+    `lease_ttl: null` (or a value >= ttl) for Patroni's behaviour: the lease is then `ttl`.
+    """
+
+    lease_ttl: int | None = Field(default=DEFAULT_LEASE_TTL, ge=MIN_LEASE_TTL)
+    keepalive_interval: float = Field(default=1.0, gt=0, le=10)
 
 
 class DynamicConfig(_Section):
@@ -151,6 +170,13 @@ class DynamicConfig(_Section):
     ignore_slots: list[dict[str, Any]] = []
     standby_cluster: StandbyClusterConfig | None = None
     postgresql: DynamicPostgresql = DynamicPostgresql()
+    pgwarden: PgwardenTiming = PgwardenTiming()
+
+    @property
+    def lease_ttl(self) -> int:
+        """The effective leader lease: pgwarden.lease_ttl, capped by ttl."""
+        wanted = self.pgwarden.lease_ttl
+        return self.ttl if wanted is None else min(wanted, self.ttl)
 
 
 def adjust_timing(ttl: int, loop_wait: int, retry_timeout: int) -> tuple[int, int, int, list[str]]:

@@ -52,6 +52,8 @@ class EffectiveConfig:
     scope: str
     namespace: str
     ttl: int
+    lease_ttl: int
+    keepalive_interval: float
     loop_wait: int
     retry_timeout: int
     maximum_lag_on_failover: int
@@ -215,6 +217,8 @@ def effective(local: LocalConfig, dynamic_raw: Mapping[str, Any] | None) -> Effe
         scope=local.scope,
         namespace=local.namespace,
         ttl=dynamic.ttl,
+        lease_ttl=dynamic.lease_ttl,
+        keepalive_interval=dynamic.pgwarden.keepalive_interval,
         loop_wait=dynamic.loop_wait,
         retry_timeout=dynamic.retry_timeout,
         maximum_lag_on_failover=dynamic.maximum_lag_on_failover,

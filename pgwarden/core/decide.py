@@ -94,7 +94,11 @@ def remember(s: Snapshot) -> Memory:
 
 def _absorb(m: Memory, last: Outcome, settings: HaSettings) -> Memory:
     if last.action in ("renew leader", "acquire leader", "bootstrap", "promote") and last.ok:
-        m = replace(m, lock_deadline=last.sent_at + settings.ttl - settings.lease_margin)
+        m = replace(m, lock_deadline=settings.lock_deadline(last.sent_at))
+    elif last.action == "keepalive" and last.ok and m.lock_deadline is not None:
+        # The lease keepalive (apart from the HA cycle) extends a lock we already hold; it never
+        # creates one.
+        m = replace(m, lock_deadline=max(m.lock_deadline, settings.lock_deadline(last.sent_at)))
     elif last.action in ("demote", "release leader", "shutdown"):
         m = replace(m, lock_deadline=None)
     if last.action == "rewind":
@@ -114,9 +118,9 @@ def _d(s: Snapshot, action: Action, why: Why, *, nap: float | None = None, memor
        **facts: object) -> Decision:
     wake = s.now + (s.settings.loop_wait if nap is None else nap)
     if s.memory.lock_deadline is not None:
-        # A leader must get another chance to renew well before its deadline; once inside that
-        # window, it looks again every SHORT_NAP (never in a busy loop).
-        renew_by = s.memory.lock_deadline - s.settings.loop_wait
+        # A leader must get another chance to renew before its deadline (the keepalive usually has
+        # moved it on by then); close to it, it looks again every SHORT_NAP (never in a busy loop).
+        renew_by = s.memory.lock_deadline - SHORT_NAP
         wake = min(wake, renew_by if renew_by > s.now else s.now + SHORT_NAP)
     return Decision(
         action=action,

@@ -23,6 +23,9 @@ class HaSettings:
     ttl: int = 30
     loop_wait: int = 10
     retry_timeout: int = 10
+    lease_ttl: int = 30
+    """The leader key's lease in the DCS (pgwarden.lease_ttl capped by ttl); a keepalive refreshes it
+    apart from the HA cycle, and every renewal or keepalive outcome extends `lock_deadline`."""
     maximum_lag_on_failover: int = 1048576
     primary_start_timeout: int = 300
     check_timeline: bool = False
@@ -39,10 +42,15 @@ class HaSettings:
         """How long before the lease can expire elsewhere a leader must have stopped accepting writes.
 
         The lease counts from when etcd received our keepalive, which is after we sent it; measuring
-        from the send instant already errs on the safe side. `retry_timeout` leaves room for one
-        last renewal attempt and an immediate stop of PostgreSQL.
+        from the send instant already errs on the safe side. The margin is the time an immediate stop
+        of PostgreSQL may take, with room to spare: a fifth of the lease, at least 1.5 s.
         """
-        return float(self.retry_timeout)
+        return max(1.5, self.lease_ttl / 5)
+
+    def lock_deadline(self, renewal_sent_at: float) -> float:
+        """Until when a leader whose last successful renewal (or keepalive) was sent at
+        `renewal_sent_at` may accept writes."""
+        return renewal_sent_at + self.lease_ttl - self.lease_margin
 
 
 @dataclass(frozen=True, slots=True)

@@ -140,12 +140,12 @@ async def test_management_route_requires_authentication(client: Client, wakeups:
     missing = await client.post("/reload")
     assert missing.status == 401
     assert missing.headers["WWW-Authenticate"] == 'Basic realm="Patroni"'
-    wrong = await client.post("/reload", auth=aiohttp.BasicAuth("admin", "nope"))
+    wrong = await client.post("/reload", headers={"Authorization": aiohttp.encode_basic_auth("admin", "nope")})
     assert wrong.status == 401
     garbage = await client.post("/reload", headers={"Authorization": "Basic !!!"})
     assert garbage.status == 401
     assert wakeups == []
-    ok = await client.post("/reload", auth=aiohttp.BasicAuth("admin", "pa:ss"))
+    ok = await client.post("/reload", headers={"Authorization": aiohttp.encode_basic_auth("admin", "pa:ss")})
     assert (ok.status, await ok.text()) == (200, "handled POST for n1")
     assert wakeups == [1]
 
