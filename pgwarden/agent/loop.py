@@ -51,7 +51,7 @@ from pgwarden.core.types import (
 from pgwarden.dcs import Dcs, DcsError, dcs_from_config
 from pgwarden.model import ClusterView, DataDirState, LocalPg
 from pgwarden.postgres.controller import PgController
-from pgwarden.postgres.datadir import postmaster_pid
+from pgwarden.postgres.datadir import become_subreaper, postmaster_pid, reap_orphaned_postgres
 from pgwarden.postgres.probe import probe
 from pgwarden.postgres.settings import PgSettings, Upstream
 
@@ -118,6 +118,7 @@ class Agent:
             loop.add_signal_handler(sig, self.request_stop)
         loop.add_signal_handler(signal.SIGUSR1, _dump_tasks)
         loop.add_signal_handler(signal.SIGHUP, self.reload_local_config)
+        become_subreaper()
         self._dcs = await dcs_from_config(
             self.local.dcs.model_dump(), namespace=self.local.namespace, scope=self.local.scope,
             name=self.local.name, ttl=self.config.lease_ttl)
@@ -412,6 +413,8 @@ class Agent:
         while not self.state.finished:
             await asyncio.sleep(POSTMASTER_CHECK)
             died = self.state.pg.running and postmaster_pid(self.config_data_dir) is None
+            if died:
+                reap_orphaned_postgres()
             if not died and time.monotonic() < next_probe:
                 continue
             pg = await _probe(pg_settings(self.config))

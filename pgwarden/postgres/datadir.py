@@ -145,6 +145,7 @@ async def wait_for_reaped_postmaster(data_dir: Path, timeout: float) -> bool:
             return True
         if pid <= 0 or not _zombie(pid):
             return True
+        reap_orphaned_postgres()
         if loop.time() >= deadline:
             return False
         await asyncio.sleep(0.05)
@@ -165,3 +166,54 @@ def _looks_like_postgres(pid: int) -> bool:
     except OSError:
         return True  # no /proc: signal 0 is all we can know
     return comm.startswith(("postgres", "postmaster"))
+
+
+def become_subreaper() -> bool:
+    """Make orphaned descendants (a postmaster whose pg_ctl exited) children of this process.
+
+    Then a killed postmaster can be reaped at once by `reap_orphaned_postgres` instead of staying a
+    zombie until init gets round to it (some container inits take seconds), which would block the
+    restart in place. Linux only; False where unavailable.
+    """
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        return bool(libc.prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0)
+    except (OSError, AttributeError):
+        return False
+
+
+_PR_SET_CHILD_SUBREAPER = 36
+
+
+def reap_orphaned_postgres() -> int:
+    """Reap zombie PostgreSQL processes that were reparented to us; returns how many.
+
+    Only processes named postgres/postmaster are touched: the exit statuses of the commands
+    pgwarden runs itself (pg_ctl, pg_basebackup, ...) belong to asyncio and must not be stolen.
+    """
+    me, reaped = os.getpid(), 0
+    try:
+        entries = os.listdir("/proc")
+    except OSError:
+        return 0
+    for entry in entries:
+        if not entry.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{entry}/stat").read_text()
+        except OSError:
+            continue
+        comm = stat[stat.find("(") + 1:stat.rfind(")")]
+        fields = stat.rpartition(")")[2].split()
+        if len(fields) < 2 or fields[0] != "Z" or int(fields[1]) != me:
+            continue
+        if not comm.startswith(("postgres", "postmaster")):
+            continue
+        try:
+            os.waitpid(int(entry), os.WNOHANG)
+            reaped += 1
+        except ChildProcessError:
+            pass
+    return reaped
