@@ -18,15 +18,24 @@ command -v etcdctl >/dev/null 2>&1 || need_pkgs+=(etcd-client)
 [ -x /usr/bin/python3 ] || need_pkgs+=(python3)
 /usr/bin/python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || need_pkgs+=(python3-venv)
 command -v runuser >/dev/null 2>&1 || need_pkgs+=(util-linux)
+# Traffic routing (HAProxy, PgBouncer, vip-manager) and network namespaces for the routing tests.
+command -v haproxy >/dev/null 2>&1 || need_pkgs+=(haproxy)
+command -v pgbouncer >/dev/null 2>&1 || need_pkgs+=(pgbouncer)
+command -v vip-manager >/dev/null 2>&1 || need_pkgs+=(vip-manager)
+command -v ip >/dev/null 2>&1 || need_pkgs+=(iproute2)
+command -v openssl >/dev/null 2>&1 || need_pkgs+=(openssl)
 for extra in ${PGWARDEN_EXTRA_PKGS:-}; do need_pkgs+=("$extra"); done
 if ((${#need_pkgs[@]})); then
   log "installing Debian packages: ${need_pkgs[*]}"
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
   # policy-rc.d keeps the packages from starting their own etcd/PostgreSQL services.
-  printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d
+  created_policy=0
+  if [ ! -e /usr/sbin/policy-rc.d ]; then
+    printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d && created_policy=1
+  fi
   apt-get install -y -qq --no-install-recommends "${need_pkgs[@]}" >/dev/null
-  rm -f /usr/sbin/policy-rc.d
+  [ "$created_policy" = 1 ] && rm -f /usr/sbin/policy-rc.d
 fi
 
 if ! id postgres >/dev/null 2>&1; then
