@@ -35,7 +35,7 @@ if ((${#need_pkgs[@]})); then
     printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d && created_policy=1
   fi
   apt-get install -y -qq --no-install-recommends "${need_pkgs[@]}" >/dev/null
-  [ "$created_policy" = 1 ] && rm -f /usr/sbin/policy-rc.d
+  if [ "$created_policy" = 1 ]; then rm -f /usr/sbin/policy-rc.d; fi
 fi
 
 if ! id postgres >/dev/null 2>&1; then
