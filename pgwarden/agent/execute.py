@@ -23,6 +23,7 @@ from pgwarden.core.types import (
     Clone,
     Demote,
     DemoteMode,
+    EnsureSlots,
     Follow,
     Outcome,
     Promote,
@@ -43,7 +44,8 @@ from pgwarden.postgres.controller import PgController
 from pgwarden.postgres.probe import probe
 from pgwarden.postgres.settings import Upstream
 
-from .wiring import pg_settings
+from .callbacks import run_hook
+from .wiring import ha_settings, pg_settings
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +56,7 @@ BACKGROUND: Mapping[type, TaskKind] = {
     Clone: TaskKind.CLONE,
     Rewind: TaskKind.REWIND,
     StartPostgres: TaskKind.START,
+    Promote: TaskKind.PROMOTE,
     RemoveDataDirectory: TaskKind.REMOVE_DATA,
     Restart: TaskKind.RESTART,
     Reinitialize: TaskKind.REINITIALIZE,
@@ -135,6 +138,9 @@ async def _dispatch(action: Action, ctx: ExecContext) -> Outcome:
             return await _shutdown(action, ctx)
         case Restart():
             return await _restart(action, ctx)
+        case EnsureSlots():
+            result = await _controller(ctx, "replica").ensure_slots(action.create)
+            return _outcome(action, result.ok, result.message)
         case Reinitialize():
             return await _reinitialize(action, ctx)
         case _:
@@ -172,27 +178,47 @@ async def _promote(action: Promote, ctx: ExecContext) -> Outcome:
     sent = time.monotonic()
     if not await ctx.dcs.update_leader():
         return _outcome(action, False, "lost leader before promote", sent)
+    hook_ok, hook_detail = await run_hook(ctx.config.local.postgresql.pre_promote, "pre_promote")
+    if not hook_ok:
+        # Fencing refused: give the lock up at once so that another member can take over.
+        await ctx.dcs.delete_leader()
+        return Outcome(action="pre_promote", ok=False, detail=hook_detail, sent_at=sent)
     pg = _controller(ctx, "primary")
-    result = await pg.promote()
-    if not result.ok:
-        return _outcome(action, False, result.message, sent)
+    finish_by = max(action.finish_by, ha_settings(ctx.config).lock_deadline(sent))
+    budget = finish_by - time.monotonic()
+    result = await pg.promote(timeout=budget) if budget >= 1 else None
+    if result is None or not result.ok:
+        # Too slow: stop it, so that it cannot complete later, when the lease may be somebody else's.
+        await pg.stop("immediate")
+        detail = result.message if result is not None else "no lease time left to promote"
+        return _outcome(action, False, f"promotion abandoned and PostgreSQL stopped: {detail}", sent)
     await pg.write_config("primary")  # no primary_conninfo / standby.signal left behind
     # Without this checkpoint pg_rewind on the old primary would read the old timeline from our
     # control file and conclude that nothing diverged.
     await pg.checkpoint()
     if action.history_entry is not None and ctx.cluster is not None:
-        await ctx.dcs.set_history(_history_with(ctx, action.history_entry))
+        promoted = await probe(pg.settings)
+        await ctx.dcs.set_history(_history_with(ctx, action.history_entry, promoted.timeline))
     if ctx.cluster is not None and ctx.cluster.failover is not None:
         await ctx.dcs.delete_failover(ctx.cluster.failover.revision)
     return _outcome(action, True, "promoted", sent)
 
 
-def _history_with(ctx: ExecContext, entry: tuple[int, int, str]) -> list[HistoryEntry]:
+def _history_with(ctx: ExecContext, entry: tuple[int, int, str], new_timeline: int | None) -> list[HistoryEntry]:
+    """`history` with a row for the timeline this promotion ended.
+
+    The ended timeline is the one before the timeline PostgreSQL reports after promoting (the
+    decision's own idea of it may lag); rows are only ever added, never rewritten, except a row
+    for the same timeline (a retried promotion's).
+    """
     assert ctx.cluster is not None
     timeline, lsn, reason = entry
-    rows = [h for h in ctx.cluster.history if h.timeline < timeline]
+    if new_timeline is not None and new_timeline - 1 > timeline:
+        timeline = new_timeline - 1
+    rows = [h for h in ctx.cluster.history if h.timeline != timeline]
     stamp = datetime.now(UTC).isoformat()
     rows.append(HistoryEntry(timeline, lsn, reason, stamp, ctx.config.name))
+    rows.sort(key=lambda h: h.timeline)
     limit = ctx.config.max_timelines_history
     return rows[-limit:] if limit > 0 else rows
 
@@ -202,6 +228,7 @@ async def _demote(action: Demote, ctx: ExecContext) -> Outcome:
     pg_state = await probe(pg.settings)
     if action.mode is DemoteMode.GRACEFUL:
         await pg.checkpoint()
+        await _before_stop(ctx)
     stop_mode = "immediate" if action.mode in (DemoteMode.IMMEDIATE, DemoteMode.IMMEDIATE_NOLOCK) else "fast"
     result = await pg.stop(stop_mode)
     if not result.ok:
@@ -241,10 +268,17 @@ async def _shutdown(action: Shutdown, ctx: ExecContext) -> Outcome:
     if not action.stop_postgres:
         return _outcome(action, True, "PostgreSQL left running (maintenance mode)")
     pg = _controller(ctx, "replica")
+    await _before_stop(ctx)
     result = await pg.stop("fast")
     if action.release and result.ok:
         await ctx.dcs.delete_leader(ClusterStatus(optime=action.optime))
     return _outcome(action, result.ok, result.message)
+
+
+async def _before_stop(ctx: ExecContext) -> None:
+    ok, detail = await run_hook(ctx.config.local.postgresql.before_stop, "before_stop")
+    if not ok:
+        log.warning("%s; stopping PostgreSQL anyway", detail)
 
 
 async def _restart(action: Restart, ctx: ExecContext) -> Outcome:
@@ -253,6 +287,7 @@ async def _restart(action: Restart, ctx: ExecContext) -> Outcome:
                                     _upstream(ctx, action.follow))
     if not written.ok:
         return _outcome(action, False, written.message)
+    await _before_stop(ctx)
     stopped = await pg.stop("fast")
     if not stopped.ok:
         return _outcome(action, False, stopped.message)

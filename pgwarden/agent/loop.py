@@ -37,13 +37,18 @@ from pgwarden.core import Decision, Memory, Outcome, Snapshot, decide, render
 from pgwarden.core.classify import needs_peer_statuses
 from pgwarden.core.types import (
     AcquireLeader,
+    Bootstrap,
+    Clone,
     Demote,
     DemoteMode,
     Promote,
     Reason,
+    Reinitialize,
     ReleaseLeader,
     RenewLeader,
+    Restart,
     Shutdown,
+    StartPostgres,
     TaskInFlight,
     Wait,
     Why,
@@ -55,6 +60,7 @@ from pgwarden.postgres.datadir import become_subreaper, postmaster_pid, reap_orp
 from pgwarden.postgres.probe import probe
 from pgwarden.postgres.settings import PgSettings, Upstream
 
+from .callbacks import Callbacks
 from .control import AgentControlImpl, RequestDesk
 from .execute import BACKGROUND, ExecContext, execute
 from .member import member_json
@@ -103,6 +109,7 @@ class Agent:
         self.wake = asyncio.Event()
         self.holder = StateHolder(self._node_state(time.monotonic()), wakeup=self.wake.set)
         self.desk = RequestDesk(wake=self.wake.set)
+        self.callbacks = Callbacks(local.postgresql.callbacks.model_dump(), local.scope)
         self._dcs: Dcs | None = None
         self._api_dcs: Dcs | None = None
         self._http: aiohttp.ClientSession | None = None
@@ -152,6 +159,7 @@ class Agent:
             await stop_api(runner)
             log.debug("api stopped")
             await self._http.close()
+            await self.callbacks.close()
             await self._dcs.close()
             await self._api_dcs.close()
             log.info("pgwarden agent stopped")
@@ -191,6 +199,7 @@ class Agent:
             log.error("reload: name, scope and namespace cannot change at runtime; restart the agent")
             return "name, scope and namespace cannot change at runtime"
         self.local = fresh
+        self.callbacks = Callbacks(fresh.postgresql.callbacks.model_dump(), fresh.scope)
         log.info("reload: local configuration re-read")
         self.wake.set()
         return ""
@@ -297,6 +306,7 @@ class Agent:
             return
         outcome = await _safe_execute(action, ctx)
         self.state.outcomes.append(outcome)
+        self._notify(action, outcome)
         if not outcome.ok and not isinstance(action, Wait):
             log.warning("%s failed: %s", action.kind, outcome.detail)
         if isinstance(action, Shutdown):
@@ -305,6 +315,28 @@ class Agent:
             # PostgreSQL changed: publish the truth now, not at the next probe.
             self.state.pg = await _probe(pg_settings(self.config))
             self.holder.publish(self._node_state(time.monotonic()))
+
+    def _notify(self, action: Any, outcome: Outcome) -> None:
+        """Fire the user's callbacks for what an action did to PostgreSQL (Patroni's events)."""
+        if not outcome.ok or outcome.action != action.kind:
+            return
+        match action:
+            case Bootstrap():
+                self.callbacks.fire("on_start", "primary")
+            case Clone() | Reinitialize():
+                self.callbacks.fire("on_start", "replica")
+            case StartPostgres():
+                self.callbacks.fire("on_start", action.role)
+            case Restart():
+                self.callbacks.fire("on_restart", action.role)
+            case Promote():
+                self.callbacks.fire("on_role_change", "primary")
+            case Demote():
+                self.callbacks.fire("on_role_change", "demoted")
+            case Shutdown() if action.stop_postgres:
+                self.callbacks.fire("on_stop", "primary" if action.release or action.optime else "replica")
+            case _:
+                pass
 
     async def _run_background(self, action: Any, ctx: ExecContext) -> Outcome:
         try:
@@ -318,6 +350,7 @@ class Agent:
         self.state.outcomes.append(outcome)
         self.state.background = None
         self.desk.finished(outcome)
+        self._notify(action, outcome)
         self.wake.set()
         return outcome
 
@@ -380,6 +413,7 @@ class Agent:
         if written.ok:
             await controller.reload()
             log.info("applied changed PostgreSQL configuration (reloaded)")
+            self.callbacks.fire("on_reload", role)
         self._applied_pg_config = wanted
 
     async def _touch_member(self, dcs: Dcs, cluster: ClusterView | None) -> None:

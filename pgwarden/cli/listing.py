@@ -1,122 +1,313 @@
-"""`pgwarden list`: the cluster as a table, read straight from the DCS (like patronictl list)."""
+"""Tables the CLI prints (`list`, `topology`, `history`), as pure functions of a `ClusterView`.
+
+Rows are plain dicts keyed by column title, so the same rows become a rich table (`pretty`), tab
+separated lines (`tsv`), JSON or YAML. Roles and states are those of GET /cluster
+(`pgwarden.api.views`), so the CLI and the REST API never disagree about a member.
+"""
 
 from __future__ import annotations
 
-import asyncio
 import json
-from datetime import datetime
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import yaml
+from rich import box
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
-from pgwarden.config import LocalConfig
-from pgwarden.dcs import DcsError, dcs_from_config
-from pgwarden.model import ClusterView, Member, PgState, lsn_to_text
+from pgwarden.api.views import member_role, member_state
+from pgwarden.model import LSN, ClusterView, Member, PgState, ReplicationState, lsn_to_text
 
-COLUMNS = ("Member", "Host", "Role", "State", "TL", "Lag in MB")
+FORMATS = ("pretty", "tsv", "json", "yaml", "yml")
+MEMBER_COLUMNS = ("Member", "Host", "Role", "State", "TL", "Receive LSN", "Receive Lag", "Replay LSN", "Replay Lag")
+EXTENDED_COLUMNS = ("Pending restart", "Pending restart reason", "Scheduled restart", "Tags")
+HISTORY_COLUMNS = ("TL", "LSN", "Reason", "Timestamp", "New Leader")
+NUMERIC_COLUMNS = frozenset({"TL", "Receive Lag", "Replay Lag", "LSN"})
+MB = 1024 * 1024
+DEFAULT_MAX_LAG = 1048576  # maximum_lag_on_failover's default: replicas beyond it are shown in yellow
+
+ROLE_TITLES = {
+    "leader": "Leader",
+    "standby_leader": "Standby Leader",
+    "sync_standby": "Sync Standby",
+    "quorum_standby": "Quorum Standby",
+    "replica": "Replica",
+}
+TRANSITIONAL_STATES = frozenset({
+    PgState.STARTING, PgState.STOPPING, PgState.RESTARTING, PgState.CREATING_REPLICA,
+    PgState.INITIALIZING, PgState.REWINDING,
+})  # fmt: skip
 
 
-def member_rows(cluster: ClusterView) -> list[dict[str, Any]]:
-    """One row per member, leader first then by name, with the values `list` shows."""
+@dataclass(frozen=True, slots=True)
+class MemberRow:
+    """One member as `list` shows it: the cells, and what the colouring needs to know."""
+
+    cells: Mapping[str, Any]
+    style: str
+    lagging: bool
+
+
+# -- member rows -----------------------------------------------------------------------------------
+
+
+def leader_optime(cluster: ClusterView) -> LSN | None:
+    """The leader's WAL position: the `status` key, else the leader's own member JSON."""
+    if cluster.status.optime is not None:
+        return cluster.status.optime
+    leader = cluster.leader_member
+    return leader.lsn if leader else None
+
+
+def lag_mb(reference: LSN | None, position: LSN | None) -> int | str:
+    """Whole megabytes `position` is behind `reference`, or "unknown"."""
+    if reference is None or position is None:
+        return "unknown"
+    return max(0, reference - position) // MB
+
+
+def host_text(member: Member) -> str:
+    """`host`, or `host:port` when the port is not PostgreSQL's default."""
+    address = member.host_port
+    if address is None:
+        return ""
+    host, port = address
+    return host if port == 5432 else f"{host}:{port}"
+
+
+def _member_style(role: str, state: str) -> str:
+    if role in ("leader", "standby_leader"):
+        return "bold green" if state == PgState.RUNNING else "bold red"
+    if state == ReplicationState.STREAMING:
+        return "green"
+    if state in TRANSITIONAL_STATES or state in (ReplicationState.IN_ARCHIVE_RECOVERY, ReplicationState.STOPPED):
+        return "yellow"
+    return "red"
+
+
+def _extended_cells(member: Member) -> dict[str, Any]:
+    scheduled = member.raw.get("scheduled_restart")
+    reason = member.raw.get("pending_restart_reason")
+    return {
+        "Pending restart": "*" if member.pending_restart else None,
+        "Pending restart reason": _reason_text(reason) if isinstance(reason, Mapping) else None,
+        "Scheduled restart": scheduled.get("schedule") if isinstance(scheduled, Mapping) else None,
+        "Tags": member.tags.as_json() or None,
+    }
+
+
+def _reason_text(reason: Mapping[str, Any]) -> str:
+    parts = []
+    for name, change in sorted(reason.items()):
+        if isinstance(change, Mapping):
+            parts.append(f"{name}: {change.get('old_value')}->{change.get('new_value')}")
+        else:
+            parts.append(str(name))
+    return "; ".join(parts)
+
+
+def member_row(cluster: ClusterView, member: Member, max_lag: int = DEFAULT_MAX_LAG) -> MemberRow:
+    """The cells of one member (all columns, extended ones included)."""
+    role = member_role(cluster, member)
+    state = str(member_state(member, role))
+    is_leader = role in ("leader", "standby_leader")
+    optime = leader_optime(cluster)
+    cells: dict[str, Any] = {
+        "Member": member.name,
+        "Host": host_text(member),
+        "Role": ROLE_TITLES.get(role, role),
+        "State": state,
+        "TL": member.timeline,
+        "Receive LSN": None if is_leader or member.receive_lsn is None else lsn_to_text(member.receive_lsn),
+        "Receive Lag": None if is_leader else lag_mb(optime, member.receive_lsn or member.lsn),
+        "Replay LSN": None if is_leader or member.replay_lsn is None else lsn_to_text(member.replay_lsn),
+        "Replay Lag": None if is_leader else lag_mb(optime, member.replay_lsn or member.lsn),
+    }
+    cells.update(_extended_cells(member))
+    behind = None if is_leader or optime is None or member.lsn is None else optime - member.lsn
+    return MemberRow(cells, _member_style(role, state), lagging=behind is not None and behind > max_lag)
+
+
+def _max_lag(cluster: ClusterView) -> int:
+    value = cluster.config.value.get("maximum_lag_on_failover") if cluster.config else None
+    return value if isinstance(value, int) else DEFAULT_MAX_LAG
+
+
+def member_rows(cluster: ClusterView) -> list[MemberRow]:
+    """Leader first, then by name."""
     leader = cluster.leader.name if cluster.leader else None
-    reference = cluster.status.optime
-    if reference is None and cluster.leader_member is not None:
-        reference = cluster.leader_member.lsn
+    ordered = sorted(cluster.members, key=lambda m: (m.name != leader, m.name))
+    max_lag = _max_lag(cluster)
+    return [member_row(cluster, m, max_lag) for m in ordered]
+
+
+def topology_order(cluster: ClusterView) -> list[tuple[int, Member]]:
+    """Members depth-first under their upstream: `replicatefrom` when it names another member, else
+    the leader. Members without a path to the leader (no leader, or a cycle) come last at depth 0."""
+    leader = cluster.leader.name if cluster.leader else None
+    names = {m.name for m in cluster.members}
+    children: dict[str | None, list[Member]] = {}
+    for member in sorted(cluster.members, key=lambda m: m.name):
+        if member.name == leader:
+            continue
+        upstream = member.tags.replicatefrom
+        parent = upstream if upstream in names and upstream != member.name else leader
+        children.setdefault(parent, []).append(member)
+    ordered: list[tuple[int, Member]] = []
+    seen: set[str] = set()
+
+    def visit(member: Member, depth: int) -> None:
+        if member.name in seen:
+            return
+        seen.add(member.name)
+        ordered.append((depth, member))
+        for child in children.get(member.name, []):
+            visit(child, depth + 1)
+
+    if cluster.leader_member is not None:
+        visit(cluster.leader_member, 0)
+    for member in sorted(cluster.members, key=lambda m: m.name):
+        visit(member, 0)
+    return ordered
+
+
+def topology_rows(cluster: ClusterView) -> list[MemberRow]:
+    """`member_rows` in topology order, names indented under their upstream ("+ name")."""
+    max_lag = _max_lag(cluster)
     rows = []
-    for member in sorted(cluster.members, key=lambda m: (m.name != leader, m.name)):
-        rows.append({
-            "Member": member.name,
-            "Host": _host(member),
-            "Role": _role(member, leader, cluster),
-            "State": _state(member, leader),
-            "TL": member.timeline,
-            "Lag in MB": _lag_mb(member, leader, reference),
-            "LSN": lsn_to_text(member.lsn) if member.lsn is not None else None,
-        })
+    for depth, member in topology_order(cluster):
+        row = member_row(cluster, member, max_lag)
+        prefix = "  " * (depth - 1) + "+ " if depth else ""
+        rows.append(MemberRow({**row.cells, "Member": prefix + member.name}, row.style, row.lagging))
     return rows
 
 
-def _host(member: Member) -> str:
-    address = member.host_port
-    return f"{address[0]}:{address[1]}" if address else ""
+def history_rows(cluster: ClusterView) -> list[dict[str, Any]]:
+    """The `history` key, oldest timeline first."""
+    return [
+        {"TL": h.timeline, "LSN": h.lsn, "Reason": h.reason, "Timestamp": h.timestamp or "",
+         "New Leader": h.new_leader or ""}
+        for h in sorted(cluster.history, key=lambda h: h.timeline)
+    ]
 
 
-def _role(member: Member, leader: str | None, cluster: ClusterView) -> str:
-    if member.name == leader:
-        return "Leader"
-    if cluster.sync and member.name in cluster.sync.sync_standby:
-        return "Sync Standby"
-    return "Replica"
+# -- rendering -------------------------------------------------------------------------------------
 
 
-def _state(member: Member, leader: str | None) -> str:
-    # A replica counts as streaming only when it says it really streams from its upstream.
-    if member.name != leader and member.state == PgState.RUNNING and member.replication_state:
-        return str(member.replication_state)
-    return str(member.state)
+def cluster_title(cluster: ClusterView) -> str:
+    """patronictl's table title: `Cluster: <name> (<system identifier>)`."""
+    if cluster.initialize:
+        sysid = cluster.initialize
+    elif cluster.initialize == "":
+        sysid = "initializing"
+    else:
+        sysid = "uninitialized"
+    return f"Cluster: {cluster.scope} ({sysid})"
 
 
-def _lag_mb(member: Member, leader: str | None, reference: int | None) -> str:
-    if member.name == leader:
+def footer_lines(cluster: ClusterView) -> list[str]:
+    """What `list` says under the table: maintenance mode, a scheduled switchover, no leader."""
+    lines = []
+    if cluster.paused:
+        lines.append("[yellow]Maintenance mode: on[/yellow]")
+    failover = cluster.failover
+    if failover is not None and failover.scheduled_at:
+        lines.append(f"Switchover scheduled at: {failover.scheduled_at}")
+        lines.append(f"                   from: {failover.leader or '(current leader)'}")
+        if failover.member:
+            lines.append(f"                     to: {failover.member}")
+    if cluster.leader is None and cluster.members:
+        lines.append("[red]No leader[/red]: a leader race, a bootstrap, or maintenance without a primary")
+    return lines
+
+
+def _cell_text(value: Any) -> str:
+    if value is None:
         return ""
-    if reference is None or member.lsn is None:
-        return "unknown"
-    return str(max(0, reference - member.lsn) // (1024 * 1024))
+    if isinstance(value, Mapping):
+        return ", ".join(f"{k}: {v}" for k, v in value.items())
+    return str(value)
+
+
+def member_table(title: str, rows: Sequence[MemberRow], columns: Sequence[str]) -> Table:
+    """A rich table; each row in its member's colour, lag cells yellow beyond maximum_lag_on_failover."""
+    table = Table(title=title, title_justify="left", box=box.ROUNDED, title_style="bold")
+    for column in columns:
+        # patronictl's pretty tables title both lag columns "Lag"; the unit is in the caption.
+        header = "Lag" if column.endswith(" Lag") else column
+        table.add_column(header, justify="right" if column in NUMERIC_COLUMNS else "left")
+    for row in rows:
+        cells = [Text(_cell_text(row.cells.get(c)), style=_lag_style(row, c)) for c in columns]
+        table.add_row(*cells, style=row.style)
+    if any(c.endswith(" Lag") for c in columns):
+        table.caption = "Lag in MB"
+        table.caption_justify = "right"
+    return table
+
+
+def _lag_style(row: MemberRow, column: str) -> str:
+    return "bold yellow" if row.lagging and column.endswith(" Lag") else ""
+
+
+def plain_table(rows: Iterable[Mapping[str, Any]], columns: Sequence[str], title: str | None = None) -> Table:
+    """A rich table of plain dict rows (history, query results)."""
+    table = Table(title=title, title_justify="left", box=box.ROUNDED, title_style="bold")
+    for column in columns:
+        table.add_column(column, justify="right" if column in NUMERIC_COLUMNS else "left")
+    for row in rows:
+        table.add_row(*(_cell_text(row.get(c)) for c in columns))
+    return table
+
+
+def serialize(rows: Sequence[Mapping[str, Any]], columns: Sequence[str], fmt: str) -> str:
+    """tsv / json / yaml text of `rows` restricted to `columns`, in that order."""
+    records = [{c: row.get(c) for c in columns} for row in rows]
+    if fmt == "json":
+        return json.dumps(records, default=str)
+    if fmt in ("yaml", "yml"):
+        return yaml.safe_dump(records, sort_keys=False, allow_unicode=True).rstrip("\n")
+    if fmt == "tsv":
+        lines = ["\t".join(columns)]
+        lines += ["\t".join(_tsv_cell(r.get(c)) for c in columns) for r in records]
+        return "\n".join(lines)
+    raise ValueError(f"unknown output format {fmt!r}")
+
+
+def _tsv_cell(value: Any) -> str:
+    if isinstance(value, Mapping):
+        return json.dumps(value, sort_keys=True)
+    return _cell_text(value).replace("\t", " ")
+
+
+def list_columns(extended: bool, cluster: ClusterView | None = None) -> tuple[str, ...]:
+    """The columns `list` shows; with `-e` all of them, otherwise the extended ones only when some
+    member has something to show there (as patronictl does)."""
+    if extended or cluster is None:
+        return MEMBER_COLUMNS + (EXTENDED_COLUMNS if extended else ())
+    rows = [member_row(cluster, m).cells for m in cluster.members]
+    return MEMBER_COLUMNS + tuple(c for c in EXTENDED_COLUMNS if any(r.get(c) for r in rows))
+
+
+def member_records(cluster: ClusterView, *, extended: bool = False,
+                   topology: bool = False) -> tuple[tuple[str, ...], list[dict[str, Any]]]:
+    """(columns, rows) of `list`/`topology` for the machine formats, each row with its "Cluster"."""
+    rows = topology_rows(cluster) if topology else member_rows(cluster)
+    columns = ("Cluster", *list_columns(extended, cluster))
+    return columns, [{"Cluster": cluster.scope, **r.cells} for r in rows]
+
+
+def render_cluster(console: Console, cluster: ClusterView, *, extended: bool = False,
+                   topology: bool = False) -> None:
+    """Print the pretty table of one cluster, with its title and footer lines."""
+    rows = topology_rows(cluster) if topology else member_rows(cluster)
+    console.print(member_table(cluster_title(cluster), rows, list_columns(extended, cluster)))
+    for line in footer_lines(cluster):
+        console.print(" " + line)
 
 
 def render_table(cluster: ClusterView, console: Console) -> None:
-    title = f"Cluster: {cluster.scope} ({cluster.initialize or 'uninitialized'})"
-    table = Table(title=title, title_justify="left")
-    for column in COLUMNS:
-        table.add_column(column, justify="right" if column in ("TL", "Lag in MB") else "left")
-    for row in member_rows(cluster):
-        style = "bold green" if row["Role"] == "Leader" else ("red" if row["State"] not in ("streaming",) else "")
-        table.add_row(*("" if row[c] is None else str(row[c]) for c in COLUMNS), style=style or None)
-    console.print(table)
-    if cluster.paused:
-        console.print(" Maintenance mode: on")
-    if cluster.leader is None and cluster.members:
-        console.print(" [yellow]No leader: a leader race or a bootstrap is in progress[/yellow]")
-
-
-def render_plain(cluster: ClusterView, fmt: str) -> str:
-    rows = [{"Cluster": cluster.scope, **row} for row in member_rows(cluster)]
-    if fmt == "json":
-        return json.dumps(rows)
-    if fmt == "yaml":
-        return yaml.safe_dump(rows, sort_keys=False)
-    header = ["Cluster", *COLUMNS]
-    lines = ["\t".join(header)]
-    lines += ["\t".join("" if r[c] is None else str(r[c]) for c in header) for r in rows]
-    return "\n".join(lines)
-
-
-async def run_list(local: LocalConfig, fmt: str, interval: float | None) -> int:
-    console = Console()
-    try:
-        dcs = await dcs_from_config(local.dcs.model_dump(), namespace=local.namespace, scope=local.scope,
-                                    name=local.name, ttl=30, readonly=True)
-    except DcsError as exc:
-        console.print(f"Error: {exc}", style="red")
-        return 1
-    try:
-        while True:
-            try:
-                cluster = await dcs.get_cluster()
-            except DcsError as exc:
-                console.print(f"Error: cannot read the DCS: {exc}", style="red")
-                return 1
-            if interval:
-                console.clear()
-                console.print(datetime.now().strftime("%Y-%m-%d %H:%M:%S"))
-            if fmt == "pretty":
-                render_table(cluster, console)
-            else:
-                print(render_plain(cluster, fmt))
-            if not interval:
-                return 0
-            await asyncio.sleep(interval)
-    finally:
-        await dcs.close()
+    """The pretty member table with its footer (used by `pgwarden demo`)."""
+    render_cluster(console, cluster)

@@ -15,9 +15,11 @@ from pathlib import Path
 import click
 
 from pgwarden import __version__
+from pgwarden.cli.drill import drill
 from pgwarden.cli.editconfig import edit_config_cmd
 from pgwarden.cli.manage import MANAGE_COMMANDS
 from pgwarden.cli.options import target_options
+from pgwarden.cli.routing import haproxy_config, route
 from pgwarden.cli.view import VIEW_COMMANDS
 from pgwarden.config import ConfigError, load_local, scrub_patroni_env, validate_file
 
@@ -85,6 +87,11 @@ def demo(workdir: Path, nodes: int, keep: bool) -> None:
 
 for _command in (*VIEW_COMMANDS, *MANAGE_COMMANDS, edit_config_cmd):
     main.add_command(_command)
+
+# Commands living in their own modules (routing sidecar and HAProxy config; the fire drill).
+main.add_command(haproxy_config)
+main.add_command(route)
+main.add_command(drill)
 
 
 if __name__ == "__main__":

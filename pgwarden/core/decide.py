@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import replace
-from datetime import datetime
+from datetime import UTC, datetime
 
 from pgwarden.core.classify import (
     Lock,
@@ -36,6 +36,7 @@ from pgwarden.core.types import (
     Decision,
     Demote,
     DemoteMode,
+    EnsureSlots,
     Follow,
     HaSettings,
     Memory,
@@ -102,11 +103,13 @@ def _absorb(m: Memory, last: Outcome, settings: HaSettings) -> Memory:
     elif last.action in ("demote", "release leader", "shutdown"):
         m = replace(m, lock_deadline=None)
     if last.action == "rewind":
-        m = replace(m, rewind_failed=not last.ok)
+        m = replace(m, rewind_failed=not last.ok, diverged=m.diverged and not last.ok)
+    if last.action == "pre_promote" and not last.ok:
+        m = replace(m, promote_backoff_until=last.sent_at + settings.ttl, lock_deadline=None)
     if last.action == "start":
         m = replace(m, start_failures=0 if last.ok else m.start_failures + 1)
-    if last.action == "remove data directory" and last.ok:
-        m = replace(m, rewind_failed=False)
+    if last.action in ("remove data directory", "reinitialize", "clone") and last.ok:
+        m = replace(m, rewind_failed=False, diverged=False)
     return m
 
 
@@ -215,7 +218,7 @@ def _clone_source(s: Snapshot) -> str | None:
 def guard_shutdown(s: Snapshot) -> Decision | None:
     if not s.shutting_down:
         return None
-    if s.paused:
+    if s.paused or (s.dcs is None and s.memory.paused_when_last_seen):
         # Maintenance mode: the operator owns PostgreSQL; the agent leaves it and the key alone.
         return _d(s, Shutdown(release=False, optime=None, stop_postgres=False), Why.PAUSED_SHUTDOWN)
     if lock_state(s) is Lock.MINE:
@@ -228,9 +231,14 @@ def guard_shutdown(s: Snapshot) -> Decision | None:
 def guard_task(s: Snapshot) -> Decision | None:
     if s.task is None:
         return None
-    if lock_state(s) is Lock.MINE:
-        # A restart or a restart after a crash: the leader keeps its lock meanwhile.
+    lock = lock_state(s)
+    if lock is Lock.MINE:
+        # A promotion, a restart, a restart after a crash: the leader keeps its lock meanwhile.
         return _renew(s, Why.TASK_IN_PROGRESS_RENEW, nap=SHORT_NAP)
+    if s.pg.is_primary:
+        # E.g. a promotion that completed after the lock was lost: never leave a second writer up.
+        return _d(s, Demote(DemoteMode.IMMEDIATE_NOLOCK), Why.NOT_LEADER_PRIMARY, nap=0,
+                  leader=s.dcs.leader.name if s.dcs and s.dcs.leader else "none")
     return _d(s, Wait(), Why.TASK_IN_PROGRESS, nap=SHORT_NAP, task=s.task.kind)
 
 
@@ -256,8 +264,14 @@ def _restart(s: Snapshot, request: RestartRequested) -> Decision:
     version = s.pg.server_version
     if request.postgres_version is not None and version is not None and version >= request.postgres_version:
         return _d(s, Wait(), Why.RESTART_REFUSED, nap=0, detail=f"server version {version} is not older")
-    if pg_class(s.pg) in (PgClass.NO_DATA, PgClass.UNUSABLE):
+    kind = pg_class(s.pg)
+    if kind in (PgClass.NO_DATA, PgClass.UNUSABLE):
         return _d(s, Wait(), Why.RESTART_REFUSED, nap=0, detail="no usable data directory")
+    if kind is PgClass.STARTING:
+        return _d(s, Wait(), Why.RESTART_REFUSED, nap=0, detail="postgres is still starting")
+    if kind is PgClass.STOPPED:
+        # Starting a stopped node is the HA loop's decision (as a primary or a replica), not a restart.
+        return _d(s, Wait(), Why.RESTART_REFUSED, nap=0, detail="postgres is not running")
     follow = None if role == "primary" or s.dcs is None or s.dcs.leader is None else _upstream(s)
     return _d(s, Restart(role=role, follow=follow), Why.RESTART, nap=SHORT_NAP)
 
@@ -268,6 +282,8 @@ def _reinitialize(s: Snapshot, request: ReinitRequested) -> Decision:
         return _d(s, Wait(), Why.REINITIALIZE_REFUSED, nap=0, detail="I am the leader, can not reinitialize")
     if cluster.leader is None:
         return _d(s, Wait(), Why.REINITIALIZE_REFUSED, nap=0, detail="Cluster has no leader, can not reinitialize")
+    if request.from_leader and not _is_running(cluster.leader_member):
+        return _d(s, Wait(), Why.REINITIALIZE_REFUSED, nap=0, detail="the leader is not running")
     source = cluster.leader.name if request.from_leader else _clone_source(s)
     if source is None:
         return _d(s, Wait(), Why.REINITIALIZE_REFUSED, nap=0, detail="no running member to clone from")
@@ -341,12 +357,17 @@ def guard_paused(s: Snapshot) -> Decision | None:
     failover = cluster.failover
     if lock is Lock.MINE and kind is PgClass.PRIMARY:
         return None  # the normal leader rule: renew, and act on a switchover to a named candidate
-    if lock is Lock.MINE and kind is PgClass.REPLICA and failover is not None and failover.member == s.me:
-        return None  # the named candidate of a switchover in maintenance mode promotes
+    named = failover is not None and failover.member == s.me
+    if lock is not Lock.OTHER and kind is PgClass.REPLICA and named:
+        return None  # the named candidate of a switchover in maintenance mode takes the lock and promotes
+    if kind is PgClass.STOPPED and any(o.action == "demote" and o.ok for o in s.last):
+        return None  # our own graceful demote of such a switchover: come back as a replica
     if lock is Lock.MINE:
         return _d(s, ReleaseLeader(optime=None), Why.PAUSED_RELEASE)
     if kind is PgClass.PRIMARY:
         mine = local_timeline(s.pg) or 0
+        if cluster.initialize and s.pg.sysid and cluster.initialize != s.pg.sysid:
+            return _d(s, Wait(), Why.SYSID_MISMATCH, mine=s.pg.sysid, cluster=cluster.initialize)
         if lock is Lock.NONE and mine >= cluster.timeline:
             return _d(s, AcquireLeader(), Why.RACE_PRIMARY_RECLAIM, nap=0)
         return _d(s, Wait(), Why.PAUSED_PRIMARY_WITHOUT_LOCK)
@@ -372,7 +393,7 @@ GUARDS: tuple[Callable[[Snapshot], Decision | None], ...] = (
 
 def mine_primary(s: Snapshot) -> Decision:
     deadline = s.memory.lock_deadline
-    if deadline is not None and s.now >= deadline:
+    if deadline is not None and s.now >= deadline and not s.paused:
         # Renewals failed for so long that the lease may expire elsewhere at any moment: stop writes
         # now, whatever this read says. The next cycles renew and start again if the key is still ours.
         return _d(s, Demote(DemoteMode.IMMEDIATE_NOLOCK), Why.LOCK_LOST, nap=0)
@@ -384,14 +405,22 @@ def mine_primary(s: Snapshot) -> Decision:
     return _renew(s, Why.LOCK_HELD)
 
 
-def _scheduled_in_future(s: Snapshot, failover: FailoverRequest) -> bool:
+def _scheduled_at(failover: FailoverRequest) -> float | None:
+    """The scheduled instant as epoch seconds; None if not scheduled. Raises ValueError if unparsable."""
     if not failover.scheduled_at:
-        return False
+        return None
+    at = datetime.fromisoformat(failover.scheduled_at)
+    if at.tzinfo is None:
+        at = at.replace(tzinfo=UTC)  # Patroni writes a zone; a bare time is read as UTC, never local
+    return at.timestamp()
+
+
+def _scheduled_in_future(s: Snapshot, failover: FailoverRequest) -> bool:
     try:
-        at = datetime.fromisoformat(failover.scheduled_at).timestamp()
+        at = _scheduled_at(failover)
     except ValueError:
-        return False  # unparsable: the REST layer refuses those; treat a stray one as due
-    return at > s.wall
+        return False
+    return at is not None and at > s.wall
 
 
 def _leader_failover(s: Snapshot, failover: FailoverRequest) -> Decision:
@@ -401,9 +430,17 @@ def _leader_failover(s: Snapshot, failover: FailoverRequest) -> Decision:
         return _renew(s, Why.FAILOVER_STALE, clear_failover=failover.revision, leader=failover.leader)
     if failover.member == s.me:
         return _renew(s, Why.FAILOVER_STALE, clear_failover=failover.revision, leader=s.me)
+    action = "switchover" if failover.leader else "manual failover"
+    try:
+        _scheduled_at(failover)
+    except ValueError:
+        return _renew(s, Why.FAILOVER_IMPOSSIBLE, clear_failover=failover.revision, op=action,
+                      member=f"(unreadable scheduled_at {failover.scheduled_at!r})")
     if _scheduled_in_future(s, failover):
         return _renew(s, Why.FAILOVER_SCHEDULED, at=failover.scheduled_at)
-    action = "switchover" if failover.leader else "manual failover"
+    if s.paused and not failover.member:
+        # Maintenance mode: nobody races, so only a named candidate can take over.
+        return _renew(s, Why.FAILOVER_IMPOSSIBLE, clear_failover=failover.revision, op=action, member="any member")
     if _candidate_ready(s, failover.member) if failover.member else failover_possible(s):
         return _d(s, Demote(DemoteMode.GRACEFUL), Why.SWITCHOVER_DEMOTE, nap=0, op=action)
     target = failover.member or "any member"
@@ -418,7 +455,9 @@ def _candidate_ready(s: Snapshot, name: str) -> bool:
     for peer in s.peers:
         if peer.name == name:
             lag = (s.pg.lsn or 0) - (peer.lsn or 0)
-            return bool(peer.reachable and peer.in_recovery and lag <= s.settings.maximum_lag_on_failover)
+            on_timeline = not s.settings.check_timeline or peer.timeline == local_timeline(s.pg)
+            return bool(peer.reachable and peer.in_recovery and on_timeline
+                        and lag <= s.settings.maximum_lag_on_failover)
     return False
 
 
@@ -428,7 +467,9 @@ def mine_replica(s: Snapshot) -> Decision:
         return _renew(s, Why.PROMOTE_WITH_LOCK, nap=0)
     tl = local_timeline(s.pg) or 1
     entry = (tl, s.pg.lsn or 0, "no recovery target specified")
-    return _d(s, Promote(history_entry=entry), Why.PROMOTE_WITH_LOCK, nap=0, name=s.me)
+    assert s.memory.lock_deadline is not None  # _lock_valid
+    action = Promote(history_entry=entry, finish_by=s.memory.lock_deadline)
+    return _d(s, action, Why.PROMOTE_WITH_LOCK, nap=0, name=s.me)
 
 
 def mine_starting(s: Snapshot) -> Decision:
@@ -465,11 +506,18 @@ def other_primary(s: Snapshot) -> Decision:
 
 def other_replica(s: Snapshot) -> Decision:
     if not s.pg.streaming and _replica_beyond_switch(s):
-        # It holds WAL the new timeline does not have: it can never stream again as it is.
-        return _d(s, Demote(DemoteMode.IMMEDIATE_NOLOCK), Why.REWIND, nap=0, leader=_leader_name(s))
+        # It holds WAL the new timeline does not have: it can never stream again as it is. Remember
+        # that: once stopped, its control file (an older restartpoint) no longer shows it.
+        return _d(s, Demote(DemoteMode.IMMEDIATE_NOLOCK), Why.REWIND, nap=0, leader=_leader_name(s),
+                  memory=replace(s.memory, diverged=True))
     upstream = _upstream(s)
     if s.pg.following != upstream:
         return _d(s, Follow(leader=upstream), Why.FOLLOW_NEW_LEADER, name=s.me, leader=upstream)
+    cascading = {slot_name(m.name) for m in _cluster(s).members
+                 if m.name != s.me and m.tags.replicatefrom == s.me and not m.tags.nostream}
+    missing = tuple(sorted(cascading - set(s.pg.slots))) if s.settings.use_slots else ()
+    if missing:
+        return _d(s, EnsureSlots(create=missing), Why.CASCADE_SLOTS, nap=SHORT_NAP, slots=",".join(missing))
     return _d(s, Wait(), Why.FOLLOWING, name=s.me, leader=upstream)
 
 
@@ -513,6 +561,8 @@ def _may_have_diverged(s: Snapshot) -> bool:
     last checkpoint (a lower bound of the WAL it holds) at or past the point where its timeline
     ended proves divergence; a former primary whose timeline's end is unknown is treated as diverged.
     """
+    if s.memory.diverged:
+        return True
     mine = local_timeline(s.pg) or 0
     if mine >= _leader_timeline(s):
         return False
@@ -548,6 +598,10 @@ def none_primary(s: Snapshot) -> Decision:
 
 
 def none_replica(s: Snapshot) -> Decision:
+    backoff = s.memory.promote_backoff_until
+    if backoff is not None and s.now < backoff:
+        return _d(s, Wait(), Why.PRE_PROMOTE_BACKOFF, nap=min(SHORT_NAP * 5, backoff - s.now),
+                  left=f"{backoff - s.now:.0f}")
     failover = _cluster(s).failover
     if failover is not None and not _scheduled_in_future(s, failover):
         decided = _race_with_failover_key(s, failover)
@@ -571,7 +625,8 @@ def _race_with_failover_key(s: Snapshot, failover: FailoverRequest) -> Decision 
         return Decision(AcquireLeader(), Reason(Why.RACE_HEALTHIEST, (("candidate", s.me),)), s.now, s.memory)
     if failover.member:
         candidate = next((p for p in s.peers if p.name == failover.member), None)
-        if candidate is not None and candidate.reachable and candidate.in_recovery:
+        promotable = candidate is not None and not candidate.nofailover and candidate.failover_priority > 0
+        if candidate is not None and promotable and candidate.reachable and candidate.in_recovery:
             return _d(s, Wait(), Why.CANDIDATE_DEFER, nap=SHORT_NAP, member=failover.member)
     return None  # no usable candidate: an ordinary race among the others
 

@@ -34,7 +34,10 @@ def replica_race(s: Snapshot) -> RaceVerdict:
     if optime is not None and optime - my_lsn > settings.maximum_lag_on_failover:
         return _lose(Why.RACE_LAGGING, lag=optime - my_lsn, limit=settings.maximum_lag_on_failover)
     my_tl = pg.timeline or 0
-    if settings.check_timeline and my_tl < s.dcs.timeline:
+    if my_tl < s.dcs.timeline:
+        # Always, not only with check_timeline: a node that never saw the newest timeline would
+        # promote to a timeline number that already exists with different WAL, and PostgreSQL and
+        # pg_rewind tell timelines apart by number only.
         return _lose(Why.RACE_TIMELINE_BEHIND, mine=my_tl, cluster=s.dcs.timeline)
     for peer in s.peers:
         verdict = _compare_with_peer(peer, my_lsn, settings.tags.failover_priority, s.me)
@@ -64,6 +67,7 @@ def failover_possible(s: Snapshot) -> bool:
     for peer in s.peers:
         if peer.name == s.me or not peer.reachable or peer.nofailover or peer.failover_priority <= 0:
             continue
-        if peer.in_recovery and my_lsn - (peer.lsn or 0) <= s.settings.maximum_lag_on_failover:
+        on_timeline = not s.settings.check_timeline or peer.timeline == (s.pg.timeline or s.pg.controldata_timeline)
+        if peer.in_recovery and on_timeline and my_lsn - (peer.lsn or 0) <= s.settings.maximum_lag_on_failover:
             return True
     return False

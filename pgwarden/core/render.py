@@ -60,6 +60,9 @@ _TEMPLATES: dict[Why, str] = {
     Why.SHUTDOWN_KEEP: "shutting down: stopping PostgreSQL; keeping the leader key (no replica can take over)",
     Why.SHUTDOWN: "shutting down: stopping PostgreSQL",
     Why.NO_ACTION: "no action",
+    Why.PRE_PROMOTE_BACKOFF: "Promotion cancelled because the pre-promote script failed; not racing for "
+                             "the lock for another {left}s",
+    Why.CASCADE_SLOTS: "creating replication slots for cascading members: {slots}",
     Why.SWITCHOVER_DEMOTE: "{op}: demoting myself",
     Why.FAILOVER_IMPOSSIBLE: "{op}: {member} cannot take over (not running, lagging, or not allowed to "
                              "promote); removing the failover key",

@@ -116,6 +116,11 @@ class Memory:
     start_failures: int = 0
     slot_last_seen: tuple[tuple[str, float], ...] = ()  # member slots and when their member was last seen
     paused_when_last_seen: bool = False  # maintenance mode as of the last successful DCS read
+    promote_backoff_until: float | None = None
+    """After the pre_promote script refused a promotion: no leader race before this instant."""
+    diverged: bool = False
+    """This node was stopped because it holds WAL the leader's timeline does not have; it must be
+    rewound (or re-cloned) before it may start again, whatever its control file suggests."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -217,10 +222,15 @@ class RenewLeader:
 @dataclass(frozen=True, slots=True)
 class Promote:
     """Refresh the leader lease (owner-checked, so the key is still ours; its send time counts as a
-    renewal), `pg_ctl promote`, CHECKPOINT (so pg_rewind on the old primary sees the new timeline),
-    then append to `history` and clear a `failover` key."""
+    renewal), `pg_ctl promote` waiting at most until `finish_by` (if the promotion has not completed
+    by then PostgreSQL is stopped at once: a promotion finishing late, after the lease may have
+    passed to somebody else, would make a second writer), CHECKPOINT (so pg_rewind on the old
+    primary sees the new timeline), then append to `history` and clear a `failover` key.
+
+    Runs in the background, so the HA loop (and the keepalive) keep the lease alive meanwhile."""
 
     history_entry: tuple[int, LSN, str] | None  # (ending timeline, switch LSN, reason)
+    finish_by: float = 0.0  # monotonic; the lock deadline at the time of the decision
     kind: str = "promote"
 
 
@@ -296,6 +306,14 @@ class Shutdown:
 
 
 @dataclass(frozen=True, slots=True)
+class EnsureSlots:
+    """On a replica: create the physical slots of members that cascade from it (replicatefrom)."""
+
+    create: tuple[str, ...]
+    kind: str = "ensure slots"
+
+
+@dataclass(frozen=True, slots=True)
 class Restart:
     """Restart PostgreSQL in place (fast stop, start with the same role). Runs in the background; a
     leader keeps renewing its lock meanwhile."""
@@ -331,6 +349,7 @@ Action = (
     | Shutdown
     | Restart
     | Reinitialize
+    | EnsureSlots
 )
 
 
@@ -385,6 +404,8 @@ class Why(StrEnum):
     SHUTDOWN_KEEP = "shutdown, keep key"
     SHUTDOWN = "shutdown"
     NO_ACTION = "no action"
+    PRE_PROMOTE_BACKOFF = "pre_promote failed, backing off"
+    CASCADE_SLOTS = "create slots for cascading members"
     SWITCHOVER_DEMOTE = "switchover: demote"
     FAILOVER_IMPOSSIBLE = "failover key: not possible"
     FAILOVER_STALE = "failover key: stale"

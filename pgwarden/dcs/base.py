@@ -97,6 +97,11 @@ class Dcs(abc.ABC):
     async def delete_member(self, name: str) -> bool:
         """Remove a member key (operator action or cleanup)."""
 
+    @abc.abstractmethod
+    async def delete_cluster(self) -> int:
+        """Delete every key of this scope (`pgwarden remove`, after the operator's confirmations).
+        Returns how many keys were deleted."""
+
     # -- compare-and-swap values -----------------------------------------------------------------
     @abc.abstractmethod
     async def set_config(self, value: Mapping[str, Any], revision: int | None = None) -> bool:

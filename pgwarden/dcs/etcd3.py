@@ -516,6 +516,16 @@ class Etcd3Dcs(Dcs):
         response = await self._call(f"delete member {name}", call)
         return int(response.deleted) > 0
 
+    async def delete_cluster(self) -> int:
+        prefix = self.prefix.encode()
+        request = rpc.DeleteRangeRequest(key=prefix, range_end=prefix_range_end(prefix))
+
+        async def call(client: Any) -> Any:
+            return await client.kvstub.DeleteRange(request, timeout=self._timeout, metadata=client.metadata)
+
+        response = await self._call("delete the cluster's keys", call)
+        return int(response.deleted)
+
     # -- compare-and-swap values -----------------------------------------------------------------
     async def _cas_put(self, relative: str, text: str, revision: int | None) -> bool:
         key = self._key(relative)

@@ -45,7 +45,10 @@ SELECT pg_is_in_recovery(),
                   FROM pg_stat_replication) r),
        (SELECT coalesce(json_agg(slot_name::text ORDER BY slot_name), '[]')
           FROM pg_replication_slots WHERE slot_type = 'physical'),
-       EXISTS (SELECT 1 FROM pg_settings WHERE pending_restart)
+       EXISTS (SELECT 1 FROM pg_settings WHERE pending_restart),
+       CASE WHEN pg_is_in_recovery() THEN
+            (SELECT max(('x' || substr(name, 1, 8))::bit(32)::int) FROM pg_ls_waldir()
+              WHERE name ~ '^[0-9A-F]{8}[.]history$') END
 """
 
 
@@ -136,8 +139,9 @@ def _read_following(settings: PgSettings) -> str | None:
 def apply_probe_row(facts: LocalPg, row: Sequence[Any]) -> LocalPg:
     """Fold one PROBE_QUERY row into the connection-less facts."""
     (in_recovery, version, started, wal_lsn, walfile, receive_lsn, replay_lsn, paused, replay_ts,
-     checkpoint_tli, receiver_json, replication_json, slots_json, pending) = row
+     checkpoint_tli, receiver_json, replication_json, slots_json, pending, history_tli) = row
     receiver = _wal_receiver(receiver_json)
+    checkpoint_tli = max(checkpoint_tli or 0, history_tli or 0) or None
     return replace(
         facts,
         accepting=True,
@@ -161,7 +165,9 @@ def _timeline(in_recovery: bool, walfile: str | None, checkpoint_tli: int | None
               receiver: WalReceiver | None) -> int | None:
     """A primary's timeline is in its current WAL file name; pg_control lags right after a promote.
 
-    A standby's newest timeline is the one its WAL receiver streams; without one, the last restartpoint's.
+    A standby's newest timeline is the one its WAL receiver streams; without one (its upstream just
+    died), the newest of its last restartpoint's and of the timeline history files in pg_wal: a standby
+    fetches `<tli>.history` when it switches to that timeline, long before its next restartpoint.
     """
     if not in_recovery and walfile:
         return int(walfile[:8], 16)

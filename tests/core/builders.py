@@ -10,13 +10,24 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import replace
+from datetime import UTC, datetime
 
-from pgwarden.core.types import HaSettings, Memory, Outcome, PeerStatus, Snapshot, TaskInFlight, TaskKind
+from pgwarden.core.types import (
+    HaSettings,
+    Memory,
+    OperatorRequest,
+    Outcome,
+    PeerStatus,
+    Snapshot,
+    TaskInFlight,
+    TaskKind,
+)
 from pgwarden.model import (
     LSN,
     ClusterStatus,
     ClusterView,
     DataDirState,
+    FailoverRequest,
     HistoryEntry,
     LeaderKey,
     LocalPg,
@@ -24,10 +35,14 @@ from pgwarden.model import (
     PgState,
     Role,
     Tags,
+    Versioned,
     WalReceiver,
 )
 
 NOW = 1000.0
+WALL = 1_700_000_000.0
+"""The wall clock (epoch seconds) of every snapshot unless told: 2023-11-14T22:13:20+00:00."""
+FAILOVER_REVISION = 7
 SYSID = "7000000000000000001"
 OTHER_SYSID = "7999999999999999999"
 LSN0: LSN = 100
@@ -120,6 +135,18 @@ def pg_empty(state: DataDirState = DataDirState.EMPTY) -> LocalPg:
 # The DCS
 
 
+def wall_iso(rel: float, wall: float = WALL) -> str:
+    """The ISO 8601 text (UTC, with its offset) of the instant `rel` seconds after `wall`."""
+    return datetime.fromtimestamp(wall + rel, tz=UTC).isoformat()
+
+
+def failover_key(leader: str | None, candidate: str | None, *, scheduled_at: str | None = None,
+                 revision: int = FAILOVER_REVISION) -> FailoverRequest:
+    """The `failover` key: a switchover away from `leader` (or, without one, a manual failover) to
+    `candidate` (or to any healthy member)."""
+    return FailoverRequest(leader=leader, member=candidate, scheduled_at=scheduled_at, revision=revision)
+
+
 def member(name: str, *, role: str | None = None, state: str = PgState.RUNNING, tl: int = 1,
            lsn: LSN = LSN0, tags: Tags | None = None) -> Member:
     """A `members/<name>` value; a replica unless told (the cluster builder makes the leader primary)."""
@@ -138,9 +165,10 @@ def member(name: str, *, role: str | None = None, state: str = PgState.RUNNING, 
 
 def cluster(*, leader: str | None = "n1", members: Iterable[str | Member] = NAMES,
             initialize: str | None = SYSID, history: Iterable[tuple[int, LSN]] = (),
-            optime: LSN | None = None, retain_slots: Sequence[str] = (), revision: int = 10) -> ClusterView:
+            optime: LSN | None = None, retain_slots: Sequence[str] = (), revision: int = 10,
+            failover: FailoverRequest | None = None, paused: bool = False) -> ClusterView:
     """One DCS read. Members given by name are running; the leader's is a primary, the others replicas.
-    `history` rows are (ended timeline, switch LSN), in order."""
+    `history` rows are (ended timeline, switch LSN), in order. `paused`: /config says `pause: true`."""
     rows = tuple(history)
     entries = tuple(HistoryEntry(timeline=tl, lsn=lsn, reason="no recovery target specified",
                                  new_leader=leader) for tl, lsn in rows)
@@ -154,10 +182,12 @@ def cluster(*, leader: str | None = "n1", members: Iterable[str | Member] = NAME
     return ClusterView(
         scope="demo",
         initialize=initialize,
+        config=Versioned({"pause": True}, revision=revision - 2) if paused else None,
         leader=LeaderKey(leader, revision=revision - 1) if leader else None,
         members=tuple(sorted(built, key=lambda x: x.name)),
         status=ClusterStatus(optime=optime, retain_slots=tuple(retain_slots)),
         history=entries,
+        failover=failover,
         revision=revision,
     )
 
@@ -186,7 +216,8 @@ def peer(name: str, *, lsn: LSN | None = LSN0, primary: bool = False, reachable:
 
 def memory(*, lease_in: float | None = None, start_deadline_in: float | None = None,
            rewind_failed: bool = False, start_failures: int = 0,
-           slots_seen: Iterable[tuple[str, float]] = (), now: float = NOW) -> Memory:
+           slots_seen: Iterable[tuple[str, float]] = (), paused_when_last_seen: bool = False,
+           now: float = NOW) -> Memory:
     """Memory with instants given relative to `now` (lease_in=20 means the lock deadline is now + 20)."""
     return Memory(
         lock_deadline=None if lease_in is None else now + lease_in,
@@ -194,6 +225,7 @@ def memory(*, lease_in: float | None = None, start_deadline_in: float | None = N
         rewind_failed=rewind_failed,
         start_failures=start_failures,
         slot_last_seen=tuple(sorted((name, now + rel) for name, rel in slots_seen)),
+        paused_when_last_seen=paused_when_last_seen,
     )
 
 
@@ -216,10 +248,11 @@ def snapshot(*, me: str = "n1", pg: LocalPg | None = None, dcs: ClusterView | ob
              peers: Iterable[PeerStatus] = (), memory: Memory | None = None,
              last: Outcome | Iterable[Outcome] = (),
              now: float = NOW, settings: HaSettings | None = None, task: TaskInFlight | None = None,
-             shutting_down: bool = False) -> Snapshot:
+             shutting_down: bool = False, wall: float = WALL,
+             request: OperatorRequest | None = None) -> Snapshot:
     """A snapshot of node `me`. `dcs=None` means the DCS could not be read; leaving it out gives the default
     cluster. The default PostgreSQL is a primary when `me` leads the default cluster, else a replica.
-    `last` is one outcome or several (oldest first)."""
+    `last` is one outcome or several (oldest first); `request` an operator's restart or reinitialize."""
     view = cluster() if dcs is _DEFAULT else dcs
     assert view is None or isinstance(view, ClusterView)
     if pg is None:
@@ -236,4 +269,6 @@ def snapshot(*, me: str = "n1", pg: LocalPg | None = None, dcs: ClusterView | ob
         last=(last,) if isinstance(last, Outcome) else tuple(last),
         task=task,
         shutting_down=shutting_down,
+        wall=wall,
+        request=request,
     )

@@ -5,11 +5,13 @@ tokens separated by spaces; anything left out keeps the healthy default of `test
 
     pg      primary lsn=100 tl=1 | replica lsn=90 following=n1 streaming=no | stopped state=in-production
             checkpoint=300 | starting | empty | missing | invalid | inaccessible
-            (+ sysid=other|none, slots=a,b, datadir=inaccessible: what the data directory probe said)
+            (+ sysid=other|none, slots=a,b, datadir=inaccessible: what the data directory probe said,
+            pending-restart, version=150001)
     dcs     down | leader=n1|none init=<sysid>|other|empty|none members=n1,n2:stopped,n3:clonefrom:nostream
-            history=1@400,2@900 optime=120 retain=n4
-    node    me=n2 lease=20 start-deadline=-1 start-failures=2 rewind-failed seen=n4@-2000 last=renew:ok@-1
-            task=promote shutdown, any HaSettings field (use_pg_rewind, maximum_lag_on_failover=10, ...) and
+            history=1@400,2@900 optime=120 retain=n4 failover=n1:n2@+60 paused
+    node    me=n2 lease=20 start-deadline=-1 start-failures=2 rewind-failed seen=n4@-2000 was-paused
+            last=renew:ok@-1 task=promote shutdown request=restart:replica:pending:version=150001|reinit:from-leader
+            wall=+30, any HaSettings field (use_pg_rewind, maximum_lag_on_failover=10, ...) and
             any tag (nofailover, failover_priority=2, replicatefrom=n3)
     peers   n2=120 n3=down n1=primary n2=100,prio=2 n2=100,nofailover n2=100,watchdog-failed
 
@@ -31,14 +33,17 @@ from pgwarden.core.types import (
     Decision,
     HaSettings,
     Memory,
+    OperatorRequest,
     Outcome,
     PeerStatus,
+    ReinitRequested,
+    RestartRequested,
     Snapshot,
     TaskInFlight,
     TaskKind,
     Why,
 )
-from pgwarden.model import LSN, ClusterView, DataDirState, LocalPg, Member, PgState, Role, Tags
+from pgwarden.model import LSN, ClusterView, DataDirState, FailoverRequest, LocalPg, Member, PgState, Role, Tags
 from tests.core import builders as b
 
 ACTION_ALIASES = {
@@ -55,6 +60,11 @@ ACTION_ALIASES = {
     "remove": "remove data directory",
     "release": "release leader",
     "shutdown": "shutdown",
+    "restart": "restart",
+    "reinit": "reinitialize",
+    "slots": "ensure slots",
+    "pre_promote": "pre_promote",
+    "keepalive": "keepalive",
 }
 KIND_TO_ALIAS = {kind: alias for alias, kind in ACTION_ALIASES.items()}
 TASK_ALIASES = {"remove": TaskKind.REMOVE_DATA} | {k.name.lower(): k for k in TaskKind}
@@ -121,6 +131,8 @@ def build_pg(text: str) -> LocalPg | None:
     sysid = _sysid(kv.pop("sysid", b.SYSID))
     slots = _names(kv.pop("slots", ""))
     data_dir = kv.pop("datadir", None)
+    pending_restart = _bool(kv.pop("pending_restart", "no"))
+    version = kv.pop("version", None)
     tl = _int(kv.pop("tl", "1"))
     if head == "primary":
         pg = b.pg_primary(lsn=_int(kv.pop("lsn", str(b.LSN0))), tl=tl, sysid=sysid, slots=slots)
@@ -141,6 +153,10 @@ def build_pg(text: str) -> LocalPg | None:
     else:
         raise RowError(f"unknown pg shape {head!r}")
     _no_leftovers("pg", kv)
+    if pending_restart:
+        pg = replace(pg, pending_restart=True)
+    if version is not None:
+        pg = replace(pg, server_version=_int(version))
     return pg if data_dir is None else replace(pg, data_dir=DataDirState(data_dir))
 
 
@@ -160,6 +176,8 @@ def _member(spec: str, leader: str | None, timeline: int) -> Member:
             tl = _int(value)
         elif key in ("clonefrom", "nostream", "nofailover"):
             tags[key] = True
+        elif key == "replicatefrom":
+            tags[key] = value
         else:
             raise RowError(f"unknown member attribute {attr!r} in {spec!r}")
     return b.member(name, role=role, state=state, tl=tl, tags=Tags(**tags))
@@ -170,6 +188,8 @@ def build_dcs(text: str) -> ClusterView | None:
     head, kv = _tokens(text)
     if head == "down":
         return None
+    if head == "paused":
+        head, kv["paused"] = None, "yes"
     if head is not None:
         raise RowError(f"dcs phrase starts with {head!r}; expected 'down' or key=value tokens")
     leader_text = kv.pop("leader", "n1")
@@ -181,11 +201,52 @@ def build_dcs(text: str) -> ClusterView | None:
     member_specs = _names(kv.pop("members", ",".join(b.NAMES)))
     members = [_member(spec, leader, timeline) for spec in member_specs]
     optime = kv.pop("optime", None)
+    failover = kv.pop("failover", None)
     view = b.cluster(leader=leader, members=members, initialize=None if init == "none" else _sysid(init),
                      history=history, optime=None if optime is None else _int(optime),
-                     retain_slots=_names(kv.pop("retain", "")))
+                     retain_slots=_names(kv.pop("retain", "")), paused=_bool(kv.pop("paused", "no")),
+                     failover=None if failover is None else parse_failover(failover))
     _no_leftovers("dcs", kv)
     return view
+
+
+def parse_failover(text: str) -> FailoverRequest:
+    """'n1:n2' (switchover n1 -> n2), 'n1:' (switchover to any healthy member), ':n2' (manual failover
+    to n2), then optionally '@+60' / '@-60' (scheduled that many seconds from builders.WALL) or '@<ISO text>'
+    (scheduled_at verbatim). The key's revision is builders.FAILOVER_REVISION."""
+    names, at, when = text.partition("@")
+    leader, sep, candidate = names.partition(":")
+    if not sep:
+        raise RowError(f"failover {text!r}: expected leader:candidate (either may be empty)")
+    scheduled: str | None = None
+    if at:
+        scheduled = b.wall_iso(float(when)) if when[:1] in ("+", "-") else when
+    return b.failover_key(leader or None, candidate or None, scheduled_at=scheduled)
+
+
+def parse_request(text: str) -> OperatorRequest:
+    """'restart' with ':'-separated conditions (a role: primary|replica|master|leader|any, 'pending' for
+    restart_pending, 'version=N' for postgres_version), or 'reinit' with an optional ':from-leader'."""
+    kind, *opts = text.split(":")
+    if kind == "reinit":
+        if opts not in ([], ["from-leader"]):
+            raise RowError(f"request {text!r}: reinit takes only ':from-leader'")
+        return ReinitRequested(from_leader=bool(opts))
+    if kind != "restart":
+        raise RowError(f"unknown request {text!r}; expected restart[:...] or reinit[:from-leader]")
+    role: str | None = None
+    pending, version = False, None
+    for opt in opts:
+        key, sep, value = opt.partition("=")
+        if key == "pending" and not sep:
+            pending = True
+        elif key == "version" and sep:
+            version = _int(value)
+        elif not sep:
+            role = key
+        else:
+            raise RowError(f"unknown restart condition {opt!r}")
+    return RestartRequested(role=role, postgres_version=version, restart_pending=pending)
 
 
 def build_peers(text: str) -> tuple[PeerStatus, ...]:
@@ -224,6 +285,8 @@ class NodeSpec:
     last: tuple[Outcome, ...] = ()
     task: TaskInFlight | None = None
     shutting_down: bool = False
+    request: OperatorRequest | None = None
+    wall: float = b.WALL
 
 
 def build_node(text: str, now: float = b.NOW) -> NodeSpec:
@@ -241,6 +304,8 @@ def build_node(text: str, now: float = b.NOW) -> NodeSpec:
         mem_args["start_failures"] = _int(kv.pop("start_failures"))
     if "rewind_failed" in kv:
         mem_args["rewind_failed"] = _bool(kv.pop("rewind_failed"))
+    if "was_paused" in kv:
+        mem_args["paused_when_last_seen"] = _bool(kv.pop("was_paused"))
     if "seen" in kv:
         seen = (item.partition("@") for item in _names(kv.pop("seen")))
         mem_args["slots_seen"] = tuple((name, float(rel)) for name, _, rel in seen)
@@ -250,6 +315,10 @@ def build_node(text: str, now: float = b.NOW) -> NodeSpec:
         spec.last = tuple(parse_outcome(item, now) for item in _names(kv.pop("last")))
     if "task" in kv:
         spec.task = b.task(TASK_ALIASES[kv.pop("task")], now=now)
+    if "request" in kv:
+        spec.request = parse_request(kv.pop("request"))
+    if "wall" in kv:
+        spec.wall = b.WALL + float(kv.pop("wall"))
     spec.settings = _settings(kv)
     _no_leftovers("node", kv)
     return spec
@@ -296,7 +365,7 @@ def build_snapshot(pg: str, dcs: str, node: str, peers: str, now: float = b.NOW,
     spec = build_node(node, now)
     return b.snapshot(me=spec.me, pg=build_pg(pg), dcs=build_dcs(dcs), peers=build_peers(peers),
                       memory=memory or spec.memory, last=last or spec.last, now=now, settings=spec.settings,
-                      task=spec.task, shutting_down=spec.shutting_down)
+                      task=spec.task, shutting_down=spec.shutting_down, wall=spec.wall, request=spec.request)
 
 
 # ---------------------------------------------------------------------------------------------------

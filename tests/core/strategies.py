@@ -5,8 +5,19 @@ from __future__ import annotations
 
 from hypothesis import strategies as st
 
-from pgwarden.core.types import HaSettings, Memory, Outcome, PeerStatus, Snapshot, TaskInFlight, TaskKind
-from pgwarden.model import ClusterView, DataDirState, LocalPg, Member, PgState, Tags, WalReceiver
+from pgwarden.core.types import (
+    HaSettings,
+    Memory,
+    OperatorRequest,
+    Outcome,
+    PeerStatus,
+    ReinitRequested,
+    RestartRequested,
+    Snapshot,
+    TaskInFlight,
+    TaskKind,
+)
+from pgwarden.model import ClusterView, DataDirState, FailoverRequest, LocalPg, Member, PgState, Tags, WalReceiver
 from tests.core import builders as b
 from tests.core.rowlang import ACTION_ALIASES
 
@@ -63,6 +74,8 @@ def any_local_pg(draw: st.DrawFn) -> LocalPg:
         wal_lsn=draw(st.none() | lsns),
         receive_lsn=draw(st.none() | lsns),
         replay_lsn=draw(st.none() | lsns),
+        pending_restart=draw(st.booleans()),
+        server_version=draw(st.none() | st.sampled_from([140000, 150000, 160000])),
         wal_receiver=WalReceiver(status="streaming") if streaming else None,
         slots=tuple(draw(st.lists(names, unique=True))),
         standby_signal=draw(st.booleans()),
@@ -90,6 +103,12 @@ def members() -> st.SearchStrategy[Member]:
                      state=st.sampled_from(PgState), tl=timelines, lsn=lsns, tags=tags())
 
 
+def failover_keys() -> st.SearchStrategy[FailoverRequest]:
+    """Switchovers, manual failovers, scheduled ones (around builders.WALL) and a few malformed instants."""
+    scheduled = st.none() | st.integers(-120, 120).map(lambda rel: b.wall_iso(float(rel))) | st.just("soon")
+    return st.builds(b.failover_key, st.none() | names, st.none() | names, scheduled_at=scheduled)
+
+
 @st.composite
 def cluster_views(draw: st.DrawFn) -> ClusterView:
     history_len = draw(st.integers(0, 3))
@@ -102,6 +121,8 @@ def cluster_views(draw: st.DrawFn) -> ClusterView:
         history=tuple(zip(range(1, history_len + 1), switch_points, strict=True)),
         optime=draw(st.none() | lsns),
         retain_slots=draw(st.lists(names, unique=True)),
+        failover=draw(st.none() | failover_keys()),
+        paused=draw(st.booleans()),
     )
 
 
@@ -120,7 +141,15 @@ def memories(draw: st.DrawFn, now: float) -> Memory:
         rewind_failed=draw(st.booleans()),
         start_failures=draw(st.integers(0, 4)),
         slot_last_seen=tuple(sorted(draw(st.dictionaries(names, st.floats(-4000.0, 0.0))).items())),
+        paused_when_last_seen=draw(st.booleans()),
     )
+
+
+def requests() -> st.SearchStrategy[OperatorRequest]:
+    roles = st.sampled_from([None, "primary", "replica", "master", "leader", "any"])
+    restart = st.builds(RestartRequested, role=roles, postgres_version=st.none() | st.just(150001),
+                        restart_pending=st.booleans())
+    return restart | st.builds(ReinitRequested, from_leader=st.booleans())
 
 
 @st.composite
@@ -145,4 +174,6 @@ def snapshots(draw: st.DrawFn, *, with_task: bool = True) -> Snapshot:
         settings=draw(ha_settings()),
         task=task,
         shutting_down=draw(st.booleans()),
+        wall=b.WALL + draw(st.floats(-200.0, 200.0)),
+        request=draw(st.none() | requests()),
     )

@@ -41,11 +41,10 @@ def test_case_names_are_unique() -> None:
         seen[case.name] = case.where
 
 
-# Reasons no public input reaches today. The sans-io rule: a branch no snapshot reaches should be
-# deleted or given an input. RENEW_RETRY and LOCK_LOST belong to the failed-renewal path (see the BUG rows
-# in leader.txt); WRITE_INITIALIZE and NO_ACTION are never returned (recording the sysid rides on
-# RenewLeader with LOCK_HELD).
-UNREACHED_WHYS = {Why.NO_ACTION}  # NO_ACTION: only the agent's fallback when the core raises
+# Reasons no public input reaches. The sans-io rule: a branch no snapshot reaches should be deleted or
+# given an input. NO_ACTION is never returned by decide(): it is only the agent's fallback when the core
+# raises.
+UNREACHED_WHYS = {Why.NO_ACTION}
 
 
 def test_every_why_is_reached_by_a_row() -> None:
@@ -57,4 +56,5 @@ def test_every_why_is_reached_by_a_row() -> None:
 def test_every_action_is_reached_by_a_row() -> None:
     kinds = {decide(c.snapshot).action.kind for c in all_cases() if not c.bug}
     assert kinds == {"wait", "bootstrap", "clone", "acquire leader", "renew leader", "promote", "demote",
-                     "start", "follow", "rewind", "remove data directory", "release leader", "shutdown"}
+                     "start", "follow", "rewind", "remove data directory", "release leader", "shutdown",
+                     "restart", "reinitialize", "ensure slots"}

@@ -4,8 +4,9 @@ A transcript is a series of blocks. A block is commands, a `----` line, then the
 blank line. Commands (phrases in the row language of tests/core/cases/README.txt):
 
     pg <phrase> / dcs <phrase> / peers <phrase>   replace that part of the observation
-    node <phrase>       replace me, settings and tags, task, shutdown; memory tokens (lease=...) set memory
-    advance <seconds>   move `now` forward
+    node <phrase>       replace me, settings and tags, task, shutdown, request, wall; memory tokens (lease=...,
+                        lease=none for a fresh memory when the transcript switches to another node) set memory
+    advance <seconds>   move `now` forward (and the wall clock with it)
     outcome ok|fail [sent=<rel>]   report how the previous decision's action went (sent at the instant of
                         that decision unless `sent` gives one relative to the current now)
     decide              run decide() and print the decision; its memory is fed into the next decision
@@ -122,7 +123,8 @@ class World:
         snap = b.snapshot(me=self.node.me, pg=pg, dcs=build_dcs(self.dcs), peers=build_peers(self.peers),
                           memory=self.memory, last=tuple(self.outcomes), now=self.now,
                           settings=self.node.settings, task=self.node.task,
-                          shutting_down=self.node.shutting_down)
+                          shutting_down=self.node.shutting_down, wall=self.node.wall + self.now - b.NOW,
+                          request=self.node.request)
         decision = decide(snap)
         self.previous, self.previous_now = decision, self.now
         self.memory, self.outcomes = decision.memory, []
@@ -149,6 +151,8 @@ def describe_memory(m: Memory, now: float) -> str:
         parts.append(f"start-failures={m.start_failures}")
     if m.rewind_failed:
         parts.append("rewind-failed")
+    if m.paused_when_last_seen:
+        parts.append("was-paused")
     if m.slot_last_seen:
         parts.append("seen=" + ",".join(f"{n}@{_rel(t - now)}" for n, t in m.slot_last_seen))
     return " ".join(parts) or "-"

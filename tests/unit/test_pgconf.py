@@ -257,10 +257,18 @@ def probe_row(**overrides: Any) -> list[Any]:
         "in_recovery": False, "version": 150006, "started": "2024-03-05 10:00:00+00", "wal_lsn": "0/5000000",
         "walfile": "000000030000000000000005", "receive_lsn": None, "replay_lsn": None, "paused": False,
         "replay_ts": None, "checkpoint_tli": 2, "receiver": None, "replication": [], "slots": [],
-        "pending": False,
+        "pending": False, "history_tli": None,
     }
     row.update(overrides)
     return list(row.values())
+
+
+def test_probe_row_of_a_standby_whose_upstream_died_takes_the_timeline_from_history_files() -> None:
+    # No WAL receiver any more and no restartpoint since the switch to timeline 3: pg_control says 2,
+    # but 00000003.history in pg_wal shows the node follows timeline 3.
+    pg = apply_probe_row(BASE, probe_row(in_recovery=True, walfile=None, wal_lsn=None, checkpoint_tli=2,
+                                         history_tli=3))
+    assert pg.is_replica and pg.timeline == 3
 
 
 def test_probe_row_of_a_primary_takes_the_timeline_from_the_wal_file() -> None:

@@ -1,0 +1,100 @@
+"""The IO behind `pgwarden haproxy-config` and `pgwarden route` (kept apart from click's option parsing)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+from pgwarden.config import LocalConfig
+from pgwarden.dcs import Dcs, DcsError, dcs_from_config, etcd_hosts_from_config
+from pgwarden.routing.etcd2_mirror import Etcd2LeaderMirror
+from pgwarden.routing.haproxy_config import HaproxyOptions, render_haproxy_config
+from pgwarden.routing.haproxy_runtime import HaproxyPusher, HaproxyRuntime
+from pgwarden.routing.pgbouncer import PgbouncerConsole, PgbouncerPusher
+from pgwarden.routing.registry import RouterRegistry
+from pgwarden.routing.sidecar import Pusher, RouteSidecar, SidecarTiming
+from pgwarden.routing.topology import servers_from_view
+
+log = logging.getLogger(__name__)
+
+
+async def _dcs(local: LocalConfig) -> Dcs:
+    return await dcs_from_config(local.dcs.model_dump(), namespace=local.namespace, scope=local.scope,
+                                 name=local.name, ttl=30, readonly=True)
+
+
+async def print_haproxy_config(local: LocalConfig, options: HaproxyOptions) -> int:
+    """Read the members once and print the configuration; 1 with a message when that is impossible."""
+    try:
+        dcs = await _dcs(local)
+        try:
+            view = await dcs.get_cluster()
+        finally:
+            await dcs.close()
+    except DcsError as exc:
+        print(f"Error: cannot read the DCS: {exc}")
+        return 1
+    servers = servers_from_view(view)
+    if not servers:
+        print(f"Error: cluster {local.scope!r} has no members with conn_url and api_url in the DCS")
+        return 1
+    try:
+        print(render_haproxy_config(local.scope, servers, options), end="")
+    except ValueError as exc:
+        print(f"Error: {exc}")
+        return 1
+    return 0
+
+
+@dataclass(frozen=True, slots=True)
+class RouteArgs:
+    name: str
+    haproxy_sockets: tuple[str, ...] = ()
+    pgbouncer_conninfo: str | None = None
+    pgbouncer_databases_file: Path | None = None
+    pgbouncer_databases: tuple[str, ...] = ("*",)
+    pgbouncer_options: str = ""
+    etcd2_mirror: str | None = None
+    poll_interval: float = 0.25
+    hold_timeout: float = 15.0
+
+
+def build_pushers(local: LocalConfig, args: RouteArgs) -> tuple[list[Pusher], list[str]]:
+    """The pushers named on the command line, and their kinds (published in routers/<name>)."""
+    pushers: list[Pusher] = [HaproxyPusher(HaproxyRuntime(s)) for s in args.haproxy_sockets]
+    kinds = ["haproxy"] if args.haproxy_sockets else []
+    if args.pgbouncer_conninfo and args.pgbouncer_databases_file:
+        console = PgbouncerConsole(args.pgbouncer_conninfo)
+        pushers.append(PgbouncerPusher(console, args.pgbouncer_databases_file, args.pgbouncer_databases,
+                                       extra=args.pgbouncer_options))
+        kinds.append("pgbouncer")
+    if args.etcd2_mirror:
+        key = f"{local.namespace.strip('/')}/{local.scope}/leader"
+        pushers.append(Etcd2LeaderMirror(args.etcd2_mirror, key))
+        kinds.append("vip")
+    return pushers, kinds
+
+
+async def run_route(local: LocalConfig, args: RouteArgs, stop: asyncio.Event) -> int:
+    """Run the sidecar until `stop` is set."""
+    pushers, kinds = build_pushers(local, args)
+    section = local.dcs.model_dump()
+    try:
+        dcs = await _dcs(local)
+    except DcsError as exc:
+        log.error("route: %s", exc)
+        return 1
+    registry = RouterRegistry(etcd_hosts_from_config(section), dcs.prefix, args.name,
+                              username=section.get("username") or section.get("user"),
+                              password=section.get("password"))
+    sidecar = RouteSidecar(dcs, pushers, registry=registry, kinds=kinds,
+                           timing=SidecarTiming(poll_interval=args.poll_interval, hold_timeout=args.hold_timeout))
+    log.info("route: watching %s for %s", dcs.prefix, ", ".join(p.name for p in pushers))
+    try:
+        await sidecar.run(stop)
+    finally:
+        await registry.close()
+        await dcs.close()
+    return 0

@@ -1,0 +1,190 @@
+"""Which cluster the CLI talks to, and how: the DCS endpoints, the scope, and the REST credentials.
+
+patronictl reads a small YAML (`-c`), or the agent's own configuration, or the PATRONI_* environment;
+`--dcs-url etcd3://host:port/namespace` overrides the DCS part. The CLI needs only a few sections, so
+it reads them leniently: a ctl-only file (just `etcd3:` and `ctl:`) is as good as a full agent file.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import click
+import yaml
+from pydantic import ValidationError
+
+from pgwarden.config.env import env_overrides
+from pgwarden.config.errors import describe_validation_error
+from pgwarden.config.loader import deep_merge
+from pgwarden.config.schema import Credentials, CtlConfig, EtcdConfig
+
+DEFAULT_NAMESPACE = "/service"
+DCS_URL_SCHEMES = ("etcd3", "etcd")
+CONFIGURATION_VAR = "PATRONI_CONFIGURATION"
+
+
+class TargetError(Exception):
+    """The configuration or the DCS URL cannot be used; the message says why."""
+
+
+@dataclass(frozen=True, slots=True)
+class RestSettings:
+    """How to call a member's REST API: Basic credentials and TLS material (`ctl`, else `restapi`)."""
+
+    username: str | None = None
+    password: str | None = None
+    cafile: str | None = None
+    certfile: str | None = None
+    keyfile: str | None = None
+    keyfile_password: str | None = None
+    insecure: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """Everything the CLI needs to reach one deployment (the scope may still come from an argument)."""
+
+    etcd: Mapping[str, Any]
+    namespace: str
+    scope: str | None
+    rest: RestSettings = field(default_factory=RestSettings)
+    raw: Mapping[str, Any] = field(default_factory=dict)
+    """The merged configuration as read (for commands that want more, e.g. `query`'s credentials)."""
+
+
+def parse_dcs_url(url: str) -> tuple[dict[str, Any], str | None]:
+    """`etcd3://[user:password@]host:port[/namespace]` -> (etcd3 section, namespace or None)."""
+    parts = urlsplit(url if "://" in url else f"etcd3://{url}")
+    if parts.scheme not in DCS_URL_SCHEMES:
+        raise TargetError(f"--dcs-url {url!r}: unsupported scheme {parts.scheme!r}; expected etcd3://host:port")
+    try:
+        port = parts.port or 2379
+    except ValueError:
+        raise TargetError(f"--dcs-url {url!r}: invalid port") from None
+    if not parts.hostname:
+        raise TargetError(f"--dcs-url {url!r}: no host name")
+    section: dict[str, Any] = {"hosts": [f"{parts.hostname}:{port}"]}
+    if parts.username:
+        section["username"], section["password"] = parts.username, parts.password or ""
+    namespace = parts.path.rstrip("/") or None
+    return section, namespace
+
+
+def read_config_source(path: Path | None, environ: Mapping[str, str]) -> dict[str, Any]:
+    """The raw configuration: a YAML file or a directory of them (merged in name order), else
+    PATRONI_CONFIGURATION, else nothing; with the PATRONI_* variables merged over it."""
+    if path is not None:
+        source = _read_path(path)
+    elif CONFIGURATION_VAR in environ:
+        source = _parse_yaml(environ[CONFIGURATION_VAR], CONFIGURATION_VAR)
+    else:
+        source = {}
+    return deep_merge(source, env_overrides(environ))
+
+
+def default_config_path() -> Path | None:
+    """patronictl's default file (`~/.config/patroni/patronictl.yaml`) if it exists."""
+    path = Path(click.get_app_dir("patroni")) / "patronictl.yaml"
+    return path if path.is_file() else None
+
+
+def resolve_target(
+    config_path: Path | None, dcs_url: str | None, insecure: bool, environ: Mapping[str, str]
+) -> Target:
+    """Build the target from the config file (or environment) and an optional DCS URL override."""
+    raw = read_config_source(config_path or default_config_path(), environ)
+    etcd, namespace = _etcd_section(raw, dcs_url)
+    scope = raw.get("scope")
+    return Target(
+        etcd=etcd,
+        namespace=namespace,
+        scope=str(scope) if scope not in (None, "") else None,
+        rest=_rest_settings(raw, insecure),
+        raw=raw,
+    )
+
+
+def _etcd_section(raw: Mapping[str, Any], dcs_url: str | None) -> tuple[Mapping[str, Any], str]:
+    namespace = str(raw.get("namespace") or DEFAULT_NAMESPACE)
+    if dcs_url:
+        section, url_namespace = parse_dcs_url(dcs_url)
+        return section, url_namespace or namespace
+    configured = raw.get("etcd3") or raw.get("etcd")
+    if not isinstance(configured, Mapping):
+        raise TargetError(
+            "no DCS to read: give -c/--config-file with an etcd3 section, -d/--dcs-url etcd3://host:port, "
+            "or set PATRONI_ETCD3_HOSTS"
+        )
+    try:
+        EtcdConfig.model_validate(configured)
+    except ValidationError as exc:
+        raise TargetError("; ".join(describe_validation_error(exc, "etcd3"))) from None
+    return copy.deepcopy(dict(configured)), namespace
+
+
+def _section(raw: Mapping[str, Any], name: str) -> Mapping[str, Any]:
+    value = raw.get(name)
+    return value if isinstance(value, Mapping) else {}
+
+
+def _rest_settings(raw: Mapping[str, Any], insecure: bool) -> RestSettings:
+    try:
+        ctl = CtlConfig.model_validate(_section(raw, "ctl"))
+    except ValidationError as exc:
+        raise TargetError("; ".join(describe_validation_error(exc, "ctl"))) from None
+    restapi = _section(raw, "restapi")
+    credentials = ctl.authentication or _restapi_credentials(restapi)
+    return RestSettings(
+        username=credentials.username if credentials else None,
+        password=credentials.password if credentials else None,
+        cafile=ctl.cacert or restapi.get("cafile"),
+        certfile=ctl.certfile or restapi.get("certfile"),
+        keyfile=ctl.keyfile or restapi.get("keyfile"),
+        keyfile_password=ctl.keyfile_password or restapi.get("keyfile_password"),
+        insecure=insecure or ctl.insecure,
+    )
+
+
+def _restapi_credentials(restapi: Mapping[str, Any]) -> Credentials | None:
+    authentication = restapi.get("authentication")
+    if not isinstance(authentication, Mapping):
+        return None
+    try:
+        return Credentials.model_validate(authentication)
+    except ValidationError as exc:
+        raise TargetError("; ".join(describe_validation_error(exc, "restapi.authentication"))) from None
+
+
+def _read_path(path: Path) -> dict[str, Any]:
+    if path.is_dir():
+        files = sorted(p for p in path.iterdir() if p.suffix in (".yml", ".yaml") and p.is_file())
+        merged: dict[str, Any] = {}
+        for file in files:
+            merged = deep_merge(merged, _read_file(file))
+        return merged
+    return _read_file(path)
+
+
+def _read_file(path: Path) -> dict[str, Any]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise TargetError(f"{path}: cannot read the configuration file: {exc.strerror or exc}") from None
+    return _parse_yaml(text, str(path))
+
+
+def _parse_yaml(text: str, source: str) -> dict[str, Any]:
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise TargetError(f"{source}: not valid YAML: {exc}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise TargetError(f"{source}: expected a YAML mapping at the top level")
+    return data

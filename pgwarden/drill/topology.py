@@ -1,0 +1,279 @@
+"""Finding a cluster from its configuration, and talking to its members: DCS read, REST, libpq DSN.
+
+A drill needs to know the members (their `conn_url` and `api_url`, published in the DCS), who leads,
+how to write (a libpq multi-host DSN with `target_session_attrs=read-write`, as an application would
+connect) and how to ask a member how it is (its REST status document).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import urllib.error
+import urllib.request
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+from psycopg.conninfo import make_conninfo
+
+from pgwarden.config import LocalConfig
+from pgwarden.dcs import DcsError, dcs_from_config
+
+REST_TIMEOUT = 2.0
+DCS_TIMEOUT = 3.0
+# Fail fast on a dead server: libpq's defaults would let a write hang for minutes on a lost host.
+CLIENT_TIMEOUTS: Mapping[str, Any] = {
+    "connect_timeout": 2,
+    "tcp_user_timeout": 5000,
+    "keepalives": 1,
+    "keepalives_idle": 2,
+    "keepalives_interval": 1,
+    "keepalives_count": 2,
+}
+
+
+class DrillError(Exception):
+    """The drill cannot go on; the message says why and, where possible, what to do."""
+
+
+@dataclass(frozen=True, slots=True)
+class MemberInfo:
+    """One member as the DCS publishes it."""
+
+    name: str
+    conn_url: str
+    api_url: str
+
+    @property
+    def pg_address(self) -> tuple[str, int] | None:
+        parts = urlsplit(self.conn_url)
+        if not parts.hostname:
+            return None
+        return parts.hostname, parts.port or 5432
+
+    @property
+    def api_base(self) -> str:
+        """scheme://host:port of the REST API (the published api_url ends in `/patroni`)."""
+        parts = urlsplit(self.api_url)
+        return f"{parts.scheme or 'http'}://{parts.netloc}"
+
+    @property
+    def api_address(self) -> tuple[str, int] | None:
+        parts = urlsplit(self.api_url)
+        if not parts.hostname:
+            return None
+        return parts.hostname, parts.port or (443 if parts.scheme == "https" else 80)
+
+
+@dataclass(frozen=True, slots=True)
+class Topology:
+    scope: str
+    leader: str | None
+    members: tuple[MemberInfo, ...]
+
+    def member(self, name: str) -> MemberInfo:
+        for member in self.members:
+            if member.name == name:
+                return member
+        raise DrillError(f"member {name!r} is not in the cluster (members: {', '.join(self.names)})")
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return tuple(m.name for m in self.members)
+
+
+async def _read_topology(local: LocalConfig) -> Topology:
+    dcs = await dcs_from_config(local.dcs.model_dump(), namespace=local.namespace, scope=local.scope,
+                                name=local.name, ttl=30, timeout=DCS_TIMEOUT, readonly=True)
+    try:
+        view = await asyncio.wait_for(dcs.get_cluster(), DCS_TIMEOUT * 2)
+    finally:
+        await dcs.close()
+    members = tuple(sorted((MemberInfo(m.name, m.conn_url, m.api_url) for m in view.members),
+                           key=lambda m: m.name))
+    return Topology(view.scope, view.leader.name if view.leader else None, members)
+
+
+def read_topology(local: LocalConfig) -> Topology:
+    """The members and the leader as the DCS has them now. DrillError if the DCS cannot be read."""
+    try:
+        topology = asyncio.run(_read_topology(local))
+    except (DcsError, TimeoutError) as exc:
+        raise DrillError(f"cannot read the cluster {local.scope!r} from the DCS: {exc}") from exc
+    if not topology.members:
+        raise DrillError(f"cluster {local.scope!r} has no members in the DCS: is it running?")
+    return topology
+
+
+def multi_host_dsn(members: Sequence[MemberInfo], *, user: str, password: str | None,
+                   dbname: str = "postgres") -> str:
+    """A libpq DSN that lists every member and connects only to the one accepting writes."""
+    addresses = [m.pg_address for m in members if m.pg_address is not None]
+    if not addresses:
+        raise DrillError("no member publishes a usable conn_url in the DCS")
+    params: dict[str, Any] = {
+        "host": ",".join(h for h, _ in addresses),
+        "port": ",".join(str(p) for _, p in addresses),
+        "user": user,
+        "dbname": dbname,
+        "target_session_attrs": "read-write",
+        "application_name": "pgwarden-drill",
+        **CLIENT_TIMEOUTS,
+    }
+    if password:
+        params["password"] = password
+    return make_conninfo("", **params)
+
+
+def with_client_timeouts(dsn: str) -> str:
+    """A user's `--dsn` with the drill's timeouts added where the DSN does not set its own."""
+    from psycopg.conninfo import conninfo_to_dict
+
+    given = conninfo_to_dict(dsn)
+    extra = {k: v for k, v in CLIENT_TIMEOUTS.items() if k not in given}
+    return make_conninfo(dsn, **extra)
+
+
+# --------------------------------------------------------------------------------------------------
+# REST
+
+
+@dataclass(frozen=True, slots=True)
+class RestAuth:
+    username: str
+    password: str
+
+    @property
+    def header(self) -> str:
+        token = base64.b64encode(f"{self.username}:{self.password}".encode()).decode()
+        return f"Basic {token}"
+
+
+def rest_auth(local: LocalConfig) -> RestAuth | None:
+    """Credentials for management calls: `ctl.authentication`, else `restapi.authentication`."""
+    for creds in (local.ctl.authentication, local.restapi.authentication):
+        if creds is not None and creds.username and creds.password is not None:
+            return RestAuth(creds.username, creds.password)
+    return None
+
+
+def rest_get(base_url: str, path: str, timeout: float = REST_TIMEOUT) -> tuple[int, dict[str, Any] | None]:
+    """(status, JSON body) of GET; (0, None) when the member does not answer."""
+    try:
+        with urllib.request.urlopen(base_url.rstrip("/") + path, timeout=timeout) as response:
+            return response.status, _json_or_none(response.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, _json_or_none(exc.read())
+    except (OSError, ValueError):
+        return 0, None
+
+
+def rest_post(base_url: str, path: str, body: Mapping[str, Any], auth: RestAuth | None,
+              timeout: float) -> tuple[int, str]:
+    """(status, response text) of a JSON POST; (0, reason) when the member cannot be reached."""
+    request = urllib.request.Request(base_url.rstrip("/") + path, data=json.dumps(body).encode(), method="POST",
+                                     headers={"Content-Type": "application/json"})
+    if auth is not None:
+        request.add_header("Authorization", auth.header)
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            return response.status, response.read().decode(errors="replace").strip()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode(errors="replace").strip()
+    except (OSError, ValueError) as exc:
+        return 0, f"no answer from {base_url}: {exc}"
+
+
+def _json_or_none(raw: bytes) -> dict[str, Any] | None:
+    try:
+        value = json.loads(raw) if raw else None
+    except ValueError:
+        return None
+    return value if isinstance(value, dict) else None
+
+
+@dataclass(frozen=True, slots=True)
+class MemberStatus:
+    """What a member's `GET /patroni` says, reduced to what a drill needs."""
+
+    name: str
+    reachable: bool
+    role: str | None = None
+    state: str | None = None
+    replication_state: str | None = None
+    timeline: int | None = None
+    postmaster_start_time: str | None = None
+
+    @property
+    def is_running_primary(self) -> bool:
+        return self.role in ("primary", "master") and self.state == "running"
+
+    @property
+    def is_streaming_replica(self) -> bool:
+        return self.role == "replica" and self.state == "running" and self.replication_state == "streaming"
+
+    @property
+    def instance(self) -> tuple[str, str | None]:
+        """Identifies one PostgreSQL instance: a restart in place changes the start time."""
+        return self.name, self.postmaster_start_time
+
+
+def member_status(member: MemberInfo, timeout: float = REST_TIMEOUT) -> MemberStatus:
+    status, body = rest_get(member.api_base, "/patroni", timeout)
+    if status != 200 or body is None:
+        return MemberStatus(member.name, reachable=False)
+    timeline = body.get("timeline")
+    return MemberStatus(
+        member.name, True, role=body.get("role"), state=body.get("state"),
+        replication_state=body.get("replication_state"),
+        timeline=timeline if isinstance(timeline, int) else None,
+        postmaster_start_time=body.get("postmaster_start_time"),
+    )
+
+
+def primary_instance(member: MemberInfo, timeout: float) -> tuple[str, str | None] | None:
+    """The instance behind a 200 on `GET /primary`, or None if this member is not the primary now."""
+    status, body = rest_get(member.api_base, "/primary", timeout)
+    # A 200 from an agent that has not yet noticed its postmaster died shows no running PostgreSQL.
+    if status != 200 or body is None or body.get("state") != "running":
+        return None
+    start = body.get("postmaster_start_time")
+    return member.name, start if isinstance(start, str) else None
+
+
+@dataclass(frozen=True, slots=True)
+class Health:
+    """One look at every member: healed means one running primary and every other member streaming."""
+
+    statuses: tuple[MemberStatus, ...]
+
+    @property
+    def primaries(self) -> list[MemberStatus]:
+        return [s for s in self.statuses if s.is_running_primary]
+
+    @property
+    def primary(self) -> MemberStatus | None:
+        primaries = self.primaries
+        return primaries[0] if len(primaries) == 1 else None
+
+    @property
+    def healed(self) -> bool:
+        return self.primary is not None and all(
+            s.is_streaming_replica for s in self.statuses if not s.is_running_primary)
+
+    def describe(self) -> str:
+        parts = []
+        for s in self.statuses:
+            if not s.reachable:
+                parts.append(f"{s.name}: no answer")
+            else:
+                parts.append(f"{s.name}: {s.role}/{s.state}" + (f"/{s.replication_state}"
+                                                                if s.replication_state else ""))
+        return ", ".join(parts)
+
+
+def cluster_health(members: Sequence[MemberInfo], timeout: float = REST_TIMEOUT) -> Health:
+    return Health(tuple(member_status(m, timeout) for m in members))

@@ -1,0 +1,343 @@
+"""The two seams between the simulated world and the real core, kept in one module on purpose:
+
+- world -> Snapshot pieces: the local PostgreSQL as a probe would report it (`LocalPg`), the member
+  JSON an agent publishes (built by the real `pgwarden.agent.member.member_json`), and the peers'
+  statuses (the real REST status document, `pgwarden.api.health.status_json`, read back with the real
+  `pgwarden.agent.peers.peer_from_json`);
+- Action -> effects: one generator per action that mirrors `pgwarden.agent.execute` step by step and
+  ends in one `Outcome`, with the same ordering rules (renew before slots, refresh the lease before
+  promote, release only after the stop, ...).
+
+When the core grows (new snapshot fields, new actions), this is the file to extend. An action this
+module does not know raises `UnknownAction`: the simulator must never silently ignore an order.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Generator
+from typing import TYPE_CHECKING, Any
+
+from pgwarden import __version__
+from pgwarden.agent.member import member_json
+from pgwarden.agent.peers import peer_from_json
+from pgwarden.api.health import status_json
+from pgwarden.api.state import NodeState
+from pgwarden.core.types import (
+    AcquireLeader,
+    Action,
+    Bootstrap,
+    Clone,
+    Demote,
+    DemoteMode,
+    Follow,
+    Outcome,
+    PeerStatus,
+    Promote,
+    Reinitialize,
+    ReleaseLeader,
+    RemoveDataDirectory,
+    RenewLeader,
+    Restart,
+    Rewind,
+    Shutdown,
+    StartPostgres,
+    TaskKind,
+    Wait,
+)
+from pgwarden.dcs.codec import member_from_json
+from pgwarden.model import ClusterStatus, ClusterView, HistoryEntry, LocalPg, Member, WalReceiver
+from pgwarden.sim import pgops
+from pgwarden.sim.dcs_client import SimDcsError
+from pgwarden.sim.invariants import on_published
+from pgwarden.sim.kernel import Step
+from pgwarden.sim.world import PEER_TIMEOUT, World
+
+if TYPE_CHECKING:
+    from pgwarden.sim.agent import SimAgent
+
+BACKGROUND: dict[type, TaskKind] = {
+    Bootstrap: TaskKind.BOOTSTRAP,
+    Clone: TaskKind.CLONE,
+    Rewind: TaskKind.REWIND,
+    StartPostgres: TaskKind.START,
+    RemoveDataDirectory: TaskKind.REMOVE_DATA,
+    Restart: TaskKind.RESTART,
+    Reinitialize: TaskKind.REINITIALIZE,
+    Promote: TaskKind.PROMOTE,
+}
+"""Same table as pgwarden.agent.execute.BACKGROUND (checked by a test)."""
+
+Exec = Generator[Step, None, Outcome]
+
+
+class UnknownAction(Exception):
+    """The core returned an action the simulator cannot carry out: extend `adapters.execute`."""
+
+
+# ---------------------------------------------------------------------------------------------------
+# World -> snapshot
+
+
+def conn_url(name: str) -> str:
+    return f"postgres://{name}:5432/postgres"
+
+
+def api_url(name: str) -> str:
+    return f"http://{name}:8008/patroni"
+
+
+def local_pg(world: World, name: str) -> LocalPg:
+    """What `pgwarden.postgres.probe` would report for this node right now."""
+    pg = world.nodes[name].pg
+    accepting = pg.accepting
+    common: dict[str, Any] = dict(
+        data_dir=pg.data, sysid=pg.sysid, cluster_state=pg.control_state, controldata_timeline=pg.control_tl,
+        checkpoint_lsn=pg.checkpoint_lsn, running=pg.running, accepting=accepting,
+        slots=tuple(sorted(pg.slots)), standby_signal=pg.standby_signal, following=pg.following,
+        server_version=150000 if accepting else None,
+    )
+    if not accepting:
+        return LocalPg(**common)
+    if not pg.in_recovery:
+        return LocalPg(**common, in_recovery=False, timeline=pg.timeline, wal_lsn=pg.lsn,
+                       postmaster_pid=1)
+    receiver = None
+    if pg.streaming_from is not None:
+        receiver = WalReceiver(status="streaming", sender_host=pg.streaming_from, latest_end_lsn=pg.lsn,
+                               received_tli=pg.timeline)
+    return LocalPg(**common, in_recovery=True, timeline=pg.timeline, receive_lsn=pg.lsn, replay_lsn=pg.lsn,
+                   wal_receiver=receiver, postmaster_pid=1)
+
+
+_member_cache: dict[str, Member] = {}
+
+
+def member(agent: SimAgent, pg: LocalPg) -> Member:
+    """The member key value this agent publishes, as the DCS codec reads it back."""
+    data = member_json(pg=pg, conn_url=conn_url(agent.name), api_url=api_url(agent.name),
+                       tags=agent.settings.tags, task=agent.task_label)
+    text = json.dumps(data, sort_keys=True)
+    key = agent.name + text
+    found = _member_cache.get(key)
+    if found is None:
+        if len(_member_cache) > 20000:
+            _member_cache.clear()
+        found = _member_cache[key] = member_from_json(agent.name, text)
+    return found
+
+
+def node_state(agent: SimAgent, pg: LocalPg) -> NodeState:
+    """What the agent's REST API would serve (pgwarden.agent.loop.Agent._node_state)."""
+    cluster = agent.cluster
+    holds = cluster is not None and cluster.leader is not None and cluster.leader.name == agent.name
+    s = agent.settings
+    return NodeState(
+        name=agent.name, scope="sim", version=__version__, api_url=api_url(agent.name),
+        conn_url=conn_url(agent.name), pg=pg, cluster=cluster, dcs_last_seen=None,
+        lock_deadline=agent.published_lock_deadline(holds), tags=s.tags, paused=False,
+        maximum_lag_on_failover=s.maximum_lag_on_failover, ttl=s.ttl, loop_wait=s.loop_wait,
+        next_cycle_deadline=0.0, dcs_reachable=agent.dcs_error is None)
+
+
+def fetch_peers(world: World, me: str, cluster: ClusterView) -> Generator[Step, None, tuple[PeerStatus, ...]]:
+    """GET every other member's status in parallel: the slowest answer (or a timeout) sets the pace."""
+    results: list[PeerStatus] = []
+    slowest = 0.0
+    for m in sorted((m for m in cluster.members if m.name != me), key=lambda m: m.name):
+        peer = world.nodes.get(m.name)
+        if not m.api_url or peer is None or not world.peer_answers(me, m.name):
+            results.append(PeerStatus(name=m.name, reachable=False))
+            slowest = PEER_TIMEOUT
+            continue
+        agent = peer.agent
+        assert agent is not None
+        agent.catch_up()
+        body = status_json(node_state(agent, local_pg(world, m.name)), world.local_time(m.name))
+        results.append(peer_from_json(m.name, body))
+        slowest = max(slowest, 2 * world.peer_delay)
+    yield slowest
+    return tuple(results)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Action -> effects (pgwarden.agent.execute, step by step)
+
+
+def execute(agent: SimAgent, action: Action, cluster: ClusterView | None) -> Exec:
+    """Run `action`; DCS failures become a failed outcome, as in the real executor."""
+    try:
+        return (yield from _dispatch(agent, action, cluster))
+    except SimDcsError as exc:
+        return agent.outcome(action, False, f"DCS error: {exc}")
+
+
+def _dispatch(agent: SimAgent, action: Action, cluster: ClusterView | None) -> Exec:
+    world, name, dcs = agent.world, agent.name, agent.dcs
+    match action:
+        case Wait():
+            return agent.outcome(action, True)
+        case Bootstrap():
+            return (yield from _bootstrap(agent, action))
+        case Clone():
+            return (yield from _clone(agent, action, cluster))
+        case AcquireLeader():
+            sent, sent_global = agent.local_now(), world.now
+            won = yield from dcs.acquire_leader()
+            if won:
+                world.nodes[name].lease_sent = sent_global
+            return agent.outcome(action, won, "" if won else "somebody else holds the leader key", sent)
+        case RenewLeader():
+            return (yield from _renew(agent, action, cluster))
+        case Promote():
+            return (yield from _promote(agent, action, cluster))
+        case Demote():
+            return (yield from _demote(agent, action))
+        case StartPostgres():
+            if action.follow is not None and not _known(cluster, action.follow):
+                return agent.outcome(action, False, f"no address known for {action.follow}")
+            ok, message = yield from pgops.start(world, name, action.role, action.follow)
+            return agent.outcome(action, ok, message)
+        case Follow():
+            if not _known(cluster, action.leader):
+                return agent.outcome(action, False, f"no address known for {action.leader}")
+            ok, message = yield from pgops.set_follow(world, name, action.leader)
+            return agent.outcome(action, ok, message)
+        case Rewind():
+            if not _known(cluster, action.source):
+                return agent.outcome(action, False, f"no address known for {action.source}")
+            ok, message = yield from pgops.rewind(world, name, action.source)
+            return agent.outcome(action, ok, message)
+        case RemoveDataDirectory():
+            ok, message = yield from pgops.move_data_aside(world, name)
+            return agent.outcome(action, ok, message)
+        case ReleaseLeader():
+            released = yield from dcs.delete_leader(ClusterStatus(optime=action.optime))
+            if released:
+                on_published(world, name, action.optime)
+            return agent.outcome(action, released)
+        case Shutdown():
+            ok, message = yield from pgops.stop(world, name, "fast")
+            if action.release and ok:
+                released = yield from dcs.delete_leader(ClusterStatus(optime=action.optime))
+                if released:
+                    on_published(world, name, action.optime)
+            return agent.outcome(action, ok, message)
+        case Restart():
+            yield from pgops.stop(world, name, "fast")
+            ok, message = yield from pgops.start(world, name, action.role, action.follow)
+            return agent.outcome(action, ok, message)
+        case Reinitialize():
+            yield from pgops.stop(world, name, "immediate")
+            ok, message = yield from pgops.move_data_aside(world, name, permitted=True)
+            if ok:
+                cloned = yield from _clone(agent, Clone(source=action.source, follow=action.follow), cluster)
+                return agent.outcome(action, cloned.ok, cloned.detail)
+            return agent.outcome(action, ok, message)
+        case _:
+            raise UnknownAction(f"the simulator does not know how to execute {action!r}")
+
+
+def _known(cluster: ClusterView | None, member_name: str) -> bool:
+    """execute._upstream: the member must be in the cluster view the decision was made on."""
+    found = cluster.member(member_name) if cluster is not None else None
+    return found is not None and found.host_port is not None
+
+
+def _renew(agent: SimAgent, action: RenewLeader, cluster: ClusterView | None) -> Exec:
+    world = agent.world
+    sent, sent_global = agent.local_now(), world.now
+    retain = tuple(sorted(set(action.create_slots) | set(cluster.status.retain_slots if cluster else ())))
+    ok = yield from agent.dcs.update_leader(ClusterStatus(optime=action.optime, retain_slots=retain))
+    if not ok:
+        return agent.outcome(action, False, "the leader key is no longer ours", sent)
+    world.nodes[agent.name].lease_sent = sent_global
+    on_published(world, agent.name, action.optime)
+    notes: list[str] = []
+    if action.create_slots:
+        created, message = yield from pgops.ensure_slots(world, agent.name, action.create_slots)
+        if not created:
+            notes.append(message)
+    if action.drop_slots:
+        dropped, message = yield from pgops.ensure_slots(world, agent.name, action.drop_slots, drop=True)
+        if not dropped:
+            notes.append(message)
+    if action.write_initialize:
+        yield from agent.dcs.initialize(action.write_initialize, create_new=False)
+    return agent.outcome(action, True, "; ".join(notes), sent)
+
+
+def _promote(agent: SimAgent, action: Promote, cluster: ClusterView | None) -> Exec:
+    world, name = agent.world, agent.name
+    sent, sent_global = agent.local_now(), world.now
+    if not (yield from agent.dcs.update_leader()):
+        return agent.outcome(action, False, "lost leader before promote", sent)
+    world.nodes[name].lease_sent = sent_global
+    # As the agent: wait at most until the lock deadline, else stop PostgreSQL so a late promotion
+    # cannot complete after the lease may have passed to somebody else.
+    finish_by = max(action.finish_by, agent.settings.lock_deadline(sent))
+    budget = finish_by - agent.local_now()
+    ok, message = (yield from pgops.promote(world, name, budget)) if budget >= 1 else (False, "no lease time left")
+    if not ok:
+        yield from pgops.stop(world, name, "immediate")
+        return agent.outcome(action, False, f"promotion abandoned and PostgreSQL stopped: {message}", sent)
+    yield from pgops.checkpoint(world, name)
+    if action.history_entry is not None and cluster is not None:
+        timeline, lsn, reason = action.history_entry
+        rows = [h for h in cluster.history if h.timeline < timeline]
+        rows.append(HistoryEntry(timeline, lsn, reason, None, name))
+        limit = agent.settings.max_timelines_history
+        yield from agent.dcs.set_history(rows[-limit:] if limit > 0 else rows)
+    if cluster is not None and cluster.failover is not None:
+        yield from agent.dcs.delete_failover(cluster.failover.revision)
+    return agent.outcome(action, True, "promoted", sent)
+
+
+def _demote(agent: SimAgent, action: Demote) -> Exec:
+    world, name = agent.world, agent.name
+    world.refresh()
+    probed = local_pg(world, name)
+    if action.mode is DemoteMode.GRACEFUL:
+        yield from pgops.checkpoint(world, name)
+    mode = "immediate" if action.mode in (DemoteMode.IMMEDIATE, DemoteMode.IMMEDIATE_NOLOCK) else "fast"
+    ok, message = yield from pgops.stop(world, name, mode)
+    if not ok:
+        return agent.outcome(action, False, message)
+    if action.release:
+        released = yield from agent.dcs.delete_leader(ClusterStatus(optime=probed.wal_lsn))
+        if released:
+            on_published(world, name, probed.wal_lsn)
+    return agent.outcome(action, True, f"stopped ({mode})")
+
+
+def _clone(agent: SimAgent, action: Clone, cluster: ClusterView | None) -> Exec:
+    world, name = agent.world, agent.name
+    if not _known(cluster, action.source):
+        return agent.outcome(action, False, f"no address known for {action.source}")
+    ok, message = yield from pgops.basebackup(world, name, action.source)
+    if not ok:
+        return agent.outcome(action, False, message)
+    follow = action.follow if action.follow is not None and _known(cluster, action.follow) else action.source
+    ok, message = yield from pgops.start(world, name, "replica", follow)
+    return agent.outcome(action, ok, message)
+
+
+def _bootstrap(agent: SimAgent, action: Bootstrap) -> Exec:
+    world, name, dcs = agent.world, agent.name, agent.dcs
+    if not (yield from dcs.initialize("", create_new=True)):
+        return agent.outcome(action, False, "failed to acquire initialize lock")
+    ok, message = yield from pgops.initdb(world, name)
+    if ok:
+        ok, message = yield from pgops.start(world, name, "primary", None)
+    if ok:
+        sent, sent_global = agent.local_now(), world.now
+        if (yield from dcs.acquire_leader()):
+            world.nodes[name].lease_sent = sent_global
+            yield from dcs.set_config(dict(world.config), revision=0)
+            yield from dcs.initialize(world.nodes[name].pg.sysid or "", create_new=False)
+            return agent.outcome(action, True, "initialized a new cluster", sent)
+        message = "somebody else holds the leader key"
+    yield from pgops.stop(world, name, "immediate")
+    yield from pgops.move_data_aside(world, name, permitted=True)
+    yield from dcs.cancel_initialization()
+    return agent.outcome(action, False, f"bootstrap failed: {message}")

@@ -1,0 +1,408 @@
+"""One simulated agent: the loop of `pgwarden.agent.loop.Agent`, observe -> decide -> act, as processes.
+
+Mirrors the real loop's contract: the DCS is read first, PostgreSQL probed, peers asked only when
+`needs_peer_statuses` says so, `now` sampled after observation on the node's own (drifting) clock,
+then the real `decide` (or a wrapped variant), long actions in the background (`Snapshot.task`),
+outcomes fed back as `Snapshot.last`, the member key written after acting, and a nap until
+`wake_at` that a leader-key watch event, a finished background task or a dead postmaster cuts short.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Generator
+from dataclasses import replace
+from typing import Any
+
+from pgwarden.config.dynamic import DEFAULT_LEASE_TTL, adjust_timing
+from pgwarden.core.classify import needs_peer_statuses
+from pgwarden.core.types import (
+    AcquireLeader,
+    Action,
+    Decision,
+    Demote,
+    DemoteMode,
+    HaSettings,
+    Memory,
+    Outcome,
+    PeerStatus,
+    Reason,
+    ReleaseLeader,
+    RenewLeader,
+    Shutdown,
+    Snapshot,
+    TaskInFlight,
+    Wait,
+    Why,
+)
+from pgwarden.model import ClusterView, LocalPg
+from pgwarden.sim import adapters
+from pgwarden.sim.dcs_client import FAST_LATENCY, SimDcsClient, SimDcsError
+from pgwarden.sim.kernel import Nap, Proc, Step
+from pgwarden.sim.world import DCS_TIMEOUT, World
+
+DecideFn = Callable[[Snapshot], Decision]
+
+MIN_NAP_AFTER_FAILURE = 1.0  # pgwarden.agent.loop
+KEEPALIVE_INTERVAL = 1.0  # pgwarden.config.dynamic.PgwardenTiming.keepalive_interval's default
+# Actions after which the real loop does not re-probe PostgreSQL before writing the member key.
+REPROBE_NOT_NEEDED = (Wait, RenewLeader, AcquireLeader, ReleaseLeader)
+MIN_NAP = 0.05
+FOREVER = 1e12
+POSTMASTER_CHECK = 0.1
+PROBE_TIME = 0.005
+
+# Dynamic configuration keys the simulator changes, and the HaSettings field each one sets.
+DYNAMIC_FIELDS = ("maximum_lag_on_failover", "use_pg_rewind", "remove_data_directory_on_rewind_failure",
+                  "remove_data_directory_on_diverged_timelines", "check_timeline")
+
+
+class SimAgent:
+    def __init__(self, world: World, name: str, decide: DecideFn) -> None:
+        self.world = world
+        self.name = name
+        self.decide = decide
+        self.local_settings = world.opts.settings
+        # Before the first DCS read: the local settings with /config's defaults (Agent.config).
+        self.settings = settings_from_dynamic(world.opts.settings, {}, world.opts.keepalive)
+        self.memory = Memory()
+        self.outcomes: list[Outcome] = []
+        self.background: tuple[Proc, TaskInFlight] | None = None
+        self.stopping = False
+        self.finished = False
+        self.cluster: ClusterView | None = None
+        self.dcs_error: str | None = None
+        self.last_why: Why | None = None
+        self.config_revision = -1
+        self.keepalive_interval = KEEPALIVE_INTERVAL
+        self.dcs = SimDcsClient(world, name, self.settings.lease_ttl)
+        self.main: Proc | None = None
+        self.keeper: Proc | None = None
+        self.pg: LocalPg | None = None  # the last probe (AgentState.pg)
+        self.last_cycle_end = 0.0  # local time; 0.0 until the first cycle ends
+        self.keepalive_sent_at: float | None = None
+        self.ka_next: float | None = None  # global send time of the next virtual keepalive tick
+        self.ka_pending: tuple[float, float] | None = None  # a virtual tick sent, its answer due
+        self.ka_resume: str | tuple[float, float, float] | None = None  # how the keeper leaves virtual mode
+
+    # -- lifecycle ---------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        kernel = self.world.kernel
+        self.main = kernel.spawn(self._loop(), self.name, f"{self.name}-loop")
+        if self.world.opts.keepalive:
+            self.keeper = kernel.spawn(self._keepalive(), self.name, f"{self.name}-keepalive")
+
+    def kill(self) -> None:
+        """The host died: every process of this agent is gone."""
+        self.end_virtual()
+        self.finished = True
+        kernel = self.world.kernel
+        for proc in (self.main, self.keeper):
+            if proc is not None:
+                kernel.kill(proc)
+        if self.background is not None:
+            kernel.kill(self.background[0])
+            self.background = None
+
+    def request_stop(self) -> None:
+        """SIGTERM: decide a Shutdown next cycle; a running background task is cancelled."""
+        self.end_virtual()
+        self.stopping = True
+        if self.background is not None:
+            proc, _ = self.background
+            self.world.kernel.kill(proc)
+            self.background = None
+            self.outcomes.append(self.outcome_of(proc.name, False, "cancelled"))
+        self.wake()
+
+    def wake(self) -> None:
+        if self.main is not None and not self.finished:
+            self.world.kernel.wake(self.main)
+
+    def postmaster_died(self) -> None:
+        """The monitor notices within POSTMASTER_CHECK and wakes the loop (unless a task runs)."""
+        if self.background is None and not self.finished:
+            self.world.kernel.at(self.world.now + POSTMASTER_CHECK, self.wake)
+
+    # -- helpers for the executor ------------------------------------------------------------------
+
+    def local_now(self) -> float:
+        return self.world.local_time(self.name)
+
+    def outcome(self, action: Action, ok: bool, detail: str = "", sent_at: float | None = None) -> Outcome:
+        return self.outcome_of(action.kind, ok, detail, sent_at)
+
+    def outcome_of(self, kind: str, ok: bool, detail: str, sent_at: float | None = None) -> Outcome:
+        return Outcome(action=kind, ok=ok, detail=detail, sent_at=self.local_now() if sent_at is None else sent_at)
+
+    @property
+    def task_label(self) -> str | None:
+        return str(self.background[1].kind) if self.background is not None else None
+
+    # -- the loop ----------------------------------------------------------------------------------
+
+    def _loop(self) -> Generator[Step, None, None]:
+        while not self.finished:
+            started = self.local_now()
+            decision = yield from self._cycle()
+            if self.finished:
+                break
+            now = self.local_now()
+            last = self.outcomes[-1] if self.outcomes else None
+            floor = MIN_NAP_AFTER_FAILURE if last is not None and not last.ok else MIN_NAP
+            nap = max(decision.wake_at - now, floor - (now - started))
+            clock = self.world.nodes[self.name].clock
+            yield Nap(nap / clock.rate)
+
+    def _cycle(self) -> Generator[Step, None, Decision]:
+        world = self.world
+        cluster = yield from self._read_cluster()
+        self._refresh_config(cluster)
+        yield PROBE_TIME
+        world.refresh()
+        pg = self.pg = adapters.local_pg(world, self.name)
+        peers: tuple[PeerStatus, ...] = ()
+        if cluster is not None and needs_peer_statuses(cluster, self.name, self.stopping):
+            peers = yield from adapters.fetch_peers(world, self.name, cluster)
+        now = self.local_now()
+        snapshot = Snapshot(me=self.name, now=now, settings=self.settings, pg=pg, dcs=cluster, peers=peers,
+                            memory=self.memory, last=tuple(self.outcomes),
+                            task=self.background[1] if self.background else None, shutting_down=self.stopping)
+        self.outcomes.clear()
+        decision = self._decide(snapshot)
+        world.recorder.decision(world.now, self.name, now, decision)
+        self.last_why = decision.reason.why
+        self.memory = decision.memory
+        yield from self._act(decision.action, cluster)
+        if cluster is not None and not self.finished:
+            with contextlib.suppress(SimDcsError):
+                yield from self.dcs.touch_member(adapters.member(self, self.pg))
+        self.last_cycle_end = self.local_now()
+        return decision
+
+    def _keepalive(self) -> Generator[Step, None, None]:
+        """pgwarden.agent.loop.Agent._keepalive: refresh the lease every `keepalive_interval` while the
+        HA loop is alive (not stalled for more than two cycles, not stopping).
+
+        Fast-forwarded: once a tick succeeds on a fast, reachable DCS, the following ticks are
+        *virtual* (no events) until something that could change their result happens; they are then
+        replayed tick by tick (`catch_up`), with exactly the send times the event-driven ticks would
+        have had. What can change a tick's result: a fault (reachability, latency, a pause, a stop),
+        this agent's own lease handling (a TTL change, a lease replaced) and the loop stalling (which
+        the replay computes per tick). Observers (this agent's own steps, the lease's expiry check,
+        a peer reading its status) call `catch_up` first. A test checks that traces are identical
+        with and without the fast-forward.
+        """
+        world = self.world
+        rate = world.nodes[self.name].clock.rate
+        while not self.finished:
+            resume, self.ka_resume = self.ka_resume, None
+            if isinstance(resume, tuple):
+                yield from self._finish_inflight(*resume)
+                continue
+            if resume is None:
+                yield self.keepalive_interval / rate
+            now = self.local_now()
+            stalled = now - self.last_cycle_end > 2 * self.settings.loop_wait + 2
+            if self.last_cycle_end == 0.0 or stalled or self.stopping or self.finished:
+                continue
+            sent, sent_global = now, world.now
+            try:
+                ok = yield from self.dcs.keepalive()
+            except SimDcsError:
+                ok = False
+            self._keepalive_done(ok, sent, sent_global)
+            if ok and world.opts.virtual_keepalive and self._steady():
+                self.ka_next = world.now + self.keepalive_interval / rate
+                yield Nap(FOREVER)
+
+    def _finish_inflight(self, sent: float, sent_global: float, rtt: float) -> Generator[Step, None, None]:
+        """The rest of a virtual tick that was in flight when virtual mode ended: its refresh was
+        applied when sent; its answer arrives one round trip later (or is lost), as in `_rpc`."""
+        yield (sent_global + rtt) - self.world.now
+        ok = self.world.dcs_reachable(self.name)
+        if not ok:
+            yield DCS_TIMEOUT - rtt
+        self._keepalive_done(ok, sent, sent_global)
+
+    def _keepalive_done(self, ok: bool, sent: float, sent_global: float) -> None:
+        self.record_keepalive(Outcome(action="keepalive", ok=ok, sent_at=sent))
+        if ok:
+            self.keepalive_sent_at = sent
+            node = self.world.nodes[self.name]
+            if self.dcs.holds_leader_on_lease():
+                node.lease_sent = max(node.lease_sent, sent_global)
+
+    def _steady(self) -> bool:
+        """Would the next keepalive surely succeed in one fast round trip, the world staying as it is?"""
+        world = self.world
+        lease = self.dcs.lease
+        return (world.dcs_latency <= FAST_LATENCY and world.dcs_reachable(self.name) and not self.stopping
+                and lease is not None and lease[1] == self.dcs.ttl and world.etcd.lease_alive(lease[0])
+                and self.name not in world.kernel.paused)
+
+    def catch_up(self) -> None:
+        """Replay the virtual keepalive ticks sent by now (their refresh) and answered by now (their
+        outcome)."""
+        if self.ka_next is None:
+            return
+        if not self._replay():
+            self._resume_real()
+
+    def _replay(self) -> bool:
+        """Replay up to now; False when the next tick is not a plain refresh (it must run for real)."""
+        world = self.world
+        assert self.ka_next is not None
+        clock = world.nodes[self.name].clock
+        now, rate, rtt = world.now, clock.rate, 2 * world.dcs_latency
+        limit = 2 * self.settings.loop_wait + 2
+        last_ok: tuple[float, float] | None = None
+        plain = True
+        while True:
+            pending = self.ka_pending
+            if pending is not None:
+                if pending[1] + rtt > now:
+                    break
+                last_ok, self.ka_pending = pending, None
+            t = self.ka_next
+            if t > now:
+                break
+            local = clock.local(t)
+            if local - self.last_cycle_end > limit:
+                self.ka_next = t + self.keepalive_interval / rate  # skipped: the loop stalled
+                continue
+            lease = self.dcs.lease
+            if lease is None or lease[1] != self.dcs.ttl or not world.etcd.lease_alive(lease[0]):
+                plain = False
+                break
+            world.etcd.refresh(t, lease[0])
+            self.ka_pending = (local, t)
+            self.ka_next = (t + rtt) + self.keepalive_interval / rate
+        if last_ok is not None:
+            self._keepalive_done(True, *last_ok)
+        return plain
+
+    def end_virtual(self) -> None:
+        """Something may change the next keepalive's result: replay, then tick for real again."""
+        if self.ka_next is not None:
+            self._replay()
+            self._resume_real()
+
+    def _resume_real(self) -> None:
+        """Leave virtual mode: finish an in-flight tick, or wake the keeper at the next tick's time."""
+        t, pending = self.ka_next, self.ka_pending
+        self.ka_next = self.ka_pending = None
+        keeper = self.keeper
+        if keeper is None or self.finished or t is None:
+            return
+        kernel = self.world.kernel
+        if pending is not None:
+            self.ka_resume = (*pending, 2 * self.world.dcs_latency)
+            kernel.wake(keeper)
+        else:
+            self.ka_resume = "tick"
+            kernel.at(t, lambda: kernel.wake(keeper))
+
+    def record_keepalive(self, outcome: Outcome) -> None:
+        """Append a keepalive outcome, folding a run of consecutive keepalive outcomes into at most
+        two: the latest successful one and, if the run ends with a failure, that failure. The core
+        folds an ok keepalive as max(lock_deadline, deadline(sent)) and ignores a failed one, and the
+        loop looks only at the last outcome's `ok`, so the fold is exact (a test compares traces)."""
+        out = self.outcomes
+        if self.world.opts.fold_keepalives and out and out[-1].action == "keepalive":
+            tail = out.pop()
+            if out and out[-1].action == "keepalive" and out[-1].ok and not tail.ok:
+                best = out.pop()  # [ok, failed] so far
+            else:
+                best = tail if tail.ok else None
+            if outcome.ok:
+                out.append(outcome)
+                return
+            if best is not None:
+                out.append(best)
+        out.append(outcome)
+
+    def published_lock_deadline(self, holds_lock: bool) -> float | None:
+        """Agent._published_lock_deadline: the core's deadline, moved on by keepalives since."""
+        deadline = self.memory.lock_deadline
+        if not holds_lock or deadline is None:
+            return None
+        if self.keepalive_sent_at is not None:
+            deadline = max(deadline, self.settings.lock_deadline(self.keepalive_sent_at))
+        return deadline
+
+    def _read_cluster(self) -> Generator[Step, None, ClusterView | None]:
+        try:
+            cluster = yield from self.dcs.get_cluster()
+        except SimDcsError as exc:
+            self.dcs_error = str(exc)
+            return None
+        self.dcs_error = None
+        self.cluster = cluster
+        return cluster
+
+    def _refresh_config(self, cluster: ClusterView | None) -> None:
+        """The effective settings: local ones overridden by the DCS /config (kept while it is away)."""
+        if cluster is None or cluster.config is None or cluster.config.revision == self.config_revision:
+            return
+        self.config_revision = cluster.config.revision
+        self.settings = settings_from_dynamic(self.local_settings, cluster.config.value, self.world.opts.keepalive)
+        interval = keepalive_interval(cluster.config.value)
+        if self.settings.lease_ttl != self.dcs.ttl or interval != self.keepalive_interval:
+            self.end_virtual()
+            self.dcs.set_ttl(self.settings.lease_ttl)
+            self.keepalive_interval = interval
+
+    def _decide(self, snapshot: Snapshot) -> Decision:
+        try:
+            return self.decide(snapshot)
+        except Exception as exc:  # the loop's fallback, and a violation: the core must never raise
+            self.world.recorder.violation(self.world.now, "core-exception",
+                                          f"{self.name}: decide raised {type(exc).__name__}: {exc}")
+            deadline = snapshot.memory.lock_deadline
+            must_stop = snapshot.pg.is_primary and (deadline is None or snapshot.now >= deadline - 1)
+            action: Any = Demote(DemoteMode.IMMEDIATE_NOLOCK) if must_stop else Wait()
+            return Decision(action, Reason(Why.NO_ACTION), snapshot.now + 1, snapshot.memory)
+
+    def _act(self, action: Action, cluster: ClusterView | None) -> Generator[Step, None, None]:
+        kind = adapters.BACKGROUND.get(type(action))
+        if kind is not None:
+            info = TaskInFlight(kind, self.local_now())
+            proc = self.world.kernel.spawn(adapters.execute(self, action, cluster), self.name, action.kind,
+                                           on_exit=self._background_done)
+            self.background = (proc, info)
+            return
+        outcome = yield from adapters.execute(self, action, cluster)
+        self.outcomes.append(outcome)
+        if isinstance(action, Shutdown):
+            self.end_virtual()
+            self.finished = True
+            self.world.recorder.event(self.world.now, self.name, "agent stopped")
+        if not isinstance(action, REPROBE_NOT_NEEDED):
+            # PostgreSQL changed: the member key gets the truth, not the cycle's probe.
+            self.world.refresh()
+            self.pg = adapters.local_pg(self.world, self.name)
+
+    def _background_done(self, outcome: Outcome) -> None:
+        self.outcomes.append(outcome)
+        self.background = None
+        self.wake()
+
+
+def settings_from_dynamic(local: HaSettings, dynamic: Any, keepalive: bool = True) -> HaSettings:
+    """HaSettings from the simulator's /config value, with the real timing adjustment and the real
+    lease rule (`DynamicConfig.lease_ttl`: pgwarden.lease_ttl capped by ttl, ttl when null). Without a
+    keepalive (Patroni's behaviour) the lease is `ttl`."""
+    ttl, loop_wait, retry_timeout, _ = adjust_timing(
+        int(dynamic.get("ttl", local.ttl)), int(dynamic.get("loop_wait", local.loop_wait)),
+        int(dynamic.get("retry_timeout", local.retry_timeout)))
+    changes = {k: dynamic[k] for k in DYNAMIC_FIELDS if k in dynamic}
+    wanted = dict(dynamic.get("pgwarden") or {}).get("lease_ttl", DEFAULT_LEASE_TTL) if keepalive else None
+    lease_ttl = ttl if wanted is None else min(int(wanted), ttl)
+    return replace(local, ttl=ttl, lease_ttl=lease_ttl, loop_wait=loop_wait, retry_timeout=retry_timeout,
+                   **changes)
+
+
+def keepalive_interval(dynamic: Any) -> float:
+    return float(dict(dynamic.get("pgwarden") or {}).get("keepalive_interval", KEEPALIVE_INTERVAL))

@@ -1,0 +1,128 @@
+"""Many runs over consecutive seeds, spread over worker processes, summarised for a person or CI."""
+
+from __future__ import annotations
+
+import multiprocessing
+import time
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass, field, replace
+
+from pgwarden.core.types import Action, Why
+from pgwarden.sim.mutants import MUTANTS
+from pgwarden.sim.run import run
+from pgwarden.sim.world import SimOptions
+
+ALL_ACTIONS = tuple(sorted(t.__dataclass_fields__["kind"].default for t in Action.__args__))
+
+
+@dataclass(frozen=True, slots=True)
+class RunSummary:
+    seed: int
+    nodes: int
+    violations: tuple[str, ...]
+    invariants: tuple[str, ...]
+    excused: tuple[str, ...]
+    actions: dict[str, int]
+    whys: dict[str, int]
+    events: int
+    decisions: int
+
+
+@dataclass(slots=True)
+class CampaignResult:
+    runs: int = 0
+    seconds: float = 0.0
+    events: int = 0
+    decisions: int = 0
+    actions: Counter[str] = field(default_factory=Counter)
+    whys: Counter[str] = field(default_factory=Counter)
+    failures: list[RunSummary] = field(default_factory=list)
+    excused: list[RunSummary] = field(default_factory=list)
+
+    @property
+    def per_second(self) -> float:
+        return self.runs / self.seconds if self.seconds else 0.0
+
+    def missing_actions(self) -> list[str]:
+        return [a for a in ALL_ACTIONS if not self.actions[a]]
+
+    def missing_whys(self) -> list[str]:
+        return [w.name for w in Why if not self.whys[w.name]]
+
+    def report(self) -> str:
+        lines = [
+            f"{self.runs} schedules in {self.seconds:.1f}s: {self.per_second:.1f} schedules/s, "
+            f"{self.events} events, {self.decisions} decisions",
+            f"actions reached {len(ALL_ACTIONS) - len(self.missing_actions())}/{len(ALL_ACTIONS)}; "
+            f"missing: {', '.join(self.missing_actions()) or 'none'}",
+            f"Why codes reached {len(Why) - len(self.missing_whys())}/{len(Why)}; "
+            f"missing: {', '.join(self.missing_whys()) or 'none'}",
+            f"runs with violations: {len(self.failures)}; runs with excused overlaps (agent paused past its "
+            f"lease, no watchdog): {len(self.excused)}",
+        ]
+        by_invariant = Counter(i for f in self.failures for i in set(f.invariants))
+        for invariant, count in sorted(by_invariant.items()):
+            seeds = [f.seed for f in self.failures if invariant in f.invariants][:8]
+            lines.append(f"  {invariant}: {count} run(s), e.g. seeds {seeds}")
+        for f in self.failures[:5]:
+            lines.append(f"  seed {f.seed} ({f.nodes} nodes): {f.violations[0]}")
+        if self.excused:
+            lines.append(f"  excused example: seed {self.excused[0].seed}: {self.excused[0].excused[0]}")
+        return "\n".join(lines)
+
+
+def nodes_for(seed: int, nodes: int | tuple[int, int]) -> int:
+    if isinstance(nodes, int):
+        return nodes
+    low, high = nodes
+    return low + seed % (high - low + 1)
+
+
+def run_one(seed: int, opts: SimOptions, nodes: int | tuple[int, int], mutant: str | None) -> RunSummary:
+    opts = replace(opts, nodes=nodes_for(seed, nodes))
+    decide = MUTANTS[mutant].decide if mutant else None
+    result = run(seed, opts, keep_trace=False) if decide is None else run(seed, opts, decide=decide,
+                                                                          keep_trace=False)
+    return RunSummary(seed, opts.nodes, tuple(str(v) for v in result.violations),
+                      tuple(v.invariant for v in result.violations), tuple(str(v) for v in result.excused),
+                      dict(result.actions), dict(result.whys), result.events, result.decisions)
+
+
+def _run_chunk(args: tuple[list[int], SimOptions, int | tuple[int, int], str | None]) -> list[RunSummary]:
+    seeds, opts, nodes, mutant = args
+    return [run_one(seed, opts, nodes, mutant) for seed in seeds]
+
+
+def campaign(runs: int, *, first_seed: int = 0, nodes: int | tuple[int, int] = 3, opts: SimOptions | None = None,
+             workers: int = 2, mutant: str | None = None, chunk: int = 20) -> CampaignResult:
+    """Run seeds first_seed .. first_seed+runs-1 (each a full schedule) and aggregate."""
+    opts = opts or SimOptions()
+    seeds = list(range(first_seed, first_seed + runs))
+    chunks = [(seeds[i:i + chunk], opts, nodes, mutant) for i in range(0, len(seeds), chunk)]
+    started = time.perf_counter()
+    result = CampaignResult()
+    if workers <= 1:
+        batches = map(_run_chunk, chunks)
+        _absorb_all(result, batches)
+    else:
+        with multiprocessing.get_context("fork").Pool(workers) as pool:
+            _absorb_all(result, pool.imap_unordered(_run_chunk, chunks))
+    result.seconds = time.perf_counter() - started
+    result.failures.sort(key=lambda f: f.seed)
+    result.excused.sort(key=lambda f: f.seed)
+    return result
+
+
+def _absorb_all(result: CampaignResult, batches: Iterable[list[RunSummary]]) -> None:
+    for batch in batches:
+        for summary in batch:
+            result.runs += 1
+            result.events += summary.events
+            result.decisions += summary.decisions
+            result.actions.update(summary.actions)
+            result.whys.update(summary.whys)
+            if summary.violations:
+                result.failures.append(summary)
+            if summary.excused:
+                result.excused.append(summary)

@@ -1,0 +1,215 @@
+"""PostgreSQL operations as the agent's controller runs them, each taking seeded simulated time.
+
+Every operation is a generator (it yields the time it waits) returning `(ok, message)`, the shape of
+the real controller's `PgResult`. The server's own transitions (a promotion finishing, a start
+completing) are tied to the postmaster's incarnation, so a crash in between cancels them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Generator
+
+from pgwarden.model import DataDirState
+from pgwarden.sim.invariants import on_bootstrapped, on_data_removed, on_data_replaced, on_promoted
+from pgwarden.sim.kernel import Step
+from pgwarden.sim.postgres import Proc, has_timeline, switch_point, truncate
+from pgwarden.sim.world import World
+
+PG_CTL_TIMEOUT = 60.0  # pg_ctl -w -t, from postgresql.pg_ctl_timeout's default
+Result = tuple[bool, str]
+PgOp = Generator[Step, None, Result]
+
+
+def _span(world: World, low: float, high: float) -> float:
+    return world.rng.uniform(low, high)
+
+
+def start(world: World, name: str, role: str, follow: str | None) -> PgOp:
+    pg = world.nodes[name].pg
+    if pg.running:
+        return False, "postmaster already running"
+    if pg.data is not DataDirState.VALID:
+        return False, "no data directory"
+    pg.standby_signal = role != "primary"
+    pg.following = follow if role != "primary" else None
+    crashed = pg.control_state in ("in production", "in crash recovery", "in archive recovery")
+    pg.proc, incarnation = Proc.STARTING, pg.incarnation
+    world.recorder.event(world.now, name, f"pg starting as {role}" + (" (crash recovery)" if crashed else ""))
+    yield _span(world, 1.0, 8.0) if crashed else _span(world, 0.3, 2.0)
+    if pg.incarnation != incarnation or pg.proc is not Proc.STARTING:
+        return False, "postmaster died during startup"
+    world.refresh()
+    pg.proc = Proc.RUNNING
+    pg.in_recovery = pg.standby_signal
+    if pg.in_recovery:
+        pg.control_state = "in archive recovery"
+    else:
+        pg.control_state = "in production"
+        pg.checkpoint()  # end-of-recovery checkpoint
+        pg.start_writes(world.now, world.opts.write_rate)
+    world.recorder.event(world.now, name, f"pg running ({'replica' if pg.in_recovery else 'PRIMARY'}, "
+                         f"tl {pg.timeline}, lsn {pg.lsn})")
+    return True, "started"
+
+
+def stop(world: World, name: str, mode: str) -> PgOp:
+    node = world.nodes[name]
+    pg = node.pg
+    if not pg.running:
+        return True, "not running"
+    world.refresh()
+    pg.stop_writes(world.now)  # a stop request ends new commits at once (fast and immediate modes)
+    pg.proc, incarnation = Proc.STOPPING, pg.incarnation
+    world.recorder.event(world.now, name, f"pg stopping ({mode})")
+    if mode == "immediate":
+        yield _span(world, 0.05, 0.3)
+    else:
+        yield _span(world, 0.2, 2.0) + node.slow_checkpoint
+        node.slow_checkpoint = 0.0
+    if pg.incarnation != incarnation:
+        return True, "postmaster already gone"
+    world.refresh()
+    pg.shut_down(world.now, checkpoint=mode != "immediate")
+    world.recorder.event(world.now, name, f"pg stopped ({pg.control_state}, tl {pg.timeline}, lsn {pg.lsn})")
+    return True, f"stopped ({mode})"
+
+
+def promote(world: World, name: str, timeout: float = PG_CTL_TIMEOUT) -> PgOp:
+    node = world.nodes[name]
+    pg = node.pg
+    if not pg.accepting or not pg.in_recovery:
+        return False, "server is not in standby mode"
+    duration = node.slow_promote or _span(world, 0.2, 1.5)
+    node.slow_promote = 0.0
+    incarnation = pg.incarnation
+    world.recorder.event(world.now, name, f"pg promote requested (takes {duration:.1f}s)")
+    world.kernel.at(world.now + duration, lambda: _finish_promote(world, name, incarnation))
+    yield min(duration, timeout, PG_CTL_TIMEOUT)
+    if pg.writable:
+        return True, "promoted"
+    return False, "pg_ctl promote: server did not promote in time"
+
+
+def _finish_promote(world: World, name: str, incarnation: int) -> None:
+    pg = world.nodes[name].pg
+    if pg.incarnation != incarnation or not pg.accepting or not pg.in_recovery:
+        return
+    world.refresh()
+    parent_uid, fork = pg.uid, pg.lsn
+    pg.lineage = (*pg.lineage, (world.new_uid(), pg.timeline + 1, pg.lsn))
+    pg.in_recovery = False
+    pg.standby_signal = False
+    pg.following = None
+    pg.streaming_from = None
+    pg.control_state = "in production"
+    pg.start_writes(world.now, world.opts.write_rate)
+    world.recorder.event(world.now, name, f"pg PROMOTED: timeline {pg.timeline} from uid {parent_uid} at {fork}")
+    on_promoted(world, name, parent_uid, fork)
+
+
+def checkpoint(world: World, name: str) -> PgOp:
+    node = world.nodes[name]
+    if not node.pg.accepting:
+        return False, "not running"
+    yield _span(world, 0.05, 0.5) + node.slow_checkpoint
+    node.slow_checkpoint = 0.0
+    world.refresh()
+    node.pg.checkpoint()
+    return True, "checkpoint"
+
+
+def set_follow(world: World, name: str, leader: str) -> PgOp:
+    pg = world.nodes[name].pg
+    yield 0.05
+    pg.following = leader
+    if not pg.running:
+        return False, "reload failed: not running"
+    world.refresh()
+    return True, f"following {leader}"
+
+
+def rewind(world: World, name: str, source: str) -> PgOp:
+    """pg_rewind, deciding by timeline numbers as the real tool does."""
+    pg, src = world.nodes[name].pg, world.nodes[source].pg
+    if pg.running:
+        return False, "pg_rewind: target server must be shut down"
+    if not src.accepting or not world.link_ok(name, source):
+        yield 2.0
+        return False, f"pg_rewind: could not connect to {source}"
+    yield _span(world, 2.0, 15.0)
+    if not src.accepting or not world.link_ok(name, source) or pg.running:
+        return False, "pg_rewind: source went away"
+    world.refresh()
+    mine, theirs = pg.timeline, src.timeline
+    if mine == theirs:
+        return True, "no rewind required (same timeline)"
+    if mine > theirs or not has_timeline(src.lineage, mine):
+        return False, "pg_rewind: could not find common ancestor of the source and target cluster's timelines"
+    switch = switch_point(src.lineage, mine)
+    if switch is not None and pg.lsn <= switch:
+        return True, "no rewind required"
+    world.recorder.event(world.now, name, f"pg_rewind from {source}: {pg.lsn} on tl {mine} -> {src.lsn} on tl {theirs}")
+    pg.lineage, pg.lsn = truncate(src.lineage, src.lsn), src.lsn
+    pg.checkpoint_lsn, pg.control_tl = switch, src.timeline
+    pg.control_state = "in archive recovery"
+    return True, "rewound"
+
+
+def basebackup(world: World, name: str, source: str) -> PgOp:
+    pg, src = world.nodes[name].pg, world.nodes[source].pg
+    if pg.data not in (DataDirState.EMPTY, DataDirState.MISSING):
+        return False, "pg_basebackup: data directory not empty"
+    if not src.accepting or not world.link_ok(name, source):
+        yield 2.0
+        return False, f"pg_basebackup: could not connect to {source}"
+    yield _span(world, 5.0, 40.0)
+    if not src.accepting or not world.link_ok(name, source):
+        return False, "pg_basebackup: connection lost"
+    world.refresh()
+    pg.data, pg.sysid = DataDirState.VALID, src.sysid
+    pg.lineage, pg.lsn = truncate(src.lineage, src.lsn), src.lsn
+    pg.checkpoint_lsn, pg.control_tl = src.lsn, src.timeline
+    pg.control_state, pg.standby_signal, pg.slots = "in archive recovery", True, set()
+    on_data_replaced(world, name)
+    world.recorder.event(world.now, name, f"base backup from {source} done (tl {pg.timeline}, lsn {pg.lsn})")
+    return True, "base backup done"
+
+
+def initdb(world: World, name: str) -> PgOp:
+    pg = world.nodes[name].pg
+    if pg.data not in (DataDirState.EMPTY, DataDirState.MISSING):
+        return False, "initdb: directory not empty"
+    yield _span(world, 1.0, 3.0)
+    pg.data, pg.sysid = DataDirState.VALID, world.new_sysid()
+    pg.lineage, pg.lsn = ((world.new_uid(), 1, 0),), 0x1000000
+    pg.checkpoint_lsn, pg.control_tl, pg.control_state = pg.lsn, 1, "shut down"
+    on_bootstrapped(world, name)
+    world.recorder.event(world.now, name, f"initdb: system identifier {pg.sysid}")
+    return True, "initdb"
+
+
+def move_data_aside(world: World, name: str, *, permitted: bool = False) -> PgOp:
+    """Move the data directory aside. `permitted`: undoing a failed bootstrap (nothing to lose) or an
+    operator's reinitialize request; otherwise the configuration must allow it (invariant 5)."""
+    pg = world.nodes[name].pg
+    if pg.running:
+        return False, "postmaster running"
+    yield 0.1
+    if not permitted:
+        on_data_removed(world, name)
+    pg.data, pg.sysid, pg.lineage, pg.lsn = DataDirState.MISSING, None, (), 0
+    pg.checkpoint_lsn = pg.control_tl = pg.control_state = None
+    pg.standby_signal, pg.following, pg.slots = False, None, set()
+    return True, "moved aside"
+
+
+def ensure_slots(world: World, name: str, names: tuple[str, ...], drop: bool = False) -> PgOp:
+    pg = world.nodes[name].pg
+    if not pg.accepting:
+        return False, "not running"
+    yield 0.005
+    if drop:
+        pg.slots -= set(names)
+    else:
+        pg.slots |= set(names)
+    return True, "slots"

@@ -1,0 +1,79 @@
+"""What a run records: the trace of events and decisions, violations, excused overlaps and coverage.
+
+Trace entries are kept as tuples and only rendered when somebody asks (a failing run), so recording
+costs little in the millions of uneventful cycles of a campaign.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+
+from pgwarden.core import render
+from pgwarden.core.types import Decision
+
+
+@dataclass(frozen=True, slots=True)
+class Violation:
+    at: float
+    invariant: str  # one-writer | durability | history | liveness | data-dir | core-exception
+    detail: str
+
+    def __str__(self) -> str:
+        return f"[{self.at:9.3f}] {self.invariant}: {self.detail}"
+
+
+TraceEntry = tuple[float, str, str, object]
+"""(global time, node or '*', kind, payload): kind 'decide' carries a Decision, others a string."""
+
+
+@dataclass(slots=True)
+class Recorder:
+    keep_trace: bool = True
+    trace: list[TraceEntry] = field(default_factory=list)
+    violations: list[Violation] = field(default_factory=list)
+    excused: list[Violation] = field(default_factory=list)
+    actions: Counter[str] = field(default_factory=Counter)
+    whys: Counter[str] = field(default_factory=Counter)
+    decisions: int = 0
+    _seen: set[tuple[object, ...]] = field(default_factory=set)
+
+    def decision(self, at: float, node: str, local_now: float, decision: Decision) -> None:
+        self.decisions += 1
+        self.actions[decision.action.kind] += 1
+        self.whys[decision.reason.why.name] += 1
+        if self.keep_trace:
+            self.trace.append((at, node, "decide", (local_now, decision)))
+
+    def event(self, at: float, node: str, text: str) -> None:
+        if self.keep_trace:
+            self.trace.append((at, node, "event", text))
+
+    def violation(self, at: float, invariant: str, detail: str, *, key: tuple[object, ...] | None = None,
+                  excused: bool = False) -> None:
+        """Record a violation once per `key` (an ongoing condition is reported when it starts)."""
+        if key is not None:
+            if key in self._seen:
+                return
+            self._seen.add(key)
+        found = Violation(at, invariant, detail)
+        (self.excused if excused else self.violations).append(found)
+        self.event(at, "*", ("EXCUSED " if excused else "VIOLATION ") + str(found))
+
+    def render_trace(self, last: int | None = None) -> list[str]:
+        entries = self.trace if last is None else self.trace[-last:]
+        return [render_entry(e) for e in entries]
+
+
+def render_entry(entry: TraceEntry) -> str:
+    at, node, kind, payload = entry
+    if kind == "decide":
+        assert isinstance(payload, tuple)
+        local_now, decision = payload
+        assert isinstance(decision, Decision)
+        action = decision.action
+        fields = ", ".join(f"{k}={getattr(action, k)!r}" for k in getattr(action, "__slots__", ())
+                           if k != "kind")
+        return (f"{at:9.3f} {node:>3} decide {action.kind}({fields}) <- {decision.reason.why.name}: "
+                f"{render(decision.reason)} [now={local_now:.3f} wake={decision.wake_at:.3f}]")
+    return f"{at:9.3f} {node:>3} {payload}"
