@@ -310,6 +310,7 @@ class LocalPg:
     postmaster_start_time: str | None = None
     pending_restart: bool = False
     standby_signal: bool = False  # standby.signal exists
+    synchronous_standby_names: str | None = None  # as the running server has it (current_setting)
     following: str | None = None
     """The member name this node's primary_conninfo points at (pgwarden writes it as application
     metadata), or None when not configured as a standby of a member."""

@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from pgwarden.config import EffectiveConfig
+from pgwarden.core.sync import DeleteSync, SetSsn, SyncStep, WriteSync
 from pgwarden.core.types import (
     AcquireLeader,
     Action,
@@ -167,7 +168,27 @@ async def _renew(action: RenewLeader, ctx: ExecContext) -> Outcome:
         await ctx.dcs.initialize(action.write_initialize, create_new=False)
     if action.clear_failover is not None:
         await ctx.dcs.delete_failover(action.clear_failover)
+    if action.sync_step is not None:
+        note = await _sync_step(action.sync_step, ctx)
+        if note:
+            notes.append(note)
     return _outcome(action, True, "; ".join(notes), sent)
+
+
+async def _sync_step(step: SyncStep, ctx: ExecContext) -> str:
+    """One step of the synchronous-replication planner; the next decision sees its effect."""
+    match step:
+        case SetSsn():
+            result = await _controller(ctx, "primary").set_synchronous_standby_names(step.value)
+            return "" if result.ok else result.message
+        case WriteSync():
+            written = await ctx.dcs.set_sync(step.state, step.expected_revision)
+            return "" if written else "/sync changed meanwhile (compare-and-swap failed)"
+        case DeleteSync():
+            await ctx.dcs.delete_sync(step.expected_revision)
+            return ""
+        case _:
+            return ""
 
 
 def _existing_retained(ctx: ExecContext) -> set[str]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from pgwarden.config import EffectiveConfig, parse_listen
+from pgwarden.core.sync import AckPoint, SyncMode, SyncSettings
 from pgwarden.core.types import HaSettings
 from pgwarden.postgres.settings import DEFAULT_BIN_DIR, Credentials, PgSettings, options_to_argv
 
@@ -25,6 +26,20 @@ def ha_settings(cfg: EffectiveConfig) -> HaSettings:
         member_slots_ttl=cfg.member_slots_ttl,
         max_timelines_history=cfg.max_timelines_history,
         tags=cfg.tags,
+        sync=sync_settings(cfg),
+    )
+
+
+def sync_settings(cfg: EffectiveConfig) -> SyncSettings:
+    commit = str(cfg.parameters.get("synchronous_commit", "on")).lower()
+    ack = {"remote_write": AckPoint.WRITE, "remote_apply": AckPoint.APPLY}.get(commit, AckPoint.FLUSH)
+    return SyncSettings(
+        mode=SyncMode(cfg.synchronous_mode),
+        strict=cfg.synchronous_mode_strict,
+        node_count=cfg.synchronous_node_count,
+        maximum_lag_on_syncnode=cfg.maximum_lag_on_syncnode,
+        configured_ssn=str(cfg.parameters.get("synchronous_standby_names", "")),
+        ack=ack,
     )
 
 

@@ -28,6 +28,15 @@ from pgwarden.core.classify import (
     was_primary,
 )
 from pgwarden.core.race import failover_possible, replica_race
+from pgwarden.core.sync import (
+    NoChange,
+    SyncStep,
+    plan_sync,
+    pre_promote_step,
+    pre_promote_sync,
+    render_sync,
+    switchover_allowed,
+)
 from pgwarden.core.types import (
     AcquireLeader,
     Action,
@@ -158,8 +167,18 @@ def _renew(s: Snapshot, why: Why, *, nap: float | None = None, clear_failover: i
     cluster = _cluster(s)
     create, drop, memory = _plan_slots(s)
     sysid = s.pg.sysid if s.pg.sysid and cluster.initialize != s.pg.sysid else None
+    sync_step: SyncStep | None = None
+    if s.pg.is_primary and _lock_valid(s):
+        plan = plan_sync(s.me, cluster, s.pg, s.pg.synchronous_standby_names or "", s.settings.sync, memory.sync)
+        memory = replace(memory, sync=plan.memory)
+        if not isinstance(plan.step, NoChange):
+            sync_step = plan.step
+            facts = {**facts, "sync": render_sync(plan.why, plan.facts)}
+            why = Why.SYNC_STEP if why is Why.LOCK_HELD else why
+        if plan.again_soon:
+            nap = SHORT_NAP if nap is None else min(nap, SHORT_NAP)
     action = RenewLeader(optime=s.pg.wal_lsn, create_slots=create, drop_slots=drop, write_initialize=sysid,
-                         clear_failover=clear_failover)
+                         clear_failover=clear_failover, sync_step=sync_step)
     return _d(s, action, why, nap=nap, memory=memory, name=s.me, **facts)
 
 
@@ -452,6 +471,8 @@ def _candidate_ready(s: Snapshot, name: str) -> bool:
     member = _cluster(s).member(name)
     if member is None or not member.tags.can_promote:
         return False
+    if not switchover_allowed(name, s.settings.sync, _cluster(s).sync).allowed:
+        return False  # synchronous mode: only a synchronous standby holds every acknowledged commit
     for peer in s.peers:
         if peer.name == name:
             lag = (s.pg.lsn or 0) - (peer.lsn or 0)
@@ -465,6 +486,13 @@ def mine_replica(s: Snapshot) -> Decision:
     if not _lock_valid(s):
         # Only a lease renewed in this incarnation proves we may promote.
         return _renew(s, Why.PROMOTE_WITH_LOCK, nap=0)
+    pre = pre_promote_sync(s.me, s.settings.sync, _cluster(s).sync)
+    if pre is not None:
+        step = pre_promote_step(pre, s.pg.synchronous_standby_names or "", _cluster(s).sync)
+        if not isinstance(step, NoChange):
+            # Synchronous mode: the standbys and `/sync` the new primary will honour are in place
+            # before it accepts its first write (if the CAS fails, promotion waits a cycle).
+            return _d(s, RenewLeader(optime=None, sync_step=step), Why.SYNC_PRE_PROMOTE, nap=0, step=step.kind)
     tl = local_timeline(s.pg) or 1
     entry = (tl, s.pg.lsn or 0, "no recovery target specified")
     assert s.memory.lock_deadline is not None  # _lock_valid

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from pgwarden.core.sync import may_promote, render_sync
 from pgwarden.core.types import PeerStatus, Reason, Snapshot, Why
 
 
@@ -39,11 +40,26 @@ def replica_race(s: Snapshot) -> RaceVerdict:
         # promote to a timeline number that already exists with different WAL, and PostgreSQL and
         # pg_rewind tell timelines apart by number only.
         return _lose(Why.RACE_TIMELINE_BEHIND, mine=my_tl, cluster=s.dcs.timeline)
+    sync = may_promote(s.me, my_lsn, settings.sync, s.dcs.sync, s.peers)
+    if not sync.allowed:
+        return _lose(Why.SYNC_NOT_ALLOWED, detail=render_sync(sync.why, sync.facts))
     for peer in s.peers:
+        if not _may_promote_peer(s, peer):
+            continue  # e.g. an asynchronous replica ahead of us in synchronous mode: it cannot win
         verdict = _compare_with_peer(peer, my_lsn, settings.tags.failover_priority, s.me)
         if verdict is not None:
             return verdict
     return RaceVerdict(True, Reason(Why.RACE_HEALTHIEST, (("lsn", str(my_lsn)),)))
+
+
+def _may_promote_peer(s: Snapshot, peer: PeerStatus) -> bool:
+    """Whether synchronous mode would let `peer` promote (always, with it off). A running primary
+    always counts: it must block the race whatever its sync state."""
+    if s.dcs is None or s.settings.sync.mode.value == "off" or peer.is_running_primary:
+        return True
+    me = PeerStatus(name=s.me, reachable=True, in_recovery=True, lsn=s.pg.lsn)
+    others = (*(p for p in s.peers if p.name != peer.name), me)
+    return may_promote(peer.name, peer.lsn or 0, s.settings.sync, s.dcs.sync, others).allowed
 
 
 def _compare_with_peer(peer: PeerStatus, my_lsn: int, my_priority: int, me: str) -> RaceVerdict | None:
@@ -66,6 +82,8 @@ def failover_possible(s: Snapshot) -> bool:
     my_lsn = s.pg.lsn or 0
     for peer in s.peers:
         if peer.name == s.me or not peer.reachable or peer.nofailover or peer.failover_priority <= 0:
+            continue
+        if not _may_promote_peer(s, peer):
             continue
         on_timeline = not s.settings.check_timeline or peer.timeline == (s.pg.timeline or s.pg.controldata_timeline)
         if peer.in_recovery and on_timeline and my_lsn - (peer.lsn or 0) <= s.settings.maximum_lag_on_failover:

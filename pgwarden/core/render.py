@@ -63,6 +63,9 @@ _TEMPLATES: dict[Why, str] = {
     Why.PRE_PROMOTE_BACKOFF: "Promotion cancelled because the pre-promote script failed; not racing for "
                              "the lock for another {left}s",
     Why.CASCADE_SLOTS: "creating replication slots for cascading members: {slots}",
+    Why.SYNC_STEP: "synchronous replication: {sync}",
+    Why.SYNC_NOT_ALLOWED: "not racing for the lock: {detail}",
+    Why.SYNC_PRE_PROMOTE: "synchronous replication: preparing to promote ({step})",
     Why.SWITCHOVER_DEMOTE: "{op}: demoting myself",
     Why.FAILOVER_IMPOSSIBLE: "{op}: {member} cannot take over (not running, lagging, or not allowed to "
                              "promote); removing the failover key",

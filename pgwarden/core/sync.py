@@ -26,9 +26,12 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 from enum import StrEnum
+from typing import TYPE_CHECKING
 
-from pgwarden.core.types import PeerStatus
 from pgwarden.model import LSN, ClusterView, LocalPg, Member, ReplicationRow, SyncState
+
+if TYPE_CHECKING:  # types.py imports this module; PeerStatus is only needed for annotations
+    from pgwarden.core.types import PeerStatus
 
 PLACEHOLDER = "__patroni_strict_sync_replica_placeholder__"
 """A standby name nobody has: strict mode lists it when no real standby can be synchronous, so that
@@ -39,6 +42,7 @@ SYNCHRONOUS_STATES = frozenset({"sync", "quorum"})
 
 # ---------------------------------------------------------------------------------------------------
 # Settings
+
 
 
 class SyncMode(StrEnum):

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from enum import StrEnum
 
+from pgwarden.core.sync import SyncMemory, SyncSettings, SyncStep
 from pgwarden.model import LSN, ClusterView, LocalPg, Tags
 
 # ---------------------------------------------------------------------------------------------------
@@ -36,6 +37,7 @@ class HaSettings:
     member_slots_ttl: int = 1800
     max_timelines_history: int = 0
     tags: Tags = field(default_factory=Tags)
+    sync: SyncSettings = field(default_factory=SyncSettings)
 
     @property
     def lease_margin(self) -> float:
@@ -116,6 +118,7 @@ class Memory:
     start_failures: int = 0
     slot_last_seen: tuple[tuple[str, float], ...] = ()  # member slots and when their member was last seen
     paused_when_last_seen: bool = False  # maintenance mode as of the last successful DCS read
+    sync: SyncMemory = field(default_factory=SyncMemory)  # the synchronous-replication planner's
     promote_backoff_until: float | None = None
     """After the pre_promote script refused a promotion: no leader race before this instant."""
     diverged: bool = False
@@ -216,6 +219,9 @@ class RenewLeader:
     drop_slots: tuple[str, ...] = ()
     write_initialize: str | None = None  # system identifier to record, when `initialize` lacks it
     clear_failover: int | None = None  # revision of a `failover` key to delete (stale or impossible)
+    sync_step: SyncStep | None = None
+    """One step of synchronous-replication bookkeeping (synchronous_standby_names or `/sync`), done
+    only after the renewal succeeded: a primary that lost its lease never touches either."""
     kind: str = "renew leader"
 
 
@@ -406,6 +412,9 @@ class Why(StrEnum):
     NO_ACTION = "no action"
     PRE_PROMOTE_BACKOFF = "pre_promote failed, backing off"
     CASCADE_SLOTS = "create slots for cascading members"
+    SYNC_STEP = "synchronous replication step"
+    SYNC_NOT_ALLOWED = "synchronous mode forbids promotion"
+    SYNC_PRE_PROMOTE = "synchronous state before promotion"
     SWITCHOVER_DEMOTE = "switchover: demote"
     FAILOVER_IMPOSSIBLE = "failover key: not possible"
     FAILOVER_STALE = "failover key: stale"

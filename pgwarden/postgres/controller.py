@@ -338,6 +338,16 @@ class PgController:
             return PgResult.failed(f"cannot parse post_bootstrap command: {exc}")
         return _result(await run_command(argv, timeout, env=self._client_env()), "post_bootstrap")
 
+    async def set_synchronous_standby_names(self, value: str, timeout: float = QUICK_TIMEOUT) -> PgResult:
+        """ALTER SYSTEM SET synchronous_standby_names, then reload: it takes effect without a restart
+        (also on a standby, where it waits, inert, for the promotion)."""
+        async def run(conn: AsyncConn) -> str:
+            await conn.execute(sql.SQL("ALTER SYSTEM SET synchronous_standby_names = {}").format(sql.Literal(value)))
+            await conn.execute("SELECT pg_reload_conf()")
+            return f"synchronous_standby_names = {value!r}"
+
+        return await self._in_session("setting synchronous_standby_names", run, timeout)
+
     async def ensure_slots(self, names: Iterable[str], timeout: float = QUICK_TIMEOUT) -> PgResult:
         """Create the physical slots in `names` that do not exist yet (reserving WAL right away)."""
         wanted = sorted(set(names))

@@ -48,7 +48,8 @@ SELECT pg_is_in_recovery(),
        EXISTS (SELECT 1 FROM pg_settings WHERE pending_restart),
        CASE WHEN pg_is_in_recovery() THEN
             (SELECT max(('x' || substr(name, 1, 8))::bit(32)::int) FROM pg_ls_waldir()
-              WHERE name ~ '^[0-9A-F]{8}[.]history$') END
+              WHERE name ~ '^[0-9A-F]{8}[.]history$') END,
+       current_setting('synchronous_standby_names')
 """
 
 
@@ -139,7 +140,7 @@ def _read_following(settings: PgSettings) -> str | None:
 def apply_probe_row(facts: LocalPg, row: Sequence[Any]) -> LocalPg:
     """Fold one PROBE_QUERY row into the connection-less facts."""
     (in_recovery, version, started, wal_lsn, walfile, receive_lsn, replay_lsn, paused, replay_ts,
-     checkpoint_tli, receiver_json, replication_json, slots_json, pending, history_tli) = row
+     checkpoint_tli, receiver_json, replication_json, slots_json, pending, history_tli, ssn) = row
     receiver = _wal_receiver(receiver_json)
     checkpoint_tli = max(checkpoint_tli or 0, history_tli or 0) or None
     return replace(
@@ -158,6 +159,7 @@ def apply_probe_row(facts: LocalPg, row: Sequence[Any]) -> LocalPg:
         server_version=int(version),
         postmaster_start_time=started,
         pending_restart=bool(pending),
+        synchronous_standby_names=ssn,
     )
 
 
