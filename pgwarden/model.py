@@ -196,6 +196,16 @@ class HistoryEntry:
 
 
 @dataclass(frozen=True, slots=True)
+class RouterState:
+    """A traffic router's key (`routers/<name>`, written by the `pgwarden route` sidecar)."""
+
+    name: str
+    kinds: tuple[str, ...] = ()  # "haproxy", "pgbouncer", "vip"
+    primary: str | None = None  # where it sends writes now
+    held_for: int | None = None  # the `failover` key revision for which it holds (pauses) traffic
+
+
+@dataclass(frozen=True, slots=True)
 class Versioned:
     """A JSON value read from the DCS with its revision, so it can be written back with compare-and-swap."""
 
@@ -217,6 +227,7 @@ class ClusterView:
     failover: FailoverRequest | None = None
     sync: SyncState | None = None
     history: tuple[HistoryEntry, ...] = ()
+    routers: tuple[RouterState, ...] = ()
     revision: int = 0
     """The store's revision at the time of the read."""
 

@@ -461,9 +461,32 @@ def _leader_failover(s: Snapshot, failover: FailoverRequest) -> Decision:
         # Maintenance mode: nobody races, so only a named candidate can take over.
         return _renew(s, Why.FAILOVER_IMPOSSIBLE, clear_failover=failover.revision, op=action, member="any member")
     if _candidate_ready(s, failover.member) if failover.member else failover_possible(s):
+        waiting = _poolers_not_holding(s, failover)
+        if waiting:
+            return waiting
         return _d(s, Demote(DemoteMode.GRACEFUL), Why.SWITCHOVER_DEMOTE, nap=0, op=action)
     target = failover.member or "any member"
     return _renew(s, Why.FAILOVER_IMPOSSIBLE, clear_failover=failover.revision, op=action, member=target)
+
+
+POOLER_HOLD_WAIT = 5.0
+
+
+def _poolers_not_holding(s: Snapshot, failover: FailoverRequest) -> Decision | None:
+    """A planned switchover waits (at most POOLER_HOLD_WAIT seconds) until every connection pooler
+    managed by a `pgwarden route` sidecar has paused its clients for this very request: then no
+    transaction is left running on the old primary when it stops, and clients see a short delay
+    instead of an error. Past the deadline the switchover goes on anyway."""
+    pending = [r.name for r in _cluster(s).routers if "pgbouncer" in r.kinds and r.held_for != failover.revision]
+    if not pending:
+        return None
+    hold = s.memory.pooler_hold
+    if hold is None or hold[0] != failover.revision:
+        hold = (failover.revision, s.now + POOLER_HOLD_WAIT)
+    if s.now >= hold[1]:
+        return None
+    waiting = replace(s, memory=replace(s.memory, pooler_hold=hold))
+    return _renew(waiting, Why.WAITING_FOR_POOLERS, nap=0.1, routers=",".join(pending))
 
 
 def _candidate_ready(s: Snapshot, name: str) -> bool:

@@ -119,6 +119,8 @@ class Memory:
     slot_last_seen: tuple[tuple[str, float], ...] = ()  # member slots and when their member was last seen
     paused_when_last_seen: bool = False  # maintenance mode as of the last successful DCS read
     sync: SyncMemory = field(default_factory=SyncMemory)  # the synchronous-replication planner's
+    pooler_hold: tuple[int, float] | None = None
+    """(failover key revision, deadline): how long a switchover waits for connection poolers to pause."""
     promote_backoff_until: float | None = None
     """After the pre_promote script refused a promotion: no leader race before this instant."""
     diverged: bool = False
@@ -412,6 +414,7 @@ class Why(StrEnum):
     NO_ACTION = "no action"
     PRE_PROMOTE_BACKOFF = "pre_promote failed, backing off"
     CASCADE_SLOTS = "create slots for cascading members"
+    WAITING_FOR_POOLERS = "switchover: waiting for poolers to pause"
     SYNC_STEP = "synchronous replication step"
     SYNC_NOT_ALLOWED = "synchronous mode forbids promotion"
     SYNC_PRE_PROMOTE = "synchronous state before promotion"

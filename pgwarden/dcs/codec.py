@@ -24,6 +24,7 @@ from pgwarden.model import (
     Member,
     PgState,
     Role,
+    RouterState,
     SyncState,
     Tags,
     Versioned,
@@ -433,9 +434,37 @@ def decode_cluster(scope: str, kvs: KeyValues, *, revision: int = 0) -> DecodedC
         failover=_decode_optional(kvs, FAILOVER, failover_from_json, notes),
         sync=_decode_optional(kvs, SYNC, sync_from_json, notes),
         history=history or (),
+        routers=_routers(kvs),
         revision=revision,
     )
     return DecodedCluster(view=view, notes=tuple(notes))
+
+
+ROUTERS = "routers/"
+
+
+def _routers(kvs: KeyValues) -> tuple[RouterState, ...]:
+    """Routers' keys; a malformed one is simply not a router (it can only make an agent wait less)."""
+    routers = []
+    for key in sorted(kvs):
+        if not key.startswith(ROUTERS) or "/" in key[len(ROUTERS):]:
+            continue
+        try:
+            value = json.loads(kvs[key][0])
+        except ValueError:
+            continue
+        if not isinstance(value, dict):
+            continue
+        kinds = value.get("kinds")
+        held = value.get("held_for")
+        primary = value.get("primary")
+        routers.append(RouterState(
+            name=key[len(ROUTERS):],
+            kinds=tuple(str(k) for k in kinds) if isinstance(kinds, list) else (),
+            primary=primary if isinstance(primary, str) else None,
+            held_for=held if isinstance(held, int) and not isinstance(held, bool) else None,
+        ))
+    return tuple(routers)
 
 
 def _decode_optional(kvs: KeyValues, key: str, decode: Callable[[str, int], _T], notes: list[str]) -> _T | None:

@@ -114,6 +114,12 @@ def _error_kind(exc: Exception) -> str:
     return "other"
 
 
+def _being_cancelled() -> bool:
+    """Whether the current task itself is being cancelled (not merely one of its gRPC calls)."""
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0
+
+
 def _details(exc: Exception) -> str:
     if isinstance(exc, rpc.AioRpcError):
         return str(exc.details() or exc.code())
@@ -230,6 +236,14 @@ class Etcd3Dcs(Dcs):
             try:
                 client = await asyncio.wait_for(self._connected_client(), self._timeout)
                 return await asyncio.wait_for(rpc_call(client), self._timeout)
+            except asyncio.CancelledError as exc:
+                if _being_cancelled():
+                    raise
+                # Not our cancellation: another task's call failed and closed the shared channel,
+                # and gRPC cancels every call still in flight on it. Like a timeout, the request may
+                # or may not have been applied. Letting CancelledError escape would kill the caller
+                # (the HA loop or the lease keepalive) as if the agent were stopping.
+                raise DcsError(f"etcd {label}: {what} interrupted: the connection was reset") from exc
             except _TRANSPORT_ERRORS as exc:
                 kind = _error_kind(exc)
                 message = f"etcd {label}: {what} failed: {_details(exc)}"

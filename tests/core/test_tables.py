@@ -46,7 +46,8 @@ def test_case_names_are_unique() -> None:
 # raises.
 UNREACHED_WHYS = {Why.NO_ACTION,  # only the agent's fallback when the core raises
                   # synchronous mode has no row language yet: tests/core/test_sync_wiring.py covers these
-                  Why.SYNC_STEP, Why.SYNC_NOT_ALLOWED, Why.SYNC_PRE_PROMOTE}
+                  Why.SYNC_STEP, Why.SYNC_NOT_ALLOWED, Why.SYNC_PRE_PROMOTE,
+                  Why.WAITING_FOR_POOLERS}  # covered by tests/core/test_poolers.py
 
 
 def test_every_why_is_reached_by_a_row() -> None:
