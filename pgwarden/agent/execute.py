@@ -168,11 +168,35 @@ async def _renew(action: RenewLeader, ctx: ExecContext) -> Outcome:
         await ctx.dcs.initialize(action.write_initialize, create_new=False)
     if action.clear_failover is not None:
         await ctx.dcs.delete_failover(action.clear_failover)
+    if action.repair_history:
+        notes.append(await _repair_history(ctx))
     if action.sync_step is not None:
         note = await _sync_step(action.sync_step, ctx)
         if note:
             notes.append(note)
     return _outcome(action, True, "; ".join(notes), sent)
+
+
+async def _repair_history(ctx: ExecContext) -> str:
+    """Add the timelines PostgreSQL knows and `history` lacks (rows are only ever added)."""
+    if ctx.cluster is None:
+        return ""
+    pg = _controller(ctx, "primary")
+    state = await probe(pg.settings)
+    if state.timeline is None:
+        return ""
+    known = {h.timeline for h in ctx.cluster.history}
+    rows = list(ctx.cluster.history)
+    for ended, lsn, reason in await pg.timeline_history(state.timeline):
+        if ended not in known:
+            leader = ctx.config.name if ended == state.timeline - 1 else None
+            rows.append(HistoryEntry(ended, lsn, reason or "repaired from PostgreSQL's timeline history",
+                                     datetime.now(UTC).isoformat(), leader))
+    if len(rows) == len(ctx.cluster.history):
+        return ""
+    rows.sort(key=lambda h: h.timeline)
+    await ctx.dcs.set_history(rows)
+    return f"history repaired up to timeline {state.timeline - 1}"
 
 
 async def _sync_step(step: SyncStep, ctx: ExecContext) -> str:

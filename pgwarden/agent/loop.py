@@ -70,6 +70,7 @@ from .wiring import ha_settings, pg_settings
 log = logging.getLogger("pgwarden")
 
 MONITOR_INTERVAL = 1.0
+READ_STOP_BUDGET = 0.5  # time kept, after a bounded DCS read, to stop PostgreSQL before the lock deadline
 POSTMASTER_CHECK = 0.1
 MIN_NAP_AFTER_FAILURE = 1.0
 MIN_NAP = 0.05
@@ -361,10 +362,19 @@ class Agent:
     # -- observation helpers -----------------------------------------------------------------------
 
     async def _read_cluster(self, dcs: Dcs) -> ClusterView | None:
+        """One read of the scope. A leader bounds it by its lock deadline: a read that hangs until
+        its timeout must never carry the leader past the point where it has to stop writes."""
+        budget = None
+        deadline = self._published_lock_deadline(self.state.memory.lock_deadline is not None)
+        if deadline is not None:
+            budget = deadline - time.monotonic() - READ_STOP_BUDGET
         try:
-            cluster = await dcs.get_cluster()
-        except DcsError as exc:
-            self.state.dcs_error = str(exc)  # shown in this cycle's log line
+            if budget is not None and budget <= 0:
+                raise DcsError("not reading the DCS: the lock deadline is too close")
+            cluster = await (asyncio.wait_for(dcs.get_cluster(), budget) if budget is not None
+                             else dcs.get_cluster())
+        except (DcsError, TimeoutError) as exc:
+            self.state.dcs_error = str(exc) or "read timed out before the lock deadline"
             return None
         self.state.dcs_error = None
         self.state.cluster = cluster

@@ -177,8 +177,9 @@ def _renew(s: Snapshot, why: Why, *, nap: float | None = None, clear_failover: i
             why = Why.SYNC_STEP if why is Why.LOCK_HELD else why
         if plan.again_soon:
             nap = SHORT_NAP if nap is None else min(nap, SHORT_NAP)
+    repair = s.pg.is_primary and s.pg.timeline is not None and s.pg.timeline > cluster.timeline
     action = RenewLeader(optime=s.pg.wal_lsn, create_slots=create, drop_slots=drop, write_initialize=sysid,
-                         clear_failover=clear_failover, sync_step=sync_step)
+                         clear_failover=clear_failover, sync_step=sync_step, repair_history=repair)
     return _d(s, action, why, nap=nap, memory=memory, name=s.me, **facts)
 
 
@@ -321,10 +322,11 @@ def guard_dcs_down(s: Snapshot) -> Decision | None:
         if _lock_valid(s):
             left = s.memory.lock_deadline - s.now
             return _d(s, Wait(), Why.DCS_DOWN_LEADER_WAITING, nap=min(SHORT_NAP, left), left=f"{left:.1f}")
-        return _d(s, Demote(DemoteMode.OFFLINE), Why.LEASE_AT_RISK)
+        # Immediate, not fast: a fast stop's shutdown checkpoint could outlast the lease.
+        return _d(s, Demote(DemoteMode.IMMEDIATE_NOLOCK), Why.LEASE_AT_RISK, nap=0)
     if s.pg.is_primary:
         # Primary without a known lease: it cannot prove it may write, so it must stop.
-        return _d(s, Demote(DemoteMode.OFFLINE), Why.LEASE_AT_RISK)
+        return _d(s, Demote(DemoteMode.IMMEDIATE_NOLOCK), Why.LEASE_AT_RISK, nap=0)
     return _d(s, Wait(), Why.DCS_DOWN, nap=SHORT_NAP)
 
 

@@ -221,6 +221,9 @@ class RenewLeader:
     drop_slots: tuple[str, ...] = ()
     write_initialize: str | None = None  # system identifier to record, when `initialize` lacks it
     clear_failover: int | None = None  # revision of a `failover` key to delete (stale or impossible)
+    repair_history: bool = False
+    """`history` lacks the timelines PostgreSQL reports (its write was lost, e.g. the host died during
+    the post-promote checkpoint): rebuild the missing rows from PostgreSQL's own timeline history."""
     sync_step: SyncStep | None = None
     """One step of synchronous-replication bookkeeping (synchronous_standby_names or `/sync`), done
     only after the renewal succeeded: a primary that lost its lease never touches either."""

@@ -24,7 +24,7 @@ from urllib.parse import quote
 import psycopg
 from psycopg import sql
 
-from pgwarden.model import DataDirState
+from pgwarden.model import DataDirState, lsn_from_text
 from pgwarden.postgres import conf
 from pgwarden.postgres.connection import CONNECT_TIMEOUT, connect_local
 from pgwarden.postgres.datadir import directory_state, postmaster_pid, wait_for_reaped_postmaster
@@ -337,6 +337,25 @@ class PgController:
         except ValueError as exc:
             return PgResult.failed(f"cannot parse post_bootstrap command: {exc}")
         return _result(await run_command(argv, timeout, env=self._client_env()), "post_bootstrap")
+
+    async def timeline_history(self, timeline: int, timeout: float = QUICK_TIMEOUT) -> list[tuple[int, int, str]]:
+        """PostgreSQL's own history of `timeline` (from pg_wal/<tli>.history): (ended timeline, switch
+        LSN, reason) rows, oldest first; [] when there is none or it cannot be read."""
+        found: list[tuple[int, int, str]] = []
+
+        async def run(conn: AsyncConn) -> str:
+            name = f"pg_wal/{timeline:08X}.history"
+            row = await (await conn.execute("SELECT pg_read_file(%s, true)", (name,))).fetchone()
+            for line in str(row[0] if row and row[0] else "").splitlines():
+                parts = line.split("\t")
+                if len(parts) >= 2 and parts[0].strip().isdigit():
+                    reason = parts[2].strip() if len(parts) > 2 else ""
+                    with suppress(ValueError):
+                        found.append((int(parts[0]), lsn_from_text(parts[1]), reason))
+            return f"{len(found)} rows"
+
+        result = await self._in_session("reading the timeline history", run, timeout)
+        return found if result.ok else []
 
     async def set_synchronous_standby_names(self, value: str, timeout: float = QUICK_TIMEOUT) -> PgResult:
         """ALTER SYSTEM SET synchronous_standby_names, then reload: it takes effect without a restart

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import shutil
 import signal
+import subprocess
 import tempfile
 import threading
 import time
@@ -178,6 +179,12 @@ def test_host_loss_of_the_primary_fails_over_and_the_old_node_rejoins(
     assert cluster.leader() is new
     _wait_replicated(cluster, "after-failover", [n for n in cluster.nodes if n is not new])
     assert old.get("/patroni")[1]["timeline"] == 2  # type: ignore[index]
+
+    # A lost `history` write is repaired by the leader from PostgreSQL's own timeline history.
+    subprocess.run(["/usr/bin/etcdctl", f"--endpoints=http://127.0.0.1:{cluster.etcd_ports[0]}", "del",
+                    f"/service/{cluster.scope}/history"], check=True, capture_output=True,
+                   env={"ETCDCTL_API": "3", "PATH": "/usr/bin:/bin"})
+    wait_until(lambda: (new.get("/history")[1] or [[0]])[-1][0] == 1, 30, "history repaired by the leader")
 
 
 def test_postmaster_crash_on_the_primary_restarts_in_place(watched: tuple[LocalCluster, SplitBrainWatcher]) -> None:
