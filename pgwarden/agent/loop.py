@@ -149,6 +149,12 @@ class Agent:
                    asyncio.create_task(self._keepalive(), name="lease-keepalive")]
         try:
             await self._main_loop()
+        except BaseException:
+            # The agent is dying (a bug, or killed from inside): a primary it leaves behind would keep
+            # accepting writes after its lease lapses and another node promotes. Stop it.
+            if self.state.pg.is_primary:
+                await self._emergency_stop("the agent is exiting unexpectedly")
+            raise
         finally:
             self.state.finished = True
             for task in helpers:
@@ -210,13 +216,37 @@ class Agent:
     async def _main_loop(self) -> None:
         while not self.state.finished:
             started = time.monotonic()
-            decision = await self._cycle()
+            try:
+                decision = await self._cycle()
+            except asyncio.CancelledError:
+                task = asyncio.current_task()
+                if task is not None and task.cancelling():
+                    raise  # we are really being cancelled
+                decision = await self._cycle_failed()  # a library leaked a cancellation: a bug, not a stop
+            except Exception:
+                decision = await self._cycle_failed()
             nap = decision.wake_at - time.monotonic()
             last = self.state.outcomes[-1] if self.state.outcomes else None
             floor = MIN_NAP_AFTER_FAILURE if last is not None and not last.ok else MIN_NAP
             if self.state.finished:
                 break
             await self._nap(max(nap, floor - (time.monotonic() - started)))
+
+    async def _cycle_failed(self) -> Decision:
+        """A cycle raised: a bug. The fallback is fixed in advance and does not depend on the failing
+        code: a primary whose lease cannot be shown to hold for another second is stopped at once, so
+        the keepalive (which stops when cycles stop completing) can never leave a writer behind."""
+        log.exception("Unexpected exception raised in the HA cycle, please report it as a BUG")
+        now = time.monotonic()
+        deadline = self._published_lock_deadline(self.state.memory.lock_deadline is not None)
+        if self.state.pg.is_primary and (deadline is None or now >= deadline - 1.0):
+            await self._emergency_stop("the HA cycle is failing and the lease may run out")
+        return Decision(Wait(), Reason(Why.NO_ACTION), now + 1.0, self.state.memory)
+
+    async def _emergency_stop(self, why: str) -> None:
+        log.error("stopping PostgreSQL immediately: %s", why)
+        with contextlib.suppress(Exception):
+            await PgController(pg_settings(self.config)).stop("immediate")
 
     async def _nap(self, seconds: float) -> None:
         if seconds > 0:

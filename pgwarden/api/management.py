@@ -14,9 +14,9 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 from aiohttp import web
-from prometheus_client.registry import CollectorRegistry
 
 from pgwarden.api import dynamic_config, switchover
 from pgwarden.api.control import AgentControl
@@ -27,6 +27,9 @@ from pgwarden.api.requests import json_object, refusing_bad_requests, reply
 from pgwarden.api.server import Handler
 from pgwarden.api.state import StateHolder
 from pgwarden.config.schema import LocalConfig
+
+if TYPE_CHECKING:
+    from prometheus_client.registry import CollectorRegistry
 
 DCS_TIMEOUT = 10.0  # seconds one management request may spend on one DCS read or write
 

@@ -21,7 +21,6 @@ from rich.text import Text
 from pgwarden.api.views import member_role, member_state
 from pgwarden.model import LSN, ClusterView, Member, PgState, ReplicationState, lsn_to_text
 
-FORMATS = ("pretty", "tsv", "json", "yaml", "yml")
 MEMBER_COLUMNS = ("Member", "Host", "Role", "State", "TL", "Receive LSN", "Receive Lag", "Replay LSN", "Replay Lag")
 EXTENDED_COLUMNS = ("Pending restart", "Pending restart reason", "Scheduled restart", "Tags")
 HISTORY_COLUMNS = ("TL", "LSN", "Reason", "Timestamp", "New Leader")

@@ -7,21 +7,61 @@ DCS and acts through the members' REST API (see `pgwarden.cli.view`, `manage`, `
 from __future__ import annotations
 
 import asyncio
+import importlib
 import logging
 import os
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 
 import click
 
 from pgwarden import __version__
-from pgwarden.cli.drill import drill
-from pgwarden.cli.editconfig import edit_config_cmd
-from pgwarden.cli.manage import MANAGE_COMMANDS
 from pgwarden.cli.options import target_options
-from pgwarden.cli.routing import haproxy_config, route
-from pgwarden.cli.view import VIEW_COMMANDS
 from pgwarden.config import ConfigError, load_local, scrub_patroni_env, validate_file
+
+# The client commands, imported only when one of them runs: `pgwarden agent` then never loads rich,
+# the drill or the CLI's REST/DCS session code, which would stay resident for the agent's lifetime
+# (about 4 MB of RSS). Command name -> "module:attribute".
+LAZY_COMMANDS: Mapping[str, str] = {
+    "list": "pgwarden.cli.view:list_cmd",
+    "topology": "pgwarden.cli.view:topology_cmd",
+    "history": "pgwarden.cli.view:history_cmd",
+    "show-config": "pgwarden.cli.view:show_config_cmd",
+    "dsn": "pgwarden.cli.view:dsn_cmd",
+    "query": "pgwarden.cli.view:query_cmd",
+    "version": "pgwarden.cli.view:version_cmd",
+    "switchover": "pgwarden.cli.manage:switchover_cmd",
+    "failover": "pgwarden.cli.manage:failover_cmd",
+    "restart": "pgwarden.cli.manage:restart_cmd",
+    "reload": "pgwarden.cli.manage:reload_cmd",
+    "reinit": "pgwarden.cli.manage:reinit_cmd",
+    "flush": "pgwarden.cli.manage:flush_cmd",
+    "pause": "pgwarden.cli.manage:pause_cmd",
+    "resume": "pgwarden.cli.manage:resume_cmd",
+    "remove": "pgwarden.cli.manage:remove_cmd",
+    "edit-config": "pgwarden.cli.editconfig:edit_config_cmd",
+    "haproxy-config": "pgwarden.cli.routing:haproxy_config",
+    "route": "pgwarden.cli.routing:route",
+    "drill": "pgwarden.cli.drill:drill",
+}
+
+
+class LazyGroup(click.Group):
+    """A click group whose `LAZY_COMMANDS` are imported on first use (help and completion import them all)."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*super().list_commands(ctx), *LAZY_COMMANDS})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        command = super().get_command(ctx, cmd_name)
+        if command is not None or cmd_name not in LAZY_COMMANDS:
+            return command
+        module_name, attribute = LAZY_COMMANDS[cmd_name].split(":")
+        loaded = getattr(importlib.import_module(module_name), attribute)
+        if not isinstance(loaded, click.Command):
+            raise TypeError(f"{LAZY_COMMANDS[cmd_name]} is not a click command")
+        return loaded
 
 
 def _setup_logging(level: str) -> None:
@@ -34,7 +74,7 @@ def _setup_logging(level: str) -> None:
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="pgwarden")
 @target_options(global_level=True)
 def main() -> None:
@@ -84,14 +124,6 @@ def demo(workdir: Path, nodes: int, keep: bool) -> None:
 
     sys.exit(run_demo(workdir, nodes, keep))
 
-
-for _command in (*VIEW_COMMANDS, *MANAGE_COMMANDS, edit_config_cmd):
-    main.add_command(_command)
-
-# Commands living in their own modules (routing sidecar and HAProxy config; the fire drill).
-main.add_command(haproxy_config)
-main.add_command(route)
-main.add_command(drill)
 
 
 if __name__ == "__main__":

@@ -12,8 +12,10 @@ from typing import Any, TypeVar
 
 import click
 
-from pgwarden.cli.listing import FORMATS
-from pgwarden.cli.session import META_CONFIG, META_DCS_URL, META_INSECURE
+# This module is imported by `pgwarden agent` too (through the group's options): it must stay free of
+# rich and of the CLI's heavier modules, so these constants live here and `listing`/`session` import them.
+FORMATS = ("pretty", "tsv", "json", "yaml", "yml")
+META_CONFIG, META_DCS_URL, META_INSECURE = "pgwarden.config_file", "pgwarden.dcs_url", "pgwarden.insecure"
 
 CONFIG_ENVVARS = ["PGWARDEN_CONFIG", "PATRONICTL_CONFIG_FILE"]
 DCS_URL_ENVVAR = "DCS_URL"

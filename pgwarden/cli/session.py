@@ -19,6 +19,7 @@ import click
 from rich.console import Console
 from rich.markup import escape
 
+from pgwarden.cli.options import META_CONFIG, META_DCS_URL, META_INSECURE
 from pgwarden.cli.rest import DEFAULT_TIMEOUT, RestClient, RestError, RestReply
 from pgwarden.cli.target import Target, TargetError, resolve_target
 from pgwarden.dcs import Dcs, DcsError, dcs_from_config
@@ -26,7 +27,6 @@ from pgwarden.model import ClusterView, Member
 
 CTL_NAME = "pgwarden-ctl"  # the DCS client's own name; never written, the handle is read-only
 DCS_TIMEOUT = 5.0  # seconds per DCS request
-META_CONFIG, META_DCS_URL, META_INSECURE = "pgwarden.config_file", "pgwarden.dcs_url", "pgwarden.insecure"
 
 _T = TypeVar("_T")
 

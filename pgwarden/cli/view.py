@@ -16,7 +16,6 @@ from pgwarden import __version__
 from pgwarden.cli.choose import ROLE_CHOICES, ChoiceError, pick_member
 from pgwarden.cli.configedit import to_yaml
 from pgwarden.cli.listing import (
-    FORMATS,
     HISTORY_COLUMNS,
     history_rows,
     member_records,
@@ -25,6 +24,7 @@ from pgwarden.cli.listing import (
     serialize,
 )
 from pgwarden.cli.options import (
+    FORMATS,
     cluster_argument,
     format_option,
     target_options,
