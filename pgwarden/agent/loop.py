@@ -437,9 +437,8 @@ class Agent:
         role = "primary" if pg.in_recovery is False else "replica"
         settings = pg_settings(self.config, role)
         wanted = (role, tuple(sorted((k, str(v)) for k, v in settings.parameters.items())), settings.pg_hba)
-        if self._applied_pg_config is None:
-            self._applied_pg_config = wanted  # what the node was started with
-            return
+        # The first time (None) it is written and reloaded too: the configuration may have changed
+        # between the start of PostgreSQL and this agent's first look.
         if wanted == self._applied_pg_config:
             return
         controller = PgController(settings)

@@ -1,0 +1,87 @@
+"""Operations on one real cluster: a /config change reaches every node, a restart-only parameter shows up
+as pending_restart, and a scheduled switchover fires at its time."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+
+from pgwarden.localcluster import ETCD_BIN, PG_BIN, LocalCluster, Node, wait_until
+
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.skipif(not (Path(ETCD_BIN).exists() and Path(PG_BIN, "postgres").exists()),
+                       reason="needs etcd and PostgreSQL 15"),
+]
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[LocalCluster]:
+    workdir = Path(tempfile.mkdtemp(prefix="pgwarden-it-ops-"))
+    workdir.chmod(0o755)
+    local = LocalCluster(workdir, scope="itops", etcd_ports=(0, 0), pg_base_port=0, api_base_port=0)
+    try:
+        local.start()
+        local.wait_healthy(120)
+        yield local
+    finally:
+        local.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _request(node: Node, method: str, path: str, body: dict[str, Any]) -> tuple[int, str]:
+    request = urllib.request.Request(node.api_url + path, data=json.dumps(body).encode(), method=method,
+                                     headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=60) as response:
+            return response.status, response.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode()
+
+
+def _setting(cluster: LocalCluster, node: Node, name: str) -> str | None:
+    try:
+        with psycopg.connect(cluster.conninfo(node), autocommit=True, connect_timeout=2) as conn:
+            row = conn.execute(f"SHOW {name}").fetchone()
+            return str(row[0]) if row else None
+    except psycopg.Error:
+        return None
+
+
+def test_a_config_change_reaches_every_node(cluster: LocalCluster) -> None:
+    leader = cluster.wait_healthy(60)
+    status, text = _request(leader, "PATCH", "/config", {"postgresql": {"parameters": {"work_mem": "8MB"}}})
+    assert status == 200, text
+    wait_until(lambda: all(_setting(cluster, n, "work_mem") == "8MB" for n in cluster.nodes), 30,
+               "work_mem reloaded on every node")
+
+
+def test_a_restart_only_parameter_is_reported_as_pending_restart(cluster: LocalCluster) -> None:
+    leader = cluster.wait_healthy(60)
+    patch = {"postgresql": {"parameters": {"max_prepared_transactions": 7}}}
+    status, text = _request(leader, "PATCH", "/config", patch)
+    assert status == 200, text
+    wait_until(lambda: all((n.get("/patroni")[1] or {}).get("pending_restart") for n in cluster.nodes), 30,
+               "pending_restart on every node")
+
+
+def test_a_scheduled_switchover_fires_at_its_time(cluster: LocalCluster) -> None:
+    leader = cluster.wait_healthy(60)
+    candidate = next(n for n in cluster.nodes if n is not leader)
+    at = datetime.now(UTC) + timedelta(seconds=6)
+    status, text = _request(leader, "POST", "/switchover", {"leader": leader.name, "candidate": candidate.name,
+                                                            "scheduled_at": at.isoformat()})
+    assert status == 202, text
+    assert cluster.leader() is leader, "nothing happens before the scheduled time"
+    wait_until(lambda: cluster.leader() is candidate, 60, "the scheduled switchover to take place")
+    assert datetime.now(UTC) >= at
