@@ -177,10 +177,22 @@ def _renew(s: Snapshot, why: Why, *, nap: float | None = None, clear_failover: i
             why = Why.SYNC_STEP if why is Why.LOCK_HELD else why
         if plan.again_soon:
             nap = SHORT_NAP if nap is None else min(nap, SHORT_NAP)
-    repair = s.pg.is_primary and s.pg.timeline is not None and s.pg.timeline > cluster.timeline
+    repair = s.task is None and _history_incomplete(s)
     action = RenewLeader(optime=s.pg.wal_lsn, create_slots=create, drop_slots=drop, write_initialize=sysid,
                          clear_failover=clear_failover, sync_step=sync_step, repair_history=repair)
     return _d(s, action, why, nap=nap, memory=memory, name=s.me, **facts)
+
+
+def _history_incomplete(s: Snapshot) -> bool:
+    """Does `history` lack a timeline this primary's PostgreSQL went through (a lost write, at the end
+    or in the middle)? Only the last `max_timelines_history` timelines count when that is set."""
+    tl = s.pg.timeline
+    if not s.pg.is_primary or tl is None or tl <= 1:
+        return False
+    known = {h.timeline for h in _cluster(s).history}
+    limit = s.settings.max_timelines_history
+    first = max(1, tl - limit) if limit > 0 else 1
+    return any(t not in known for t in range(first, tl))
 
 
 def _plan_slots(s: Snapshot) -> tuple[tuple[str, ...], tuple[str, ...], Memory]:

@@ -46,6 +46,8 @@ def replica_race(s: Snapshot) -> RaceVerdict:
     for peer in s.peers:
         if not _may_promote_peer(s, peer):
             continue  # e.g. an asynchronous replica ahead of us in synchronous mode: it cannot win
+        if peer.timeline is not None and peer.timeline < s.dcs.timeline and not peer.is_running_primary:
+            continue  # behind the cluster's timeline it never races, so it must not bar us (no deadlock)
         verdict = _compare_with_peer(peer, my_lsn, settings.tags.failover_priority, s.me)
         if verdict is not None:
             return verdict

@@ -14,7 +14,6 @@ module does not know raises `UnknownAction`: the simulator must never silently i
 
 from __future__ import annotations
 
-import json
 from collections.abc import Generator
 from typing import TYPE_CHECKING, Any
 
@@ -23,6 +22,7 @@ from pgwarden.agent.member import member_json
 from pgwarden.agent.peers import peer_from_json
 from pgwarden.api.health import status_json
 from pgwarden.api.state import NodeState
+from pgwarden.core.sync import DeleteSync, SetSsn, SyncStep, WriteSync
 from pgwarden.core.types import (
     AcquireLeader,
     Action,
@@ -30,6 +30,7 @@ from pgwarden.core.types import (
     Clone,
     Demote,
     DemoteMode,
+    EnsureSlots,
     Follow,
     Outcome,
     PeerStatus,
@@ -45,7 +46,7 @@ from pgwarden.core.types import (
     TaskKind,
     Wait,
 )
-from pgwarden.dcs.codec import member_from_json
+from pgwarden.dcs.codec import _member_from_mapping as member_from_mapping
 from pgwarden.model import ClusterStatus, ClusterView, HistoryEntry, LocalPg, Member, WalReceiver
 from pgwarden.sim import pgops
 from pgwarden.sim.dcs_client import SimDcsError
@@ -69,6 +70,8 @@ BACKGROUND: dict[type, TaskKind] = {
 """Same table as pgwarden.agent.execute.BACKGROUND (checked by a test)."""
 
 Exec = Generator[Step, None, Outcome]
+
+PROBE_TIME = 0.005  # one probe of the local PostgreSQL (as in pgwarden.sim.agent)
 
 
 class UnknownAction(Exception):
@@ -99,6 +102,7 @@ def local_pg(world: World, name: str) -> LocalPg:
     )
     if not accepting:
         return LocalPg(**common)
+    common["synchronous_standby_names"] = pg.ssn
     if not pg.in_recovery:
         return LocalPg(**common, in_recovery=False, timeline=pg.timeline, wal_lsn=pg.lsn,
                        postmaster_pid=1)
@@ -110,21 +114,13 @@ def local_pg(world: World, name: str) -> LocalPg:
                    wal_receiver=receiver, postmaster_pid=1)
 
 
-_member_cache: dict[str, Member] = {}
-
-
 def member(agent: SimAgent, pg: LocalPg) -> Member:
-    """The member key value this agent publishes, as the DCS codec reads it back."""
+    """The member key value this agent publishes, as the DCS codec reads it back: the real
+    `member_json` mapping through the real codec's field parser (the JSON text layer in between has
+    its own tests and would cost a fifth of a run)."""
     data = member_json(pg=pg, conn_url=conn_url(agent.name), api_url=api_url(agent.name),
                        tags=agent.settings.tags, task=agent.task_label)
-    text = json.dumps(data, sort_keys=True)
-    key = agent.name + text
-    found = _member_cache.get(key)
-    if found is None:
-        if len(_member_cache) > 20000:
-            _member_cache.clear()
-        found = _member_cache[key] = member_from_json(agent.name, text)
-    return found
+    return member_from_mapping(agent.name, data)
 
 
 def node_state(agent: SimAgent, pg: LocalPg) -> NodeState:
@@ -227,6 +223,9 @@ def _dispatch(agent: SimAgent, action: Action, cluster: ClusterView | None) -> E
             yield from pgops.stop(world, name, "fast")
             ok, message = yield from pgops.start(world, name, action.role, action.follow)
             return agent.outcome(action, ok, message)
+        case EnsureSlots():
+            ok, message = yield from pgops.ensure_slots(world, name, action.create)
+            return agent.outcome(action, ok, message)
         case Reinitialize():
             yield from pgops.stop(world, name, "immediate")
             ok, message = yield from pgops.move_data_aside(world, name, permitted=True)
@@ -264,7 +263,60 @@ def _renew(agent: SimAgent, action: RenewLeader, cluster: ClusterView | None) ->
             notes.append(message)
     if action.write_initialize:
         yield from agent.dcs.initialize(action.write_initialize, create_new=False)
+    if action.clear_failover is not None:
+        yield from agent.dcs.delete_failover(action.clear_failover)
+    if action.repair_history:
+        notes.append((yield from _repair_history(agent, cluster)))
+    if action.sync_step is not None:
+        note = yield from _sync_step(agent, action.sync_step)
+        if note:
+            notes.append(note)
     return agent.outcome(action, True, "; ".join(notes), sent)
+
+
+def _repair_history(agent: SimAgent, cluster: ClusterView | None) -> Generator[Step, None, str]:
+    """execute._repair_history: add the timelines PostgreSQL's own history knows and `history` lacks
+    (rows are only ever added; the one for the timeline just ended names this node)."""
+    world, name = agent.world, agent.name
+    if cluster is None:
+        return ""
+    yield PROBE_TIME
+    world.refresh()
+    timeline = local_pg(world, name).timeline
+    if timeline is None:
+        return ""
+    known = {h.timeline for h in cluster.history}
+    rows = list(cluster.history)
+    for ended, lsn, reason in (yield from pgops.read_timeline_history(world, name)):
+        if ended not in known:
+            leader = name if ended == timeline - 1 else None
+            rows.append(HistoryEntry(ended, lsn, reason or "repaired from PostgreSQL's timeline history",
+                                     None, leader))
+    if len(rows) == len(cluster.history):
+        return ""
+    rows.sort(key=lambda h: h.timeline)
+    yield from agent.dcs.set_history(rows)
+    world.recorder.event(world.now, name, f"history repaired up to timeline {timeline - 1}: "
+                         f"{[h.timeline for h in rows]}")
+    return f"history repaired up to timeline {timeline - 1}"
+
+
+def _sync_step(agent: SimAgent, step: SyncStep) -> Generator[Step, None, str]:
+    """execute._sync_step. The simulated PostgreSQL keeps synchronous_standby_names but does not make
+    commits wait for synchronous standbys (yet): with synchronous_mode off, the default, the planner
+    only restores defaults (DeleteSync, SetSsn)."""
+    match step:
+        case SetSsn():
+            ok, message = yield from pgops.set_ssn(agent.world, agent.name, step.value)
+            return "" if ok else message
+        case WriteSync():
+            written = yield from agent.dcs.set_sync(step.state, step.expected_revision)
+            return "" if written else "/sync changed meanwhile (compare-and-swap failed)"
+        case DeleteSync():
+            yield from agent.dcs.delete_sync(step.expected_revision)
+            return ""
+        case _:
+            return ""
 
 
 def _promote(agent: SimAgent, action: Promote, cluster: ClusterView | None) -> Exec:
@@ -283,14 +335,27 @@ def _promote(agent: SimAgent, action: Promote, cluster: ClusterView | None) -> E
         return agent.outcome(action, False, f"promotion abandoned and PostgreSQL stopped: {message}", sent)
     yield from pgops.checkpoint(world, name)
     if action.history_entry is not None and cluster is not None:
-        timeline, lsn, reason = action.history_entry
-        rows = [h for h in cluster.history if h.timeline < timeline]
-        rows.append(HistoryEntry(timeline, lsn, reason, None, name))
-        limit = agent.settings.max_timelines_history
-        yield from agent.dcs.set_history(rows[-limit:] if limit > 0 else rows)
+        yield PROBE_TIME
+        world.refresh()
+        promoted = local_pg(world, name)
+        yield from agent.dcs.set_history(_history_with(agent, cluster, action.history_entry, promoted.timeline))
     if cluster is not None and cluster.failover is not None:
         yield from agent.dcs.delete_failover(cluster.failover.revision)
     return agent.outcome(action, True, "promoted", sent)
+
+
+def _history_with(agent: SimAgent, cluster: ClusterView, entry: tuple[int, int, str],
+                  new_timeline: int | None) -> list[HistoryEntry]:
+    """execute._history_with: `history` with a row for the timeline this promotion ended (the one
+    before the timeline PostgreSQL reports now); other rows are kept, a retried promotion's replaced."""
+    timeline, lsn, reason = entry
+    if new_timeline is not None and new_timeline - 1 > timeline:
+        timeline = new_timeline - 1
+    rows = [h for h in cluster.history if h.timeline != timeline]
+    rows.append(HistoryEntry(timeline, lsn, reason, None, agent.name))
+    rows.sort(key=lambda h: h.timeline)
+    limit = agent.settings.max_timelines_history
+    return rows[-limit:] if limit > 0 else rows
 
 
 def _demote(agent: SimAgent, action: Demote) -> Exec:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Callable, Generator
 from dataclasses import replace
-from typing import Any
+from typing import Any, TypeVar
 
 from pgwarden.config.dynamic import DEFAULT_LEASE_TTL, adjust_timing
 from pgwarden.core.classify import needs_peer_statuses
@@ -42,8 +42,10 @@ from pgwarden.sim.kernel import Nap, Proc, Step
 from pgwarden.sim.world import DCS_TIMEOUT, World
 
 DecideFn = Callable[[Snapshot], Decision]
+_T = TypeVar("_T")
 
 MIN_NAP_AFTER_FAILURE = 1.0  # pgwarden.agent.loop
+READ_STOP_BUDGET = 0.5  # pgwarden.agent.loop: time kept, after a bounded DCS read, to stop PostgreSQL
 KEEPALIVE_INTERVAL = 1.0  # pgwarden.config.dynamic.PgwardenTiming.keepalive_interval's default
 # Actions after which the real loop does not re-probe PostgreSQL before writing the member key.
 REPROBE_NOT_NEEDED = (Wait, RenewLeader, AcquireLeader, ReleaseLeader)
@@ -312,10 +314,9 @@ class SimAgent:
         out = self.outcomes
         if self.world.opts.fold_keepalives and out and out[-1].action == "keepalive":
             tail = out.pop()
+            best: Outcome | None = tail if tail.ok else None
             if out and out[-1].action == "keepalive" and out[-1].ok and not tail.ok:
                 best = out.pop()  # [ok, failed] so far
-            else:
-                best = tail if tail.ok else None
             if outcome.ok:
                 out.append(outcome)
                 return
@@ -333,8 +334,23 @@ class SimAgent:
         return deadline
 
     def _read_cluster(self) -> Generator[Step, None, ClusterView | None]:
+        """Agent._read_cluster: one read of the scope, which a leader bounds by its lock deadline (a
+        read hanging until the client timeout must not carry it past the point where it must stop
+        writes): with less than READ_STOP_BUDGET left it does not read at all, and a read that does
+        not answer within the budget counts as the DCS being unreachable."""
+        budget = None
+        deadline = self.published_lock_deadline(self.memory.lock_deadline is not None)
+        if deadline is not None:
+            budget = deadline - self.local_now() - READ_STOP_BUDGET
         try:
-            cluster = yield from self.dcs.get_cluster()
+            if budget is not None and budget <= 0:
+                raise SimDcsError("not reading the DCS: the lock deadline is too close")
+            read = self.dcs.get_cluster()
+            if budget is not None:
+                rate = self.world.nodes[self.name].clock.rate
+                cluster = yield from within(read, budget / rate, "read timed out before the lock deadline")
+            else:
+                cluster = yield from read
         except SimDcsError as exc:
             self.dcs_error = str(exc)
             return None
@@ -388,6 +404,27 @@ class SimAgent:
         self.outcomes.append(outcome)
         self.background = None
         self.wake()
+
+
+def within(operation: Generator[Step, None, _T], limit: float, message: str) -> Generator[Step, None, _T]:
+    """asyncio.wait_for for a simulated operation: run it, but give up after `limit` global seconds
+    (raising SimDcsError(message)) if it has not finished by then. The operation is abandoned where
+    it stands, like a cancelled coroutine: what it already applied stays applied."""
+    elapsed = 0.0
+    try:
+        step = next(operation)
+        while True:
+            wait = step.seconds if isinstance(step, Nap) else step
+            if elapsed + wait > limit:
+                yield max(limit - elapsed, 0.0)
+                raise SimDcsError(message)
+            yield step
+            elapsed += wait
+            step = operation.send(None)
+    except StopIteration as done:
+        return done.value  # type: ignore[no-any-return]
+    finally:
+        operation.close()
 
 
 def settings_from_dynamic(local: HaSettings, dynamic: Any, keepalive: bool = True) -> HaSettings:

@@ -15,8 +15,8 @@ from __future__ import annotations
 from collections.abc import Callable, Generator
 from typing import TypeVar
 
-from pgwarden.model import ClusterStatus, ClusterView, HistoryEntry, Member
-from pgwarden.sim.etcd import CONFIG, FAILOVER, HISTORY, INITIALIZE, LEADER, STATUS, member_key
+from pgwarden.model import ClusterStatus, ClusterView, HistoryEntry, Member, SyncState
+from pgwarden.sim.etcd import CONFIG, FAILOVER, HISTORY, INITIALIZE, LEADER, STATUS, SYNC, EtcdStore, member_key
 from pgwarden.sim.kernel import Step
 from pgwarden.sim.world import DCS_TIMEOUT, World
 
@@ -257,3 +257,36 @@ class SimDcsClient:
             return store.delete(FAILOVER, writer=self.name)
 
         return (yield from self._rpc(apply))
+
+    def set_sync(self, value: SyncState, revision: int | None = None) -> Op[bool]:
+        """Etcd3Dcs.set_sync: put `sync` under the revision guard (None: always, 0: only if absent,
+        n: only if still at mod_revision n)."""
+        store = self.world.etcd
+
+        def apply() -> bool:
+            if not _revision_matches(store, SYNC, revision):
+                return False
+            return store.put(SYNC, value, writer=self.name)
+
+        return (yield from self._rpc(apply))
+
+    def delete_sync(self, revision: int | None = None) -> Op[bool]:
+        """Etcd3Dcs.delete_sync: delete `sync` under the same revision guard."""
+        store = self.world.etcd
+
+        def apply() -> bool:
+            if not _revision_matches(store, SYNC, revision):
+                return False
+            return store.delete(SYNC, writer=self.name)
+
+        return (yield from self._rpc(apply))
+
+
+def _revision_matches(store: EtcdStore, name: str, revision: int | None) -> bool:
+    """etcd3._revision_guard: None = unconditional, 0 = must not exist, n = still at mod_revision n."""
+    if revision is None:
+        return True
+    key = store.get(name)
+    if revision == 0:
+        return key is None
+    return key is not None and key.mod_revision == revision

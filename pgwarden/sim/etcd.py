@@ -14,13 +14,13 @@ own tests, and the simulator's time is better spent on interleavings.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from pgwarden.model import ClusterStatus, ClusterView, LeaderKey, Versioned
 
 LEADER, INITIALIZE, CONFIG = "leader", "initialize", "config"
-STATUS, HISTORY, FAILOVER = "status", "history", "failover"
+STATUS, HISTORY, FAILOVER, SYNC = "status", "history", "failover", "sync"
 MEMBER_PREFIX = "members/"
 
 
@@ -51,6 +51,7 @@ class EtcdStore:
     revision: int = 1
     next_lease: int = 1000
     _view: ClusterView | None = None
+    _members: tuple[Any, ...] | None = None  # the member values, sorted by name (cached)
 
     # -- leases --------------------------------------------------------------------------------------
 
@@ -117,6 +118,8 @@ class EtcdStore:
 
     def _changed(self, name: str, writer: str | None) -> None:
         self._view = None
+        if name.startswith(MEMBER_PREFIX):
+            self._members = None
         if name == LEADER:
             self.on_leader_change(self.revision, writer)
 
@@ -135,16 +138,20 @@ class EtcdStore:
         config = keys.get(CONFIG)
         status = keys.get(STATUS)
         history = keys.get(HISTORY)
-        members = sorted((k.value for name, k in keys.items() if name.startswith(MEMBER_PREFIX)),
-                         key=lambda m: m.name)
+        sync = keys.get(SYNC)
+        members = self._members
+        if members is None:
+            members = self._members = tuple(sorted(
+                (k.value for name, k in keys.items() if name.startswith(MEMBER_PREFIX)), key=lambda m: m.name))
         return ClusterView(
             scope=self.scope,
             initialize=init.value if init else None,
             config=Versioned(config.value, config.mod_revision) if config else None,
             leader=LeaderKey(leader.value, leader.mod_revision) if leader else None,
-            members=tuple(members),
+            members=members,
             status=status.value if status else ClusterStatus(),
             history=history.value if history else (),
+            sync=replace(sync.value, revision=sync.mod_revision) if sync else None,
             revision=self.revision,
         )
 

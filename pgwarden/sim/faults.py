@@ -209,11 +209,11 @@ def _override(world: World, target: object, attribute: str, value: float) -> Cal
     key = (id(target), attribute)
     stack = world.overrides.setdefault(key, [getattr(target, attribute)])
     entry = [value]  # a fresh object: identity tells this fault's entry apart
-    stack.append(entry)  # type: ignore[arg-type]
+    stack.append(entry)
     setattr(target, attribute, value)
 
     def heal() -> None:
-        stack.remove(entry)  # type: ignore[arg-type]
+        stack.remove(entry)
         top = stack[-1]
         setattr(target, attribute, top[0] if isinstance(top, list) else top)
     return heal

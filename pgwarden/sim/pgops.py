@@ -12,7 +12,7 @@ from collections.abc import Generator
 from pgwarden.model import DataDirState
 from pgwarden.sim.invariants import on_bootstrapped, on_data_removed, on_data_replaced, on_promoted
 from pgwarden.sim.kernel import Step
-from pgwarden.sim.postgres import Proc, has_timeline, switch_point, truncate
+from pgwarden.sim.postgres import CHECKPOINT_RECORD, Proc, has_timeline, switch_point, timeline_history, truncate
 from pgwarden.sim.world import World
 
 PG_CTL_TIMEOUT = 60.0  # pg_ctl -w -t, from postgresql.pg_ctl_timeout's default
@@ -140,6 +140,11 @@ def rewind(world: World, name: str, source: str) -> PgOp:
     if not src.accepting or not world.link_ok(name, source) or pg.running:
         return False, "pg_rewind: source went away"
     world.refresh()
+    if pg.control_state in ("in production", "in crash recovery"):
+        # pg_rewind (PG 13+) first runs single-user crash recovery on a primary that was not shut
+        # down cleanly: its end-of-recovery checkpoint record extends the WAL on the old timeline.
+        pg.checkpoint_lsn, pg.control_tl, pg.control_state = pg.lsn, pg.timeline, "shut down"
+        pg.lsn += CHECKPOINT_RECORD
     mine, theirs = pg.timeline, src.timeline
     if mine == theirs:
         return True, "no rewind required (same timeline)"
@@ -170,6 +175,7 @@ def basebackup(world: World, name: str, source: str) -> PgOp:
     pg.lineage, pg.lsn = truncate(src.lineage, src.lsn), src.lsn
     pg.checkpoint_lsn, pg.control_tl = src.lsn, src.timeline
     pg.control_state, pg.standby_signal, pg.slots = "in archive recovery", True, set()
+    pg.ssn = src.ssn  # postgresql.auto.conf comes with the copy
     on_data_replaced(world, name)
     world.recorder.event(world.now, name, f"base backup from {source} done (tl {pg.timeline}, lsn {pg.lsn})")
     return True, "base backup done"
@@ -199,7 +205,7 @@ def move_data_aside(world: World, name: str, *, permitted: bool = False) -> PgOp
         on_data_removed(world, name)
     pg.data, pg.sysid, pg.lineage, pg.lsn = DataDirState.MISSING, None, (), 0
     pg.checkpoint_lsn = pg.control_tl = pg.control_state = None
-    pg.standby_signal, pg.following, pg.slots = False, None, set()
+    pg.standby_signal, pg.following, pg.slots, pg.ssn = False, None, set(), ""
     return True, "moved aside"
 
 
@@ -213,3 +219,25 @@ def ensure_slots(world: World, name: str, names: tuple[str, ...], drop: bool = F
     else:
         pg.slots |= set(names)
     return True, "slots"
+
+
+def set_ssn(world: World, name: str, value: str) -> PgOp:
+    """PgController.set_synchronous_standby_names: ALTER SYSTEM, then reload. Only the setting is
+    modelled (the probe reports it); commits do not wait for synchronous standbys in the simulator."""
+    pg = world.nodes[name].pg
+    if not pg.accepting:
+        return False, "setting synchronous_standby_names: not running"
+    yield 0.01
+    if not pg.accepting:
+        return False, "setting synchronous_standby_names: connection lost"
+    pg.ssn = value
+    return True, f"synchronous_standby_names = {value!r}"
+
+
+def read_timeline_history(world: World, name: str) -> Generator[Step, None, list[tuple[int, int, str]]]:
+    """PgController.timeline_history for the server's current timeline: [] when it cannot be read."""
+    pg = world.nodes[name].pg
+    if not pg.accepting:
+        return []
+    yield 0.005
+    return timeline_history(pg.lineage) if pg.accepting else []

@@ -18,6 +18,9 @@ from enum import StrEnum
 
 from pgwarden.model import LSN, DataDirState
 
+PROMOTE_REASON = "no recovery target specified"  # the reason PostgreSQL writes for a promotion
+CHECKPOINT_RECORD = 114  # bytes of a checkpoint WAL record (XLOG_CHECKPOINT_ONLINE/SHUTDOWN)
+
 Segment = tuple[int, int, int]
 """(uid, timeline number, start LSN) of one stretch of WAL."""
 Lineage = tuple[Segment, ...]
@@ -59,6 +62,12 @@ def switch_point(lineage: Lineage, timeline: int) -> LSN | None:
     return None
 
 
+def timeline_history(lineage: Lineage) -> list[tuple[int, LSN, str]]:
+    """PostgreSQL's history file of the lineage's last timeline: (ended timeline, switch LSN, reason)
+    for every timeline before it, oldest first (what `PgController.timeline_history` parses)."""
+    return [(tl, lineage[i + 1][2], PROMOTE_REASON) for i, (_uid, tl, _start) in enumerate(lineage[:-1])]
+
+
 def has_timeline(lineage: Lineage, timeline: int) -> bool:
     return any(tl == timeline for _, tl, _ in lineage)
 
@@ -78,6 +87,9 @@ class SimPg:
     standby_signal: bool = False
     following: str | None = None
     slots: set[str] = field(default_factory=set)
+    ssn: str = ""
+    """synchronous_standby_names as ALTER SYSTEM left it (kept with the data directory). Only the value
+    is modelled: commits never wait for a synchronous standby in the simulator (yet)."""
     proc: Proc = Proc.STOPPED
     in_recovery: bool = True
     writable_since: float | None = None
@@ -151,7 +163,7 @@ class SimPg:
         if not checkpoint:
             self.crash(now)
             return
-        self.checkpoint_lsn, self.control_tl = self.lsn, self.timeline
+        self.checkpoint()
         self.control_state = "shut down in recovery" if self.in_recovery else "shut down"
         self._down()
 
@@ -163,5 +175,17 @@ class SimPg:
         self.write_log = []
 
     def checkpoint(self) -> None:
-        if self.running:
-            self.checkpoint_lsn, self.control_tl = self.lsn, self.timeline
+        """A checkpoint's location is where its record starts, always before the end of the WAL: a
+        primary writes the record at its WAL end (the WAL grows by it); a standby's restartpoint
+        points at a checkpoint record it replayed, which ends at or before its WAL end. (With the
+        location *at* the WAL end, the core's "checkpoint at or past the switch point" test would
+        see divergence where PostgreSQL and pg_rewind see none.)"""
+        if not self.running:
+            return
+        self.control_tl = self.timeline
+        if self.in_recovery:
+            self.checkpoint_lsn = max(self.lsn - CHECKPOINT_RECORD, 0)
+            return
+        self.checkpoint_lsn = self.lsn
+        self.lsn += CHECKPOINT_RECORD
+        self.write_base += CHECKPOINT_RECORD

@@ -61,7 +61,7 @@ class Recorder:
         self.event(at, "*", ("EXCUSED " if excused else "VIOLATION ") + str(found))
 
     def render_trace(self, last: int | None = None) -> list[str]:
-        entries = self.trace if last is None else self.trace[-last:]
+        entries = self.trace if last is None else self.trace[len(self.trace) - last:] if last > 0 else []
         return [render_entry(e) for e in entries]
 
 
