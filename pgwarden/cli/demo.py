@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import shutil
 import signal
 import threading
@@ -10,6 +9,7 @@ from pathlib import Path
 
 from rich.console import Console
 
+from pgwarden import aio
 from pgwarden.cli.listing import render_table
 from pgwarden.config import load_local
 from pgwarden.dcs import dcs_from_config
@@ -63,7 +63,7 @@ def _print_table(cluster: LocalCluster, console: Console) -> None:
         finally:
             await dcs.close()
 
-    asyncio.run(show())
+    aio.run(show())
 
 
 def _print_tour(cluster: LocalCluster, console: Console) -> None:

@@ -6,7 +6,6 @@ DCS and acts through the members' REST API (see `pgwarden.cli.view`, `manage`, `
 
 from __future__ import annotations
 
-import asyncio
 import importlib
 import logging
 import os
@@ -16,7 +15,7 @@ from pathlib import Path
 
 import click
 
-from pgwarden import __version__
+from pgwarden import __version__, aio
 from pgwarden.cli.options import target_options
 from pgwarden.config import ConfigError, load_local, scrub_patroni_env, validate_file
 
@@ -98,7 +97,7 @@ def agent(config: Path | None) -> None:
         sys.exit(2)
     scrub_patroni_env(os.environ)  # passwords must not leak into PostgreSQL or scripts we start
     _setup_logging(local.log.level)
-    sys.exit(asyncio.run(Agent(local, config).run()))
+    sys.exit(aio.run(Agent(local, config).run()))
 
 
 @main.command("validate-config")

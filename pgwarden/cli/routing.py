@@ -12,6 +12,7 @@ from pathlib import Path
 
 import click
 
+from pgwarden import aio
 from pgwarden.config import ConfigError, LocalConfig, load_local
 
 CONFIG_ENV = "PATRONICTL_CONFIG_FILE"
@@ -50,7 +51,7 @@ def haproxy_config(config: Path | None, bind: str, primary_port: int, replica_po
                              stats_port=stats_port, admin_socket=admin_socket,
                              replica_lag=None if replica_lag.lower() == "none" else replica_lag,
                              check_interval_ms=check_interval_ms)
-    sys.exit(asyncio.run(print_haproxy_config(_load(config), options)))
+    sys.exit(aio.run(print_haproxy_config(_load(config), options)))
 
 
 @click.command("route")
@@ -97,4 +98,4 @@ def route(config: Path | None, name: str | None, haproxy_sockets: tuple[str, ...
                 loop.add_signal_handler(signum, stop.set)
         return await run_route(local, args, stop)
 
-    sys.exit(asyncio.run(main()))
+    sys.exit(aio.run(main()))

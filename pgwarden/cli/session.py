@@ -7,7 +7,6 @@ printed as "Error: ..." with exit code 1 by `run()`.
 
 from __future__ import annotations
 
-import asyncio
 import os
 import sys
 from collections.abc import Awaitable, Callable, Mapping
@@ -19,6 +18,7 @@ import click
 from rich.console import Console
 from rich.markup import escape
 
+from pgwarden import aio
 from pgwarden.cli.options import META_CONFIG, META_DCS_URL, META_INSECURE
 from pgwarden.cli.rest import DEFAULT_TIMEOUT, RestClient, RestError, RestReply
 from pgwarden.cli.target import Target, TargetError, resolve_target
@@ -126,7 +126,7 @@ def run(coroutine_factory: Callable[[], Awaitable[_T]]) -> _T:
         return await coroutine_factory()
 
     try:
-        return asyncio.run(main())
+        return aio.run(main())
     except CtlError as exc:
         err_console.print(f"[red]Error:[/red] {escape(str(exc))}", soft_wrap=True)
         sys.exit(1)

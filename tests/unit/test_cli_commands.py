@@ -18,6 +18,7 @@ import pytest
 from aiohttp import web
 from click.testing import CliRunner
 
+from pgwarden import aio
 from pgwarden.cli.main import main
 from pgwarden.cli.rest import RestClient, RestError
 from pgwarden.cli.target import RestSettings
@@ -111,7 +112,7 @@ async def _read_cluster(etcd: EtcdServer) -> Any:
 def world(etcd: EtcdServer) -> Iterator[tuple[EtcdServer, dict[str, FakeMember]]]:
     members = FakeMembers(["a", "b", "c"])
     try:
-        asyncio.run(_publish(etcd, members, "a", {"ttl": 30, "loop_wait": 10, "retry_timeout": 10}))
+        aio.run(_publish(etcd, members, "a", {"ttl": 30, "loop_wait": 10, "retry_timeout": 10}))
         yield etcd, members.members
     finally:
         members.close()
@@ -166,7 +167,7 @@ def test_switchover_falls_back_to_the_dcs_without_the_endpoint(world: tuple[Etcd
     result = cli(etcd, "switchover", SCOPE, "--candidate", "b", "--force")
     assert result.exit_code == 0, result.output
     assert "falling back to the DCS" in result.output
-    failover = asyncio.run(_read_cluster(etcd)).failover
+    failover = aio.run(_read_cluster(etcd)).failover
     assert (failover.leader, failover.member) == ("a", "b")
 
 
@@ -192,7 +193,7 @@ def test_restart_reports_each_member_and_fails_if_one_fails(
 def test_failover_warns_about_an_async_candidate_in_sync_mode(etcd: EtcdServer) -> None:
     fakes = FakeMembers(["a", "b"])
     try:
-        asyncio.run(_publish(etcd, fakes, "a", {"synchronous_mode": True}))
+        aio.run(_publish(etcd, fakes, "a", {"synchronous_mode": True}))
         fakes.members["a"].answers[("POST", "/failover")] = (200, 'Successfully failed over to "b"')
         result = cli(etcd, "failover", SCOPE, "--candidate", "b", stdin="n\n")
         assert result.exit_code == 1 and "is not a synchronous standby" in result.output
@@ -218,27 +219,27 @@ def test_edit_config_writes_with_cas_and_refuses_invalid(world: tuple[EtcdServer
     result = cli(etcd, "edit-config", SCOPE, "-s", "loop_wait=5", "-p", "work_mem=8MB", "--force")
     assert result.exit_code == 0, result.output
     assert "+loop_wait: 5" in result.output and "Configuration changed" in result.output
-    config = asyncio.run(_read_cluster(etcd)).config.value
+    config = aio.run(_read_cluster(etcd)).config.value
     assert config["loop_wait"] == 5 and config["postgresql"]["parameters"]["work_mem"] == "8MB"
     result = cli(etcd, "edit-config", SCOPE, "-s", "ttl=abc", "--force")
     assert result.exit_code == 1 and "ttl: expected an integer" in result.output
-    assert asyncio.run(_read_cluster(etcd)).config.value["ttl"] == 30
+    assert aio.run(_read_cluster(etcd)).config.value["ttl"] == 30
 
 
 def test_edit_config_apply_patch_from_stdin(world: tuple[EtcdServer, dict[str, FakeMember]]) -> None:
     etcd, _ = world
     result = cli(etcd, "edit-config", SCOPE, "--apply", "-", "--force", "-q", stdin="retry_timeout: null\n")
     assert result.exit_code == 0, result.output
-    assert "retry_timeout" not in asyncio.run(_read_cluster(etcd)).config.value
+    assert "retry_timeout" not in aio.run(_read_cluster(etcd)).config.value
 
 
 def test_flush_switchover_falls_back_to_deleting_the_key(world: tuple[EtcdServer, dict[str, FakeMember]]) -> None:
     etcd, _ = world
     cli(etcd, "switchover", SCOPE, "--candidate", "b", "--scheduled", "2099-01-01T00:00+00:00", "--force")
-    assert asyncio.run(_read_cluster(etcd)).failover is not None
+    assert aio.run(_read_cluster(etcd)).failover is not None
     result = cli(etcd, "flush", SCOPE, "switchover", "--force")
     assert result.exit_code == 0 and "scheduled switchover deleted" in result.output
-    assert asyncio.run(_read_cluster(etcd)).failover is None
+    assert aio.run(_read_cluster(etcd)).failover is None
 
 
 def test_remove_needs_typed_confirmations(world: tuple[EtcdServer, dict[str, FakeMember]]) -> None:
