@@ -1,9 +1,12 @@
-"""Running a coroutine to completion without hanging on the way out.
+"""Running a coroutine to completion, for the agent's and the CLI's entry points.
 
-`asyncio.run` cancels the tasks left over when the main coroutine returns and then waits for them
-without a bound. gRPC (under aetcd) can leave internal tasks behind that do not finish promptly after
-a cancellation, which made processes hang at exit. `run` gives leftovers a short grace period and then
-closes the loop anyway.
+Two problems with plain `asyncio.run` in this program:
+* gRPC's asyncio layer (under aetcd) binds its completion-queue poller to the event loop that created the
+  first channel; once that loop is closed while a channel is still referenced, calls made on any later loop
+  never complete. So the process keeps ONE event loop and reuses it for every `run` (the CLI and the tests
+  call `run` many times in one process).
+* `asyncio.run` waits without a bound for leftover tasks it cancelled; gRPC can leave internal tasks that
+  do not finish promptly. Here leftovers get a short grace period.
 """
 
 from __future__ import annotations
@@ -16,23 +19,31 @@ from typing import Any, TypeVar
 T = TypeVar("T")
 
 EXIT_GRACE = 3.0
+_loop: asyncio.AbstractEventLoop | None = None
+
+
+def _process_loop() -> asyncio.AbstractEventLoop:
+    global _loop
+    if _loop is None or _loop.is_closed():
+        _loop = asyncio.new_event_loop()
+    return _loop
 
 
 def run(main: Coroutine[Any, Any, T], grace: float = EXIT_GRACE) -> T:
-    loop = asyncio.new_event_loop()
+    loop = _process_loop()
+    asyncio.set_event_loop(loop)
     try:
-        asyncio.set_event_loop(loop)
         return loop.run_until_complete(main)
     finally:
-        try:
-            leftovers = [t for t in asyncio.all_tasks(loop) if not t.done()]
-            for task in leftovers:
-                task.cancel()
-            if leftovers:
-                with contextlib.suppress(Exception):
-                    loop.run_until_complete(asyncio.wait(leftovers, timeout=grace))
+        leftovers = [t for t in asyncio.all_tasks(loop) if not t.done() and not _grpc_internal(t)]
+        for task in leftovers:
+            task.cancel()
+        if leftovers:
             with contextlib.suppress(Exception):
-                loop.run_until_complete(asyncio.wait_for(loop.shutdown_asyncgens(), grace))
-        finally:
-            asyncio.set_event_loop(None)
-            loop.close()
+                loop.run_until_complete(asyncio.wait(leftovers, timeout=grace))
+        asyncio.set_event_loop(None)
+
+
+def _grpc_internal(task: asyncio.Task[Any]) -> bool:
+    """gRPC's own bookkeeping tasks belong to its channels, which outlive one `run`."""
+    return "grpc" in repr(task.get_coro()) or "_AioCall" in repr(task.get_coro())
