@@ -61,6 +61,8 @@ def test_a_primary_never_keeps_running_under_another_nodes_key(s: Snapshot) -> N
     a BUG row in cases/bootstrap.txt.)"""
     if s.dcs is None or lock_state(s) is not Lock.OTHER or not s.pg.is_primary or s.shutting_down:
         return
+    if s.paused:
+        return  # maintenance mode: "continue to run as primary without lock" (contract 2.9), by design
     same_database = s.pg.sysid in (None, s.dcs.initialize) or not s.dcs.initialize
     if s.pg.data_dir is DataDirState.VALID and same_database:
         assert isinstance(decide(s).action, Demote)

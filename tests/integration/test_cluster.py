@@ -169,6 +169,8 @@ def test_host_loss_of_the_primary_fails_over_and_the_old_node_rejoins(
     assert new is not None and new is not old
     print(f"\nhost loss: new primary {new.name} after {time.monotonic() - killed:.1f}s")
     _insert(cluster, new, "after-failover")
+    # The history row is written after the post-promote checkpoint, a moment after writes are possible.
+    wait_until(lambda: bool(new.get("/history")[1]), 20, "the history row of the promotion")
     history = new.get("/history")[1]
     assert history and history[-1][0] == 1 and history[-1][4] == new.name
 
