@@ -12,7 +12,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 
 from pgwarden.api.control import ControlResult, RestartRequest
 from pgwarden.core import Decision, Outcome, render
@@ -180,7 +180,3 @@ def _version_number(text: str) -> int | None:
     if parts[0] >= 10:
         return parts[0] * 10000 + (parts[1] if len(parts) > 1 else 0)
     return parts[0] * 10000 + (parts[1] if len(parts) > 1 else 0) * 100 + (parts[2] if len(parts) > 2 else 0)
-
-
-def iso_now() -> str:
-    return datetime.now(UTC).isoformat()

@@ -15,12 +15,10 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import click
-import yaml
 from pydantic import ValidationError
 
-from pgwarden.config.env import env_overrides
-from pgwarden.config.errors import describe_validation_error
-from pgwarden.config.loader import deep_merge
+from pgwarden.config.errors import ConfigError, describe_validation_error
+from pgwarden.config.loader import read_raw
 from pgwarden.config.schema import Credentials, CtlConfig, EtcdConfig
 
 DEFAULT_NAMESPACE = "/service"
@@ -78,13 +76,10 @@ def parse_dcs_url(url: str) -> tuple[dict[str, Any], str | None]:
 def read_config_source(path: Path | None, environ: Mapping[str, str]) -> dict[str, Any]:
     """The raw configuration: a YAML file or a directory of them (merged in name order), else
     PATRONI_CONFIGURATION, else nothing; with the PATRONI_* variables merged over it."""
-    if path is not None:
-        source = _read_path(path)
-    elif CONFIGURATION_VAR in environ:
-        source = _parse_yaml(environ[CONFIGURATION_VAR], CONFIGURATION_VAR)
-    else:
-        source = {}
-    return deep_merge(source, env_overrides(environ))
+    try:
+        return read_raw(path, environ)
+    except ConfigError as exc:
+        raise TargetError("; ".join(exc.problems)) from None
 
 
 def default_config_path() -> Path | None:
@@ -158,33 +153,3 @@ def _restapi_credentials(restapi: Mapping[str, Any]) -> Credentials | None:
         return Credentials.model_validate(authentication)
     except ValidationError as exc:
         raise TargetError("; ".join(describe_validation_error(exc, "restapi.authentication"))) from None
-
-
-def _read_path(path: Path) -> dict[str, Any]:
-    if path.is_dir():
-        files = sorted(p for p in path.iterdir() if p.suffix in (".yml", ".yaml") and p.is_file())
-        merged: dict[str, Any] = {}
-        for file in files:
-            merged = deep_merge(merged, _read_file(file))
-        return merged
-    return _read_file(path)
-
-
-def _read_file(path: Path) -> dict[str, Any]:
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise TargetError(f"{path}: cannot read the configuration file: {exc.strerror or exc}") from None
-    return _parse_yaml(text, str(path))
-
-
-def _parse_yaml(text: str, source: str) -> dict[str, Any]:
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise TargetError(f"{source}: not valid YAML: {exc}") from None
-    if data is None:
-        return {}
-    if not isinstance(data, dict):
-        raise TargetError(f"{source}: expected a YAML mapping at the top level")
-    return data

@@ -117,13 +117,19 @@ def load_local(path: str | Path | None, environ: Mapping[str, str]) -> LocalConf
 
     Raises ConfigError listing every problem found.
     """
+    return validate_local(read_raw(path, environ))
+
+
+def read_raw(path: str | Path | None, environ: Mapping[str, str]) -> dict[str, Any]:
+    """The unvalidated configuration mapping `load_local` validates (also used by the CLI, which
+    accepts ctl-only files). Raises ConfigError for unreadable files and bad YAML."""
     if path is not None:
         source = _read_path(Path(path))
     elif _CONFIGURATION_VAR in environ:
         source = _parse_yaml(environ[_CONFIGURATION_VAR], _CONFIGURATION_VAR)
     else:
         source = {}
-    return validate_local(deep_merge(source, env_overrides(environ)))
+    return deep_merge(source, env_overrides(environ))
 
 
 def validate_local(data: Mapping[str, Any]) -> LocalConfig:
