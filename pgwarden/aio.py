@@ -1,19 +1,18 @@
 """Running a coroutine to completion, for the agent's and the CLI's entry points.
 
-Two problems with plain `asyncio.run` in this program:
-* gRPC's asyncio layer (under aetcd) binds its completion-queue poller to the event loop that created the
-  first channel; once that loop is closed while a channel is still referenced, calls made on any later loop
-  never complete. So the process keeps ONE event loop and reuses it for every `run` (the CLI and the tests
-  call `run` many times in one process).
-* `asyncio.run` waits without a bound for leftover tasks it cancelled; gRPC can leave internal tasks that
-  do not finish promptly. Here leftovers get a short grace period.
+Two differences from plain `asyncio.run`:
+* the process keeps ONE event loop and reuses it for every `run` (the CLI and the tests call `run` many
+  times in one process); objects bound to a loop, such as an aiohttp session cached by a caller, stay
+  usable from one `run` to the next;
+* `asyncio.run` waits without a bound for the leftover tasks it cancels; here they get a short grace
+  period, so a stuck leftover can never hang an exit.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Coroutine
+from collections.abc import Awaitable, Coroutine
 from typing import Any, TypeVar
 
 T = TypeVar("T")
@@ -35,7 +34,7 @@ def run(main: Coroutine[Any, Any, T], grace: float = EXIT_GRACE) -> T:
     try:
         return loop.run_until_complete(main)
     finally:
-        leftovers = [t for t in asyncio.all_tasks(loop) if not t.done() and not _grpc_internal(t)]
+        leftovers = [t for t in asyncio.all_tasks(loop) if not t.done()]
         for task in leftovers:
             task.cancel()
         if leftovers:
@@ -44,6 +43,14 @@ def run(main: Coroutine[Any, Any, T], grace: float = EXIT_GRACE) -> T:
         asyncio.set_event_loop(None)
 
 
-def _grpc_internal(task: asyncio.Task[Any]) -> bool:
-    """gRPC's own bookkeeping tasks belong to its channels, which outlive one `run`."""
-    return "grpc" in repr(task.get_coro()) or "_AioCall" in repr(task.get_coro())
+
+async def bounded(awaitable: Awaitable[T], seconds: float) -> T:
+    """`await awaitable`, raising TimeoutError after `seconds`.
+
+    Use this instead of `asyncio.wait_for`: on Python 3.11 (Debian 12's), `wait_for` swallows a
+    cancellation of the calling task that arrives just as the awaited operation completes, so the
+    caller runs on as if never cancelled, and whoever cancelled it waits for ever (found as a hang
+    of the etcd watch task on close). `asyncio.timeout` delivers both the timeout and the cancellation.
+    """
+    async with asyncio.timeout(seconds):
+        return await awaitable

@@ -20,6 +20,7 @@ import shlex
 import signal
 from collections.abc import Mapping
 
+from pgwarden.aio import bounded
 from pgwarden.postgres.process import child_env
 
 log = logging.getLogger("pgwarden")
@@ -65,7 +66,7 @@ class Callbacks:
         """Wait briefly for a running callback, so tests and shutdown see it complete."""
         if self._reaper is not None:
             with contextlib.suppress(TimeoutError, asyncio.CancelledError):
-                await asyncio.wait_for(asyncio.shield(self._reaper), 5)
+                await bounded(asyncio.shield(self._reaper), 5)
 
 
 async def run_hook(command: str | None, what: str, timeout: float = HOOK_TIMEOUT) -> tuple[bool, str]:
@@ -79,7 +80,7 @@ async def run_hook(command: str | None, what: str, timeout: float = HOOK_TIMEOUT
     except OSError as exc:
         return False, f"{what} could not be started: {exc}"
     try:
-        output, _ = await asyncio.wait_for(proc.communicate(), timeout)
+        output, _ = await bounded(proc.communicate(), timeout)
     except TimeoutError:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGKILL)

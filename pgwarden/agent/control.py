@@ -14,6 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from pgwarden.aio import bounded
 from pgwarden.api.control import ControlResult, RestartRequest
 from pgwarden.core import Decision, Outcome, render
 from pgwarden.core.types import OperatorRequest, Reinitialize, ReinitRequested, Restart, RestartRequested
@@ -119,7 +120,7 @@ class AgentControlImpl:
             return ControlResult(503, "another operation is already in progress")
         timeout = request.timeout or 600.0
         try:
-            return await asyncio.wait_for(asyncio.shield(future), timeout + 30)
+            return await bounded(asyncio.shield(future), timeout + 30)
         except TimeoutError:
             return ControlResult(503, "restart status unknown: it is still running")
 
@@ -152,7 +153,7 @@ class AgentControlImpl:
         future = self._desk.submit(ReinitRequested(from_leader=from_leader))
         if future is None:
             return ControlResult(503, "another operation is already in progress")
-        return await asyncio.wait_for(asyncio.shield(future), 60)
+        return await bounded(asyncio.shield(future), 60)
 
     def wakeup(self) -> None:
         self._wake()

@@ -27,6 +27,7 @@ from typing import Any
 import aiohttp
 
 from pgwarden import __version__
+from pgwarden.aio import bounded
 from pgwarden.api import NodeState, StateHolder
 from pgwarden.api.management import management_routes
 from pgwarden.api.security import TlsConfigError, access_policy_from, ssl_context_from
@@ -251,7 +252,7 @@ class Agent:
     async def _nap(self, seconds: float) -> None:
         if seconds > 0:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.wake.wait(), seconds)
+                await bounded(self.wake.wait(), seconds)
         self.wake.clear()
 
     async def _cycle(self) -> Decision:
@@ -401,7 +402,7 @@ class Agent:
         try:
             if budget is not None and budget <= 0:
                 raise DcsError("not reading the DCS: the lock deadline is too close")
-            cluster = await (asyncio.wait_for(dcs.get_cluster(), budget) if budget is not None
+            cluster = await (bounded(dcs.get_cluster(), budget) if budget is not None
                              else dcs.get_cluster())
         except (DcsError, TimeoutError) as exc:
             self.state.dcs_error = str(exc) or "read timed out before the lock deadline"

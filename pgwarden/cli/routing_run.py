@@ -9,6 +9,7 @@ from pathlib import Path
 
 from pgwarden.config import LocalConfig
 from pgwarden.dcs import Dcs, DcsError, dcs_from_config, etcd_hosts_from_config
+from pgwarden.dcs.etcd_http import ssl_context_from_config
 from pgwarden.routing.etcd2_mirror import Etcd2LeaderMirror
 from pgwarden.routing.haproxy_config import HaproxyOptions, render_haproxy_config
 from pgwarden.routing.haproxy_runtime import HaproxyPusher, HaproxyRuntime
@@ -88,7 +89,7 @@ async def run_route(local: LocalConfig, args: RouteArgs, stop: asyncio.Event) ->
         return 1
     registry = RouterRegistry(etcd_hosts_from_config(section), dcs.prefix, args.name,
                               username=section.get("username") or section.get("user"),
-                              password=section.get("password"))
+                              password=section.get("password"), ssl_context=ssl_context_from_config(section))
     sidecar = RouteSidecar(dcs, pushers, registry=registry, kinds=kinds,
                            timing=SidecarTiming(poll_interval=args.poll_interval, hold_timeout=args.hold_timeout))
     log.info("route: watching %s for %s", dcs.prefix, ", ".join(p.name for p in pushers))

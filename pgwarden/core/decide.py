@@ -75,7 +75,8 @@ MAX_START_FAILURES = 3
 
 def decide(s: Snapshot) -> Decision:
     memory = remember(s)
-    s = replace(s, memory=memory)
+    if memory is not s.memory:
+        s = replace(s, memory=memory)
     for guard in GUARDS:
         decision = guard(s)
         if decision is not None:
@@ -95,9 +96,9 @@ def remember(s: Snapshot) -> Memory:
     if s.dcs is not None and m.paused_when_last_seen != s.dcs.paused:
         m = replace(m, paused_when_last_seen=s.dcs.paused)
     lock = lock_state(s)
-    if lock in (Lock.OTHER, Lock.NONE):
+    if lock in (Lock.OTHER, Lock.NONE) and (m.lock_deadline is not None or m.start_deadline is not None):
         m = replace(m, lock_deadline=None, start_deadline=None)
-    if lock is Lock.MINE and s.pg.accepting:
+    if lock is Lock.MINE and s.pg.accepting and (m.start_deadline is not None or m.start_failures != 0):
         m = replace(m, start_deadline=None, start_failures=0)
     return m
 
@@ -108,7 +109,9 @@ def _absorb(m: Memory, last: Outcome, settings: HaSettings) -> Memory:
     elif last.action == "keepalive" and last.ok and m.lock_deadline is not None:
         # The lease keepalive (apart from the HA cycle) extends a lock we already hold; it never
         # creates one.
-        m = replace(m, lock_deadline=max(m.lock_deadline, settings.lock_deadline(last.sent_at)))
+        extended = settings.lock_deadline(last.sent_at)
+        if extended > m.lock_deadline:
+            m = replace(m, lock_deadline=extended)
     elif last.action in ("demote", "release leader", "shutdown"):
         m = replace(m, lock_deadline=None)
     if last.action == "rewind":

@@ -45,10 +45,6 @@ def etcd_hosts_from_config(section: Mapping[str, Any]) -> list[tuple[str, int]]:
 
 
 def _check_supported(section: Mapping[str, Any]) -> None:
-    urls = [str(section.get("url", "")), str(section.get("hosts", "")), str(section.get("host", ""))]
-    uses_tls = str(section.get("protocol", "http")).lower() == "https" or any("https://" in u for u in urls)
-    if uses_tls or any(section.get(k) for k in ("cacert", "cert", "key")):
-        raise DcsError("etcd3: TLS (https, cacert/cert/key) is not supported yet")
     for unsupported in ("srv", "srv_suffix", "proxy", "discovery_srv"):
         if section.get(unsupported):
             raise DcsError(f"etcd3: '{unsupported}' is not supported yet; list the endpoints in 'hosts'")
@@ -64,14 +60,20 @@ async def dcs_from_config(
     timeout: float = 2.0,
     readonly: bool = False,
 ) -> Dcs:
-    """An etcd v3 DCS from Patroni's `etcd3` section (host | hosts | url, protocol, username, password)."""
+    """An etcd v3 DCS from Patroni's `etcd3` section.
+
+    Keys read: host | hosts | url, protocol (http | https), cacert, cert, key, key_password, username | user,
+    password.
+    """
     from pgwarden.dcs.etcd3 import Etcd3Dcs  # imported here so that the pure modules stay light
+    from pgwarden.dcs.etcd_http import ssl_context_from_config
 
     _check_supported(etcd3_section)
     try:
         hosts = etcd_hosts_from_config(etcd3_section)
-    except ValueError as exc:
-        raise DcsError(str(exc)) from exc
+        ssl_context = ssl_context_from_config(etcd3_section)
+    except (ValueError, OSError) as exc:  # OSError: a TLS file is missing or unreadable
+        raise DcsError(f"etcd3: {exc}") from exc
     dcs = Etcd3Dcs(
         hosts=hosts,
         namespace=namespace,
@@ -82,6 +84,7 @@ async def dcs_from_config(
         username=etcd3_section.get("username") or etcd3_section.get("user"),
         password=etcd3_section.get("password"),
         readonly=readonly,
+        ssl_context=ssl_context,
     )
     await dcs.connect()
     return dcs

@@ -1,4 +1,4 @@
-"""The etcd v3 backend, over gRPC with `aetcd` (works with etcd 3.4 and later).
+"""The etcd v3 backend, over etcd's JSON gateway (`pgwarden.dcs.etcd_http`; etcd 3.4 and later).
 
 How the DCS primitives map onto etcd v3:
 - one lease per agent (TTL = `ttl`); the own member key and the `leader` key are attached to it, so
@@ -8,10 +8,6 @@ How the DCS primitives map onto etcd v3:
 - compare-and-swap on `config`, `failover` and `sync` compares `mod_revision`;
 - `get_cluster` is one linearizable range read of the whole scope;
 - a background task watches the scope prefix, so `wait_for_change` wakes as soon as `leader` changes.
-
-aetcd gives us the channel, authentication, the generated protobuf stubs, lease keepalive and the
-watch stream. Transactions and ranges are built from its protobuf messages directly, because its
-helper API has no lease comparison and hides the response header (the revision) we need.
 """
 
 from __future__ import annotations
@@ -19,34 +15,33 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+import ssl
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-import aetcd
-from aetcd import exceptions as aetcd_errors
-from aetcd import rpc
-from aetcd.utils import prefix_range_end
-
+from pgwarden.aio import bounded
 from pgwarden.dcs import codec
 from pgwarden.dcs.base import Dcs, DcsError
+from pgwarden.dcs.etcd_http import (
+    EtcdClient,
+    EtcdError,
+    Json,
+    WatchBatch,
+    compare_absent,
+    compare_lease,
+    compare_mod_revision,
+    compare_value,
+    op_delete,
+    op_put,
+    prefix_end,
+)
 from pgwarden.model import ClusterStatus, ClusterView, HistoryEntry, SyncState
 
 log = logging.getLogger(__name__)
 
 _T = TypeVar("_T")
 
-# gRPC's default reconnect backoff grows to two minutes: far too slow to notice that etcd is back.
-# Keepalive pings detect a silently dead connection (etcd refuses pings more often than every 5 s).
-_GRPC_OPTIONS: Mapping[str, int] = {
-    "grpc.initial_reconnect_backoff_ms": 200,
-    "grpc.min_reconnect_backoff_ms": 200,
-    "grpc.max_reconnect_backoff_ms": 1000,
-    "grpc.keepalive_time_ms": 10_000,
-    "grpc.keepalive_timeout_ms": 5_000,
-}
-_TRANSPORT_ERRORS = (aetcd_errors.ClientError, rpc.RpcError, rpc.BaseError, TimeoutError, OSError)
-"""What talking to etcd can raise; anything else is a bug and propagates as such."""
 _WATCH_BACKOFF_MIN = 0.5
 _WATCH_BACKOFF_MAX = 5.0
 
@@ -61,69 +56,13 @@ class _Lease:
     ttl: int
 
 
-# -- protobuf builders (pure) ------------------------------------------------------------------------
-
-
-def _compare(key: bytes, target: str, result: str = "EQUAL", **value: Any) -> Any:
-    return rpc.Compare(key=key, target=getattr(rpc.Compare, target), result=getattr(rpc.Compare, result), **value)
-
-
-def _value_is(key: bytes, value: str) -> Any:
-    return _compare(key, "VALUE", value=value.encode())
-
-
-def _lease_is(key: bytes, lease_id: int) -> Any:
-    return _compare(key, "LEASE", lease=lease_id)
-
-
-def _absent(key: bytes) -> Any:
-    return _compare(key, "CREATE", create_revision=0)
-
-
-def _revision_guard(key: bytes, revision: int | None) -> list[Any]:
+def _revision_guard(key: bytes, revision: int | None) -> list[Json]:
     """CAS condition: None = unconditional, 0 = must not exist, n = still at mod_revision n."""
     if revision is None:
         return []
     if revision == 0:
-        return [_absent(key)]
-    return [_compare(key, "MOD", mod_revision=revision)]
-
-
-def _put(key: bytes, value: str, lease_id: int = 0) -> Any:
-    return rpc.RequestOp(request_put=rpc.PutRequest(key=key, value=value.encode(), lease=lease_id))
-
-
-def _delete(key: bytes) -> Any:
-    return rpc.RequestOp(request_delete_range=rpc.DeleteRangeRequest(key=key))
-
-
-def _error_kind(exc: Exception) -> str:
-    """'timeout' | 'unavailable' | 'auth' | 'lease' | 'other', for both raw gRPC and aetcd errors."""
-    if isinstance(exc, TimeoutError | aetcd_errors.ConnectionTimeoutError | aetcd_errors.WatchTimeoutError):
-        return "timeout"
-    code = exc.code() if isinstance(exc, rpc.AioRpcError) else None
-    details = _details(exc)
-    if "lease not found" in details:
-        return "lease"
-    if code == rpc.StatusCode.DEADLINE_EXCEEDED:
-        return "timeout"
-    if code == rpc.StatusCode.UNAVAILABLE or isinstance(exc, aetcd_errors.ConnectionFailedError):
-        return "unavailable"
-    if code == rpc.StatusCode.UNAUTHENTICATED or isinstance(exc, aetcd_errors.UnauthenticatedError):
-        return "auth"
-    return "other"
-
-
-def _being_cancelled() -> bool:
-    """Whether the current task itself is being cancelled (not merely one of its gRPC calls)."""
-    task = asyncio.current_task()
-    return task is not None and task.cancelling() > 0
-
-
-def _details(exc: Exception) -> str:
-    if isinstance(exc, rpc.AioRpcError):
-        return str(exc.details() or exc.code())
-    return str(exc) or type(exc).__name__
+        return [compare_absent(key)]
+    return [compare_mod_revision(key, revision)]
 
 
 class Etcd3Dcs(Dcs):
@@ -141,21 +80,14 @@ class Etcd3Dcs(Dcs):
         username: str | None = None,
         password: str | None = None,
         readonly: bool = False,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         super().__init__(namespace=namespace, scope=scope, name=name)
-        if not hosts:
-            raise ValueError("etcd3: at least one host is required")
-        if (username is None) != (password is None):
-            raise ValueError("etcd3: username and password must be given together")
-        self._hosts = list(hosts)
-        self._host_index = 0
+        self._client = EtcdClient(hosts, timeout=timeout, username=username, password=password,
+                                  ssl_context=ssl_context)
         self._ttl = ttl
         self._timeout = timeout
-        self._username = username
-        self._password = password
         self._readonly = readonly
-        self._client: aetcd.Client | None = None
-        self._client_lock = asyncio.Lock()
         self._lease: _Lease | None = None
         self._member_written: tuple[str, int] | None = None  # (JSON, lease id) of the last member write
         self._status_written: str | None = None
@@ -176,11 +108,6 @@ class Etcd3Dcs(Dcs):
     def _member_key(self) -> bytes:
         return self._key(codec.MEMBERS + self.name)
 
-    @property
-    def _host_label(self) -> str:
-        host, port = self._hosts[self._host_index]
-        return f"{host}:{port}"
-
     # -- connection ------------------------------------------------------------------------------------
     async def connect(self) -> None:
         """Start the leader watch (not in read-only mode). No network call: etcd may still be down."""
@@ -189,98 +116,35 @@ class Etcd3Dcs(Dcs):
 
     async def close(self) -> None:
         self._closed = True
-        if self._watch_task is not None:
-            self._watch_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._watch_task
-            self._watch_task = None
-        await self._drop_client(rotate=False)
+        task, self._watch_task = self._watch_task, None
+        if task is not None:
+            task.cancel()
+            await asyncio.wait({task}, timeout=self._timeout)  # bounded: closing must never hang
+            if task.done() and not task.cancelled():
+                with contextlib.suppress(Exception):
+                    task.result()  # retrieve it, so asyncio does not log "exception never retrieved"
+        await self._client.close()
 
-    async def _connected_client(self) -> Any:
-        async with self._client_lock:
-            if self._closed:
-                raise DcsError("etcd3: connection is closed")
-            if self._client is None:
-                host, port = self._hosts[self._host_index]
-                client = aetcd.Client(
-                    host=host,
-                    port=port,
-                    username=self._username,
-                    password=self._password,
-                    timeout=self._timeout,
-                    options=dict(_GRPC_OPTIONS),
-                )
-                self._client = client  # set first, so a failed connect is closed by _drop_client
-                await client.connect()  # authenticates when credentials are set
-            return self._client
-
-    async def _drop_client(self, *, rotate: bool) -> None:
-        """Close the channel (a fresh one reconnects at once); optionally move on to the next host."""
-        async with self._client_lock:
-            client, self._client = self._client, None
-            if rotate:
-                self._host_index = (self._host_index + 1) % len(self._hosts)
-        if client is not None:
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(client.close(), self._timeout)
-
-    async def _call(self, what: str, rpc_call: Callable[[Any], Awaitable[_T]]) -> _T:
-        """Run one RPC under the timeout. Unreachable host: try the next ones. Anything else: DcsError.
-
-        Only errors that mean "the request did not get through" are retried; a timeout may have
-        been applied, so it is reported (the next call goes to the next host).
-        """
-        attempts = max(2, len(self._hosts))
-        for attempt in range(1, attempts + 1):
-            label = self._host_label
-            try:
-                client = await asyncio.wait_for(self._connected_client(), self._timeout)
-                return await asyncio.wait_for(rpc_call(client), self._timeout)
-            except asyncio.CancelledError as exc:
-                if _being_cancelled():
-                    raise
-                # Not our cancellation: another task's call failed and closed the shared channel,
-                # and gRPC cancels every call still in flight on it. Like a timeout, the request may
-                # or may not have been applied. Letting CancelledError escape would kill the caller
-                # (the HA loop or the lease keepalive) as if the agent were stopping.
-                raise DcsError(f"etcd {label}: {what} interrupted: the connection was reset") from exc
-            except _TRANSPORT_ERRORS as exc:
-                kind = _error_kind(exc)
-                message = f"etcd {label}: {what} failed: {_details(exc)}"
-                if kind == "lease":
-                    raise _LeaseNotFound(message) from exc
-                if kind == "other":
-                    raise DcsError(message) from exc
-                await self._drop_client(rotate=kind != "auth")
-                if kind == "timeout":
-                    raise DcsError(f"etcd {label}: {what} timed out after {self._timeout}s") from exc
-                if attempt == attempts:
-                    raise DcsError(message) from exc
-                log.debug("%s; retrying on %s", message, self._host_label)
-        raise AssertionError("unreachable")
+    async def _call(self, what: str, request: Callable[[EtcdClient], Awaitable[_T]]) -> _T:
+        """Run one request (the client bounds it by the timeout and tries the other hosts); errors -> DcsError."""
+        if self._closed:
+            raise DcsError("etcd3: connection is closed")
+        try:
+            return await request(self._client)
+        except EtcdError as exc:
+            if exc.kind == "lease":
+                raise _LeaseNotFound(f"{what} failed: {exc}") from exc
+            if exc.kind == "timeout":
+                raise DcsError(f"{exc} ({what})") from exc
+            raise DcsError(f"{what} failed: {exc}") from exc
 
     # -- raw operations ------------------------------------------------------------------------------
-    async def _txn(self, what: str, compare: list[Any], success: list[Any]) -> tuple[bool, int]:
+    async def _txn(self, what: str, compare: list[Json], success: list[Json]) -> tuple[bool, int]:
         """One transaction; (succeeded, revision after it)."""
-        request = rpc.TxnRequest(compare=compare, success=success, failure=[])
+        return await self._call(what, lambda client: client.txn(compare, success))
 
-        async def call(client: Any) -> Any:
-            return await client.kvstub.Txn(request, timeout=self._timeout, metadata=client.metadata)
-
-        response = await self._call(what, call)
-        return bool(response.succeeded), int(response.header.revision)
-
-    async def _range_prefix(self) -> Any:
-        prefix = self.prefix.encode()
-        request = rpc.RangeRequest(key=prefix, range_end=prefix_range_end(prefix))
-
-        async def call(client: Any) -> Any:
-            return await client.kvstub.Range(request, timeout=self._timeout, metadata=client.metadata)
-
-        return await self._call("read cluster", call)
-
-    async def _delete_key(self, what: str, key: bytes, compare: list[Any]) -> bool:
-        return (await self._txn(what, compare, [_delete(key)]))[0]
+    async def _delete_key(self, what: str, key: bytes, compare: list[Json]) -> bool:
+        return (await self._txn(what, compare, [op_delete(key)]))[0]
 
     # -- the lease -------------------------------------------------------------------------------------
     async def set_ttl(self, ttl: int) -> None:
@@ -291,13 +155,7 @@ class Etcd3Dcs(Dcs):
         """The current lease; a new one when there is none yet or the TTL changed."""
         if self._lease is None or self._lease.ttl != self._ttl:
             ttl = self._ttl
-
-            async def call(client: Any) -> Any:
-                request = rpc.LeaseGrantRequest(TTL=ttl)
-                return await client.leasestub.LeaseGrant(request, timeout=self._timeout, metadata=client.metadata)
-
-            response = await self._call("lease grant", call)
-            self._lease = _Lease(int(response.ID), ttl)
+            self._lease = _Lease(await self._call("lease grant", lambda client: client.lease_grant(ttl)), ttl)
             self._member_written = None
         return self._lease.id
 
@@ -307,12 +165,7 @@ class Etcd3Dcs(Dcs):
 
     async def _refresh(self, lease_id: int) -> bool:
         """One keepalive; False when etcd says the lease is gone (expired or revoked)."""
-
-        async def call(client: Any) -> Any:
-            return await client.refresh_lease(lease_id)
-
-        reply = await self._call("lease keepalive", call)
-        return reply is not None and int(reply.TTL) > 0
+        return await self._call("lease keepalive", lambda client: client.lease_keepalive(lease_id)) > 0
 
     async def _fresh_lease(self) -> tuple[int, bool]:
         """A lease refreshed just now: (id, whether it had expired and was replaced)."""
@@ -338,16 +191,13 @@ class Etcd3Dcs(Dcs):
 
     # -- reading -----------------------------------------------------------------------------------
     async def get_cluster(self) -> ClusterView:
-        response = await self._range_prefix()
-        prefix_length = len(self.prefix.encode())
+        prefix = self.prefix.encode()
+        response = await self._call("read cluster", lambda client: client.range(prefix, prefix_end(prefix)))
         kvs = {
-            kv.key[prefix_length:].decode("utf-8", "replace"): (
-                kv.value.decode("utf-8", "replace"),
-                int(kv.mod_revision),
-            )
+            kv.key[len(prefix):].decode("utf-8", "replace"): (kv.value.decode("utf-8", "replace"), kv.mod_revision)
             for kv in response.kvs
         }
-        revision = int(response.header.revision)
+        revision = response.revision
         decoded = codec.decode_cluster(self.scope, kvs, revision=revision)
         self._report_notes(decoded.notes)
         self._seen_revision = max(self._seen_revision, revision)
@@ -379,7 +229,7 @@ class Etcd3Dcs(Dcs):
                 return False
             self._leader_changed.clear()
             try:
-                await asyncio.wait_for(self._leader_changed.wait(), remaining)
+                await bounded(self._leader_changed.wait(), remaining)
             except TimeoutError:
                 return False
 
@@ -400,39 +250,38 @@ class Etcd3Dcs(Dcs):
                     backoff, failing = _WATCH_BACKOFF_MIN, False
             except asyncio.CancelledError:
                 raise
-            except Exception as exc:
-                if isinstance(exc, aetcd_errors.RevisionCompactedError):
+            except Exception as exc:  # etcd down, a broken stream, a closed client: retry after a pause
+                if isinstance(exc, EtcdError) and exc.kind == "compacted":
                     self._watch_from = 0  # history is gone: restart from now and make the caller re-read
                     self._wake(forced=True)
                 level = logging.DEBUG if failing else logging.WARNING
-                log.log(level, "etcd watch on %s failed (%s); retrying", self.prefix, _details(exc))
+                log.log(level, "etcd watch on %s failed (%s); retrying", self.prefix, exc)
                 failing = True
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, _WATCH_BACKOFF_MAX)
 
-    async def _watch_stream(self) -> Any:
-        """Yield once when the watch is established, then once per event (after handling it)."""
-        client = await asyncio.wait_for(self._connected_client(), self._timeout)
-        start = self._watch_from + 1 if self._watch_from else None
+    async def _watch_stream(self) -> AsyncIterator[None]:
+        """Yield once when the watch is established, then once per batch of events (after handling it)."""
         prefix = self.prefix.encode()
-        watch = await asyncio.wait_for(client.watch_prefix(prefix, start_revision=start), self._timeout)
+        start = self._watch_from + 1 if self._watch_from else 0
+        stream = self._client.watch(prefix, prefix_end(prefix), start_revision=start)
         try:
-            yield None
-            async for event in watch:
-                self._on_event(event)
+            async for batch in stream:
+                self._on_batch(batch)
                 yield None
         finally:
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(watch.cancel(), self._timeout)
+            await stream.aclose()
 
-    def _on_event(self, event: Any) -> None:
-        key, revision = bytes(event.kv.key), int(event.kv.mod_revision)
-        self._watch_from = max(self._watch_from, revision)
-        if key == self._key(codec.LEADER):
-            self._leader_revision = max(self._leader_revision, revision)
-            self._wake()
-        elif key == self._member_key and event.kind == "DELETE":
-            self._member_written = None
+    def _on_batch(self, batch: WatchBatch) -> None:
+        leader_key = self._key(codec.LEADER)
+        for event in batch.events:
+            revision = event.kv.mod_revision
+            self._watch_from = max(self._watch_from, revision)
+            if event.kv.key == leader_key:
+                self._leader_revision = max(self._leader_revision, revision)
+                self._wake()
+            elif event.kv.key == self._member_key and event.kind == "DELETE":
+                self._member_written = None
 
     def _wake(self, *, forced: bool = False) -> None:
         self._forced_wake = self._forced_wake or forced
@@ -441,8 +290,8 @@ class Etcd3Dcs(Dcs):
     # -- bootstrap ---------------------------------------------------------------------------------
     async def initialize(self, sysid: str = "", *, create_new: bool = True) -> bool:
         key = self._key(codec.INITIALIZE)
-        compare = [_absent(key)] if create_new else []
-        return (await self._txn("initialize", compare, [_put(key, sysid)]))[0]
+        compare = [compare_absent(key)] if create_new else []
+        return (await self._txn("initialize", compare, [op_put(key, sysid.encode())]))[0]
 
     async def cancel_initialization(self) -> None:
         await self._delete_key("cancel initialization", self._key(codec.INITIALIZE), [])
@@ -453,7 +302,8 @@ class Etcd3Dcs(Dcs):
         key = self._key(codec.LEADER)
 
         async def attempt(lease_id: int) -> bool:
-            succeeded, revision = await self._txn("acquire leader", [_absent(key)], [_put(key, self.name, lease_id)])
+            succeeded, revision = await self._txn("acquire leader", [compare_absent(key)],
+                                                [op_put(key, self.name.encode(), lease_id)])
             if succeeded:
                 self._note_own_write(revision)
             return succeeded
@@ -468,13 +318,13 @@ class Etcd3Dcs(Dcs):
         lease_id, _ = await self._fresh_lease()
         key = self._key(codec.LEADER)
         status_text, status_ops = self._status_ops(status)
-        owned = [_value_is(key, self.name)]
-        succeeded, _ = await self._txn("update leader", [*owned, _lease_is(key, lease_id)], status_ops)
+        owned = [compare_value(key, self.name.encode())]
+        succeeded, _ = await self._txn("update leader", [*owned, compare_lease(key, lease_id)], status_ops)
         if not succeeded:
             # Still ours by name but on an older lease (expired and re-granted, or a TTL change):
             # move it onto the current lease, still only if it names us.
             succeeded, revision = await self._txn(
-                "re-attach leader", owned, [_put(key, self.name, lease_id), *status_ops]
+                "re-attach leader", owned, [op_put(key, self.name.encode(), lease_id), *status_ops]
             )
             if succeeded:
                 self._note_own_write(revision)
@@ -485,7 +335,8 @@ class Etcd3Dcs(Dcs):
     async def delete_leader(self, status: ClusterStatus | None = None) -> bool:
         key = self._key(codec.LEADER)
         status_text, status_ops = self._status_ops(status)
-        succeeded, revision = await self._txn("delete leader", [_value_is(key, self.name)], [*status_ops, _delete(key)])
+        succeeded, revision = await self._txn("delete leader", [compare_value(key, self.name.encode())],
+                                                [*status_ops, op_delete(key)])
         if succeeded:
             self._note_own_write(revision)
             if status_text is not None:
@@ -499,7 +350,7 @@ class Etcd3Dcs(Dcs):
         text = codec.status_to_json(status)
         if text == self._status_written:
             return None, []
-        return text, [_put(self._key(codec.STATUS), text)]
+        return text, [op_put(self._key(codec.STATUS), text.encode())]
 
     def _note_own_write(self, revision: int) -> None:
         # Our own change of `leader` is no news to us: do not let the watch wake the caller for it.
@@ -512,7 +363,7 @@ class Etcd3Dcs(Dcs):
         async def attempt(lease_id: int) -> bool:
             if self._member_written == (text, lease_id):
                 return True
-            await self._txn("write member", [], [_put(self._member_key, text, lease_id)])
+            await self._txn("write member", [], [op_put(self._member_key, text.encode(), lease_id)])
             self._member_written = (text, lease_id)
             return True
 
@@ -522,28 +373,16 @@ class Etcd3Dcs(Dcs):
         if name == self.name:
             self._member_written = None
         key = self._key(codec.MEMBERS + name)
-        request = rpc.DeleteRangeRequest(key=key)
-
-        async def call(client: Any) -> Any:
-            return await client.kvstub.DeleteRange(request, timeout=self._timeout, metadata=client.metadata)
-
-        response = await self._call(f"delete member {name}", call)
-        return int(response.deleted) > 0
+        return await self._call(f"delete member {name}", lambda client: client.delete(key)) > 0
 
     async def delete_cluster(self) -> int:
         prefix = self.prefix.encode()
-        request = rpc.DeleteRangeRequest(key=prefix, range_end=prefix_range_end(prefix))
-
-        async def call(client: Any) -> Any:
-            return await client.kvstub.DeleteRange(request, timeout=self._timeout, metadata=client.metadata)
-
-        response = await self._call("delete the cluster's keys", call)
-        return int(response.deleted)
+        return await self._call("delete the cluster's keys", lambda client: client.delete(prefix, prefix_end(prefix)))
 
     # -- compare-and-swap values -----------------------------------------------------------------
     async def _cas_put(self, relative: str, text: str, revision: int | None) -> bool:
         key = self._key(relative)
-        return (await self._txn(f"write {relative}", _revision_guard(key, revision), [_put(key, text)]))[0]
+        return (await self._txn(f"write {relative}", _revision_guard(key, revision), [op_put(key, text.encode())]))[0]
 
     async def _cas_delete(self, relative: str, revision: int | None) -> bool:
         key = self._key(relative)

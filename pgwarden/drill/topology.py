@@ -19,6 +19,7 @@ from urllib.parse import urlsplit
 
 from psycopg.conninfo import make_conninfo
 
+from pgwarden.aio import bounded
 from pgwarden.config import LocalConfig
 from pgwarden.dcs import DcsError, dcs_from_config
 
@@ -89,7 +90,7 @@ async def _read_topology(local: LocalConfig) -> Topology:
     dcs = await dcs_from_config(local.dcs.model_dump(), namespace=local.namespace, scope=local.scope,
                                 name=local.name, ttl=30, timeout=DCS_TIMEOUT, readonly=True)
     try:
-        view = await asyncio.wait_for(dcs.get_cluster(), DCS_TIMEOUT * 2)
+        view = await bounded(dcs.get_cluster(), DCS_TIMEOUT * 2)
     finally:
         await dcs.close()
     members = tuple(sorted((MemberInfo(m.name, m.conn_url, m.api_url) for m in view.members),

@@ -8,7 +8,6 @@ PostgreSQL only through the pgpass file (PGPASSFILE / passfile=) or initdb's --p
 
 from __future__ import annotations
 
-import asyncio
 import os
 import re
 import shlex
@@ -24,6 +23,7 @@ from urllib.parse import quote
 import psycopg
 from psycopg import sql
 
+from pgwarden.aio import bounded
 from pgwarden.model import DataDirState, lsn_from_text
 from pgwarden.postgres import conf
 from pgwarden.postgres.connection import CONNECT_TIMEOUT, connect_local
@@ -410,7 +410,7 @@ class PgController:
                 return await work(conn)
 
         try:
-            return PgResult(True, await asyncio.wait_for(session(), timeout + CONNECT_TIMEOUT))
+            return PgResult(True, await bounded(session(), timeout + CONNECT_TIMEOUT))
         except TimeoutError:
             return PgResult.failed(f"{what} timed out after {timeout:g}s")
         except (psycopg.Error, OSError) as exc:

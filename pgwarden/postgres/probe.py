@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 from collections.abc import Mapping, Sequence
@@ -11,6 +10,7 @@ from typing import Any
 
 import psycopg
 
+from pgwarden.aio import bounded
 from pgwarden.model import LSN, DataDirState, LocalPg, ReplicationRow, WalReceiver, lsn_from_text
 from pgwarden.postgres.conf import STATE_FILE, following_from_state
 from pgwarden.postgres.connection import connect_local
@@ -69,7 +69,7 @@ class Prober:
     async def probe(self) -> LocalPg:
         """See module docstring. Any unexpected error becomes a LocalPg with what was learned so far."""
         try:
-            return await asyncio.wait_for(self._probe(), PROBE_TIMEOUT + 6)
+            return await bounded(self._probe(), PROBE_TIMEOUT + 6)
         except Exception as exc:  # the probe is the agent's eyes: it must never take the agent down
             log.warning("probe failed: %s", exc)
             await self.close()
@@ -111,7 +111,7 @@ class Prober:
         for attempt in (1, 2):  # a kept connection may have died since the last probe: retry once, fresh
             try:
                 conn = await self._connection()
-                cur = await asyncio.wait_for(conn.execute(PROBE_QUERY), PROBE_TIMEOUT)
+                cur = await bounded(conn.execute(PROBE_QUERY), PROBE_TIMEOUT)
                 row = await cur.fetchone()
                 if not self._keep:
                     await self.close()
@@ -125,7 +125,7 @@ class Prober:
     async def _connection(self) -> psycopg.AsyncConnection[tuple[Any, ...]]:
         if self._conn is not None and not self._conn.closed:
             return self._conn
-        conn = await asyncio.wait_for(connect_local(self._settings, PROBE_STATEMENT_TIMEOUT_MS), PROBE_TIMEOUT)
+        conn = await bounded(connect_local(self._settings, PROBE_STATEMENT_TIMEOUT_MS), PROBE_TIMEOUT)
         self._conn = conn
         return conn
 

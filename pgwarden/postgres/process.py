@@ -9,6 +9,8 @@ import signal
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+from pgwarden.aio import bounded
+
 
 @dataclass(frozen=True, slots=True)
 class PgResult:
@@ -72,11 +74,11 @@ async def run_command(
     except OSError as exc:
         return CommandOutcome(127, f"cannot run {argv[0]}: {exc}")
     try:
-        stdout, _ = await asyncio.wait_for(proc.communicate(), timeout)
+        stdout, _ = await bounded(proc.communicate(), timeout)
     except TimeoutError:
         _kill(proc, kill_group)
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(proc.wait(), 5)
+            await bounded(proc.wait(), 5)
         return CommandOutcome(None, f"{os.path.basename(argv[0])} timed out after {timeout:g}s")
     return CommandOutcome(proc.returncode, stdout.decode(errors="replace"))
 

@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 from collections.abc import Sequence
 
+from pgwarden.aio import bounded
 from pgwarden.routing.errors import RoutingError
 from pgwarden.routing.haproxy_config import PRIMARY_BACKEND
 from pgwarden.routing.topology import ServerAddress
@@ -27,7 +28,7 @@ class HaproxyRuntime:
     async def run(self, commands: Sequence[str]) -> str:
         """Send the commands (one round trip, `;`-separated) and return HAProxy's answer text."""
         try:
-            return await asyncio.wait_for(self._exchange("; ".join(commands) + "\n"), self.timeout)
+            return await bounded(self._exchange("; ".join(commands) + "\n"), self.timeout)
         except (OSError, TimeoutError) as exc:
             raise RoutingError(f"haproxy {self.address}: {exc or type(exc).__name__}") from exc
 

@@ -13,7 +13,6 @@ file. Its steps:
 
 from __future__ import annotations
 
-import asyncio
 import os
 import tempfile
 from collections.abc import Sequence
@@ -21,6 +20,7 @@ from pathlib import Path
 
 import psycopg
 
+from pgwarden.aio import bounded
 from pgwarden.routing.errors import RoutingError
 from pgwarden.routing.topology import ServerAddress
 
@@ -71,7 +71,7 @@ class PgbouncerConsole:
                     timeout: float | None = None) -> list[list[tuple[object, ...]]]:
         """Run (command, tolerated error text) pairs in order on one fresh connection; each one's rows."""
         try:
-            return await asyncio.wait_for(self._batch(commands), timeout or self.timeout)
+            return await bounded(self._batch(commands), timeout or self.timeout)
         except (psycopg.Error, OSError, TimeoutError) as exc:
             what = "; ".join(c for c, _ in commands)
             raise RoutingError(f"pgbouncer: {what} failed: {str(exc).strip() or type(exc).__name__}") from exc

@@ -131,7 +131,8 @@ def node_state(agent: SimAgent, pg: LocalPg) -> NodeState:
     return NodeState(
         name=agent.name, scope="sim", version=__version__, api_url=api_url(agent.name),
         conn_url=conn_url(agent.name), pg=pg, cluster=cluster, dcs_last_seen=None,
-        lock_deadline=agent.published_lock_deadline(holds), tags=s.tags, paused=False,
+        lock_deadline=agent.published_lock_deadline(holds), tags=s.tags,
+        paused=cluster is not None and cluster.paused,
         maximum_lag_on_failover=s.maximum_lag_on_failover, ttl=s.ttl, loop_wait=s.loop_wait,
         next_cycle_deadline=0.0, dcs_reachable=agent.dcs_error is None)
 
@@ -213,6 +214,8 @@ def _dispatch(agent: SimAgent, action: Action, cluster: ClusterView | None) -> E
                 on_published(world, name, action.optime)
             return agent.outcome(action, released)
         case Shutdown():
+            if not action.stop_postgres:
+                return agent.outcome(action, True, "PostgreSQL left running (maintenance mode)")
             ok, message = yield from pgops.stop(world, name, "fast")
             if action.release and ok:
                 released = yield from dcs.delete_leader(ClusterStatus(optime=action.optime))
@@ -220,19 +223,25 @@ def _dispatch(agent: SimAgent, action: Action, cluster: ClusterView | None) -> E
                     on_published(world, name, action.optime)
             return agent.outcome(action, ok, message)
         case Restart():
-            yield from pgops.stop(world, name, "fast")
-            ok, message = yield from pgops.start(world, name, action.role, action.follow)
-            return agent.outcome(action, ok, message)
+            follow = action.follow if action.follow is not None and _known(cluster, action.follow) else None
+            ok, message = yield from pgops.stop(world, name, "fast")
+            if not ok:
+                return agent.outcome(action, False, message)
+            ok, message = yield from pgops.start(world, name, action.role, follow)
+            return agent.outcome(action, ok, "restarted successfully" if ok else message)
         case EnsureSlots():
             ok, message = yield from pgops.ensure_slots(world, name, action.create)
             return agent.outcome(action, ok, message)
         case Reinitialize():
-            yield from pgops.stop(world, name, "immediate")
-            ok, message = yield from pgops.move_data_aside(world, name, permitted=True)
+            if not _known(cluster, action.source):
+                return agent.outcome(action, False, f"no address known for {action.source}")
+            ok, message = yield from pgops.stop(world, name, "fast")
             if ok:
-                cloned = yield from _clone(agent, Clone(source=action.source, follow=action.follow), cluster)
-                return agent.outcome(action, cloned.ok, cloned.detail)
-            return agent.outcome(action, ok, message)
+                ok, message = yield from pgops.move_data_aside(world, name, permitted=True)
+            if not ok:
+                return agent.outcome(action, False, message)
+            cloned = yield from _clone(agent, Clone(source=action.source, follow=action.follow), cluster)
+            return agent.outcome(action, cloned.ok, cloned.detail)
         case _:
             raise UnknownAction(f"the simulator does not know how to execute {action!r}")
 
@@ -363,7 +372,11 @@ def _demote(agent: SimAgent, action: Demote) -> Exec:
     world.refresh()
     probed = local_pg(world, name)
     if action.mode is DemoteMode.GRACEFUL:
-        yield from pgops.checkpoint(world, name)
+        agent.graceful_demote = True
+        try:
+            yield from pgops.checkpoint(world, name)
+        finally:
+            agent.graceful_demote = False
     mode = "immediate" if action.mode in (DemoteMode.IMMEDIATE, DemoteMode.IMMEDIATE_NOLOCK) else "fast"
     ok, message = yield from pgops.stop(world, name, mode)
     if not ok:

@@ -24,18 +24,22 @@ from pgwarden.core.types import (
     DemoteMode,
     HaSettings,
     Memory,
+    OperatorRequest,
     Outcome,
     PeerStatus,
     Reason,
+    Reinitialize,
     ReleaseLeader,
     RenewLeader,
+    Restart,
+    RestartRequested,
     Shutdown,
     Snapshot,
     TaskInFlight,
     Wait,
     Why,
 )
-from pgwarden.model import ClusterView, LocalPg
+from pgwarden.model import ClusterView, LocalPg, Tags
 from pgwarden.sim import adapters
 from pgwarden.sim.dcs_client import FAST_LATENCY, SimDcsClient, SimDcsError
 from pgwarden.sim.kernel import Nap, Proc, Step
@@ -64,9 +68,10 @@ class SimAgent:
         self.world = world
         self.name = name
         self.decide = decide
-        self.local_settings = world.opts.settings
+        tags = world.nodes[name].tags
+        self.local_settings = world.opts.settings if tags == Tags() else replace(world.opts.settings, tags=tags)
         # Before the first DCS read: the local settings with /config's defaults (Agent.config).
-        self.settings = settings_from_dynamic(world.opts.settings, {}, world.opts.keepalive)
+        self.settings = settings_from_dynamic(self.local_settings, {}, world.opts.keepalive)
         self.memory = Memory()
         self.outcomes: list[Outcome] = []
         self.background: tuple[Proc, TaskInFlight] | None = None
@@ -86,6 +91,12 @@ class SimAgent:
         self.ka_next: float | None = None  # global send time of the next virtual keepalive tick
         self.ka_pending: tuple[float, float] | None = None  # a virtual tick sent, its answer due
         self.ka_resume: str | tuple[float, float, float] | None = None  # how the keeper leaves virtual mode
+        # The REST control desk (pgwarden.agent.control): one pending operator request, given to the
+        # core until it is refused (dropped) or started (kept until its outcome arrives).
+        self.request: OperatorRequest | None = None
+        self.request_due = 0.0  # wall time from which a (scheduled) request is due
+        self.request_started = False
+        self.graceful_demote = False  # a graceful demote (CHECKPOINT, fast stop) is being carried out
 
     # -- lifecycle ---------------------------------------------------------------------------------
 
@@ -117,6 +128,30 @@ class SimAgent:
             self.background = None
             self.outcomes.append(self.outcome_of(proc.name, False, "cancelled"))
         self.wake()
+
+    def submit(self, request: OperatorRequest, due: float = 0.0) -> bool:
+        """POST /restart or /reinitialize reached this agent: False (409) when one is pending already."""
+        if self.request is not None or self.finished:
+            return False
+        self.request, self.request_due, self.request_started = request, due, False
+        self.wake()
+        return True
+
+    def _due_request(self, wall: float) -> OperatorRequest | None:
+        """RequestDesk.due_request: the pending request if not started and due."""
+        request = self.request
+        if request is None or self.request_started or wall < self.request_due:
+            return None
+        return request
+
+    def _request_decided(self, decision: Decision) -> None:
+        """RequestDesk.decided: started when the core chose the matching action, else refused."""
+        wanted = Restart if isinstance(self.request, RestartRequested) else Reinitialize
+        if isinstance(decision.action, wanted):
+            self.request_started = True
+        else:
+            self.world.recorder.event(self.world.now, self.name, f"request refused: {decision.reason.why.name}")
+            self.request = None
 
     def wake(self) -> None:
         if self.main is not None and not self.finished:
@@ -168,11 +203,15 @@ class SimAgent:
         if cluster is not None and needs_peer_statuses(cluster, self.name, self.stopping):
             peers = yield from adapters.fetch_peers(world, self.name, cluster)
         now = self.local_now()
+        request = None if self.request is None else self._due_request(world.wall_time(self.name))
         snapshot = Snapshot(me=self.name, now=now, settings=self.settings, pg=pg, dcs=cluster, peers=peers,
                             memory=self.memory, last=tuple(self.outcomes),
-                            task=self.background[1] if self.background else None, shutting_down=self.stopping)
+                            task=self.background[1] if self.background else None, shutting_down=self.stopping,
+                            wall=world.wall_time(self.name), request=request)
         self.outcomes.clear()
         decision = self._decide(snapshot)
+        if request is not None:
+            self._request_decided(decision)
         world.recorder.decision(world.now, self.name, now, decision)
         self.last_why = decision.reason.why
         self.memory = decision.memory
@@ -247,40 +286,61 @@ class SimAgent:
     def catch_up(self) -> None:
         """Replay the virtual keepalive ticks sent by now (their refresh) and answered by now (their
         outcome)."""
-        if self.ka_next is None:
+        t = self.ka_next
+        if t is None:
             return
+        world = self.world
+        now = world.kernel.now
+        if t > now:
+            # Fast path (most calls): no tick due and no in-flight tick answered by now.
+            pending = self.ka_pending
+            if pending is None or pending[1] + 2 * world.dcs_latency > now:
+                return
         if not self._replay():
             self._resume_real()
 
     def _replay(self) -> bool:
-        """Replay up to now; False when the next tick is not a plain refresh (it must run for real)."""
+        """Replay up to now; False when the next tick is not a plain refresh (it must run for real).
+
+        Only the tick times are computed one by one (with exactly the float arithmetic of the
+        event-driven ticks); nothing else can change while the ticks are virtual, so the lease is
+        refreshed once, from the last tick sent, and only the last answered tick is reported."""
         world = self.world
-        assert self.ka_next is not None
+        t = self.ka_next
+        assert t is not None
         clock = world.nodes[self.name].clock
-        now, rate, rtt = world.now, clock.rate, 2 * world.dcs_latency
+        offset, rate = clock.offset, clock.rate
+        now, rtt = world.kernel.now, 2 * world.dcs_latency
         limit = 2 * self.settings.loop_wait + 2
+        step = self.keepalive_interval / rate
+        last_cycle_end = self.last_cycle_end
+        lease = self.dcs.lease
+        lease_ok = lease is not None and lease[1] == self.dcs.ttl and world.etcd.lease_alive(lease[0])
+        pending = self.ka_pending
         last_ok: tuple[float, float] | None = None
+        sent: float | None = None
         plain = True
         while True:
-            pending = self.ka_pending
             if pending is not None:
                 if pending[1] + rtt > now:
                     break
-                last_ok, self.ka_pending = pending, None
-            t = self.ka_next
+                last_ok, pending = pending, None
             if t > now:
                 break
-            local = clock.local(t)
-            if local - self.last_cycle_end > limit:
-                self.ka_next = t + self.keepalive_interval / rate  # skipped: the loop stalled
+            local = offset + rate * t  # clock.local(t)
+            if local - last_cycle_end > limit:
+                t = t + step  # skipped: the loop stalled
                 continue
-            lease = self.dcs.lease
-            if lease is None or lease[1] != self.dcs.ttl or not world.etcd.lease_alive(lease[0]):
+            if not lease_ok:
                 plain = False
                 break
-            world.etcd.refresh(t, lease[0])
-            self.ka_pending = (local, t)
-            self.ka_next = (t + rtt) + self.keepalive_interval / rate
+            sent = t
+            pending = (local, t)
+            t = (t + rtt) + step
+        self.ka_next, self.ka_pending = t, pending
+        if sent is not None:
+            assert lease is not None
+            world.etcd.refresh(sent, lease[0])
         if last_ok is not None:
             self._keepalive_done(True, *last_ok)
         return plain
@@ -403,6 +463,8 @@ class SimAgent:
     def _background_done(self, outcome: Outcome) -> None:
         self.outcomes.append(outcome)
         self.background = None
+        if self.request_started and outcome.action in ("restart", "reinitialize"):
+            self.request = None  # RequestDesk.finished
         self.wake()
 
 

@@ -23,10 +23,17 @@ class RunSummary:
     violations: tuple[str, ...]
     invariants: tuple[str, ...]
     excused: tuple[str, ...]
+    known: tuple[str, ...]
+    """For each violation, the known open bug it is a symptom of ("" for a new finding)."""
     actions: dict[str, int]
     whys: dict[str, int]
     events: int
     decisions: int
+
+    @property
+    def new_invariants(self) -> tuple[str, ...]:
+        """The invariants broken by violations that no known open bug explains."""
+        return tuple(i for i, known in zip(self.invariants, self.known, strict=True) if not known)
 
 
 @dataclass(slots=True)
@@ -61,10 +68,14 @@ class CampaignResult:
             f"runs with violations: {len(self.failures)}; runs with excused overlaps (agent paused past its "
             f"lease, no watchdog): {len(self.excused)}",
         ]
-        by_invariant = Counter(i for f in self.failures for i in set(f.invariants))
+        by_invariant = Counter(i for f in self.failures for i in set(f.new_invariants))
         for invariant, count in sorted(by_invariant.items()):
-            seeds = [f.seed for f in self.failures if invariant in f.invariants][:8]
+            seeds = [f.seed for f in self.failures if invariant in f.new_invariants][:8]
             lines.append(f"  {invariant}: {count} run(s), e.g. seeds {seeds}")
+        by_bug = Counter(k for f in self.failures for k in set(f.known) if k)
+        for bug, count in sorted(by_bug.items()):
+            seeds = [f.seed for f in self.failures if bug in f.known][:8]
+            lines.append(f"  known open bug {bug}: {count} run(s), e.g. seeds {seeds}")
         for f in self.failures[:5]:
             lines.append(f"  seed {f.seed} ({f.nodes} nodes): {f.violations[0]}")
         if self.excused:
@@ -86,6 +97,7 @@ def run_one(seed: int, opts: SimOptions, nodes: int | tuple[int, int], mutant: s
                                                                           keep_trace=False)
     return RunSummary(seed, opts.nodes, tuple(str(v) for v in result.violations),
                       tuple(v.invariant for v in result.violations), tuple(str(v) for v in result.excused),
+                      tuple(v.known for v in result.violations),
                       dict(result.actions), dict(result.whys), result.events, result.decisions)
 
 

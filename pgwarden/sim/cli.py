@@ -31,7 +31,11 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="first seed")
     p.add_argument("--minutes", type=float, default=25.0, help="fault window per schedule, simulated minutes")
     p.add_argument("--settle", type=float, default=240.0, help="seconds after the faults to converge")
+    p.add_argument("--stable-exit", type=float, default=60.0,
+                   help="end a run once it has stayed converged this many seconds after the faults (0: never)")
     p.add_argument("--workers", type=int, default=2, help="worker processes")
+    p.add_argument("--classic", action="store_true",
+                   help="faults only, no operator actions or member tags (the schedules of the pinned seeds)")
     p.add_argument("--mutant", choices=sorted(MUTANTS), help="run a deliberately unsafe core variant")
     p.add_argument("--replay", action="store_true", help="run only --seed, print its schedule and trace")
     p.add_argument("--shrink", action="store_true", help="with --replay: shrink the failing schedule")
@@ -41,7 +45,8 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    opts = SimOptions(fault_window=args.minutes * 60.0, settle=args.settle)
+    opts = SimOptions(fault_window=args.minutes * 60.0, settle=args.settle, operations=not args.classic,
+                      stable_exit=args.stable_exit)
     decide = MUTANTS[args.mutant].decide if args.mutant else real_decide
     if args.replay:
         opts = replace(opts, nodes=nodes_for(args.seed, args.nodes))
@@ -58,7 +63,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if result.failures:
         first = result.failures[0]
         print(f"replay the first failure: pgwarden-sim --replay --seed {first.seed} --nodes {first.nodes} "
-              f"--minutes {args.minutes:g}" + (f" --mutant {args.mutant}" if args.mutant else "") + " [--shrink]")
+              f"--minutes {args.minutes:g}" + (" --classic" if args.classic else "")
+              + (f" --mutant {args.mutant}" if args.mutant else "") + " [--shrink]")
     return 1 if result.failures else 0
 
 

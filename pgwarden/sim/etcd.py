@@ -52,6 +52,9 @@ class EtcdStore:
     next_lease: int = 1000
     _view: ClusterView | None = None
     _members: tuple[Any, ...] | None = None  # the member values, sorted by name (cached)
+    _member_names: list[str] | None = None  # the member keys, sorted (cached until one appears or goes)
+    _config_view: Versioned | None = None
+    _leader_view: LeaderKey | None = None
 
     # -- leases --------------------------------------------------------------------------------------
 
@@ -96,7 +99,10 @@ class EtcdStore:
         if lease and lease not in self.leases:
             return False
         self.revision += 1
-        self.keys[name] = Key(value, self.revision, lease)
+        keys = self.keys
+        if name not in keys and name.startswith(MEMBER_PREFIX):
+            self._member_names = None
+        keys[name] = Key(value, self.revision, lease)
         self._changed(name, writer)
         return True
 
@@ -114,6 +120,8 @@ class EtcdStore:
     def _delete(self, name: str, writer: str | None) -> None:
         self.revision += 1
         del self.keys[name]
+        if name.startswith(MEMBER_PREFIX):
+            self._member_names = None
         self._changed(name, writer)
 
     def _changed(self, name: str, writer: str | None) -> None:
@@ -139,21 +147,37 @@ class EtcdStore:
         status = keys.get(STATUS)
         history = keys.get(HISTORY)
         sync = keys.get(SYNC)
+        failover = keys.get(FAILOVER)
         members = self._members
         if members is None:
-            members = self._members = tuple(sorted(
-                (k.value for name, k in keys.items() if name.startswith(MEMBER_PREFIX)), key=lambda m: m.name))
+            names = self._member_names
+            if names is None:
+                names = self._member_names = sorted(k for k in keys if k.startswith(MEMBER_PREFIX))
+            members = self._members = tuple(keys[k].value for k in names)
         return ClusterView(
             scope=self.scope,
             initialize=init.value if init else None,
-            config=Versioned(config.value, config.mod_revision) if config else None,
-            leader=LeaderKey(leader.value, leader.mod_revision) if leader else None,
+            config=self._versioned(config) if config else None,
+            leader=self._leader_key(leader) if leader else None,
             members=members,
-            status=status.value if status else ClusterStatus(),
+            status=status.value if status else _NO_STATUS,
             history=history.value if history else (),
             sync=replace(sync.value, revision=sync.mod_revision) if sync else None,
+            failover=replace(failover.value, revision=failover.mod_revision) if failover else None,
             revision=self.revision,
         )
+
+    def _versioned(self, key: Key) -> Versioned:
+        cached = self._config_view
+        if cached is None or cached.revision != key.mod_revision:
+            cached = self._config_view = Versioned(key.value, key.mod_revision)
+        return cached
+
+    def _leader_key(self, key: Key) -> LeaderKey:
+        cached = self._leader_view
+        if cached is None or cached.revision != key.mod_revision:
+            cached = self._leader_view = LeaderKey(key.value, key.mod_revision)
+        return cached
 
     @property
     def leader_name(self) -> str | None:
@@ -164,6 +188,9 @@ class EtcdStore:
     def config_value(self) -> Mapping[str, Any]:
         key = self.keys.get(CONFIG)
         return key.value if key else {}
+
+
+_NO_STATUS = ClusterStatus()
 
 
 def member_key(name: str) -> str:

@@ -9,10 +9,14 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from pgwarden.sim.world import DCS, SimOptions, World
+from pgwarden.core.types import OperatorRequest, ReinitRequested, RestartRequested
+from pgwarden.model import FailoverRequest, Tags
+from pgwarden.sim.etcd import FAILOVER
+from pgwarden.sim.world import DCS, WALL_EPOCH, SimOptions, World
 
 if TYPE_CHECKING:
     from pgwarden.sim.agent import DecideFn
@@ -73,10 +77,61 @@ def initial_config(rng: random.Random) -> dict[str, Any]:
     }
 
 
+# What operators do (with SimOptions.operations): through the DCS `failover` and `config` keys, as
+# the REST API and patronictl write them, and through an agent's REST control (restart, reinitialize).
+OPERATIONS = ("switchover", "failover", "pause", "restart", "reinitialize")
+OPERATION_WEIGHTS = (6, 3, 4, 4, 3)
+
+RESUME_RETRY = 5.0
+"""How often an operator retries `patronictl resume` that could not be done yet."""
+
+
 def make_schedule(rng: random.Random, opts: SimOptions, names: tuple[str, ...]) -> Schedule:
     count = rng.randint(1, 14)
     faults = [_draw(rng, opts, names) for _ in range(count)]
+    if opts.operations:
+        faults += [_draw_operation(rng, opts, names) for _ in range(rng.randint(1, 4))]
     return tuple(sorted(faults, key=lambda f: (f.at, f.kind, f.node)))
+
+
+def member_tags(rng: random.Random, names: tuple[str, ...]) -> dict[str, Tags]:
+    """Local member tags of a run (with SimOptions.operations): sometimes one cascading replica
+    (replicatefrom), one member that must never be promoted (nofailover) or a preferred clone source."""
+    tags: dict[str, Tags] = {}
+    order = list(names)
+    rng.shuffle(order)
+    if rng.random() < 0.35:
+        tags[order[0]] = replace(tags.get(order[0], Tags()), replicatefrom=order[1])
+    if rng.random() < 0.25:
+        tags[order[2]] = replace(tags.get(order[2], Tags()), nofailover=True)
+    if rng.random() < 0.2:
+        tags[order[1]] = replace(tags.get(order[1], Tags()), clonefrom=True)
+    return tags
+
+
+def _draw_operation(rng: random.Random, opts: SimOptions, names: tuple[str, ...]) -> Fault:
+    kind = rng.choices(OPERATIONS, OPERATION_WEIGHTS)[0]
+    at = round(rng.uniform(opts.warmup, opts.fault_window - 40), 3)
+    room = opts.fault_window - 30 - at
+    node = rng.choice(names)
+    match kind:
+        case "switchover":
+            candidate = node if rng.random() < 0.7 else ""
+            later = round(min(rng.uniform(5, 90), room), 1) if rng.random() < 0.3 else 0.0
+            return Fault(at, kind, candidate, value=max(later, 0.0))
+        case "failover":
+            return Fault(at, kind, node)
+        case "pause":
+            return Fault(at, kind, duration=round(min(rng.uniform(10, 150), room + 20), 3))
+        case "restart":
+            role = rng.choice((None, None, None, "primary", "replica"))
+            conditions: tuple[tuple[str, Any], ...] = (("role", role),) if role else ()
+            if rng.random() < 0.1:
+                conditions += (("restart_pending", True),)
+            later = round(min(rng.uniform(5, 60), room), 1) if rng.random() < 0.2 else 0.0
+            return Fault(at, kind, node, value=max(later, 0.0), config=conditions)
+        case _:
+            return Fault(at, kind, node, value=float(rng.random() < 0.5))
 
 
 def _draw(rng: random.Random, opts: SimOptions, names: tuple[str, ...]) -> Fault:
@@ -151,6 +206,7 @@ def _inject(world: World, f: Fault, decide: DecideFn) -> Callable[[], None] | No
             if node.pg.running:
                 world.refresh()
                 node.pg.crash(world.now)
+                world.pg_changed = True
                 if node.agent is not None:
                     node.agent.postmaster_died()
             return None
@@ -198,8 +254,87 @@ def _inject(world: World, f: Fault, decide: DecideFn) -> Callable[[], None] | No
         case "config":
             _change_config(world, dict(f.config))
             return None
+        case "switchover" | "failover":
+            _request_failover(world, f)
+            return None
+        case "pause":
+            if not _set_pause(world, True):
+                return None
+            return lambda: _resume(world)
+        case "restart" | "reinitialize":
+            agent = node.agent if node is not None else None
+            if node is None or agent is None or agent.finished or not node.host_up or f.node in world.kernel.paused:
+                world.recorder.event(world.now, f.node, f"{f.kind} request: the REST API does not answer")
+                return None
+            request: OperatorRequest
+            if f.kind == "restart":
+                request = RestartRequested(**dict(f.config))
+            else:
+                request = ReinitRequested(from_leader=bool(f.value))
+            due = world.wall_time(f.node) + f.value if f.kind == "restart" else 0.0
+            if not agent.submit(request, due):
+                world.recorder.event(world.now, f.node, f"{f.kind} request: another one is pending (409)")
+            return None
         case _:
             raise ValueError(f"unknown fault kind {f.kind!r}")
+
+
+def _request_failover(world: World, f: Fault) -> None:
+    """POST /switchover or /failover (patronictl switchover|failover): validated by the REST API's own
+    checks on a fresh read, then written to the `failover` key; the leader's loop is woken."""
+    from pgwarden.api.requests import Refusal
+    from pgwarden.api.switchover import check_switchover, failover_value, parse_switchover
+
+    if not world.dcs_up:
+        world.recorder.event(world.now, "*", f"{f.kind} request: the DCS does not answer (503)")
+        return
+    view = world.etcd.view()
+    leader = view.leader.name if view.leader else None
+    body: dict[str, Any] = {}
+    if f.kind == "switchover":
+        body["leader"] = leader
+    if f.node:
+        body["candidate"] = f.node
+    wall = WALL_EPOCH + world.now
+    if f.value:
+        body["scheduled_at"] = datetime.fromtimestamp(wall + f.value, UTC).isoformat()
+    try:
+        request = parse_switchover(body, "failover" if f.kind == "failover" else "switchover",
+                                   datetime.fromtimestamp(wall, UTC))
+    except Refusal as refused:
+        world.recorder.event(world.now, "*", f"{f.kind} request refused ({refused.status}): {refused.text}")
+        return
+    refusal = check_switchover(view, request, view.paused)
+    if refusal is not None:
+        world.recorder.event(world.now, "*", f"{f.kind} request refused ({refusal.status}): {refusal.text}")
+        return
+    value = failover_value(request)
+    world.etcd.put(FAILOVER, FailoverRequest(leader=value.get("leader"), member=value.get("member"),
+                                             scheduled_at=value.get("scheduled_at")), writer="operator")
+    served_by = world.nodes[leader].agent if leader is not None else None
+    if served_by is not None:
+        served_by.wake()  # AgentControl.wakeup on the member that served the request
+
+
+def _set_pause(world: World, paused: bool) -> bool:
+    """patronictl pause|resume: /config's `pause`, written with compare-and-swap; False if not written."""
+    if not world.dcs_up or not world.etcd.config_value:
+        return False
+    value = dict(world.etcd.config_value)
+    value["pause"] = paused
+    world.etcd.put("config", value, writer="operator")
+    world.recorder.event(world.now, "*", "maintenance mode " + ("on" if paused else "off"))
+    return True
+
+
+def _resume(world: World) -> None:
+    """The operator resumes once every member's agent runs again (an agent stopped in maintenance mode
+    leaves its PostgreSQL running unmanaged: resuming before it is back would let the others take over
+    from a server nobody fences), and retries while the DCS does not answer."""
+    unmanaged = [n for n, node in world.nodes.items()
+                 if node.pg.running and (node.agent is None or node.agent.finished)]
+    if unmanaged or not _set_pause(world, False):
+        world.kernel.at(world.now + RESUME_RETRY, lambda: _resume(world))
 
 
 def _override(world: World, target: object, attribute: str, value: float) -> Callable[[], None]:
@@ -241,6 +376,7 @@ def crash_host(world: World, name: str) -> None:
     node = world.nodes[name]
     world.refresh()
     node.pg.crash(world.now)
+    world.pg_changed = True
     node.host_up = False
     if node.agent is not None:
         node.agent.kill()

@@ -34,6 +34,7 @@ def start(world: World, name: str, role: str, follow: str | None) -> PgOp:
     pg.following = follow if role != "primary" else None
     crashed = pg.control_state in ("in production", "in crash recovery", "in archive recovery")
     pg.proc, incarnation = Proc.STARTING, pg.incarnation
+    world.pg_changed = True
     world.recorder.event(world.now, name, f"pg starting as {role}" + (" (crash recovery)" if crashed else ""))
     yield _span(world, 1.0, 8.0) if crashed else _span(world, 0.3, 2.0)
     if pg.incarnation != incarnation or pg.proc is not Proc.STARTING:
@@ -41,6 +42,7 @@ def start(world: World, name: str, role: str, follow: str | None) -> PgOp:
     world.refresh()
     pg.proc = Proc.RUNNING
     pg.in_recovery = pg.standby_signal
+    world.pg_changed = True
     if pg.in_recovery:
         pg.control_state = "in archive recovery"
     else:
@@ -60,6 +62,7 @@ def stop(world: World, name: str, mode: str) -> PgOp:
     world.refresh()
     pg.stop_writes(world.now)  # a stop request ends new commits at once (fast and immediate modes)
     pg.proc, incarnation = Proc.STOPPING, pg.incarnation
+    world.pg_changed = True
     world.recorder.event(world.now, name, f"pg stopping ({mode})")
     if mode == "immediate":
         yield _span(world, 0.05, 0.3)
@@ -70,6 +73,7 @@ def stop(world: World, name: str, mode: str) -> PgOp:
         return True, "postmaster already gone"
     world.refresh()
     pg.shut_down(world.now, checkpoint=mode != "immediate")
+    world.pg_changed = True
     world.recorder.event(world.now, name, f"pg stopped ({pg.control_state}, tl {pg.timeline}, lsn {pg.lsn})")
     return True, f"stopped ({mode})"
 
@@ -98,6 +102,7 @@ def _finish_promote(world: World, name: str, incarnation: int) -> None:
     parent_uid, fork = pg.uid, pg.lsn
     pg.lineage = (*pg.lineage, (world.new_uid(), pg.timeline + 1, pg.lsn))
     pg.in_recovery = False
+    world.pg_changed = True
     pg.standby_signal = False
     pg.following = None
     pg.streaming_from = None
@@ -155,6 +160,7 @@ def rewind(world: World, name: str, source: str) -> PgOp:
         return True, "no rewind required"
     world.recorder.event(world.now, name, f"pg_rewind from {source}: {pg.lsn} on tl {mine} -> {src.lsn} on tl {theirs}")
     pg.lineage, pg.lsn = truncate(src.lineage, src.lsn), src.lsn
+    world.pg_changed = True
     pg.checkpoint_lsn, pg.control_tl = switch, src.timeline
     pg.control_state = "in archive recovery"
     return True, "rewound"
@@ -173,6 +179,7 @@ def basebackup(world: World, name: str, source: str) -> PgOp:
     world.refresh()
     pg.data, pg.sysid = DataDirState.VALID, src.sysid
     pg.lineage, pg.lsn = truncate(src.lineage, src.lsn), src.lsn
+    world.pg_changed = True
     pg.checkpoint_lsn, pg.control_tl = src.lsn, src.timeline
     pg.control_state, pg.standby_signal, pg.slots = "in archive recovery", True, set()
     pg.ssn = src.ssn  # postgresql.auto.conf comes with the copy
@@ -188,6 +195,7 @@ def initdb(world: World, name: str) -> PgOp:
     yield _span(world, 1.0, 3.0)
     pg.data, pg.sysid = DataDirState.VALID, world.new_sysid()
     pg.lineage, pg.lsn = ((world.new_uid(), 1, 0),), 0x1000000
+    world.pg_changed = True
     pg.checkpoint_lsn, pg.control_tl, pg.control_state = pg.lsn, 1, "shut down"
     on_bootstrapped(world, name)
     world.recorder.event(world.now, name, f"initdb: system identifier {pg.sysid}")
@@ -204,6 +212,7 @@ def move_data_aside(world: World, name: str, *, permitted: bool = False) -> PgOp
     if not permitted:
         on_data_removed(world, name)
     pg.data, pg.sysid, pg.lineage, pg.lsn = DataDirState.MISSING, None, (), 0
+    world.pg_changed = True
     pg.checkpoint_lsn = pg.control_tl = pg.control_state = None
     pg.standby_signal, pg.following, pg.slots, pg.ssn = False, None, set(), ""
     return True, "moved aside"

@@ -10,7 +10,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 from pgwarden.core import render
-from pgwarden.core.types import Decision
+from pgwarden.core.types import Decision, Why
 
 
 @dataclass(frozen=True, slots=True)
@@ -18,9 +18,12 @@ class Violation:
     at: float
     invariant: str  # one-writer | durability | history | liveness | data-dir | core-exception
     detail: str
+    known: str = ""
+    """The id of the known open bug this violation is a symptom of (`invariants.KNOWN_BUGS`), if any."""
 
     def __str__(self) -> str:
-        return f"[{self.at:9.3f}] {self.invariant}: {self.detail}"
+        text = f"[{self.at:9.3f}] {self.invariant}: {self.detail}"
+        return f"{text} [known bug: {self.known}]" if self.known else text
 
 
 TraceEntry = tuple[float, str, str, object]
@@ -33,30 +36,52 @@ class Recorder:
     trace: list[TraceEntry] = field(default_factory=list)
     violations: list[Violation] = field(default_factory=list)
     excused: list[Violation] = field(default_factory=list)
-    actions: Counter[str] = field(default_factory=Counter)
-    whys: Counter[str] = field(default_factory=Counter)
     decisions: int = 0
     _seen: set[tuple[object, ...]] = field(default_factory=set)
+    _counts: dict[tuple[type, Why], int] = field(default_factory=dict)
+    """Decisions by (action type, Why): the cheapest key to count in the hot loop."""
+    _kinds: dict[type, str] = field(default_factory=dict)
 
     def decision(self, at: float, node: str, local_now: float, decision: Decision) -> None:
         self.decisions += 1
-        self.actions[decision.action.kind] += 1
-        self.whys[decision.reason.why.name] += 1
+        key = (type(decision.action), decision.reason.why)
+        counts = self._counts
+        if key in counts:
+            counts[key] += 1
+        else:
+            counts[key] = 1
+            self._kinds[key[0]] = decision.action.kind
         if self.keep_trace:
             self.trace.append((at, node, "decide", (local_now, decision)))
+
+    @property
+    def actions(self) -> Counter[str]:
+        """Decisions by action kind."""
+        found: Counter[str] = Counter()
+        for (action, _), n in self._counts.items():
+            found[self._kinds[action]] += n
+        return found
+
+    @property
+    def whys(self) -> Counter[str]:
+        """Decisions by Why code (its name)."""
+        found: Counter[str] = Counter()
+        for (_, why), n in self._counts.items():
+            found[why.name] += n
+        return found
 
     def event(self, at: float, node: str, text: str) -> None:
         if self.keep_trace:
             self.trace.append((at, node, "event", text))
 
     def violation(self, at: float, invariant: str, detail: str, *, key: tuple[object, ...] | None = None,
-                  excused: bool = False) -> None:
+                  excused: bool = False, known: str = "") -> None:
         """Record a violation once per `key` (an ongoing condition is reported when it starts)."""
         if key is not None:
             if key in self._seen:
                 return
             self._seen.add(key)
-        found = Violation(at, invariant, detail)
+        found = Violation(at, invariant, detail, known)
         (self.excused if excused else self.violations).append(found)
         self.event(at, "*", ("EXCUSED " if excused else "VIOLATION ") + str(found))
 

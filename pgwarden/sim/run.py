@@ -10,13 +10,14 @@ import random
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 
 from pgwarden.core import decide as real_decide
 from pgwarden.sim import faults as faults_mod
 from pgwarden.sim.agent import DecideFn, SimAgent
 from pgwarden.sim.etcd import EtcdStore
 from pgwarden.sim.faults import Fault, Schedule
-from pgwarden.sim.invariants import Checker, check_liveness
+from pgwarden.sim.invariants import Checker, check_liveness, liveness_problems
 from pgwarden.sim.kernel import Clock, Kernel
 from pgwarden.sim.postgres import SimPg
 from pgwarden.sim.recorder import Recorder, Violation
@@ -76,11 +77,37 @@ def run(seed: int, opts: SimOptions | None = None, *, schedule: Schedule | None 
         world.kernel.at(fault.at, _injector(world, fault, decide))
     checker = world.checker
     assert isinstance(checker, Checker)
-    world.kernel.run_until(opts.end, lambda: checker.after_event(world))
+    after_event = partial(checker.after_event, world)
+    if opts.stable_exit > 0:
+        _run_until_stable(world, after_event)
+    else:
+        world.kernel.run_until(opts.end, after_event)
     check_liveness(world)
     rec = world.recorder
     return RunResult(seed, opts, schedule, rec.violations, rec.excused, rec.actions, rec.whys,
                      world.kernel.events, rec.decisions, rec, dict(world.config))
+
+
+STABLE_PROBE = 5.0
+"""Seconds between liveness probes after the fault window (SimOptions.stable_exit)."""
+
+
+def _run_until_stable(world: World, after_event: Callable[[], None]) -> None:
+    """Run through the fault window, then until the cluster has stayed converged for `stable_exit` seconds
+    (or the settle time is over)."""
+    opts = world.opts
+    world.kernel.run_until(opts.fault_window, after_event)
+    converged_since: float | None = None
+    t = opts.fault_window
+    while t < opts.end:
+        t = min(t + STABLE_PROBE, opts.end)
+        world.kernel.run_until(t, after_event)
+        if liveness_problems(world):
+            converged_since = None
+        elif converged_since is None:
+            converged_since = t
+        elif t - converged_since >= opts.stable_exit:
+            return
 
 
 def _injector(world: World, fault: Fault, decide: DecideFn) -> Callable[[], None]:
@@ -104,6 +131,9 @@ def _build_world(seed: int, opts: SimOptions, keep_trace: bool) -> World:
         pg = SimPg(name, lag_seconds=rng.uniform(0.01, 0.5))
         world.nodes[name] = SimNode(name, clock, pg)
         world.pgs.append(pg)
+    if opts.operations:
+        for name, tags in faults_mod.member_tags(random.Random(f"tags-{seed}"), names_for(opts.nodes)).items():
+            world.nodes[name].tags = tags
     return world
 
 

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from pgwarden.core.types import HaSettings
+from pgwarden.model import Tags
 from pgwarden.sim.etcd import EtcdStore
 from pgwarden.sim.kernel import Clock, Kernel
 from pgwarden.sim.postgres import Proc, SimPg, has_timeline, same_prefix, switch_point, truncate
@@ -20,6 +21,8 @@ if TYPE_CHECKING:
     from pgwarden.sim.agent import SimAgent
 
 DCS = "etcd"
+WALL_EPOCH = 1_700_000_000.0
+"""Wall-clock time (epoch seconds) at global time 0: what `time.time()` would say."""
 RUNNING = Proc.RUNNING
 DCS_TIMEOUT = 2.0  # pgwarden.dcs.dcs_from_config's default RPC timeout
 PEER_TIMEOUT = 2.0  # pgwarden.agent.peers.PEER_TIMEOUT
@@ -46,6 +49,20 @@ class SimOptions:
     """Fold runs of keepalive outcomes (exact for the core; False only to test that it is)."""
     virtual_keepalive: bool = True
     """Fast-forward steady keepalives without events (exact; False only to test that it is)."""
+    operations: bool = False
+    """Also draw what operators do (`sim.faults.OPERATIONS`: switchovers and failovers through the
+    `failover` key, scheduled ones too, maintenance mode, restart and reinitialize requests) and give
+    members tags (replicatefrom, nofailover, clonefrom). Off by default, so the classic schedules of
+    the seeds pinned by regression tests stay what they were; campaigns turn it on."""
+    stable_exit: float = 0.0
+    """When > 0: end the run early once, after the fault window, the liveness condition (one primary
+    holding the key, every other running server streaming from it) has held for this many seconds;
+    liveness is then checked at that instant instead of at the end of `settle`. Off by default, so the
+    seeds pinned by regression tests keep their traces; campaigns turn it on (it saves most of the
+    settle time of a converged run)."""
+    check_every_event: bool = False
+    """Run the per-event invariant checks after every event, not only after those that changed a server
+    (exact; True only to test that it is)."""
 
     @property
     def end(self) -> float:
@@ -65,6 +82,8 @@ class SimNode:
     """Agent pauses: (start, end or None while paused, lease_sent at the start)."""
     lease_sent: float = -1e9
     """Global time at which this node last sent a successful lease refresh for the leader key."""
+    tags: Tags = field(default_factory=Tags)
+    """The member tags of this node's local configuration."""
 
 
 @dataclass(slots=True)
@@ -87,6 +106,9 @@ class World:
     overrides: dict[tuple[int, str], list[object]] = field(default_factory=dict)
     """Stacks of values that overlapping faults gave to one attribute (sim.faults._override)."""
     checker: object = None  # the invariants' incremental state (sim.invariants.Checker)
+    pg_changed: bool = True
+    """Set by every change of a server's process state or WAL lineage (what the invariants checked after
+    each event look at): the checker skips events that changed neither."""
 
     @property
     def now(self) -> float:
@@ -151,6 +173,12 @@ class World:
     def local_time(self, node: str) -> float:
         return self.nodes[node].clock.local(self.kernel.now)
 
+    def wall_time(self, node: str) -> float:
+        """A node's wall clock (only compared with instants an operator scheduled): NTP keeps it within
+        half a second of the others; the skew is derived from the node's clock, so no draw is added."""
+        clock = self.nodes[node].clock
+        return WALL_EPOCH + self.kernel.now + (clock.offset % 1.0) - 0.5
+
     # -- WAL flow ---------------------------------------------------------------------------------------------
 
     def refresh(self) -> None:
@@ -193,6 +221,7 @@ class World:
             lineage = truncate(upstream.lineage, new_lsn)
             # Share the upstream's tuple when equal, so the next refresh takes the fast path.
             pg.lineage = upstream.lineage if lineage == upstream.lineage else lineage
+            self.pg_changed = True
 
     def _upstream_of(self, pg: SimPg) -> SimPg | None:
         name = pg.following

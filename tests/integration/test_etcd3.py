@@ -9,12 +9,12 @@ import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
-import aetcd
 import pytest
 
 from pgwarden.dcs import dcs_from_config
 from pgwarden.dcs.base import DcsError
 from pgwarden.dcs.etcd3 import Etcd3Dcs
+from pgwarden.dcs.etcd_http import EtcdClient, KeyValue
 from pgwarden.model import ClusterStatus, SyncState
 from tests.support.etcd import EtcdServer, etcd_available, free_port
 
@@ -72,13 +72,15 @@ async def make_private_dcs(etcd: EtcdServer, scope: str) -> AsyncIterator[DcsFac
 
 
 class Raw:
-    """A plain aetcd client, to look at and tamper with keys behind the backend's back."""
+    """A plain etcd client, to look at and tamper with keys behind the backend's back."""
 
-    def __init__(self, client: Any, prefix: str) -> None:
+    def __init__(self, client: EtcdClient, prefix: str) -> None:
         self.client, self.prefix = client, prefix
 
-    async def get(self, relative: str) -> Any:
-        return await self.client.get((self.prefix + relative).encode())
+    async def get(self, relative: str) -> KeyValue:
+        kv = await self.client.get((self.prefix + relative).encode())
+        assert kv is not None, f"{relative} is missing"
+        return kv
 
     async def put(self, relative: str, value: bytes) -> None:
         await self.client.put((self.prefix + relative).encode(), value)
@@ -89,7 +91,7 @@ class Raw:
 
 @pytest.fixture
 async def raw(shared_etcd: EtcdServer, prefix: str) -> AsyncIterator[Raw]:
-    client = aetcd.Client(host="127.0.0.1", port=shared_etcd.client_port, timeout=2)
+    client = EtcdClient([shared_etcd.host], timeout=2)
     yield Raw(client, prefix)
     await client.close()
 
@@ -173,7 +175,7 @@ async def test_keepalive_reports_a_lost_lease(make_dcs: DcsFactory, raw: Raw) ->
     assert await a.keepalive()
     assert await a.touch_member({"state": "running"})
     lease = (await raw.get("members/a")).lease
-    await raw.client.revoke_lease(lease)
+    await raw.client.lease_revoke(lease)
     assert not await a.keepalive()  # gone: a new lease is granted...
     assert await a.touch_member({"state": "running"})  # ...and the member key rewritten on it
     assert (await raw.get("members/a")).lease not in (0, lease)
@@ -187,8 +189,8 @@ async def test_new_ttl_moves_the_leader_key_to_a_new_lease(make_dcs: DcsFactory,
     assert await a.update_leader()
     leader = await raw.get("leader")
     assert leader.value == b"a" and leader.lease not in (0, old_lease)
-    ttl = await raw.client.get_lease_info(leader.lease)
-    assert ttl.grantedTTL == 20
+    _, granted = await raw.client.lease_ttl(leader.lease)
+    assert granted == 20
 
 
 async def test_delete_leader_is_owner_checked(make_dcs: DcsFactory) -> None:
@@ -350,8 +352,8 @@ async def test_factory_reads_patroni_etcd3_section(shared_etcd: EtcdServer, scop
         assert (await dcs.get_cluster()).scope == scope
     finally:
         await dcs.close()
-    with pytest.raises(DcsError, match="TLS"):
-        await dcs_from_config({"host": "h:2379", "protocol": "https"}, namespace="/s", scope="x", name="a", ttl=30)
+    with pytest.raises(DcsError, match="srv"):
+        await dcs_from_config({"srv": "example.org"}, namespace="/s", scope="x", name="a", ttl=30)
 
 
 async def test_username_and_password(etcd: EtcdServer, make_private_dcs: DcsFactory) -> None:
@@ -368,3 +370,28 @@ async def test_username_and_password(etcd: EtcdServer, make_private_dcs: DcsFact
     wrong = make_private_dcs("c", username="root", password="wrong")
     with pytest.raises(DcsError, match="authentication failed"):
         await wrong.get_cluster()
+
+
+async def test_tls_with_client_certificates() -> None:
+    """Patroni's TLS keys (`protocol: https`, `cacert`, `cert`, `key`) against an etcd demanding client certs."""
+    with EtcdServer.start(tls=True) as server:
+        assert server.tls is not None
+        section = {"hosts": [f"127.0.0.1:{server.client_port}"], "protocol": "https",
+                   "cacert": str(server.tls.ca_cert), "cert": str(server.tls.client_cert),
+                   "key": str(server.tls.client_key)}
+        dcs = await dcs_from_config(section, namespace=NAMESPACE, scope="tls", name="a", ttl=10)
+        try:
+            assert await dcs.acquire_leader()
+            assert (await dcs.get_cluster()).leader is not None
+        finally:
+            await dcs.close()
+        no_cert = await dcs_from_config({**section, "cert": None, "key": None}, namespace=NAMESPACE,
+                                        scope="tls", name="b", ttl=10, readonly=True)
+        try:
+            with pytest.raises(DcsError):
+                await no_cert.get_cluster()
+        finally:
+            await no_cert.close()
+        with pytest.raises(DcsError, match="etcd3"):
+            await dcs_from_config({**section, "cacert": "/nonexistent/ca.crt"}, namespace=NAMESPACE,
+                                  scope="tls", name="c", ttl=10)

@@ -1,8 +1,9 @@
-"""A call whose shared gRPC channel is closed by another task's failure must fail as a DcsError.
+"""Concurrent calls while etcd is frozen each fail as a DcsError; cancelling the caller still cancels.
 
-Found by benchmarks/soak.py: while etcd was frozen (SIGSTOP), one call timed out and closed the channel,
-gRPC cancelled the other call in flight on it, and its asyncio.CancelledError killed the agent's HA
-loop, leaving PostgreSQL running as an orphaned primary.
+Found by benchmarks/soak.py with the former gRPC client: while etcd was frozen (SIGSTOP), one call timed
+out and closed the shared channel, gRPC cancelled the other call in flight on it, and its
+asyncio.CancelledError killed the agent's HA loop, leaving PostgreSQL running as an orphaned primary.
+Kept for the HTTP client: a failure of one request must never surface as a cancellation of another.
 """
 
 from __future__ import annotations
