@@ -243,14 +243,14 @@ class EtcdClient:
         try:
             message = json.loads(payload) if payload else {}
         except ValueError as exc:
+            if status == 404:  # not etcd's gateway answering (an old etcd, or another server on the port)
+                raise EtcdError("other", f"etcd {self.host_label}: {path}: no v3 gateway (HTTP 404)") from exc
             raise EtcdError("other", f"etcd {self.host_label}: {path}: HTTP {status}, not JSON") from exc
         if not isinstance(message, dict):
             raise EtcdError("other", f"etcd {self.host_label}: {path}: HTTP {status}, unexpected answer")
         if status != 200 or "error" in message:
             text = str(message.get("message") or message.get("error") or f"HTTP {status}")
             code = int(message.get("code", 0) or 0)
-            if status == 404:
-                raise EtcdError("other", f"etcd {self.host_label}: {path}: no v3 gateway (HTTP 404)")
             raise EtcdError(_error_kind(code, text), f"etcd {self.host_label}: {path}: {text}")
         return message
 
