@@ -162,6 +162,11 @@ class ClusterStatus:
     optime: LSN | None = None
     slots: Mapping[str, LSN] = field(default_factory=dict)
     retain_slots: tuple[str, ...] = ()
+    timeline: int | None = None
+    """pgwarden's own field (Patroni ignores it): the highest timeline number a leader of this cluster
+    has promoted to, written *before* the promotion. Unlike the `history` row (written after it), it
+    survives a new primary losing the DCS right after promoting, so the next promotion can pick a
+    number nobody has used (see `agent.execute._claim_timeline`)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -247,6 +252,11 @@ class ClusterView:
         if not self.history:
             return 1
         return max(h.timeline for h in self.history) + 1
+
+    @property
+    def highest_timeline(self) -> int:
+        """The highest timeline number any promotion in this cluster is known to have used."""
+        return max(self.timeline, self.status.timeline or 1)
 
     @property
     def paused(self) -> bool:

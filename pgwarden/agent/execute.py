@@ -13,8 +13,10 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
+from pgwarden.aio import bounded
 from pgwarden.config import EffectiveConfig
 from pgwarden.core.sync import DeleteSync, SetSsn, SyncStep, WriteSync
 from pgwarden.core.types import (
@@ -43,12 +45,19 @@ from pgwarden.dcs.base import Dcs, DcsError
 from pgwarden.model import ClusterStatus, ClusterView, HistoryEntry
 from pgwarden.postgres.controller import PgController
 from pgwarden.postgres.probe import probe
+from pgwarden.postgres.process import PgResult
 from pgwarden.postgres.settings import Upstream
 
-from .callbacks import run_hook
+from .callbacks import HOOK_TIMEOUT, run_hook
 from .wiring import ha_settings, pg_settings
 
 log = logging.getLogger(__name__)
+
+STOP_REQUEST_RESERVE = 0.5
+"""Seconds of the lease a graceful demote keeps, after its CHECKPOINT and before_stop hook, to get the
+stop request (which ends new commits) to PostgreSQL before the lock deadline."""
+MIN_STEP_BEFORE_STOP = 0.2
+"""Below this many seconds left, the step before the stop is skipped rather than started."""
 
 # Actions that may run for a long time: they run in the background while the loop keeps deciding
 # (and, on a leader, renewing its lock).
@@ -133,7 +142,7 @@ async def _dispatch(action: Action, ctx: ExecContext) -> Outcome:
             result = await _controller(ctx, "replica").move_data_dir_aside()
             return _outcome(action, result.ok, result.message)
         case ReleaseLeader():
-            released = await ctx.dcs.delete_leader(ClusterStatus(optime=action.optime))
+            released = await ctx.dcs.delete_leader(_status(ctx, action.optime))
             return _outcome(action, released)
         case Shutdown():
             return await _shutdown(action, ctx)
@@ -151,7 +160,7 @@ async def _dispatch(action: Action, ctx: ExecContext) -> Outcome:
 async def _renew(action: RenewLeader, ctx: ExecContext) -> Outcome:
     sent = time.monotonic()
     retain = tuple(sorted(set(action.create_slots) | _existing_retained(ctx)))
-    ok = await ctx.dcs.update_leader(ClusterStatus(optime=action.optime, retain_slots=retain))
+    ok = await ctx.dcs.update_leader(_status(ctx, action.optime, retain))
     if not ok:
         return _outcome(action, False, "the leader key is no longer ours", sent)
     notes: list[str] = []
@@ -175,6 +184,20 @@ async def _renew(action: RenewLeader, ctx: ExecContext) -> Outcome:
         if note:
             notes.append(note)
     return _outcome(action, True, "; ".join(notes), sent)
+
+
+def _status(ctx: ExecContext, optime: int | None, retain: tuple[str, ...] = ()) -> ClusterStatus:
+    """The `status` value to write with a renewal or a release.
+
+    An action without an optime (PostgreSQL not running as a primary right now: a restart, a
+    promotion in progress, a crash in maintenance mode) keeps the optime the DCS has: writing none
+    would erase the only record of how far the cluster's WAL went, and the next race, which checks
+    maximum_lag_on_failover against it, would let any replica, however far behind, promote.
+    """
+    if optime is None and ctx.cluster is not None:
+        optime = ctx.cluster.status.optime
+    timeline = ctx.cluster.status.timeline if ctx.cluster is not None else None  # never dropped either
+    return ClusterStatus(optime=optime, retain_slots=retain, timeline=timeline)
 
 
 async def _repair_history(ctx: ExecContext) -> str:
@@ -221,7 +244,7 @@ def _existing_retained(ctx: ExecContext) -> set[str]:
 
 async def _promote(action: Promote, ctx: ExecContext) -> Outcome:
     sent = time.monotonic()
-    if not await ctx.dcs.update_leader():
+    if not await ctx.dcs.update_leader(await _claim_timeline(ctx)):
         return _outcome(action, False, "lost leader before promote", sent)
     hook_ok, hook_detail = await run_hook(ctx.config.local.postgresql.pre_promote, "pre_promote")
     if not hook_ok:
@@ -243,10 +266,69 @@ async def _promote(action: Promote, ctx: ExecContext) -> Outcome:
     await pg.checkpoint()
     if action.history_entry is not None and ctx.cluster is not None:
         promoted = await probe(pg.settings)
-        await ctx.dcs.set_history(_history_with(ctx, action.history_entry, promoted.timeline))
+        entry = await _switch_point(pg, action.history_entry, promoted.timeline)
+        await ctx.dcs.set_history(_history_with(ctx, entry, promoted.timeline))
     if ctx.cluster is not None and ctx.cluster.failover is not None:
         await ctx.dcs.delete_failover(ctx.cluster.failover.revision)
     return _outcome(action, True, "promoted", sent)
+
+
+async def _claim_timeline(ctx: ExecContext) -> ClusterStatus | None:
+    """Reserve a timeline number no promotion in this cluster has used, before promoting.
+
+    PostgreSQL numbers a new timeline 1 + the highest N with an `N.history` file in pg_wal, and tells
+    timelines apart by number only. The `history` row of a promotion is written after it; a new
+    primary that loses the DCS in between leaves no trace of its timeline there, and the next
+    promotion would reuse the number with different WAL. So the number is published in `/status`
+    first (with the ownership-checked renewal that precedes the promotion), and when the cluster has
+    used higher numbers than this server knows, comment-only history files fill the gap, so
+    PostgreSQL skips them. (A comment-only file is not a child of our timeline: recovery's rescan for
+    a newer timeline ignores it.)
+    """
+    if ctx.cluster is None:
+        return None
+    pg_settings_ = pg_settings(ctx.config, "primary")
+    local = (await probe(pg_settings_)).timeline
+    if local is None:
+        return None
+    target = max(local, ctx.cluster.highest_timeline) + 1
+    _reserve_timelines(pg_settings_.data_dir / "pg_wal", range(local + 1, target))
+    return replace(_status(ctx, None, ctx.cluster.status.retain_slots), timeline=target)
+
+
+def _reserve_timelines(pg_wal: Path, timelines: range) -> None:
+    for timeline in timelines:
+        path = pg_wal / f"{timeline:08X}.history"
+        try:
+            with path.open("x") as placeholder:  # never overwrite a real history file
+                placeholder.write(f"# pgwarden: timeline {timeline} was used by another member of this cluster\n")
+            log.info("reserved timeline %d (used elsewhere in the cluster): wrote %s", timeline, path.name)
+        except FileExistsError:
+            pass
+        except OSError as exc:
+            log.warning("cannot reserve timeline %d in %s: %s", timeline, pg_wal, exc)
+
+
+async def _switch_point(
+    pg: PgController, decided: tuple[int, int, str], new_timeline: int | None
+) -> tuple[int, int, str]:
+    """The `history` row of the timeline a promotion just ended, as PostgreSQL itself recorded it.
+
+    The decision's LSN is where this server had replayed when it decided to promote; PostgreSQL
+    switches timeline only where its replay ends, later (e.g. past the old primary's shutdown
+    checkpoint after a switchover). A row with the earlier LSN makes the core believe that the old
+    primary diverged, and it would rewind it forever. So the switch point comes from the new
+    timeline's history file (its last line: parent timeline, switch LSN, reason); only when that
+    cannot be read does the decision's own entry stand.
+    """
+    if new_timeline is None:
+        return decided
+    for ended, lsn, reason in reversed(await pg.timeline_history(new_timeline)):
+        if ended == new_timeline - 1:
+            return ended, lsn, reason or decided[2]
+    log.warning("timeline %s: history file unreadable, recording the switch point decided at %s", new_timeline,
+                decided[1])
+    return decided
 
 
 def _history_with(ctx: ExecContext, entry: tuple[int, int, str], new_timeline: int | None) -> list[HistoryEntry]:
@@ -271,16 +353,48 @@ def _history_with(ctx: ExecContext, entry: tuple[int, int, str], new_timeline: i
 async def _demote(action: Demote, ctx: ExecContext) -> Outcome:
     pg = _controller(ctx, "replica")
     pg_state = await probe(pg.settings)
+    note = ""
     if action.mode is DemoteMode.GRACEFUL:
-        await pg.checkpoint()
-        await _before_stop(ctx)
+        # Runs inline in the HA loop, so the lease is only as good as `finish_by`: whatever comes before
+        # the stop request (which ends new commits at once) must leave it the time to get there.
+        note = await _checkpoint_before_stop(pg, action.finish_by)
+        left = _time_before_stop(action.finish_by)
+        if left is None or left >= MIN_STEP_BEFORE_STOP:
+            await _before_stop(ctx, HOOK_TIMEOUT if left is None else min(HOOK_TIMEOUT, left))
+        else:
+            log.warning("no lease time left for the before_stop hook: stopping PostgreSQL without it")
     stop_mode = "immediate" if action.mode in (DemoteMode.IMMEDIATE, DemoteMode.IMMEDIATE_NOLOCK) else "fast"
     result = await pg.stop(stop_mode)
     if not result.ok:
         return _outcome(action, False, result.message)
     if action.release:
         await ctx.dcs.delete_leader(ClusterStatus(optime=pg_state.wal_lsn))
-    return _outcome(action, True, f"stopped ({stop_mode})")
+    return _outcome(action, True, f"stopped ({stop_mode}){note}")
+
+
+def _time_before_stop(finish_by: float | None) -> float | None:
+    """Seconds a graceful demote may still spend before its stop request (None: no deadline known)."""
+    return None if finish_by is None else finish_by - time.monotonic() - STOP_REQUEST_RESERVE
+
+
+async def _checkpoint_before_stop(pg: PgController, finish_by: float | None) -> str:
+    """The CHECKPOINT before a switchover's stop, which only shortens the shutdown checkpoint: bounded by
+    the lease (`finish_by`), skipped when too little of it is left. A note for the outcome."""
+    left = _time_before_stop(finish_by)
+    if left is None:
+        result = await pg.checkpoint()
+    elif left < MIN_STEP_BEFORE_STOP:
+        log.warning("no lease time left for a checkpoint before the switchover's stop: stopping at once")
+        return "; checkpoint skipped (no lease time left)"
+    else:
+        try:
+            result = await bounded(pg.checkpoint(timeout=left), left)
+        except TimeoutError:
+            result = PgResult.failed(f"checkpoint timed out after {left:.1f}s")
+    if result.ok:
+        return ""
+    log.warning("checkpoint before the switchover's stop: %s; stopping PostgreSQL anyway", result.message)
+    return f"; checkpoint abandoned ({result.message})"
 
 
 async def _start(action: StartPostgres, ctx: ExecContext) -> Outcome:
@@ -316,12 +430,12 @@ async def _shutdown(action: Shutdown, ctx: ExecContext) -> Outcome:
     await _before_stop(ctx)
     result = await pg.stop("fast")
     if action.release and result.ok:
-        await ctx.dcs.delete_leader(ClusterStatus(optime=action.optime))
+        await ctx.dcs.delete_leader(_status(ctx, action.optime))
     return _outcome(action, result.ok, result.message)
 
 
-async def _before_stop(ctx: ExecContext) -> None:
-    ok, detail = await run_hook(ctx.config.local.postgresql.before_stop, "before_stop")
+async def _before_stop(ctx: ExecContext, timeout: float = HOOK_TIMEOUT) -> None:
+    ok, detail = await run_hook(ctx.config.local.postgresql.before_stop, "before_stop", timeout)
     if not ok:
         log.warning("%s; stopping PostgreSQL anyway", detail)
 
@@ -336,6 +450,17 @@ async def _restart(action: Restart, ctx: ExecContext) -> Outcome:
     stopped = await pg.stop("fast")
     if not stopped.ok:
         return _outcome(action, False, stopped.message)
+    if action.role == "primary":
+        # The stop may have taken long (a shutdown checkpoint) and the DCS may have gone meanwhile:
+        # the lease may have lapsed and another member promoted. Only a renewal now allows a writable
+        # start; otherwise PostgreSQL stays stopped and the next HA cycle decides (a replica of the new
+        # leader, or a primary again once the key is proven ours).
+        try:
+            held = await ctx.dcs.update_leader()
+        except DcsError as exc:
+            return _outcome(action, False, f"stopped, not started as a primary: leader key unconfirmed ({exc})")
+        if not held:
+            return _outcome(action, False, "stopped, not started as a primary: the leader key is no longer ours")
     started = await pg.start()
     return _outcome(action, started.ok, "restarted successfully" if started.ok else started.message)
 

@@ -398,7 +398,7 @@ class Agent:
         budget = None
         deadline = self._published_lock_deadline(self.state.memory.lock_deadline is not None)
         if deadline is not None:
-            budget = deadline - time.monotonic() - READ_STOP_BUDGET
+            budget = read_budget(deadline - time.monotonic(), self.state.memory.paused_when_last_seen)
         try:
             if budget is not None and budget <= 0:
                 raise DcsError("not reading the DCS: the lock deadline is too close")
@@ -557,6 +557,22 @@ class Agent:
             dcs_reachable=self.state.dcs_error is None,
             metrics=self.state.metrics,
         )
+
+
+def read_budget(left: float, paused: bool) -> float | None:
+    """How long a leader's DCS read may take, `left` seconds before its lock deadline: None for no
+    bound beyond the client's own timeout, 0 or less for no read at all.
+
+    Before the deadline the read must leave READ_STOP_BUDGET to stop PostgreSQL, so close to it there
+    is no read. Past it, an unpaused agent does not read either: the core stops a primary at once
+    without a read (a read hanging until its timeout would only delay that), and a keepalive that
+    proves a new lease brings the reads back. In maintenance mode, though, a primary keeps running
+    past its lease by design, and only a read can show it that the operator resumed and another
+    member took over (then it demotes): it reads normally, with the client's own timeout.
+    """
+    if left > READ_STOP_BUDGET:
+        return left - READ_STOP_BUDGET
+    return None if left <= 0 and paused else 0.0
 
 
 def _dump_tasks() -> None:

@@ -164,6 +164,10 @@ def _is_running(member: Member | None) -> bool:
     return member is not None and member.state == PgState.RUNNING
 
 
+def _is_running_primary(member: Member | None) -> bool:
+    return _is_running(member) and member is not None and member.role in (Role.PRIMARY, "master")
+
+
 def _renew(s: Snapshot, why: Why, *, nap: float | None = None, clear_failover: int | None = None,
            **facts: object) -> Decision:
     """RenewLeader with this cycle's slot plan and, if needed, the system identifier for `initialize`."""
@@ -406,6 +410,12 @@ def guard_paused(s: Snapshot) -> Decision | None:
             return _d(s, Wait(), Why.SYSID_MISMATCH, mine=s.pg.sysid, cluster=cluster.initialize)
         if lock is Lock.NONE and mine >= cluster.timeline:
             return _d(s, AcquireLeader(), Why.RACE_PRIMARY_RECLAIM, nap=0)
+        if lock is Lock.OTHER and _is_running_primary(cluster.leader_member):
+            # Two writable primaries (e.g. this one was cut off from the DCS in maintenance mode, the
+            # operator resumed, another member took over, then paused again): the one without the
+            # key stops, pause or not. Patroni keeps it running; "no two writers" comes first.
+            return _d(s, Demote(DemoteMode.IMMEDIATE_NOLOCK), Why.NOT_LEADER_PRIMARY, nap=0,
+                      leader=_leader_name(s))
         return _d(s, Wait(), Why.PAUSED_PRIMARY_WITHOUT_LOCK)
     if kind is PgClass.REPLICA:
         return _d(s, Wait(), Why.PAUSED_NO_ACTION, name=s.me)
@@ -481,7 +491,8 @@ def _leader_failover(s: Snapshot, failover: FailoverRequest) -> Decision:
         waiting = _poolers_not_holding(s, failover)
         if waiting:
             return waiting
-        return _d(s, Demote(DemoteMode.GRACEFUL), Why.SWITCHOVER_DEMOTE, nap=0, op=action)
+        return _d(s, Demote(DemoteMode.GRACEFUL, finish_by=s.memory.lock_deadline), Why.SWITCHOVER_DEMOTE, nap=0,
+                  op=action)
     target = failover.member or "any member"
     return _renew(s, Why.FAILOVER_IMPOSSIBLE, clear_failover=failover.revision, op=action, member=target)
 

@@ -255,9 +255,15 @@ class DemoteMode(StrEnum):
 @dataclass(frozen=True, slots=True)
 class Demote:
     """Stop accepting writes now: stop PostgreSQL in `mode`, then release the key if the mode says so.
-    The node comes back as a replica in a later cycle (after a rewind if needed)."""
+    The node comes back as a replica in a later cycle (after a rewind if needed).
+
+    A graceful demote's CHECKPOINT before the stop (and the before_stop hook) may only take until
+    `finish_by` (monotonic, the lock deadline at the time of the decision) minus the time needed to
+    get the stop request to PostgreSQL: past that they are cut short or skipped, so that PostgreSQL
+    stops accepting writes before the lease can lapse. None: no deadline known, no bound."""
 
     mode: DemoteMode
+    finish_by: float | None = None
     kind: str = "demote"
 
     @property

@@ -283,7 +283,7 @@ def config_to_json(value: Mapping[str, Any]) -> str:
 
 
 def status_from_json(text: str) -> ClusterStatus:
-    """`{"optime": int, "slots": {name: int}, "retain_slots": [name]}`; raises MalformedValue."""
+    """`{"optime": int, "slots": {name: int}, "retain_slots": [name], "timeline": int}`; raises MalformedValue."""
     data = _object(text)
     optime = data.get("optime")
     slots = {} if data.get("slots") is None else data["slots"]
@@ -292,10 +292,12 @@ def status_from_json(text: str) -> ClusterStatus:
         raise MalformedValue(f"slots: expected an object, got {slots!r}")
     if not isinstance(retain, list) or not all(isinstance(s, str) for s in retain):
         raise MalformedValue(f"retain_slots: expected a list of names, got {retain!r}")
+    timeline = data.get("timeline")  # ours; a value we cannot use is ignored, not fatal
     return ClusterStatus(
         optime=None if optime is None else _lsn(optime, "optime"),
         slots={str(name): _lsn(lsn, f"slots.{name}") for name, lsn in slots.items()},
         retain_slots=tuple(retain),
+        timeline=timeline if isinstance(timeline, int) and not isinstance(timeline, bool) and timeline > 0 else None,
     )
 
 
@@ -303,6 +305,8 @@ def status_to_json(status: ClusterStatus) -> str:
     data: dict[str, Any] = {"slots": dict(status.slots), "retain_slots": list(status.retain_slots)}
     if status.optime is not None:
         data["optime"] = status.optime
+    if status.timeline is not None:
+        data["timeline"] = status.timeline
     return _dumps(data)
 
 

@@ -15,6 +15,7 @@ module does not know raises `UnknownAction`: the simulator must never silently i
 from __future__ import annotations
 
 from collections.abc import Generator
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from pgwarden import __version__
@@ -72,6 +73,8 @@ BACKGROUND: dict[type, TaskKind] = {
 Exec = Generator[Step, None, Outcome]
 
 PROBE_TIME = 0.005  # one probe of the local PostgreSQL (as in pgwarden.sim.agent)
+STOP_REQUEST_RESERVE = 0.5  # pgwarden.agent.execute
+MIN_STEP_BEFORE_STOP = 0.2  # pgwarden.agent.execute
 
 
 class UnknownAction(Exception):
@@ -209,24 +212,38 @@ def _dispatch(agent: SimAgent, action: Action, cluster: ClusterView | None) -> E
             ok, message = yield from pgops.move_data_aside(world, name)
             return agent.outcome(action, ok, message)
         case ReleaseLeader():
-            released = yield from dcs.delete_leader(ClusterStatus(optime=action.optime))
+            status = _status(cluster, action.optime)
+            released = yield from dcs.delete_leader(status)
             if released:
-                on_published(world, name, action.optime)
+                on_published(world, name, status.optime)
             return agent.outcome(action, released)
         case Shutdown():
             if not action.stop_postgres:
                 return agent.outcome(action, True, "PostgreSQL left running (maintenance mode)")
             ok, message = yield from pgops.stop(world, name, "fast")
             if action.release and ok:
-                released = yield from dcs.delete_leader(ClusterStatus(optime=action.optime))
+                status = _status(cluster, action.optime)
+                released = yield from dcs.delete_leader(status)
                 if released:
-                    on_published(world, name, action.optime)
+                    on_published(world, name, status.optime)
             return agent.outcome(action, ok, message)
         case Restart():
             follow = action.follow if action.follow is not None and _known(cluster, action.follow) else None
             ok, message = yield from pgops.stop(world, name, "fast")
             if not ok:
                 return agent.outcome(action, False, message)
+            if action.role == "primary":
+                # execute._restart: only a lease renewed after the stop allows a writable start.
+                sent_global = world.now
+                try:
+                    held = yield from dcs.update_leader()
+                except SimDcsError as exc:
+                    return agent.outcome(action, False, f"stopped, not started as a primary: leader key "
+                                         f"unconfirmed ({exc})")
+                if not held:
+                    return agent.outcome(action, False, "stopped, not started as a primary: the leader key is "
+                                         "no longer ours")
+                world.nodes[name].lease_sent = sent_global
             ok, message = yield from pgops.start(world, name, action.role, follow)
             return agent.outcome(action, ok, "restarted successfully" if ok else message)
         case EnsureSlots():
@@ -256,11 +273,12 @@ def _renew(agent: SimAgent, action: RenewLeader, cluster: ClusterView | None) ->
     world = agent.world
     sent, sent_global = agent.local_now(), world.now
     retain = tuple(sorted(set(action.create_slots) | set(cluster.status.retain_slots if cluster else ())))
-    ok = yield from agent.dcs.update_leader(ClusterStatus(optime=action.optime, retain_slots=retain))
+    status = _status(cluster, action.optime, retain)
+    ok = yield from agent.dcs.update_leader(status)
     if not ok:
         return agent.outcome(action, False, "the leader key is no longer ours", sent)
     world.nodes[agent.name].lease_sent = sent_global
-    on_published(world, agent.name, action.optime)
+    on_published(world, agent.name, status.optime)
     notes: list[str] = []
     if action.create_slots:
         created, message = yield from pgops.ensure_slots(world, agent.name, action.create_slots)
@@ -281,6 +299,13 @@ def _renew(agent: SimAgent, action: RenewLeader, cluster: ClusterView | None) ->
         if note:
             notes.append(note)
     return agent.outcome(action, True, "; ".join(notes), sent)
+
+
+def _status(cluster: ClusterView | None, optime: int | None, retain: tuple[str, ...] = ()) -> ClusterStatus:
+    """execute._status: an action without an optime keeps the one the DCS has (never erases it)."""
+    if optime is None and cluster is not None:
+        optime = cluster.status.optime
+    return ClusterStatus(optime=optime, retain_slots=retain, timeline=cluster.status.timeline if cluster else None)
 
 
 def _repair_history(agent: SimAgent, cluster: ClusterView | None) -> Generator[Step, None, str]:
@@ -331,7 +356,7 @@ def _sync_step(agent: SimAgent, step: SyncStep) -> Generator[Step, None, str]:
 def _promote(agent: SimAgent, action: Promote, cluster: ClusterView | None) -> Exec:
     world, name = agent.world, agent.name
     sent, sent_global = agent.local_now(), world.now
-    if not (yield from agent.dcs.update_leader()):
+    if not (yield from agent.dcs.update_leader((yield from _claim_timeline(agent, cluster)))):
         return agent.outcome(action, False, "lost leader before promote", sent)
     world.nodes[name].lease_sent = sent_global
     # As the agent: wait at most until the lock deadline, else stop PostgreSQL so a late promotion
@@ -347,10 +372,38 @@ def _promote(agent: SimAgent, action: Promote, cluster: ClusterView | None) -> E
         yield PROBE_TIME
         world.refresh()
         promoted = local_pg(world, name)
-        yield from agent.dcs.set_history(_history_with(agent, cluster, action.history_entry, promoted.timeline))
+        entry = yield from _switch_point(agent, action.history_entry, promoted.timeline)
+        yield from agent.dcs.set_history(_history_with(agent, cluster, entry, promoted.timeline))
     if cluster is not None and cluster.failover is not None:
         yield from agent.dcs.delete_failover(cluster.failover.revision)
     return agent.outcome(action, True, "promoted", sent)
+
+
+def _claim_timeline(agent: SimAgent, cluster: ClusterView | None) -> Generator[Step, None, ClusterStatus | None]:
+    """execute._claim_timeline: publish the number this promotion takes in /status first, and reserve
+    the numbers the cluster used that this server does not know (placeholder history files)."""
+    if cluster is None:
+        return None
+    yield PROBE_TIME
+    pg = agent.world.nodes[agent.name].pg
+    if not pg.accepting:
+        return None
+    local = pg.timeline
+    target = max(local, cluster.highest_timeline) + 1
+    pg.reserved = pg.reserved | frozenset(range(local + 1, target))
+    return replace(_status(cluster, None, cluster.status.retain_slots), timeline=target)
+
+
+def _switch_point(agent: SimAgent, decided: tuple[int, int, str],
+                  new_timeline: int | None) -> Generator[Step, None, tuple[int, int, str]]:
+    """execute._switch_point: the row of the timeline just ended from PostgreSQL's own history file
+    (the real switch point, where replay ended); the decision's entry only when it cannot be read."""
+    if new_timeline is None:
+        return decided
+    for ended, lsn, reason in reversed((yield from pgops.read_timeline_history(agent.world, agent.name))):
+        if ended == new_timeline - 1:
+            return ended, lsn, reason or decided[2]
+    return decided
 
 
 def _history_with(agent: SimAgent, cluster: ClusterView, entry: tuple[int, int, str],
@@ -371,12 +424,20 @@ def _demote(agent: SimAgent, action: Demote) -> Exec:
     world, name = agent.world, agent.name
     world.refresh()
     probed = local_pg(world, name)
+    note = ""
     if action.mode is DemoteMode.GRACEFUL:
-        agent.graceful_demote = True
-        try:
+        # execute._checkpoint_before_stop: the CHECKPOINT may only take until the lock deadline minus
+        # the stop request's reserve; skipped when too little is left. (The before_stop hook, bounded
+        # the same way, is not simulated.)
+        left = _time_before_stop(agent, action.finish_by)
+        if left is None:
             yield from pgops.checkpoint(world, name)
-        finally:
-            agent.graceful_demote = False
+        elif left < MIN_STEP_BEFORE_STOP:
+            note = "; checkpoint skipped (no lease time left)"
+        else:
+            rate = world.nodes[name].clock.rate
+            done, message = yield from pgops.checkpoint(world, name, timeout=left / rate)
+            note = "" if done else f"; checkpoint abandoned ({message})"
     mode = "immediate" if action.mode in (DemoteMode.IMMEDIATE, DemoteMode.IMMEDIATE_NOLOCK) else "fast"
     ok, message = yield from pgops.stop(world, name, mode)
     if not ok:
@@ -385,7 +446,12 @@ def _demote(agent: SimAgent, action: Demote) -> Exec:
         released = yield from agent.dcs.delete_leader(ClusterStatus(optime=probed.wal_lsn))
         if released:
             on_published(world, name, probed.wal_lsn)
-    return agent.outcome(action, True, f"stopped ({mode})")
+    return agent.outcome(action, True, f"stopped ({mode}){note}")
+
+
+def _time_before_stop(agent: SimAgent, finish_by: float | None) -> float | None:
+    """execute._time_before_stop: local seconds a graceful demote may still spend before its stop request."""
+    return None if finish_by is None else finish_by - agent.local_now() - STOP_REQUEST_RESERVE
 
 
 def _clone(agent: SimAgent, action: Clone, cluster: ClusterView | None) -> Exec:

@@ -96,7 +96,6 @@ class SimAgent:
         self.request: OperatorRequest | None = None
         self.request_due = 0.0  # wall time from which a (scheduled) request is due
         self.request_started = False
-        self.graceful_demote = False  # a graceful demote (CHECKPOINT, fast stop) is being carried out
 
     # -- lifecycle ---------------------------------------------------------------------------------
 
@@ -397,11 +396,12 @@ class SimAgent:
         """Agent._read_cluster: one read of the scope, which a leader bounds by its lock deadline (a
         read hanging until the client timeout must not carry it past the point where it must stop
         writes): with less than READ_STOP_BUDGET left it does not read at all, and a read that does
-        not answer within the budget counts as the DCS being unreachable."""
+        not answer within the budget counts as the DCS being unreachable. Past the deadline it reads
+        normally in maintenance mode only (`read_budget`)."""
         budget = None
         deadline = self.published_lock_deadline(self.memory.lock_deadline is not None)
         if deadline is not None:
-            budget = deadline - self.local_now() - READ_STOP_BUDGET
+            budget = read_budget(deadline - self.local_now(), self.memory.paused_when_last_seen)
         try:
             if budget is not None and budget <= 0:
                 raise SimDcsError("not reading the DCS: the lock deadline is too close")
@@ -466,6 +466,15 @@ class SimAgent:
         if self.request_started and outcome.action in ("restart", "reinitialize"):
             self.request = None  # RequestDesk.finished
         self.wake()
+
+
+def read_budget(left: float, paused: bool) -> float | None:
+    """pgwarden.agent.loop.read_budget: how long a leader's DCS read may take `left` seconds before its
+    lock deadline (None: no bound but the client's timeout; 0 or less: no read). Past the deadline
+    only an agent that last saw maintenance mode reads (normally)."""
+    if left > READ_STOP_BUDGET:
+        return left - READ_STOP_BUDGET
+    return None if left <= 0 and paused else 0.0
 
 
 def within(operation: Generator[Step, None, _T], limit: float, message: str) -> Generator[Step, None, _T]:

@@ -65,8 +65,8 @@ class CampaignResult:
             f"missing: {', '.join(self.missing_actions()) or 'none'}",
             f"Why codes reached {len(Why) - len(self.missing_whys())}/{len(Why)}; "
             f"missing: {', '.join(self.missing_whys()) or 'none'}",
-            f"runs with violations: {len(self.failures)}; runs with excused overlaps (agent paused past its "
-            f"lease, no watchdog): {len(self.excused)}",
+            f"runs with violations: {len(self.failures)}; runs with excused overlaps (no watchdog: agent paused "
+            f"past its lease, or cut off in maintenance mode): {len(self.excused)}",
         ]
         by_invariant = Counter(i for f in self.failures for i in set(f.new_invariants))
         for invariant, count in sorted(by_invariant.items()):

@@ -68,8 +68,10 @@ MUTANTS: dict[str, Mutant] = {
         Mutant("ignore-lag", "durability", "a lagging replica races for the key", _ignore_lag),
         Mutant("outlive-lease", "one-writer", "a primary keeps writing after its lease may have expired",
                _outlive_lease),
-        Mutant("ignore-timeline", "history", "a replica behind the cluster's timeline races for the key",
-               _ignore_timeline),
+        # "ignore-timeline" (a replica behind the cluster's timeline races) was caught as timeline-number
+        # reuse until promotions reserved their number in /status (agent.execute._claim_timeline): since
+        # then it promotes to an unused number and loses at most maximum_lag_on_failover, which no
+        # invariant forbids, so it is kept only as `_ignore_timeline`, not as a mutant expected to fail.
         Mutant("remove-data-freely", "data-dir", "data directories moved aside against the configuration",
                _remove_data_freely),
     )

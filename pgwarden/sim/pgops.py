@@ -100,7 +100,10 @@ def _finish_promote(world: World, name: str, incarnation: int) -> None:
         return
     world.refresh()
     parent_uid, fork = pg.uid, pg.lsn
-    pg.lineage = (*pg.lineage, (world.new_uid(), pg.timeline + 1, pg.lsn))
+    new_timeline = pg.timeline + 1
+    while new_timeline in pg.reserved:  # PostgreSQL: 1 + the newest consecutive N.history in pg_wal
+        new_timeline += 1
+    pg.lineage = (*pg.lineage, (world.new_uid(), new_timeline, pg.lsn))
     pg.in_recovery = False
     world.pg_changed = True
     pg.standby_signal = False
@@ -112,11 +115,17 @@ def _finish_promote(world: World, name: str, incarnation: int) -> None:
     on_promoted(world, name, parent_uid, fork)
 
 
-def checkpoint(world: World, name: str) -> PgOp:
+def checkpoint(world: World, name: str, timeout: float | None = None) -> PgOp:
+    """CHECKPOINT; with `timeout`, the client gives up after that long (the checkpoint's work is left to
+    the next one: a slow checkpoint stays slow for the shutdown checkpoint of a stop)."""
     node = world.nodes[name]
     if not node.pg.accepting:
         return False, "not running"
-    yield _span(world, 0.05, 0.5) + node.slow_checkpoint
+    duration = _span(world, 0.05, 0.5) + node.slow_checkpoint
+    if timeout is not None and duration > timeout:
+        yield timeout
+        return False, f"checkpoint timed out after {timeout:.1f}s"
+    yield duration
     node.slow_checkpoint = 0.0
     world.refresh()
     node.pg.checkpoint()
@@ -160,6 +169,7 @@ def rewind(world: World, name: str, source: str) -> PgOp:
         return True, "no rewind required"
     world.recorder.event(world.now, name, f"pg_rewind from {source}: {pg.lsn} on tl {mine} -> {src.lsn} on tl {theirs}")
     pg.lineage, pg.lsn = truncate(src.lineage, src.lsn), src.lsn
+    pg.reserved = frozenset()
     world.pg_changed = True
     pg.checkpoint_lsn, pg.control_tl = switch, src.timeline
     pg.control_state = "in archive recovery"
@@ -179,6 +189,7 @@ def basebackup(world: World, name: str, source: str) -> PgOp:
     world.refresh()
     pg.data, pg.sysid = DataDirState.VALID, src.sysid
     pg.lineage, pg.lsn = truncate(src.lineage, src.lsn), src.lsn
+    pg.reserved = frozenset()
     world.pg_changed = True
     pg.checkpoint_lsn, pg.control_tl = src.lsn, src.timeline
     pg.control_state, pg.standby_signal, pg.slots = "in archive recovery", True, set()
@@ -195,6 +206,7 @@ def initdb(world: World, name: str) -> PgOp:
     yield _span(world, 1.0, 3.0)
     pg.data, pg.sysid = DataDirState.VALID, world.new_sysid()
     pg.lineage, pg.lsn = ((world.new_uid(), 1, 0),), 0x1000000
+    pg.reserved = frozenset()
     world.pg_changed = True
     pg.checkpoint_lsn, pg.control_tl, pg.control_state = pg.lsn, 1, "shut down"
     on_bootstrapped(world, name)
@@ -212,6 +224,7 @@ def move_data_aside(world: World, name: str, *, permitted: bool = False) -> PgOp
     if not permitted:
         on_data_removed(world, name)
     pg.data, pg.sysid, pg.lineage, pg.lsn = DataDirState.MISSING, None, (), 0
+    pg.reserved = frozenset()
     world.pg_changed = True
     pg.checkpoint_lsn = pg.control_tl = pg.control_state = None
     pg.standby_signal, pg.following, pg.slots, pg.ssn = False, None, set(), ""

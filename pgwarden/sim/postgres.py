@@ -80,6 +80,9 @@ class SimPg:
     data: DataDirState = DataDirState.EMPTY
     sysid: str | None = None
     lineage: Lineage = ()
+    reserved: frozenset[int] = frozenset()
+    """Timeline numbers with a placeholder history file in pg_wal (agent.execute._claim_timeline):
+    a promotion skips them. Gone with the data directory's WAL (rewind, base backup, initdb)."""
     lsn: LSN = 0
     checkpoint_lsn: LSN | None = None
     control_tl: int | None = None

@@ -50,7 +50,8 @@ class RunResult:
         lines += [f"  {f}" for f in self.schedule] or ["  (none)"]
         lines += ["violations:"] + [f"  {v}" for v in self.violations]
         if self.excused:
-            lines += ["excused (agent paused past its lease, no watchdog):"] + [f"  {v}" for v in self.excused]
+            lines += ["excused (no watchdog: agent paused past its lease, or cut off in maintenance mode):"]
+            lines += [f"  {v}" for v in self.excused]
         lines += [f"trace (last {trace_lines} entries):", *self.recorder.render_trace(trace_lines)]
         return "\n".join(lines)
 

@@ -187,6 +187,8 @@ def test_host_loss_of_the_primary_fails_over_and_the_old_node_rejoins(
                     f"/service/{cluster.scope}/history"], check=True, capture_output=True,
                    env={"ETCDCTL_API": "3", "PATH": "/usr/bin:/bin"})
     wait_until(lambda: (new.get("/history")[1] or [[0]])[-1][0] == 1, 30, "history repaired by the leader")
+    # The repair reads PostgreSQL's own history file: the promotion recorded that same switch point.
+    assert new.get("/history")[1][-1][1] == history[-1][1]  # type: ignore[index]
 
 
 def test_postmaster_crash_on_the_primary_restarts_in_place(watched: tuple[LocalCluster, SplitBrainWatcher]) -> None:

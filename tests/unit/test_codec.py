@@ -104,6 +104,14 @@ def test_status_round_trip() -> None:
     }
 
 
+def test_status_carries_the_reserved_timeline_and_ignores_a_bad_one() -> None:
+    status = ClusterStatus(optime=7, timeline=4)
+    assert json.loads(codec.status_to_json(status))["timeline"] == 4
+    assert codec.status_from_json(codec.status_to_json(status)) == status
+    for bad in ('"4"', "0", "true", "[1]"):
+        assert codec.status_from_json(f'{{"optime": 7, "timeline": {bad}}}') == ClusterStatus(optime=7)
+
+
 def test_status_accepts_missing_parts() -> None:
     assert codec.status_from_json('{"optime": 5}') == ClusterStatus(optime=5)
     assert codec.status_from_json("{}") == ClusterStatus()

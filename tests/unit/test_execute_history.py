@@ -1,0 +1,61 @@
+"""What the executor publishes: the promote task's `/history` row (PostgreSQL's own switch point, not
+the decision's LSN) and the `status` optime (never erased by an action that has none)."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+from typing import cast
+
+from pgwarden.agent.execute import ExecContext, _status, _switch_point
+from pgwarden.model import ClusterStatus, ClusterView
+from pgwarden.postgres.controller import PgController
+
+REASON = "no recovery target specified"
+
+
+class FakePg:
+    """PgController.timeline_history only: the rows of the history file of the asked timeline."""
+
+    def __init__(self, rows: list[tuple[int, int, str]]) -> None:
+        self.rows = rows
+        self.asked: list[int] = []
+
+    async def timeline_history(self, timeline: int, timeout: float = 5.0) -> list[tuple[int, int, str]]:
+        self.asked.append(timeline)
+        return self.rows
+
+
+async def test_the_switch_point_comes_from_the_new_timelines_history_file() -> None:
+    # Decided at 0x5000000; replay went on to the old primary's shutdown checkpoint and switched at 0x5000028.
+    pg = FakePg([(1, 0x3000060, REASON), (2, 0x5000028, "after the switchover")])
+    entry = await _switch_point(cast(PgController, pg), (2, 0x5000000, REASON), 3)
+    assert entry == (2, 0x5000028, "after the switchover")
+    assert pg.asked == [3]
+
+
+async def test_the_row_is_for_the_timeline_before_the_new_one_even_if_the_decision_lagged() -> None:
+    pg = FakePg([(1, 0x3000060, REASON), (2, 0x5000028, "")])
+    entry = await _switch_point(cast(PgController, pg), (1, 0x2000000, REASON), 3)
+    assert entry == (2, 0x5000028, REASON)
+
+
+async def test_an_unreadable_history_file_keeps_the_decisions_entry() -> None:
+    decided = (2, 0x5000000, REASON)
+    assert await _switch_point(cast(PgController, FakePg([])), decided, 3) == decided
+    assert await _switch_point(cast(PgController, FakePg([(1, 0x3000060, REASON)])), decided, 3) == decided
+    unknown = FakePg([(2, 0x5000028, REASON)])
+    assert await _switch_point(cast(PgController, unknown), decided, None) == decided
+    assert unknown.asked == []
+
+
+def _ctx(status: ClusterStatus) -> ExecContext:
+    return cast(ExecContext, SimpleNamespace(cluster=ClusterView(scope="s", status=status)))
+
+
+def test_a_status_without_an_optime_keeps_the_published_one() -> None:
+    """A renewal during a task or a release after a crash has no optime: writing `status` without one
+    would erase the value the next race checks maximum_lag_on_failover against."""
+    ctx = _ctx(ClusterStatus(optime=0x5000000, retain_slots=("n2",)))
+    assert _status(ctx, None, ("n2", "n3")) == ClusterStatus(optime=0x5000000, retain_slots=("n2", "n3"))
+    assert _status(ctx, 0x6000000) == ClusterStatus(optime=0x6000000)
+    assert _status(cast(ExecContext, SimpleNamespace(cluster=None)), None) == ClusterStatus()
