@@ -10,7 +10,7 @@ Naming follows Patroni's wire format (see docs/ARCHITECTURE.md): a `Member` is w
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Any
 
@@ -167,6 +167,15 @@ class ClusterStatus:
     has promoted to, written *before* the promotion. Unlike the `history` row (written after it), it
     survives a new primary losing the DCS right after promoting, so the next promotion can pick a
     number nobody has used (see `agent.execute._claim_timeline`)."""
+
+
+def status_with_timeline_floor(status: ClusterStatus, floor: int) -> ClusterStatus:
+    """`status` with its `timeline` raised to `floor`: a DCS client never lowers the reserved timeline
+    it has read or written, whatever stale view the status to write was built from (a renewal racing
+    the promotion's own reservation would otherwise erase it)."""
+    if floor and (status.timeline or 0) < floor:
+        return replace(status, timeline=floor)
+    return status
 
 
 @dataclass(frozen=True, slots=True)

@@ -244,12 +244,15 @@ def _existing_retained(ctx: ExecContext) -> set[str]:
 
 async def _promote(action: Promote, ctx: ExecContext) -> Outcome:
     sent = time.monotonic()
-    if not await ctx.dcs.update_leader(await _claim_timeline(ctx)):
+    claim, placeholders = await _claim_timeline(ctx)
+    if not await ctx.dcs.update_leader(claim):
+        _unreserve(placeholders)
         return _outcome(action, False, "lost leader before promote", sent)
     hook_ok, hook_detail = await run_hook(ctx.config.local.postgresql.pre_promote, "pre_promote")
     if not hook_ok:
         # Fencing refused: give the lock up at once so that another member can take over.
         await ctx.dcs.delete_leader()
+        _unreserve(placeholders)
         return Outcome(action="pre_promote", ok=False, detail=hook_detail, sent_at=sent)
     pg = _controller(ctx, "primary")
     finish_by = max(action.finish_by, ha_settings(ctx.config).lock_deadline(sent))
@@ -258,6 +261,7 @@ async def _promote(action: Promote, ctx: ExecContext) -> Outcome:
     if result is None or not result.ok:
         # Too slow: stop it, so that it cannot complete later, when the lease may be somebody else's.
         await pg.stop("immediate")
+        _unreserve(placeholders)
         detail = result.message if result is not None else "no lease time left to promote"
         return _outcome(action, False, f"promotion abandoned and PostgreSQL stopped: {detail}", sent)
     await pg.write_config("primary")  # no primary_conninfo / standby.signal left behind
@@ -273,7 +277,7 @@ async def _promote(action: Promote, ctx: ExecContext) -> Outcome:
     return _outcome(action, True, "promoted", sent)
 
 
-async def _claim_timeline(ctx: ExecContext) -> ClusterStatus | None:
+async def _claim_timeline(ctx: ExecContext) -> tuple[ClusterStatus | None, list[Path]]:
     """Reserve a timeline number no promotion in this cluster has used, before promoting.
 
     PostgreSQL numbers a new timeline 1 + the highest N with an `N.history` file in pg_wal, and tells
@@ -282,31 +286,47 @@ async def _claim_timeline(ctx: ExecContext) -> ClusterStatus | None:
     promotion would reuse the number with different WAL. So the number is published in `/status`
     first (with the ownership-checked renewal that precedes the promotion), and when the cluster has
     used higher numbers than this server knows, comment-only history files fill the gap, so
-    PostgreSQL skips them. (A comment-only file is not a child of our timeline: recovery's rescan for
-    a newer timeline ignores it.)
+    PostgreSQL skips them. Checked on PostgreSQL 15: a running standby ignores such a file (it is not
+    a child of its timeline), the promotion takes the next number, and the new timeline's own
+    history names the real parent. A standby *started* with a placeholder above its timeline would
+    take it as the newest timeline and wait for its WAL for ever, so the files written are removed
+    again if this promotion does not happen (`_unreserve`).
+
+    Returns the status to publish and the placeholder files written.
     """
     if ctx.cluster is None:
-        return None
+        return None, []
     pg_settings_ = pg_settings(ctx.config, "primary")
     local = (await probe(pg_settings_)).timeline
     if local is None:
-        return None
+        return None, []
     target = max(local, ctx.cluster.highest_timeline) + 1
-    _reserve_timelines(pg_settings_.data_dir / "pg_wal", range(local + 1, target))
-    return replace(_status(ctx, None, ctx.cluster.status.retain_slots), timeline=target)
+    written = _reserve_timelines(pg_settings_.data_dir / "pg_wal", range(local + 1, target))
+    return replace(_status(ctx, None, ctx.cluster.status.retain_slots), timeline=target), written
 
 
-def _reserve_timelines(pg_wal: Path, timelines: range) -> None:
+def _reserve_timelines(pg_wal: Path, timelines: range) -> list[Path]:
+    written = []
     for timeline in timelines:
         path = pg_wal / f"{timeline:08X}.history"
         try:
             with path.open("x") as placeholder:  # never overwrite a real history file
                 placeholder.write(f"# pgwarden: timeline {timeline} was used by another member of this cluster\n")
+            written.append(path)
             log.info("reserved timeline %d (used elsewhere in the cluster): wrote %s", timeline, path.name)
         except FileExistsError:
             pass
         except OSError as exc:
             log.warning("cannot reserve timeline %d in %s: %s", timeline, pg_wal, exc)
+    return written
+
+
+def _unreserve(placeholders: list[Path]) -> None:
+    for path in placeholders:
+        try:
+            path.unlink()
+        except OSError as exc:
+            log.warning("cannot remove the placeholder %s: %s", path, exc)
 
 
 async def _switch_point(

@@ -36,7 +36,7 @@ from pgwarden.dcs.etcd_http import (
     op_put,
     prefix_end,
 )
-from pgwarden.model import ClusterStatus, ClusterView, HistoryEntry, SyncState
+from pgwarden.model import ClusterStatus, ClusterView, HistoryEntry, SyncState, status_with_timeline_floor
 
 log = logging.getLogger(__name__)
 
@@ -91,6 +91,7 @@ class Etcd3Dcs(Dcs):
         self._lease: _Lease | None = None
         self._member_written: tuple[str, int] | None = None  # (JSON, lease id) of the last member write
         self._status_written: str | None = None
+        self._timeline_floor = 0  # the highest reserved timeline read or written (model.status_with_timeline_floor)
         self._seen_revision = 0  # revision of the last read (or own write) the caller has seen
         self._leader_revision = 0  # revision of the last leader change the watch reported
         self._forced_wake = False
@@ -199,6 +200,7 @@ class Etcd3Dcs(Dcs):
         }
         revision = response.revision
         decoded = codec.decode_cluster(self.scope, kvs, revision=revision)
+        self._timeline_floor = max(self._timeline_floor, decoded.view.status.timeline or 0)
         self._report_notes(decoded.notes)
         self._seen_revision = max(self._seen_revision, revision)
         self._check_member_cache(kvs.get(codec.MEMBERS + self.name))
@@ -347,6 +349,8 @@ class Etcd3Dcs(Dcs):
         """The put for `status`, unless there is none or it is what we wrote last."""
         if status is None:
             return None, []
+        status = status_with_timeline_floor(status, self._timeline_floor)
+        self._timeline_floor = max(self._timeline_floor, status.timeline or 0)
         text = codec.status_to_json(status)
         if text == self._status_written:
             return None, []

@@ -356,7 +356,10 @@ def _sync_step(agent: SimAgent, step: SyncStep) -> Generator[Step, None, str]:
 def _promote(agent: SimAgent, action: Promote, cluster: ClusterView | None) -> Exec:
     world, name = agent.world, agent.name
     sent, sent_global = agent.local_now(), world.now
+    pg = world.nodes[name].pg
+    reserved_before = pg.reserved
     if not (yield from agent.dcs.update_leader((yield from _claim_timeline(agent, cluster)))):
+        pg.reserved = reserved_before  # execute._unreserve
         return agent.outcome(action, False, "lost leader before promote", sent)
     world.nodes[name].lease_sent = sent_global
     # As the agent: wait at most until the lock deadline, else stop PostgreSQL so a late promotion
@@ -366,6 +369,8 @@ def _promote(agent: SimAgent, action: Promote, cluster: ClusterView | None) -> E
     ok, message = (yield from pgops.promote(world, name, budget)) if budget >= 1 else (False, "no lease time left")
     if not ok:
         yield from pgops.stop(world, name, "immediate")
+        if pg.in_recovery:  # execute._unreserve (the placeholders are gone only if it did not promote)
+            pg.reserved = reserved_before
         return agent.outcome(action, False, f"promotion abandoned and PostgreSQL stopped: {message}", sent)
     yield from pgops.checkpoint(world, name)
     if action.history_entry is not None and cluster is not None:

@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Callable, Generator
 from typing import TypeVar
 
-from pgwarden.model import ClusterStatus, ClusterView, HistoryEntry, Member, SyncState
+from pgwarden.model import ClusterStatus, ClusterView, HistoryEntry, Member, SyncState, status_with_timeline_floor
 from pgwarden.sim.etcd import CONFIG, FAILOVER, HISTORY, INITIALIZE, LEADER, STATUS, SYNC, EtcdStore, member_key
 from pgwarden.sim.kernel import Step
 from pgwarden.sim.world import DCS_TIMEOUT, World
@@ -44,6 +44,7 @@ class SimDcsClient:
         self.lease: tuple[int, int] | None = None  # (id, ttl)
         self.member_written: tuple[Member, int] | None = None
         self.status_written: ClusterStatus | None = None
+        self.timeline_floor = 0  # etcd3.Etcd3Dcs._timeline_floor
         self.seen_revision = 0
 
     # -- transport ---------------------------------------------------------------------------------------
@@ -143,6 +144,7 @@ class SimDcsClient:
     def get_cluster(self) -> Op[ClusterView]:
         view = yield from self._rpc(self.world.etcd.view)
         self.seen_revision = max(self.seen_revision, view.revision)
+        self.timeline_floor = max(self.timeline_floor, view.status.timeline or 0)
         mine = view.member(self.name)
         if self.member_written is not None and mine != self.member_written[0]:
             self.member_written = None
@@ -180,6 +182,7 @@ class SimDcsClient:
     def update_leader(self, status: ClusterStatus | None = None) -> Op[bool]:
         lease_id = yield from self._fresh_lease()
         store = self.world.etcd
+        status = self._floored(status)
         status = None if status == self.status_written else status
 
         def apply() -> bool:
@@ -200,8 +203,16 @@ class SimDcsClient:
             self.status_written = status
         return ok
 
+    def _floored(self, status: ClusterStatus | None) -> ClusterStatus | None:
+        if status is None:
+            return None
+        status = status_with_timeline_floor(status, self.timeline_floor)
+        self.timeline_floor = max(self.timeline_floor, status.timeline or 0)
+        return status
+
     def delete_leader(self, status: ClusterStatus | None = None) -> Op[bool]:
         store = self.world.etcd
+        status = self._floored(status)
         status = None if status == self.status_written else status
 
         def apply() -> bool:

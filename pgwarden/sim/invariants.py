@@ -99,8 +99,12 @@ def _blind_writers(world: World, writers: list[str]) -> list[str]:
     mode, as in Patroni) fences such a primary until it can read the DCS again; then it demotes at
     once (the agent reads again as soon as the DCS answers, lease or not, and a primary under the key
     of another running primary stops even in maintenance mode). Excused, not a violation
-    (docs/ARCHITECTURE.md, "Maintenance mode")."""
-    return [n for n in writers if _last_why(world, n) is Why.PAUSED_DCS_DOWN]
+    (docs/ARCHITECTURE.md, "Maintenance mode").
+
+    Also a primary whose agent was stopped in maintenance mode (PAUSED_SHUTDOWN leaves PostgreSQL
+    running, as Patroni does): with no agent at all, nothing fences it once the operator resumes or
+    fails over, and its member key has expired, so no racer even sees it (found in seed 3194)."""
+    return [n for n in writers if _last_why(world, n) in (Why.PAUSED_DCS_DOWN, Why.PAUSED_SHUTDOWN)]
 
 
 def _last_why(world: World, name: str) -> Why | None:

@@ -385,3 +385,33 @@ def test_history_records_postgresqls_switch_point_after_a_switchover() -> None:
     point from the new timeline's history file."""
     result = run(52, replace(OPERATIONS, nodes=4))
     assert result.ok, result.report(40)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Found by the CI campaign after the fixes above (CI_OPTIONS seeds), each fixed or explained.
+
+
+def test_a_renewal_with_a_stale_view_does_not_erase_the_reserved_timeline() -> None:
+    """Seed 336: n2 reserved timeline 3 in /status, then its next renewal, built from a view read
+    before that write, put timeline 2 back; after n2 died, n3 promoted to 3 again. DCS clients now
+    never lower the reserved timeline (model.status_with_timeline_floor)."""
+    result = run(336, replace(CI_OPTIONS, nodes=3))
+    assert not any(v.invariant == "history" for v in result.violations), result.report(40)
+
+
+def test_a_lagging_switchover_candidate_does_not_take_over_from_a_vanished_leader() -> None:
+    """Seed 2166: the leader vanished (DCS cut off) before acting on a switchover to n2, which was
+    4.6 MB behind; the candidate took the free key regardless of maximum_lag_on_failover. A switchover
+    candidate must now be within the limit (a manual failover keeps "the candidate wins")."""
+    result = run(2166, replace(CI_OPTIONS, nodes=3))
+    assert not any(v.invariant == "durability" for v in result.violations), result.report(40)
+
+
+@pytest.mark.parametrize(("seed", "nodes"), [(3194, 5), (1585, 4)])
+def test_documented_no_watchdog_overlaps_are_excused(seed: int, nodes: int) -> None:
+    """3194: an agent stopped in maintenance mode leaves its primary running (as Patroni does); the
+    operator resumed and another member promoted. 1585: an agent frozen past its lease, whose last
+    keepalive (sent before the freeze) was answered after it. Both are the documented exception that
+    only a watchdog fences: excused, not violations."""
+    result = run(seed, replace(CI_OPTIONS, nodes=nodes))
+    assert result.ok and result.excused, result.report(40)

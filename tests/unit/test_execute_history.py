@@ -3,10 +3,11 @@ the decision's LSN) and the `status` optime (never erased by an action that has 
 
 from __future__ import annotations
 
+from pathlib import Path
 from types import SimpleNamespace
 from typing import cast
 
-from pgwarden.agent.execute import ExecContext, _status, _switch_point
+from pgwarden.agent.execute import ExecContext, _reserve_timelines, _status, _switch_point, _unreserve
 from pgwarden.model import ClusterStatus, ClusterView
 from pgwarden.postgres.controller import PgController
 
@@ -59,3 +60,20 @@ def test_a_status_without_an_optime_keeps_the_published_one() -> None:
     assert _status(ctx, None, ("n2", "n3")) == ClusterStatus(optime=0x5000000, retain_slots=("n2", "n3"))
     assert _status(ctx, 0x6000000) == ClusterStatus(optime=0x6000000)
     assert _status(cast(ExecContext, SimpleNamespace(cluster=None)), None) == ClusterStatus()
+
+
+def test_timeline_placeholders_never_overwrite_and_are_removed_again(tmp_path: Path) -> None:
+    real = tmp_path / "00000003.history"
+    real.write_text("1\t0/3000060\tno recovery target specified\n")
+    written = _reserve_timelines(tmp_path, range(2, 5))
+    assert sorted(p.name for p in written) == ["00000002.history", "00000004.history"]
+    assert real.read_text().startswith("1\t")  # a real history file is left alone
+    assert (tmp_path / "00000004.history").read_text().startswith("#")  # comment only: no parent timeline
+    _unreserve(written)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["00000003.history"]
+
+
+def test_the_status_keeps_the_reserved_timeline() -> None:
+    cluster = ClusterView(scope="s", status=ClusterStatus(optime=9, timeline=5))
+    ctx = cast(ExecContext, SimpleNamespace(cluster=cluster))
+    assert _status(ctx, 10) == ClusterStatus(optime=10, timeline=5)
