@@ -9,7 +9,7 @@ Naming follows Patroni's wire format (see docs/ARCHITECTURE.md): a `Member` is w
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Any
@@ -207,6 +207,31 @@ class HistoryEntry:
     reason: str
     timestamp: str | None = None
     new_leader: str | None = None
+
+
+def history_for_lineage(current: Sequence[HistoryEntry], lineage: Sequence[tuple[int, LSN, str]], leader: str,
+                        stamp: str | None, limit: int = 0) -> list[HistoryEntry] | None:
+    """The `history` rows for the primary whose PostgreSQL timeline history is `lineage` (ended
+    timeline, switch LSN, reason; oldest first), or None when `current` already says exactly that.
+
+    PostgreSQL's own file is the truth: rows it lacks belong to other branches (a timeline number
+    another member used, skipped by a reservation) and go; rows with another switch point for the
+    same number are replaced. Rows that match keep their timestamp and leader; new ones get `stamp`,
+    and the last one (the timeline this primary ended) names `leader`.
+    """
+    if not lineage:
+        return None
+    matching = {(h.timeline, h.lsn): h for h in current}
+    rows = []
+    for index, (ended, lsn, reason) in enumerate(lineage):
+        last = index == len(lineage) - 1
+        rows.append(matching.get((ended, lsn)) or HistoryEntry(
+            ended, lsn, reason or "repaired from PostgreSQL's timeline history", stamp, leader if last else None))
+    if limit > 0:
+        rows = rows[-limit:]
+    wanted = [(h.timeline, h.lsn) for h in rows]
+    have = sorted((h.timeline, h.lsn) for h in current)
+    return None if wanted == (have[-limit:] if limit > 0 else have) else rows
 
 
 @dataclass(frozen=True, slots=True)

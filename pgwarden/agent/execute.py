@@ -42,7 +42,7 @@ from pgwarden.core.types import (
     Wait,
 )
 from pgwarden.dcs.base import Dcs, DcsError
-from pgwarden.model import ClusterStatus, ClusterView, HistoryEntry
+from pgwarden.model import ClusterStatus, ClusterView, HistoryEntry, history_for_lineage
 from pgwarden.postgres.controller import PgController
 from pgwarden.postgres.probe import probe
 from pgwarden.postgres.process import PgResult
@@ -201,23 +201,18 @@ def _status(ctx: ExecContext, optime: int | None, retain: tuple[str, ...] = ()) 
 
 
 async def _repair_history(ctx: ExecContext) -> str:
-    """Add the timelines PostgreSQL knows and `history` lacks (rows are only ever added)."""
+    """Make `history` say what PostgreSQL's own timeline history says (model.history_for_lineage):
+    rows a lost write left out are added, rows of other branches dropped."""
     if ctx.cluster is None:
         return ""
     pg = _controller(ctx, "primary")
     state = await probe(pg.settings)
     if state.timeline is None:
         return ""
-    known = {h.timeline for h in ctx.cluster.history}
-    rows = list(ctx.cluster.history)
-    for ended, lsn, reason in await pg.timeline_history(state.timeline):
-        if ended not in known:
-            leader = ctx.config.name if ended == state.timeline - 1 else None
-            rows.append(HistoryEntry(ended, lsn, reason or "repaired from PostgreSQL's timeline history",
-                                     datetime.now(UTC).isoformat(), leader))
-    if len(rows) == len(ctx.cluster.history):
+    rows = history_for_lineage(ctx.cluster.history, await pg.timeline_history(state.timeline), ctx.config.name,
+                               datetime.now(UTC).isoformat(), ctx.config.max_timelines_history)
+    if rows is None:
         return ""
-    rows.sort(key=lambda h: h.timeline)
     await ctx.dcs.set_history(rows)
     return f"history repaired up to timeline {state.timeline - 1}"
 
@@ -271,7 +266,8 @@ async def _promote(action: Promote, ctx: ExecContext) -> Outcome:
     if action.history_entry is not None and ctx.cluster is not None:
         promoted = await probe(pg.settings)
         entry = await _switch_point(pg, action.history_entry, promoted.timeline)
-        await ctx.dcs.set_history(_history_with(ctx, entry, promoted.timeline))
+        exact = entry is not action.history_entry  # it came from PostgreSQL's own history file
+        await ctx.dcs.set_history(_history_with(ctx, entry, promoted.timeline, exact))
     if ctx.cluster is not None and ctx.cluster.failover is not None:
         await ctx.dcs.delete_failover(ctx.cluster.failover.revision)
     return _outcome(action, True, "promoted", sent)
@@ -339,30 +335,36 @@ async def _switch_point(
     checkpoint after a switchover). A row with the earlier LSN makes the core believe that the old
     primary diverged, and it would rewind it forever. So the switch point comes from the new
     timeline's history file (its last line: parent timeline, switch LSN, reason); only when that
-    cannot be read does the decision's own entry stand.
+    cannot be read does the decision's own entry stand. The parent is not always new_timeline - 1:
+    a promotion skips numbers reserved elsewhere in the cluster (`_claim_timeline`).
     """
     if new_timeline is None:
         return decided
-    for ended, lsn, reason in reversed(await pg.timeline_history(new_timeline)):
-        if ended == new_timeline - 1:
-            return ended, lsn, reason or decided[2]
+    rows = await pg.timeline_history(new_timeline)
+    if rows:
+        ended, lsn, reason = rows[-1]
+        return ended, lsn, reason or decided[2]
     log.warning("timeline %s: history file unreadable, recording the switch point decided at %s", new_timeline,
                 decided[1])
     return decided
 
 
-def _history_with(ctx: ExecContext, entry: tuple[int, int, str], new_timeline: int | None) -> list[HistoryEntry]:
+def _history_with(ctx: ExecContext, entry: tuple[int, int, str], new_timeline: int | None,
+                  exact: bool = False) -> list[HistoryEntry]:
     """`history` with a row for the timeline this promotion ended.
 
-    The ended timeline is the one before the timeline PostgreSQL reports after promoting (the
-    decision's own idea of it may lag); rows are only ever added, never rewritten, except a row
-    for the same timeline (a retried promotion's).
+    With `exact`, `entry` is the parent timeline and switch point from PostgreSQL's own history file
+    (then rows of timelines above the parent are dropped: they belong to other branches,
+    e.g. a timeline number reserved because another member used it, and a node on such a timeline
+    must not find a switch point for it in this lineage). Otherwise it is the decision's entry, and
+    the ended timeline is taken as the one before the timeline PostgreSQL reports (the decision's
+    idea may lag). Otherwise rows are only ever added, except a row for the same timeline.
     """
     assert ctx.cluster is not None
     timeline, lsn, reason = entry
-    if new_timeline is not None and new_timeline - 1 > timeline:
+    if new_timeline is not None and new_timeline - 1 > timeline and not exact:
         timeline = new_timeline - 1
-    rows = [h for h in ctx.cluster.history if h.timeline != timeline]
+    rows = [h for h in ctx.cluster.history if h.timeline < timeline or (h.timeline > timeline and not exact)]
     stamp = datetime.now(UTC).isoformat()
     rows.append(HistoryEntry(timeline, lsn, reason, stamp, ctx.config.name))
     rows.sort(key=lambda h: h.timeline)

@@ -48,7 +48,7 @@ from pgwarden.core.types import (
     Wait,
 )
 from pgwarden.dcs.codec import _member_from_mapping as member_from_mapping
-from pgwarden.model import ClusterStatus, ClusterView, HistoryEntry, LocalPg, Member, WalReceiver
+from pgwarden.model import ClusterStatus, ClusterView, HistoryEntry, LocalPg, Member, WalReceiver, history_for_lineage
 from pgwarden.sim import pgops
 from pgwarden.sim.dcs_client import SimDcsError
 from pgwarden.sim.invariants import on_published
@@ -309,8 +309,7 @@ def _status(cluster: ClusterView | None, optime: int | None, retain: tuple[str, 
 
 
 def _repair_history(agent: SimAgent, cluster: ClusterView | None) -> Generator[Step, None, str]:
-    """execute._repair_history: add the timelines PostgreSQL's own history knows and `history` lacks
-    (rows are only ever added; the one for the timeline just ended names this node)."""
+    """execute._repair_history: make `history` what PostgreSQL's own timeline history says."""
     world, name = agent.world, agent.name
     if cluster is None:
         return ""
@@ -319,16 +318,10 @@ def _repair_history(agent: SimAgent, cluster: ClusterView | None) -> Generator[S
     timeline = local_pg(world, name).timeline
     if timeline is None:
         return ""
-    known = {h.timeline for h in cluster.history}
-    rows = list(cluster.history)
-    for ended, lsn, reason in (yield from pgops.read_timeline_history(world, name)):
-        if ended not in known:
-            leader = name if ended == timeline - 1 else None
-            rows.append(HistoryEntry(ended, lsn, reason or "repaired from PostgreSQL's timeline history",
-                                     None, leader))
-    if len(rows) == len(cluster.history):
+    lineage = yield from pgops.read_timeline_history(world, name)
+    rows = history_for_lineage(cluster.history, lineage, name, None, agent.settings.max_timelines_history)
+    if rows is None:
         return ""
-    rows.sort(key=lambda h: h.timeline)
     yield from agent.dcs.set_history(rows)
     world.recorder.event(world.now, name, f"history repaired up to timeline {timeline - 1}: "
                          f"{[h.timeline for h in rows]}")
@@ -378,7 +371,8 @@ def _promote(agent: SimAgent, action: Promote, cluster: ClusterView | None) -> E
         world.refresh()
         promoted = local_pg(world, name)
         entry = yield from _switch_point(agent, action.history_entry, promoted.timeline)
-        yield from agent.dcs.set_history(_history_with(agent, cluster, entry, promoted.timeline))
+        exact = entry is not action.history_entry  # execute._promote: it came from PostgreSQL's file
+        yield from agent.dcs.set_history(_history_with(agent, cluster, entry, promoted.timeline, exact))
     if cluster is not None and cluster.failover is not None:
         yield from agent.dcs.delete_failover(cluster.failover.revision)
     return agent.outcome(action, True, "promoted", sent)
@@ -405,20 +399,21 @@ def _switch_point(agent: SimAgent, decided: tuple[int, int, str],
     (the real switch point, where replay ended); the decision's entry only when it cannot be read."""
     if new_timeline is None:
         return decided
-    for ended, lsn, reason in reversed((yield from pgops.read_timeline_history(agent.world, agent.name))):
-        if ended == new_timeline - 1:
-            return ended, lsn, reason or decided[2]
+    rows = yield from pgops.read_timeline_history(agent.world, agent.name)
+    if rows:
+        ended, lsn, reason = rows[-1]
+        return ended, lsn, reason or decided[2]
     return decided
 
 
 def _history_with(agent: SimAgent, cluster: ClusterView, entry: tuple[int, int, str],
-                  new_timeline: int | None) -> list[HistoryEntry]:
-    """execute._history_with: `history` with a row for the timeline this promotion ended (the one
-    before the timeline PostgreSQL reports now); other rows are kept, a retried promotion's replaced."""
+                  new_timeline: int | None, exact: bool = False) -> list[HistoryEntry]:
+    """execute._history_with: `history` with a row for the timeline this promotion ended; with
+    `exact` (the entry is PostgreSQL's own parent row) rows above the parent, other branches, go."""
     timeline, lsn, reason = entry
-    if new_timeline is not None and new_timeline - 1 > timeline:
+    if new_timeline is not None and new_timeline - 1 > timeline and not exact:
         timeline = new_timeline - 1
-    rows = [h for h in cluster.history if h.timeline != timeline]
+    rows = [h for h in cluster.history if h.timeline < timeline or (h.timeline > timeline and not exact)]
     rows.append(HistoryEntry(timeline, lsn, reason, None, agent.name))
     rows.sort(key=lambda h: h.timeline)
     limit = agent.settings.max_timelines_history

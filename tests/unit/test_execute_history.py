@@ -7,8 +7,15 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import cast
 
-from pgwarden.agent.execute import ExecContext, _reserve_timelines, _status, _switch_point, _unreserve
-from pgwarden.model import ClusterStatus, ClusterView
+from pgwarden.agent.execute import (
+    ExecContext,
+    _history_with,
+    _reserve_timelines,
+    _status,
+    _switch_point,
+    _unreserve,
+)
+from pgwarden.model import ClusterStatus, ClusterView, HistoryEntry, history_for_lineage
 from pgwarden.postgres.controller import PgController
 
 REASON = "no recovery target specified"
@@ -40,10 +47,15 @@ async def test_the_row_is_for_the_timeline_before_the_new_one_even_if_the_decisi
     assert entry == (2, 0x5000028, REASON)
 
 
+async def test_the_parent_is_the_files_last_row_even_across_reserved_numbers() -> None:
+    # Timeline 2 was reserved (used by another member): PostgreSQL went from 1 straight to 3.
+    pg = FakePg([(1, 0x3000060, REASON)])
+    assert await _switch_point(cast(PgController, pg), (2, 0x5000000, REASON), 3) == (1, 0x3000060, REASON)
+
+
 async def test_an_unreadable_history_file_keeps_the_decisions_entry() -> None:
     decided = (2, 0x5000000, REASON)
     assert await _switch_point(cast(PgController, FakePg([])), decided, 3) == decided
-    assert await _switch_point(cast(PgController, FakePg([(1, 0x3000060, REASON)])), decided, 3) == decided
     unknown = FakePg([(2, 0x5000028, REASON)])
     assert await _switch_point(cast(PgController, unknown), decided, None) == decided
     assert unknown.asked == []
@@ -77,3 +89,27 @@ def test_the_status_keeps_the_reserved_timeline() -> None:
     cluster = ClusterView(scope="s", status=ClusterStatus(optime=9, timeline=5))
     ctx = cast(ExecContext, SimpleNamespace(cluster=cluster))
     assert _status(ctx, 10) == ClusterStatus(optime=10, timeline=5)
+
+
+def test_an_exact_parent_row_drops_rows_of_other_branches() -> None:
+    # Timeline 2 belonged to another branch (reserved); this promotion went from 1 to 3.
+    history = (HistoryEntry(1, 0x100, REASON, None, "n1"), HistoryEntry(2, 0x300, REASON, None, "n3"))
+    cluster = ClusterView(scope="s", history=history)
+    config = SimpleNamespace(name="n2", max_timelines_history=0)
+    ctx = cast(ExecContext, SimpleNamespace(cluster=cluster, config=config))
+    rows = _history_with(ctx, (1, 0x200, REASON), 3, exact=True)
+    assert [(h.timeline, h.lsn, h.new_leader) for h in rows] == [(1, 0x200, "n2")]
+    kept = _history_with(ctx, (1, 0x200, REASON), 2)
+    assert [(h.timeline, h.lsn) for h in kept] == [(1, 0x200), (2, 0x300)]
+
+
+def test_history_follows_postgresqls_own_lineage() -> None:
+    current = (HistoryEntry(1, 0x100, REASON, "t0", "n3"), HistoryEntry(2, 0x300, REASON, "t1", "n4"))
+    # This primary forked from timeline 1 at 0x200 and skipped 2 (another branch): 1 is replaced, 2 goes.
+    rows = history_for_lineage(current, [(1, 0x200, REASON)], "n2", "now")
+    assert rows is not None and [(h.timeline, h.lsn, h.new_leader) for h in rows] == [(1, 0x200, "n2")]
+    # Matching rows keep their timestamp and leader; nothing to write when all match.
+    same = history_for_lineage(current, [(1, 0x100, ""), (2, 0x300, "")], "n2", "now")
+    assert same is None
+    grown = history_for_lineage(current[:1], [(1, 0x100, ""), (2, 0x300, "")], "n2", "now")
+    assert grown is not None and grown[0] == current[0] and (grown[1].new_leader, grown[1].timestamp) == ("n2", "now")
