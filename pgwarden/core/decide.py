@@ -616,7 +616,8 @@ def other_stopped(s: Snapshot) -> Decision:
         return _d(s, Wait(), Why.REWIND_FAILED)
     if settings.use_pg_rewind:
         tl = local_timeline(s.pg) or 0
-        if switch_lsn(_cluster(s), tl) is None or not _is_running(_cluster(s).leader_member):
+        pending = switch_lsn(_cluster(s), tl) is None and not _off_lineage(s)
+        if pending or not _is_running(_cluster(s).leader_member):
             # History is written after the new primary's post-promote checkpoint; before that
             # pg_rewind could wrongly conclude that nothing diverged.
             return _d(s, Wait(), Why.REWIND, nap=SHORT_NAP, leader=leader, waiting="leader checkpoint")
@@ -640,7 +641,7 @@ def _may_have_diverged(s: Snapshot) -> bool:
     last checkpoint (a lower bound of the WAL it holds) at or past the point where its timeline
     ended proves divergence; a former primary whose timeline's end is unknown is treated as diverged.
     """
-    if s.memory.diverged:
+    if s.memory.diverged or _off_lineage(s):
         return True
     mine = local_timeline(s.pg) or 0
     if mine >= _leader_timeline(s):
@@ -658,8 +659,29 @@ def _replica_beyond_switch(s: Snapshot) -> bool:
     mine = local_timeline(s.pg) or 0
     if mine >= _leader_timeline(s):
         return False
+    if _off_lineage(s):
+        return True
     ended_at = switch_lsn(_cluster(s), mine)
     return ended_at is not None and s.pg.replay_lsn is not None and s.pg.replay_lsn > ended_at
+
+
+def _off_lineage(s: Snapshot) -> bool:
+    """Is my timeline older than the leader's and absent from its lineage (another branch, e.g. one
+    whose number a promotion skipped because it was reserved)?
+
+    `history` is the leader's lineage as its PostgreSQL records it (agent.execute writes it from the
+    timeline history file), so once it is current for this leader, a missing row means "not an
+    ancestor". It is current when its newest row names the leader, i.e. the leader wrote it after
+    its promotion's checkpoint; before that a missing row only means the write is still to come.
+    (Should a leader promote twice with the second write lost, the row of its first promotion
+    passes for current: a replica of its previous timeline is then rewound once, needlessly.)
+    """
+    cluster = _cluster(s)
+    mine = local_timeline(s.pg) or 0
+    if cluster.leader is None or not cluster.history or mine >= _leader_timeline(s):
+        return False
+    newest = max(cluster.history, key=lambda h: h.timeline)
+    return switch_lsn(cluster, mine) is None and newest.new_leader == cluster.leader.name
 
 
 def none_primary(s: Snapshot) -> Decision:

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from pgwarden.core.types import OperatorRequest, ReinitRequested, RestartRequested
 from pgwarden.model import FailoverRequest, Tags
+from pgwarden.sim import invariants
 from pgwarden.sim.etcd import FAILOVER
 from pgwarden.sim.world import DCS, WALL_EPOCH, SimOptions, World
 
@@ -368,6 +369,8 @@ def _change_config(world: World, changes: dict[str, Any]) -> None:
     value = dict(store.config_value)
     if not value:
         return
+    if "maximum_lag_on_failover" in changes and "maximum_lag_on_failover" in value:
+        invariants.on_lag_limit_replaced(world, int(value["maximum_lag_on_failover"]))
     value.update(changes)
     store.put("config", value, writer="operator")
 

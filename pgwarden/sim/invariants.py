@@ -46,6 +46,7 @@ class Checker:
         self.max_timeline = 0
         self.published: tuple[int, Lineage] | None = None
         self.lineages: dict[str, Lineage] = {}
+        self.replaced_lag_limits: list[tuple[float, int]] = []  # (when, the maximum_lag_on_failover replaced)
 
     def after_event(self, world: World) -> None:
         if not world.pg_changed and not world.opts.check_every_event:
@@ -103,8 +104,13 @@ def _blind_writers(world: World, writers: list[str]) -> list[str]:
 
     Also a primary whose agent was stopped in maintenance mode (PAUSED_SHUTDOWN leaves PostgreSQL
     running, as Patroni does): with no agent at all, nothing fences it once the operator resumes or
-    fails over, and its member key has expired, so no racer even sees it (found in seed 3194)."""
-    return [n for n in writers if _last_why(world, n) in (Why.PAUSED_DCS_DOWN, Why.PAUSED_SHUTDOWN)]
+    fails over, and its member key has expired, so no racer even sees it (found in seed 3194).
+
+    And one that just came back from such a cut-off to find maintenance mode on again and another
+    member holding the key (PAUSED_PRIMARY_WITHOUT_LOCK, kept running as the contract says; seed
+    17058): it demotes as soon as that member runs as a primary, one cycle later."""
+    excused = (Why.PAUSED_DCS_DOWN, Why.PAUSED_SHUTDOWN, Why.PAUSED_PRIMARY_WITHOUT_LOCK)
+    return [n for n in writers if _last_why(world, n) in excused]
 
 
 def _last_why(world: World, name: str) -> Why | None:
@@ -129,6 +135,15 @@ def on_published(world: World, name: str, optime: int | None) -> None:
         checker(world).published = (optime, world.nodes[name].pg.lineage)
 
 
+LAG_LIMIT_GRACE = 60.0
+"""Seconds an older maximum_lag_on_failover still counts after /config changed it (a race, then the
+promotion, take at most about a ttl)."""
+
+
+def on_lag_limit_replaced(world: World, old_limit: int) -> None:
+    checker(world).replaced_lag_limits.append((world.now, old_limit))
+
+
 def on_promoted(world: World, name: str, parent_uid: int, fork: int) -> None:
     state = checker(world)
     pg = world.nodes[name].pg
@@ -140,7 +155,10 @@ def on_promoted(world: World, name: str, parent_uid: int, fork: int) -> None:
     if state.published is None:
         return
     optime, lineage = state.published
-    limit = _settings(world, name).maximum_lag_on_failover
+    # A promotion decided under a larger limit that an operator lowered meanwhile (seed 14505) is judged
+    # by the limit the candidate decided with: any limit in force during the last LAG_LIMIT_GRACE seconds.
+    recent = [old for when, old in state.replaced_lag_limits if world.now - when <= LAG_LIMIT_GRACE]
+    limit = max([_settings(world, name).maximum_lag_on_failover, *recent])
     needed = optime - limit
     if needed > 0 and (fork < needed or not same_prefix(pg.lineage[:-1] or pg.lineage, lineage, needed)):
         have = fork if same_prefix(pg.lineage[:-1] or pg.lineage, lineage, min(fork, optime)) else 0

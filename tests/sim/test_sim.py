@@ -260,8 +260,9 @@ def test_small_campaign_runs_and_covers_the_core() -> None:
     assert not [f for f in result.failures if "core-exception" in f.invariants], result.report()
 
 
-# The open core bugs above (strict xfail tests) show up as "liveness" and "history" violations.
-KNOWN_BUG_INVARIANTS = {"liveness", "history"}
+# Still open: about 1 run in 1,000 ends with no primary or a replica not streaming (seed 214 of
+# CI_OPTIONS with 4 nodes, for example): stuck, never unsafe. Every other invariant is a hard gate.
+KNOWN_BUG_INVARIANTS = {"liveness"}
 UNTRIAGED_INVARIANTS: set[str] = set()
 """Invariant classes with findings not yet explained, excluded from the CI gate (none: the former
 "durability" findings are explained by the two tests below)."""
@@ -414,4 +415,26 @@ def test_documented_no_watchdog_overlaps_are_excused(seed: int, nodes: int) -> N
     keepalive (sent before the freeze) was answered after it. Both are the documented exception that
     only a watchdog fences: excused, not violations."""
     result = run(seed, replace(CI_OPTIONS, nodes=nodes))
+    assert result.ok and result.excused, result.report(40)
+
+
+def test_replicas_on_a_branch_outside_the_leaders_lineage_are_rewound() -> None:
+    """Seed 268: the new leader skipped reserved timeline numbers; the other nodes sat on timeline 2,
+    another branch, which has no row in the leader's history: they followed without ever streaming.
+    A timeline absent from a current history is now recognised as diverged (decide._off_lineage)."""
+    result = run(268, replace(CI_OPTIONS, nodes=4))
+    assert result.ok, result.report(40)
+
+
+def test_a_lag_limit_lowered_during_a_promotion_judges_by_the_decisions_limit() -> None:
+    """Seed 14505: the operator lowered maximum_lag_on_failover between the race and the promotion;
+    the promotion is judged by the limit it was decided under (the checker's side, not the core's)."""
+    result = run(14505, replace(CI_OPTIONS, nodes=3))
+    assert result.ok, result.report(40)
+
+
+def test_a_paused_primary_back_from_a_cut_off_is_the_documented_exception() -> None:
+    """Seed 17058: resumed and paused again while the primary was cut off; back, it finds another
+    member holding the key and, in maintenance mode, keeps running until that member is a primary."""
+    result = run(17058, replace(CI_OPTIONS, nodes=3))
     assert result.ok and result.excused, result.report(40)
