@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from pgwarden.core.classify import switch_lsn
 from pgwarden.core.sync import may_promote, render_sync
 from pgwarden.core.types import PeerStatus, Reason, Snapshot, Why
 
@@ -35,10 +36,13 @@ def replica_race(s: Snapshot) -> RaceVerdict:
     if optime is not None and optime - my_lsn > settings.maximum_lag_on_failover:
         return _lose(Why.RACE_LAGGING, lag=optime - my_lsn, limit=settings.maximum_lag_on_failover)
     my_tl = pg.timeline or 0
-    if my_tl < s.dcs.timeline:
-        # Always, not only with check_timeline: a node that never saw the newest timeline would
-        # promote to a timeline number that already exists with different WAL, and PostgreSQL and
-        # pg_rewind tell timelines apart by number only.
+    if my_tl < s.dcs.timeline and (settings.check_timeline or not _prefix_of_lineage(s, my_tl, my_lsn)):
+        # A node behind the cluster's timeline may race only if its WAL is a prefix of the cluster's
+        # lineage (it stopped at or before where its timeline ended): only then does the lag check
+        # above measure what it lacks; WAL past that point is another branch, and its LSN says nothing.
+        # (It used to be refused always, because it would have promoted to a timeline number already
+        # used; promotions now reserve their number, agent.execute._claim_timeline. Refusing always
+        # deadlocked clusters whose only nodes left were behind: found by the simulator.)
         return _lose(Why.RACE_TIMELINE_BEHIND, mine=my_tl, cluster=s.dcs.timeline)
     sync = may_promote(s.me, my_lsn, settings.sync, s.dcs.sync, s.peers)
     if not sync.allowed:
@@ -46,12 +50,19 @@ def replica_race(s: Snapshot) -> RaceVerdict:
     for peer in s.peers:
         if not _may_promote_peer(s, peer):
             continue  # e.g. an asynchronous replica ahead of us in synchronous mode: it cannot win
-        if peer.timeline is not None and peer.timeline < s.dcs.timeline and not peer.is_running_primary:
-            continue  # behind the cluster's timeline it never races, so it must not bar us (no deadlock)
+        behind = peer.timeline is not None and peer.timeline < s.dcs.timeline and not peer.is_running_primary
+        if behind and (settings.check_timeline or not _prefix_of_lineage(s, peer.timeline or 0, peer.lsn or 0)):
+            continue  # behind the cluster's timeline it may not race, so it must not bar us (no deadlock)
         verdict = _compare_with_peer(peer, my_lsn, settings.tags.failover_priority, s.me)
         if verdict is not None:
             return verdict
     return RaceVerdict(True, Reason(Why.RACE_HEALTHIEST, (("lsn", str(my_lsn)),)))
+
+
+def _prefix_of_lineage(s: Snapshot, timeline: int, lsn: int) -> bool:
+    assert s.dcs is not None
+    ended = switch_lsn(s.dcs, timeline)
+    return ended is not None and lsn <= ended
 
 
 def _may_promote_peer(s: Snapshot, peer: PeerStatus) -> bool:

@@ -438,3 +438,12 @@ def test_a_paused_primary_back_from_a_cut_off_is_the_documented_exception() -> N
     member holding the key and, in maintenance mode, keeps running until that member is a primary."""
     result = run(17058, replace(CI_OPTIONS, nodes=3))
     assert result.ok and result.excused, result.report(40)
+
+
+def test_a_node_behind_the_timeline_with_diverged_wal_does_not_race() -> None:
+    """Seed 3978: a node behind the cluster's timeline whose WAL went past where its timeline ended
+    (it was frozen as the old primary) promoted: its LSN looked close to the published optime, but the
+    WAL was another branch. Nodes behind the timeline race only when their WAL is a prefix of the
+    lineage (race._prefix_of_lineage); otherwise the lag check would compare unrelated positions."""
+    result = run(3978, replace(CI_OPTIONS, nodes=3))
+    assert not any(v.invariant == "durability" for v in result.violations), result.report(40)
