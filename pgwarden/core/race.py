@@ -53,6 +53,9 @@ def replica_race(s: Snapshot) -> RaceVerdict:
         behind = peer.timeline is not None and peer.timeline < s.dcs.timeline and not peer.is_running_primary
         if behind and (settings.check_timeline or not _prefix_of_lineage(s, peer.timeline or 0, peer.lsn or 0)):
             continue  # behind the cluster's timeline it may not race, so it must not bar us (no deadlock)
+        failover = s.dcs.failover
+        if failover is not None and failover.leader == peer.name and not peer.is_running_primary:
+            continue  # the former leader of a switchover never races (contract): it must not bar us either
         verdict = _compare_with_peer(peer, my_lsn, settings.tags.failover_priority, s.me)
         if verdict is not None:
             return verdict

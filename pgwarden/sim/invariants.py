@@ -33,6 +33,11 @@ KNOWN_BUGS: dict[str, str] = {
 them carries its id (`Violation.known`), so campaigns can tell them from new findings. Each has a
 strict-xfail regression test in tests/sim/test_sim.py."""
 
+# With no leader, what every member may say when none can promote without losing more than the
+# configuration allows (the only up-to-date one is tagged nofailover, the others lag past
+# maximum_lag_on_failover): the cluster waits for the operator, as Patroni's does (seed 3129).
+NO_SAFE_CANDIDATE = frozenset({Why.RACE_LAGGING, Why.RACE_NOFAILOVER})
+
 # Stopped states the core deliberately stays in, waiting for an operator (not a liveness failure).
 OPERATOR_NEEDED = frozenset({Why.REWIND_NOT_ALLOWED, Why.REWIND_FAILED, Why.DATA_DIR_UNUSABLE, Why.SYSID_MISMATCH})
 
@@ -216,6 +221,8 @@ def liveness_problems(world: World) -> list[str]:
     world.refresh()
     leader = world.etcd.leader_name
     writers = [n for n, node in world.nodes.items() if node.pg.writable]
+    if leader is None and not writers and all(_last_why(world, n) in NO_SAFE_CANDIDATE for n in world.nodes):
+        return []  # no member may promote without losing more than maximum_lag_on_failover: by design
     if leader is None or writers != [leader]:
         return [f"no single primary {world.opts.settle:.0f}s after the last fault healed: leader key {leader}, "
                 f"writable {writers}"]

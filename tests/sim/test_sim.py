@@ -447,3 +447,14 @@ def test_a_node_behind_the_timeline_with_diverged_wal_does_not_race() -> None:
     lineage (race._prefix_of_lineage); otherwise the lag check would compare unrelated positions."""
     result = run(3978, replace(CI_OPTIONS, nodes=3))
     assert not any(v.invariant == "durability" for v in result.violations), result.report(40)
+
+
+@pytest.mark.parametrize(("seed", "nodes"), [(3237, 3), (3129, 3)])
+def test_no_deadlock_behind_a_waiting_former_leader_and_no_failover_without_a_safe_candidate(
+        seed: int, nodes: int) -> None:
+    """3237: the former leader of a failed switchover never races, and the others deferred to it as
+    the healthiest: nobody promoted. It no longer bars the race. 3129: the only up-to-date member is
+    nofailover and the others lag past maximum_lag_on_failover: waiting for the operator is the
+    intended outcome (invariants.NO_SAFE_CANDIDATE), not a liveness failure."""
+    result = run(seed, replace(CI_OPTIONS, nodes=nodes))
+    assert result.ok, result.report(40)
