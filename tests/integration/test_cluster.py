@@ -197,8 +197,11 @@ def test_postmaster_crash_on_the_primary_restarts_in_place(watched: tuple[LocalC
     old_pid = leader.postmaster_pid()
     crashed = time.monotonic()
     cluster.kill_postmaster(leader)
-    wait_until(lambda: leader.get("/primary", 0.5)[0] != 200, 5, "/primary to stop answering 200")
-    print(f"\npostmaster crash: /primary answered 503 after {time.monotonic() - crashed:.2f}s")
+    # Either /primary is seen to stop answering 200, or the restart in place was quicker than this poll
+    # (seen in CI: PostgreSQL was back within 0.12 s).
+    wait_until(lambda: leader.get("/primary", 0.5)[0] != 200 or leader.postmaster_pid() not in (None, old_pid), 5,
+               "/primary to stop answering 200, or a new postmaster")
+    print(f"\npostmaster crash: /primary not 200, or restarted, after {time.monotonic() - crashed:.2f}s")
     wait_until(lambda: leader.postmaster_pid() not in (None, old_pid) and leader.get("/primary")[0] == 200, 60,
                "the primary back in place")
     print(f"postmaster crash: primary {leader.name} writable again after {time.monotonic() - crashed:.1f}s")
