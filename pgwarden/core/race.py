@@ -101,7 +101,13 @@ def failover_possible(s: Snapshot) -> bool:
             continue
         if not _may_promote_peer(s, peer):
             continue
-        on_timeline = not s.settings.check_timeline or peer.timeline == (s.pg.timeline or s.pg.controldata_timeline)
+        mine = s.pg.timeline or s.pg.controldata_timeline
+        on_timeline = not s.settings.check_timeline or peer.timeline == mine
+        # A peer behind my timeline with WAL past where its timeline ended may never race (replica_race):
+        # demoting for it would leave the cluster without a primary (found by the simulator, seed 214).
+        behind = peer.timeline is not None and mine is not None and peer.timeline < mine
+        if behind and s.dcs is not None and not _prefix_of_lineage(s, peer.timeline or 0, peer.lsn or 0):
+            continue
         if peer.in_recovery and on_timeline and my_lsn - (peer.lsn or 0) <= s.settings.maximum_lag_on_failover:
             return True
     return False

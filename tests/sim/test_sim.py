@@ -458,3 +458,11 @@ def test_no_deadlock_behind_a_waiting_former_leader_and_no_failover_without_a_sa
     intended outcome (invariants.NO_SAFE_CANDIDATE), not a liveness failure."""
     result = run(seed, replace(CI_OPTIONS, nodes=nodes))
     assert result.ok, result.report(40)
+
+
+def test_a_switchover_is_refused_when_no_replica_could_ever_take_over() -> None:
+    """Seed 214: a switchover "to any member" demoted the only primary on the newest timeline although
+    every replica sat behind it with WAL past its timeline's switch point, so none could ever race: no
+    primary for good. Such peers no longer count as candidates (race.failover_possible)."""
+    result = run(214, replace(CI_OPTIONS, nodes=4))
+    assert result.ok, result.report(40)
