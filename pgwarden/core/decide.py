@@ -27,7 +27,7 @@ from pgwarden.core.classify import (
     switch_lsn,
     was_primary,
 )
-from pgwarden.core.race import failover_possible, replica_race
+from pgwarden.core.race import failover_possible, replica_race, within_lag
 from pgwarden.core.sync import (
     NoChange,
     SyncStep,
@@ -728,22 +728,16 @@ def _race_with_failover_key(s: Snapshot, failover: FailoverRequest) -> Decision 
     # operator's explicit choice and keeps the contract's "the candidate wins".
     lag_checked = failover.leader is not None
     if failover.member == s.me and s.settings.tags.can_promote:
-        if not lag_checked or _within_lag(s, s.pg.lsn):
+        if not lag_checked or within_lag(s, s.pg.lsn):
             return Decision(AcquireLeader(), Reason(Why.RACE_HEALTHIEST, (("candidate", s.me),)), s.now, s.memory)
         return None  # an ordinary race, which a lagging node loses
     if failover.member:
         candidate = next((p for p in s.peers if p.name == failover.member), None)
         promotable = candidate is not None and not candidate.nofailover and candidate.failover_priority > 0
-        healthy = candidate is not None and (not lag_checked or _within_lag(s, candidate.lsn))
+        healthy = candidate is not None and (not lag_checked or within_lag(s, candidate.lsn))
         if candidate is not None and promotable and healthy and candidate.reachable and candidate.in_recovery:
             return _d(s, Wait(), Why.CANDIDATE_DEFER, nap=SHORT_NAP, member=failover.member)
     return None  # no usable candidate: an ordinary race among the others
-
-
-def _within_lag(s: Snapshot, lsn: int | None) -> bool:
-    """Is a WAL position within maximum_lag_on_failover of the last optime the leader published?"""
-    optime = s.dcs.status.optime if s.dcs is not None else None
-    return optime is None or optime - (lsn or 0) <= s.settings.maximum_lag_on_failover
 
 
 def none_stopped(s: Snapshot) -> Decision:

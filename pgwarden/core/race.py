@@ -32,8 +32,8 @@ def replica_race(s: Snapshot) -> RaceVerdict:
     if not settings.tags.can_promote:
         return _lose(Why.RACE_NOFAILOVER)
     my_lsn = pg.lsn or 0
-    optime = s.dcs.status.optime
-    if optime is not None and optime - my_lsn > settings.maximum_lag_on_failover:
+    if not within_lag(s, my_lsn):
+        optime = s.dcs.status.optime or 0
         return _lose(Why.RACE_LAGGING, lag=optime - my_lsn, limit=settings.maximum_lag_on_failover)
     my_tl = pg.timeline or 0
     if my_tl < s.dcs.timeline and (settings.check_timeline or not _prefix_of_lineage(s, my_tl, my_lsn)):
@@ -60,6 +60,12 @@ def replica_race(s: Snapshot) -> RaceVerdict:
         if verdict is not None:
             return verdict
     return RaceVerdict(True, Reason(Why.RACE_HEALTHIEST, (("lsn", str(my_lsn)),)))
+
+
+def within_lag(s: Snapshot, lsn: int | None) -> bool:
+    """Is a WAL position within maximum_lag_on_failover of the last optime the leader published?"""
+    optime = s.dcs.status.optime if s.dcs is not None else None
+    return optime is None or optime - (lsn or 0) <= s.settings.maximum_lag_on_failover
 
 
 def _prefix_of_lineage(s: Snapshot, timeline: int, lsn: int) -> bool:

@@ -362,8 +362,7 @@ def _promote(agent: SimAgent, action: Promote, cluster: ClusterView | None) -> E
     ok, message = (yield from pgops.promote(world, name, budget)) if budget >= 1 else (False, "no lease time left")
     if not ok:
         yield from pgops.stop(world, name, "immediate")
-        if pg.in_recovery:  # execute._unreserve (the placeholders are gone only if it did not promote)
-            pg.reserved = reserved_before
+        pg.reserved = reserved_before  # execute._unreserve
         return agent.outcome(action, False, f"promotion abandoned and PostgreSQL stopped: {message}", sent)
     yield from pgops.checkpoint(world, name)
     if action.history_entry is not None and cluster is not None:
