@@ -15,6 +15,10 @@ need_pkgs=()
 command -v etcd >/dev/null 2>&1 || need_pkgs+=(etcd-server)
 command -v etcdctl >/dev/null 2>&1 || need_pkgs+=(etcd-client)
 [ -x "$PG_BIN/postgres" ] || need_pkgs+=(postgresql-15 postgresql-client-15)
+# psycopg's C layer (pgwarden[c]) is built against the system libpq: a compiler and the headers.
+command -v pg_config >/dev/null 2>&1 || need_pkgs+=(libpq-dev)
+command -v gcc >/dev/null 2>&1 || need_pkgs+=(gcc libc6-dev)
+[ -e /usr/include/python3.11/Python.h ] || need_pkgs+=(python3-dev)
 [ -x /usr/bin/python3 ] || need_pkgs+=(python3)
 /usr/bin/python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || need_pkgs+=(python3-venv)
 command -v runuser >/dev/null 2>&1 || need_pkgs+=(util-linux)
@@ -53,7 +57,16 @@ fi
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   log "installing Python dependencies"
   "$VENV/bin/pip" install -q --upgrade pip >/dev/null
-  "$VENV/bin/pip" install -q "$REPO[dev]" 2>&1 | grep -v -e '^WARNING: Location' -e BuildBackendWarning >&2 || true
+  pip_log="$(mktemp)"
+  if ! "$VENV/bin/pip" install -q "$REPO[dev,c]" >"$pip_log" 2>&1; then
+    cat "$pip_log" >&2; rm -f "$pip_log"
+    log "pip install failed"; exit 1
+  fi
+  grep -v -e '^WARNING: Location' -e BuildBackendWarning "$pip_log" >&2 || true
+  rm -f "$pip_log"
+  # The agent should run psycopg's C layer on the system libpq (pgwarden[c]), not a fallback.
+  impl="$("$VENV/bin/python" -c 'import psycopg; print(psycopg.pq.__impl__)')"
+  [ "$impl" = c ] || log "warning: psycopg uses its '$impl' implementation, not 'c'"
   echo "$want" > "$stamp"
 fi
 # Install the current tree. Editable when the postgres user can read the checkout (agents run as

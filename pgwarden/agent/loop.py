@@ -34,7 +34,7 @@ from pgwarden.api.security import TlsConfigError, access_policy_from, ssl_contex
 from pgwarden.api.server import start_api, stop_api
 from pgwarden.api.state import AgentMetrics
 from pgwarden.config import ConfigError, EffectiveConfig, LocalConfig, effective, load_local, parse_listen
-from pgwarden.core import Decision, Memory, Outcome, Snapshot, decide, render
+from pgwarden.core import Decision, Memory, Outcome, Snapshot, decide, extended_wake, render
 from pgwarden.core.classify import needs_peer_statuses
 from pgwarden.core.types import (
     AcquireLeader,
@@ -53,13 +53,15 @@ from pgwarden.core.types import (
     TaskInFlight,
     Wait,
     Why,
+    keepalive_period,
 )
 from pgwarden.dcs import Dcs, DcsError, dcs_from_config
 from pgwarden.model import ClusterView, DataDirState, LocalPg
 from pgwarden.postgres.controller import PgController
-from pgwarden.postgres.datadir import become_subreaper, postmaster_pid, reap_orphaned_postgres
-from pgwarden.postgres.probe import probe
-from pgwarden.postgres.settings import PgSettings, Upstream
+from pgwarden.postgres.datadir import become_subreaper, reap_orphaned_postgres
+from pgwarden.postgres.exitwatch import ExitWatch
+from pgwarden.postgres.probe import Prober
+from pgwarden.postgres.settings import Upstream
 
 from .callbacks import Callbacks
 from .control import AgentControlImpl, RequestDesk
@@ -70,7 +72,7 @@ from .wiring import ha_settings, pg_settings
 
 log = logging.getLogger("pgwarden")
 
-MONITOR_INTERVAL = 1.0
+MONITOR_REARM = 1.0  # seconds between looks for a postmaster to watch while none is running
 READ_STOP_BUDGET = 0.5  # time kept, after a bounded DCS read, to stop PostgreSQL before the lock deadline
 POSTMASTER_CHECK = 0.1
 MIN_NAP_AFTER_FAILURE = 1.0
@@ -100,6 +102,7 @@ class AgentState:
     last_cycle_end: float = 0.0
     metrics: AgentMetrics = field(default_factory=AgentMetrics)
     keepalive_sent_at: float | None = None  # send time of the last successful lease keepalive
+    pg_observed_at: float | None = None  # monotonic instant of the probe behind `pg`
 
 
 class Agent:
@@ -110,12 +113,15 @@ class Agent:
         self.state = AgentState()
         self.wake = asyncio.Event()
         self.holder = StateHolder(self._node_state(time.monotonic()), wakeup=self.wake.set)
+        self.holder.set_refresher(self._refresh_pg)
         self.desk = RequestDesk(wake=self.wake.set)
         self.callbacks = Callbacks(local.postgresql.callbacks.model_dump(), local.scope)
         self._dcs: Dcs | None = None
         self._api_dcs: Dcs | None = None
         self._http: aiohttp.ClientSession | None = None
         self._applied_pg_config: tuple[object, ...] | None = None
+        self.prober = Prober()  # one kept session for the monitor and the HA cycle
+        self._config_inputs: tuple[LocalConfig, dict[str, Any] | None] | None = None
 
     # -- lifecycle -----------------------------------------------------------------------------------
 
@@ -167,6 +173,7 @@ class Agent:
             await stop_api(runner)
             log.debug("api stopped")
             await self._http.close()
+            await self.prober.close()
             await self.callbacks.close()
             await self._dcs.close()
             await self._api_dcs.close()
@@ -231,7 +238,7 @@ class Agent:
             floor = MIN_NAP_AFTER_FAILURE if last is not None and not last.ok else MIN_NAP
             if self.state.finished:
                 break
-            await self._nap(max(nap, floor - (time.monotonic() - started)))
+            await self._nap_after(decision, max(nap, floor - (time.monotonic() - started)))
 
     async def _cycle_failed(self) -> Decision:
         """A cycle raised: a bug. The fallback is fixed in advance and does not depend on the failing
@@ -249,19 +256,33 @@ class Agent:
         with contextlib.suppress(Exception):
             await PgController(pg_settings(self.config)).stop("immediate")
 
-    async def _nap(self, seconds: float) -> None:
+    async def _nap_after(self, decision: Decision, seconds: float) -> None:
+        """Nap `seconds`, or until woken. A leader whose nap ends only to renew before its lock
+        deadline naps on while keepalives have moved that deadline on (`extended_wake`)."""
+        while await self._nap(seconds) is False and not self.state.finished:
+            now = time.monotonic()
+            deadline = self._published_lock_deadline(self.state.memory.lock_deadline is not None)
+            later = extended_wake(decision, deadline, now)
+            if later is None:
+                return
+            seconds = later - now
+
+    async def _nap(self, seconds: float) -> bool:
+        """True when woken, False when the time ran out."""
+        woken = True
         if seconds > 0:
-            with contextlib.suppress(TimeoutError):
+            try:
                 await bounded(self.wake.wait(), seconds)
+            except TimeoutError:
+                woken = False
         self.wake.clear()
+        return woken
 
     async def _cycle(self) -> Decision:
         dcs = self._require_dcs()
         cluster = await self._read_cluster(dcs)
         await self._refresh_config(dcs, cluster)
-        settings = pg_settings(self.config)
-        pg = await _probe(settings)
-        self.state.pg = pg
+        pg = await self._probe_pg()
         peers: tuple[Any, ...] = ()
         if needs_peer_statuses(cluster, self.local.name, self.state.stopping) and cluster is not None:
             assert self._http is not None
@@ -345,7 +366,7 @@ class Agent:
             self.state.finished = True
         if not isinstance(action, (Wait, RenewLeader, AcquireLeader, ReleaseLeader)):
             # PostgreSQL changed: publish the truth now, not at the next probe.
-            self.state.pg = await _probe(pg_settings(self.config))
+            await self._probe_pg()
             self.holder.publish(self._node_state(time.monotonic()))
 
     def _notify(self, action: Any, outcome: Outcome) -> None:
@@ -416,7 +437,13 @@ class Agent:
         if cluster is None:
             return  # keep the last effective configuration while the DCS is away
         dynamic = dict(cluster.config.value) if cluster.config else None
+        last = self._config_inputs
+        if last is not None and last[0] is self.local and last[1] == dynamic:
+            # The same inputs give the same configuration: no re-validation every cycle.
+            await self._apply_pg_config()
+            return
         fresh = effective(self.local, dynamic)
+        self._config_inputs = (self.local, dynamic)
         if fresh.warnings != self.config.warnings:
             for warning in fresh.warnings:
                 log.warning("configuration: %s", warning)
@@ -479,25 +506,44 @@ class Agent:
 
     # -- background helpers --------------------------------------------------------------------------
 
+    async def _probe_pg(self) -> LocalPg:
+        """Probe the local PostgreSQL and remember the result (what the HA cycle and the REST API see)."""
+        pg = await self.prober.probe(pg_settings(self.config))
+        self.state.pg, self.state.pg_observed_at = pg, time.monotonic()
+        return pg
+
+    async def _refresh_pg(self) -> None:
+        """The REST API's refresher (StateHolder.fresh): a new probe, published at once."""
+        if self.state.finished:
+            return
+        await self._probe_pg()
+        self.holder.publish(self._node_state(time.monotonic()))
+
     async def _monitor(self) -> None:
-        """Probe PostgreSQL about once a second for the REST API, and check every POSTMASTER_CHECK
-        seconds that the postmaster is alive: its death is published (so /primary stops answering
-        200) and wakes the loop within that interval, not at the next probe."""
-        next_probe = 0.0
-        while not self.state.finished:
-            await asyncio.sleep(POSTMASTER_CHECK)
-            died = self.state.pg.running and postmaster_pid(self.config_data_dir) is None
-            if died:
+        """Wait for the postmaster to exit: its death is published (so /primary stops answering 200)
+        and wakes the HA loop the moment it happens (`ExitWatch`: no polling, no CPU while waiting).
+
+        Between deaths nothing is probed here: the HA cycle probes every loop, and a REST request
+        that finds the published probe stale asks for a new one (`StateHolder.fresh`).
+        """
+        watch = ExitWatch(POSTMASTER_CHECK)
+        try:
+            while not self.state.finished:
+                pg = self.state.pg
+                pid = pg.postmaster_pid if pg.running else None
+                # Without a postmaster, look again soon for one an action or a probe found meanwhile.
+                if not await watch.wait(pid, MONITOR_REARM if pid is None else self.config.loop_wait):
+                    continue
+                if self.state.finished:
+                    break
                 reap_orphaned_postgres()
-            if not died and time.monotonic() < next_probe:
-                continue
-            pg = await _probe(pg_settings(self.config))
-            next_probe = time.monotonic() + MONITOR_INTERVAL
-            was_running, self.state.pg = self.state.pg.running, pg
-            self.holder.publish(self._node_state(time.monotonic()))
-            if was_running and not pg.running and self._running_background() is None:
-                log.warning("PostgreSQL is not running any more")
-                self.wake.set()
+                await self._probe_pg()
+                self.holder.publish(self._node_state(time.monotonic()))
+                if pg.running and not self.state.pg.running and self._running_background() is None:
+                    log.warning("PostgreSQL is not running any more")
+                    self.wake.set()
+        finally:
+            watch.close()
 
     async def _keepalive(self) -> None:
         """Refresh this agent's lease (member key, and the leader key while leading) on its own cadence,
@@ -509,7 +555,8 @@ class Agent:
         """
         dcs = self._require_dcs()
         while not self.state.finished:
-            await asyncio.sleep(self.config.keepalive_interval)
+            await asyncio.sleep(keepalive_period(self.config.keepalive_interval, self.config.lease_ttl,
+                                                 leading=self._holds_lock()))
             stalled = time.monotonic() - self.state.last_cycle_end > 2 * self.config.loop_wait + 2
             if self.state.last_cycle_end == 0.0 or stalled or self.state.stopping:
                 continue
@@ -522,6 +569,10 @@ class Agent:
             if ok:
                 self.state.keepalive_sent_at = sent
                 self.holder.publish(self._node_state(time.monotonic()))
+
+    def _holds_lock(self) -> bool:
+        cluster = self.state.cluster
+        return cluster is not None and cluster.leader is not None and cluster.leader.name == self.local.name
 
     def _published_lock_deadline(self, holds_lock: bool) -> float | None:
         """The core's lock deadline, moved on by keepalives sent since the last decision."""
@@ -544,7 +595,7 @@ class Agent:
 
     def _node_state(self, now: float) -> NodeState:
         cluster = self.state.cluster
-        holds_lock = cluster is not None and cluster.leader is not None and cluster.leader.name == self.local.name
+        holds_lock = self._holds_lock()
         return NodeState(
             name=self.local.name, scope=self.local.scope, version=__version__,
             api_url=self.config.api_url, conn_url=self.config.conn_url, pg=self.state.pg, cluster=cluster,
@@ -556,6 +607,7 @@ class Agent:
             next_cycle_deadline=max(self.state.next_cycle_deadline, now),
             dcs_reachable=self.state.dcs_error is None,
             metrics=self.state.metrics,
+            pg_observed_at=self.state.pg_observed_at,
         )
 
 
@@ -581,10 +633,6 @@ def _dump_tasks() -> None:
         frames = task.get_stack()
         where = " <- ".join(f"{f.f_code.co_name}:{f.f_lineno}" for f in reversed(frames)) or "(no frames)"
         log.warning("task %s: %s", task.get_name(), where)
-
-
-async def _probe(settings: PgSettings) -> LocalPg:
-    return await probe(settings)
 
 
 async def _safe_execute(action: Any, ctx: ExecContext) -> Outcome:

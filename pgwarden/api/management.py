@@ -101,6 +101,7 @@ def management_routes(control: AgentControl, settings: ManagementSettings | Loca
 
     async def get_metrics(request: web.Request, holder: StateHolder) -> web.StreamResponse:
         registry = registries.setdefault(id(holder), metrics_registry(holder, s.monotonic))
+        await holder.fresh()  # the collector renders holder.get(): make that a recent probe
         body, content_type = render(registry)
         response = web.Response(body=body)
         response.headers["Content-Type"] = content_type

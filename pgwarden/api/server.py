@@ -2,7 +2,8 @@
 
 Every read endpoint answers from the latest published `NodeState` only: no request waits on the HA
 loop or does DCS IO, so a health check costs microseconds even while the loop is busy or the DCS is
-down. Routing is one table keyed by (METHOD, first path segment):
+down (at most once a second one of them first waits, bounded, for a new probe of PostgreSQL: see
+`StateHolder.fresh`). Routing is one table keyed by (METHOD, first path segment):
 - GET/HEAD/OPTIONS on any path: `/patroni`, `/cluster`, `/history`, or a health check (unknown paths
   are 503 with the status JSON, as in Patroni). HEAD and OPTIONS return the status code only.
 - Management endpoints (switchover, restart, config, ...) are plugged in by the caller through
@@ -65,6 +66,7 @@ class Reply:
 
 READ_ENDPOINTS = ("patroni", "cluster", "history")
 """First path segments answered by `read_reply` itself; every other GET path is a health check."""
+DCS_ONLY_ENDPOINTS = frozenset({"cluster", "history"})
 
 
 def _first_segment(path: str) -> str:
@@ -140,12 +142,14 @@ class _Router:
                     return refusal
             return await handler(request, self.holder)
         if method in READ_METHODS:
-            return self._read(request)
+            return await self._read(request, segment)
         return web.Response(status=501, text=f"{method} {request.path} is not implemented")
 
-    def _read(self, request: web.Request) -> web.Response:
+    async def _read(self, request: web.Request, segment: str) -> web.Response:
+        # /cluster and /history come from the DCS view alone; everything else reports PostgreSQL too.
+        state = self.holder.get() if segment in DCS_ONLY_ENDPOINTS else await self.holder.fresh()
         try:
-            reply = read_reply(self.holder.get(), self.clock(), request.path, _last_values(request))
+            reply = read_reply(state, self.clock(), request.path, _last_values(request))
         except BadQuery as exc:
             return web.Response(status=400, text=str(exc))
         return _render(reply, status_only=request.method != hdrs.METH_GET)

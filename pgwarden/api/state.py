@@ -1,17 +1,31 @@
 """What the REST API knows about this node: one immutable value, replaced, never changed.
 
-The agent publishes a fresh `NodeState` after every HA cycle and after every local PostgreSQL probe
-(about once a second). The REST server only ever reads the latest one, so a health check never waits on
-the HA loop and never touches the DCS: a slow or frozen loop cannot make HAProxy's checks slow, only
-stale, and staleness is bounded by `lock_deadline` (the lock) and `next_cycle_deadline` (/liveness).
+The agent publishes a fresh `NodeState` after every HA cycle and after every local PostgreSQL probe.
+The REST server only ever reads the latest one, so a health check never waits on the HA loop and never
+touches the DCS: a slow or frozen loop cannot make HAProxy's checks slow, only stale, and staleness is
+bounded by `lock_deadline` (the lock) and `next_cycle_deadline` (/liveness).
+
+The PostgreSQL part is kept fresh on demand: a request that finds it older than `FRESH_PG` asks the
+agent for a new probe first (`StateHolder.fresh`; one probe at a time, however many requests wait,
+each waiting at most `REFRESH_BOUND`). An agent nobody asks probes only in its HA cycle, and one
+checked by load balancers probes at most once per `FRESH_PG`, as Patroni queries per request.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import asyncio
+import contextlib
+import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
+from pgwarden.aio import bounded
 from pgwarden.model import ClusterView, LocalPg, Tags
+
+FRESH_PG = 1.0
+"""Seconds a probe of PostgreSQL stays fresh enough to answer a request from."""
+REFRESH_BOUND = 1.0
+"""Seconds a request waits for a new probe; after that it is answered from what is known."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,6 +107,8 @@ class NodeState:
     """The leader keeps running without the DCS because every member confirmed it (contract 2.8)."""
     metrics: AgentMetrics = AgentMetrics()
     """pgwarden's own counters and timings (GET /metrics, `pgwarden_*`)."""
+    pg_observed_at: float | None = None
+    """Monotonic instant of the probe behind `pg`; None: unknown (then it is never refreshed)."""
 
 
 class StateHolder:
@@ -102,12 +118,29 @@ class StateHolder:
     `NodeState`, never a mix of two.
     """
 
-    def __init__(self, initial: NodeState, wakeup: Callable[[], None] | None = None) -> None:
+    def __init__(self, initial: NodeState, wakeup: Callable[[], None] | None = None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self._state = initial
         self._wakeup = wakeup
+        self._clock = clock
+        self._refresher: Callable[[], Awaitable[None]] | None = None
+        self._refreshing: asyncio.Future[None] | None = None
 
     def get(self) -> NodeState:
         """The latest published state."""
+        return self._state
+
+    async def fresh(self) -> NodeState:
+        """The latest state, after a new probe of PostgreSQL if the published one is older than
+        FRESH_PG (and the agent installed a refresher). Never waits longer than REFRESH_BOUND."""
+        observed = self._state.pg_observed_at
+        if self._refresher is None or observed is None or self._clock() - observed <= FRESH_PG:
+            return self._state
+        if self._refreshing is None or self._refreshing.done():
+            self._refreshing = asyncio.ensure_future(self._refresher())
+            self._refreshing.add_done_callback(_retrieve)
+        with contextlib.suppress(TimeoutError):
+            await bounded(asyncio.shield(self._refreshing), REFRESH_BOUND)
         return self._state
 
     def publish(self, state: NodeState) -> None:
@@ -118,7 +151,17 @@ class StateHolder:
         """Install the callback that wakes the HA loop (the agent sets it once its loop exists)."""
         self._wakeup = wakeup
 
+    def set_refresher(self, refresher: Callable[[], Awaitable[None]] | None) -> None:
+        """Install the agent's "probe PostgreSQL and publish" coroutine function used by `fresh`."""
+        self._refresher = refresher
+
     def request_wakeup(self) -> None:
         """Ask the HA loop to run a cycle now (after a management request); a no-op without a loop."""
         if self._wakeup is not None:
             self._wakeup()
+
+
+def _retrieve(future: asyncio.Future[None]) -> None:
+    """A refresh that failed is the agent's to log; keep asyncio from reporting it as never retrieved."""
+    if not future.cancelled():
+        future.exception()

@@ -132,13 +132,15 @@ class PgwardenTiming(_Section):
     """pgwarden's own timing (a `pgwarden:` section in /config; Patroni ignores it).
 
     The leader key and the member key live on a lease of `lease_ttl` seconds (never more than
-    `ttl`), refreshed every `keepalive_interval` seconds by a keepalive that runs apart from the HA
-    cycle. A dead host's leader key therefore expires after about `lease_ttl`, not `ttl`. Set
-    `lease_ttl: null` (or a value >= ttl) for Patroni's behaviour: the lease is then `ttl`.
+    `ttl`), refreshed by a keepalive that runs apart from the HA cycle: every `keepalive_interval`
+    seconds on the leader (by default a seventh of the lease: 1 s for the default 7 s lease), three
+    times per lease on the other members. A dead host's leader key therefore expires after about
+    `lease_ttl`, not `ttl`. Set `lease_ttl: null` (or a value >= ttl) for Patroni's behaviour: the
+    lease is then `ttl`.
     """
 
     lease_ttl: int | None = Field(default=DEFAULT_LEASE_TTL, ge=MIN_LEASE_TTL)
-    keepalive_interval: float = Field(default=1.0, gt=0, le=10)
+    keepalive_interval: float | None = Field(default=None, gt=0, le=10)
 
 
 class DynamicConfig(_Section):

@@ -53,7 +53,8 @@ class EffectiveConfig:
     namespace: str
     ttl: int
     lease_ttl: int
-    keepalive_interval: float
+    keepalive_interval: float | None
+    """pgwarden.keepalive_interval; None: a seventh of the lease (core.types.keepalive_period)."""
     loop_wait: int
     retry_timeout: int
     maximum_lag_on_failover: int

@@ -131,18 +131,38 @@ def _absorb(m: Memory, last: Outcome, settings: HaSettings) -> Memory:
 
 def _d(s: Snapshot, action: Action, why: Why, *, nap: float | None = None, memory: Memory | None = None,
        **facts: object) -> Decision:
-    wake = s.now + (s.settings.loop_wait if nap is None else nap)
+    regular = s.now + (s.settings.loop_wait if nap is None else nap)
+    wake, bounded_by_lock = regular, None
     if s.memory.lock_deadline is not None:
         # A leader must get another chance to renew before its deadline (the keepalive usually has
         # moved it on by then); close to it, it looks again every SHORT_NAP (never in a busy loop).
         renew_by = s.memory.lock_deadline - SHORT_NAP
-        wake = min(wake, renew_by if renew_by > s.now else s.now + SHORT_NAP)
+        wake = min(regular, renew_by if renew_by > s.now else s.now + SHORT_NAP)
+        bounded_by_lock = regular if wake < regular else None
     return Decision(
         action=action,
         reason=Reason(why, tuple((k, str(v)) for k, v in sorted(facts.items()))),
         wake_at=wake,
         memory=memory or s.memory,
+        regular_wake_at=bounded_by_lock,
     )
+
+
+def extended_wake(decision: Decision, lock_deadline: float | None, now: float) -> float | None:
+    """How long the nap after `decision` may go on at `now`, its `wake_at` reached, now that the lock
+    is proven until `lock_deadline` (moved on by keepalives since the decision): the decision's
+    regular wake-up, or SHORT_NAP before that deadline if earlier. None: run the cycle now.
+
+    Without this, a leader whose keepalive renews its lease every second would still run a whole
+    HA cycle every few seconds only to learn that the lease holds.
+    """
+    regular = decision.regular_wake_at
+    if regular is None or lock_deadline is None or regular <= now:
+        return None
+    renew_by = lock_deadline - SHORT_NAP
+    if renew_by <= now:
+        return None
+    return min(regular, renew_by)
 
 
 def _cluster(s: Snapshot) -> ClusterView:

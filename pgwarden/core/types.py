@@ -55,6 +55,22 @@ class HaSettings:
         return renewal_sent_at + self.lease_ttl - self.lease_margin
 
 
+KEEPALIVES_PER_LEASE = 7
+"""The leader's default keepalive rate: seven per lease (every second for the default 7 s lease).
+A keepalive may be lost or stall (a 3 s etcd stall in the soak benchmark) with the lease still held."""
+
+
+def keepalive_period(interval: float | None, lease_ttl: float, *, leading: bool) -> float:
+    """Seconds between two lease keepalives (`interval`: pgwarden.keepalive_interval, None: default).
+
+    The leader's lease decides how soon a dead leader is replaced, so it is refreshed every
+    `interval`, by default KEEPALIVES_PER_LEASE times per lease. Any other member's lease only keeps
+    its member key alive: three refreshes per lease are plenty, and cost a fraction of the requests.
+    """
+    leader_period = interval if interval is not None else lease_ttl / KEEPALIVES_PER_LEASE
+    return leader_period if leading else max(leader_period, lease_ttl / 3)
+
+
 @dataclass(frozen=True, slots=True)
 class PeerStatus:
     """What a peer's `GET /patroni` said (or that it did not answer) during this observation."""
@@ -461,3 +477,7 @@ class Decision:
     wake_at: float
     """The latest instant at which the core wants to be asked again."""
     memory: Memory
+    regular_wake_at: float | None = None
+    """When a leader's `wake_at` was brought forward to renew before its lock deadline: the instant
+    it wanted otherwise. Keepalives proving the lease meanwhile let the nap last until then
+    (`core.decide.extended_wake`). None: `wake_at` does not depend on the lock deadline."""

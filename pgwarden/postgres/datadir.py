@@ -114,12 +114,13 @@ def postmaster_pid(data_dir: Path) -> int | None:
         pid = int(lines[0])
     except (OSError, ValueError, IndexError):
         return None
-    if pid <= 0 or not _alive(pid):
+    if pid <= 0 or not process_alive(pid):
         return None
     return pid if _looks_like_postgres(pid) else None
 
 
-def _alive(pid: int) -> bool:
+def process_alive(pid: int) -> bool:
+    """The process exists and has not exited (a zombie, killed but not yet reaped, counts as dead)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:

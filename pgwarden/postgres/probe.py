@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
+import os
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -13,8 +17,8 @@ import psycopg
 from pgwarden.aio import bounded
 from pgwarden.model import LSN, DataDirState, LocalPg, ReplicationRow, WalReceiver, lsn_from_text
 from pgwarden.postgres.conf import STATE_FILE, following_from_state
-from pgwarden.postgres.connection import connect_local
-from pgwarden.postgres.datadir import directory_state, postmaster_pid, read_controldata
+from pgwarden.postgres.connection import connect_local, local_conninfo
+from pgwarden.postgres.datadir import ControlData, directory_state, postmaster_pid, read_controldata
 from pgwarden.postgres.settings import PgSettings
 
 log = logging.getLogger(__name__)
@@ -55,38 +59,50 @@ SELECT pg_is_in_recovery(),
 
 async def probe(settings: PgSettings) -> LocalPg:
     """Everything the local PostgreSQL tells about itself right now (a fresh connection each call)."""
-    return await Prober(settings, keep_connection=False).probe()
+    return await Prober(keep_connection=False).probe(settings)
 
 
 class Prober:
-    """Probes repeatedly, keeping one connection open between calls and reconnecting when it breaks."""
+    """Probes repeatedly for the agent: one kept connection, and pg_controldata only when pg_control changed.
 
-    def __init__(self, settings: PgSettings, *, keep_connection: bool = True) -> None:
-        self._settings = settings
+    A probe a second must stay cheap for the machine, not only for the agent: a fresh session each
+    time costs PostgreSQL a backend fork and an authentication, and pg_controldata costs a fork and
+    exec. The session is re-opened when it breaks or the connection settings change; concurrent
+    callers (the monitor and the HA cycle) take turns, each getting a probe of its own.
+    """
+
+    def __init__(self, *, keep_connection: bool = True) -> None:
         self._keep = keep_connection
         self._conn: psycopg.AsyncConnection[tuple[Any, ...]] | None = None
+        self._conninfo: str | None = None
+        self._control = ControlDataCache()
+        self._turn = asyncio.Lock()
 
-    async def probe(self) -> LocalPg:
+    async def probe(self, settings: PgSettings) -> LocalPg:
         """See module docstring. Any unexpected error becomes a LocalPg with what was learned so far."""
-        try:
-            return await bounded(self._probe(), PROBE_TIMEOUT + 6)
-        except Exception as exc:  # the probe is the agent's eyes: it must never take the agent down
-            log.warning("probe failed: %s", exc)
-            await self.close()
-            return LocalPg(data_dir=directory_state(self._settings.data_dir))
+        async with self._turn:
+            try:
+                return await bounded(self._probe(settings), PROBE_TIMEOUT + 6)
+            except Exception as exc:  # the probe is the agent's eyes: it must never take the agent down
+                log.warning("probe failed: %s", exc)
+                await self._close()
+                return LocalPg(data_dir=directory_state(settings.data_dir))
 
     async def close(self) -> None:
+        async with self._turn:
+            await self._close()
+
+    async def _close(self) -> None:
         conn, self._conn = self._conn, None
         if conn is not None:
             with contextlib.suppress(Exception):
                 await conn.close()
 
-    async def _probe(self) -> LocalPg:
-        settings = self._settings
+    async def _probe(self, settings: PgSettings) -> LocalPg:
         state = directory_state(settings.data_dir)
         if state is not DataDirState.VALID:
             return LocalPg(data_dir=state)
-        control = await read_controldata(settings)
+        control = await self._control.read(settings)
         if control is None:
             return LocalPg(data_dir=DataDirState.INVALID)
         pid = postmaster_pid(settings.data_dir)
@@ -102,32 +118,67 @@ class Prober:
             following=_read_following(settings),
         )
         if pid is None:
-            await self.close()
+            await self._close()
             return facts
-        row = await self._query()
+        row = await self._query(settings)
         return facts if row is None else apply_probe_row(facts, row)
 
-    async def _query(self) -> Sequence[Any] | None:
+    async def _query(self, settings: PgSettings) -> Sequence[Any] | None:
         for attempt in (1, 2):  # a kept connection may have died since the last probe: retry once, fresh
             try:
-                conn = await self._connection()
+                conn = await self._connection(settings)
                 cur = await bounded(conn.execute(PROBE_QUERY), PROBE_TIMEOUT)
                 row = await cur.fetchone()
                 if not self._keep:
-                    await self.close()
+                    await self._close()
                 return row
             except (psycopg.Error, OSError, TimeoutError) as exc:
-                await self.close()
+                await self._close()
                 if attempt == 2:
                     log.debug("probe query failed: %s", exc)
         return None
 
-    async def _connection(self) -> psycopg.AsyncConnection[tuple[Any, ...]]:
-        if self._conn is not None and not self._conn.closed:
+    async def _connection(self, settings: PgSettings) -> psycopg.AsyncConnection[tuple[Any, ...]]:
+        conninfo = local_conninfo(settings, PROBE_STATEMENT_TIMEOUT_MS)
+        if self._conn is not None and not self._conn.closed and conninfo == self._conninfo:
             return self._conn
-        conn = await bounded(connect_local(self._settings, PROBE_STATEMENT_TIMEOUT_MS), PROBE_TIMEOUT)
-        self._conn = conn
+        await self._close()
+        conn = await bounded(connect_local(settings, PROBE_STATEMENT_TIMEOUT_MS), PROBE_TIMEOUT)
+        self._conn, self._conninfo = conn, conninfo
         return conn
+
+
+class ControlDataCache:
+    """pg_controldata, re-run only when `global/pg_control` may have changed since the last run.
+
+    The file's identity, size and timestamps say whether it changed, except within the timestamp's
+    granularity (a kernel tick): a file modified less than RACY_WINDOW seconds before it was read is
+    read again next time, so a second write within the same tick is never missed.
+    """
+
+    RACY_WINDOW = 2.0
+
+    def __init__(self) -> None:
+        self._key: tuple[int, ...] | None = None
+        self._data: ControlData | None = None
+
+    async def read(self, settings: PgSettings) -> ControlData | None:
+        key = _file_key(settings.data_dir / "global" / "pg_control")
+        if key is not None and key == self._key and self._data is not None:
+            return self._data
+        data = await read_controldata(settings)
+        settled = key is not None and time.time() - key[-1] / 1e9 > self.RACY_WINDOW  # key[-1]: mtime
+        self._key, self._data = (key, data) if settled and data is not None else (None, None)
+        return data
+
+
+def _file_key(path: Path) -> tuple[int, ...] | None:
+    """What tells one version of a file from another: device, inode, size, then ctime and mtime."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return (st.st_dev, st.st_ino, st.st_size, st.st_ctime_ns, st.st_mtime_ns)
 
 
 def _read_following(settings: PgSettings) -> str | None:

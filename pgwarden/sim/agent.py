@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 
 from pgwarden.config.dynamic import DEFAULT_LEASE_TTL, adjust_timing
 from pgwarden.core.classify import needs_peer_statuses
+from pgwarden.core.decide import extended_wake
 from pgwarden.core.types import (
     AcquireLeader,
     Action,
@@ -38,6 +39,7 @@ from pgwarden.core.types import (
     TaskInFlight,
     Wait,
     Why,
+    keepalive_period,
 )
 from pgwarden.model import ClusterView, LocalPg, Tags
 from pgwarden.sim import adapters
@@ -50,7 +52,6 @@ _T = TypeVar("_T")
 
 MIN_NAP_AFTER_FAILURE = 1.0  # pgwarden.agent.loop
 READ_STOP_BUDGET = 0.5  # pgwarden.agent.loop: time kept, after a bounded DCS read, to stop PostgreSQL
-KEEPALIVE_INTERVAL = 1.0  # pgwarden.config.dynamic.PgwardenTiming.keepalive_interval's default
 # Actions after which the real loop does not re-probe PostgreSQL before writing the member key.
 REPROBE_NOT_NEEDED = (Wait, RenewLeader, AcquireLeader, ReleaseLeader)
 MIN_NAP = 0.05
@@ -81,13 +82,14 @@ class SimAgent:
         self.dcs_error: str | None = None
         self.last_why: Why | None = None
         self.config_revision = -1
-        self.keepalive_interval = KEEPALIVE_INTERVAL
+        self.keepalive_interval: float | None = None  # pgwarden.keepalive_interval (None: the default)
         self.dcs = SimDcsClient(world, name, self.settings.lease_ttl)
         self.main: Proc | None = None
         self.keeper: Proc | None = None
         self.pg: LocalPg | None = None  # the last probe (AgentState.pg)
         self.last_cycle_end = 0.0  # local time; 0.0 until the first cycle ends
         self.keepalive_sent_at: float | None = None
+        self.woken = False  # set by wake(), consumed after each nap of the main loop
         self.ka_next: float | None = None  # global send time of the next virtual keepalive tick
         self.ka_pending: tuple[float, float] | None = None  # a virtual tick sent, its answer due
         self.ka_resume: str | tuple[float, float, float] | None = None  # how the keeper leaves virtual mode
@@ -154,6 +156,7 @@ class SimAgent:
 
     def wake(self) -> None:
         if self.main is not None and not self.finished:
+            self.woken = True
             self.world.kernel.wake(self.main)
 
     def postmaster_died(self) -> None:
@@ -188,8 +191,23 @@ class SimAgent:
             last = self.outcomes[-1] if self.outcomes else None
             floor = MIN_NAP_AFTER_FAILURE if last is not None and not last.ok else MIN_NAP
             nap = max(decision.wake_at - now, floor - (now - started))
-            clock = self.world.nodes[self.name].clock
-            yield Nap(nap / clock.rate)
+            yield from self._nap_after(decision, nap)
+
+    def _nap_after(self, decision: Decision, seconds: float) -> Generator[Step, None, None]:
+        """Agent._nap_after: nap, or until woken; a leader's nap that ends only to renew before its
+        lock deadline goes on while keepalives have moved that deadline on (`extended_wake`)."""
+        clock = self.world.nodes[self.name].clock
+        while True:
+            yield Nap(seconds / clock.rate)
+            woken, self.woken = self.woken, False  # consumed, like the agent's wake.clear()
+            if woken or self.finished or seconds <= 0:
+                return
+            self.catch_up()  # virtual keepalive ticks sent by now count, as they would for real
+            now = self.local_now()
+            later = extended_wake(decision, self.published_lock_deadline(self.memory.lock_deadline is not None), now)
+            if later is None:
+                return
+            seconds = later - now
 
     def _cycle(self) -> Generator[Step, None, Decision]:
         world = self.world
@@ -222,7 +240,7 @@ class SimAgent:
         return decision
 
     def _keepalive(self) -> Generator[Step, None, None]:
-        """pgwarden.agent.loop.Agent._keepalive: refresh the lease every `keepalive_interval` while the
+        """pgwarden.agent.loop.Agent._keepalive: refresh the lease every `keepalive_period` while the
         HA loop is alive (not stalled for more than two cycles, not stopping).
 
         Fast-forwarded: once a tick succeeds on a fast, reachable DCS, the following ticks are
@@ -242,7 +260,7 @@ class SimAgent:
                 yield from self._finish_inflight(*resume)
                 continue
             if resume is None:
-                yield self.keepalive_interval / rate
+                yield self._keepalive_period() / rate
             now = self.local_now()
             stalled = now - self.last_cycle_end > 2 * self.settings.loop_wait + 2
             if self.last_cycle_end == 0.0 or stalled or self.stopping or self.finished:
@@ -254,7 +272,7 @@ class SimAgent:
                 ok = False
             self._keepalive_done(ok, sent, sent_global)
             if ok and world.opts.virtual_keepalive and self._steady():
-                self.ka_next = world.now + self.keepalive_interval / rate
+                self.ka_next = world.now + self._keepalive_period() / rate
                 yield Nap(FOREVER)
 
     def _finish_inflight(self, sent: float, sent_global: float, rtt: float) -> Generator[Step, None, None]:
@@ -311,7 +329,7 @@ class SimAgent:
         offset, rate = clock.offset, clock.rate
         now, rtt = world.kernel.now, 2 * world.dcs_latency
         limit = 2 * self.settings.loop_wait + 2
-        step = self.keepalive_interval / rate
+        step = self._keepalive_period() / rate  # constant while virtual: a role change ends virtual mode
         last_cycle_end = self.last_cycle_end
         lease = self.dcs.lease
         lease_ok = lease is not None and lease[1] == self.dcs.ttl and world.etcd.lease_alive(lease[0])
@@ -415,8 +433,19 @@ class SimAgent:
             self.dcs_error = str(exc)
             return None
         self.dcs_error = None
+        was_leading = self._leading()
         self.cluster = cluster
+        if self._leading() != was_leading:
+            self.end_virtual()  # the keepalive period changes with the role
         return cluster
+
+    def _leading(self) -> bool:
+        """Agent._holds_lock: the last DCS read names this agent as the leader."""
+        cluster = self.cluster
+        return cluster is not None and cluster.leader is not None and cluster.leader.name == self.name
+
+    def _keepalive_period(self) -> float:
+        return keepalive_period(self.keepalive_interval, self.settings.lease_ttl, leading=self._leading())
 
     def _refresh_config(self, cluster: ClusterView | None) -> None:
         """The effective settings: local ones overridden by the DCS /config (kept while it is away)."""
@@ -512,5 +541,6 @@ def settings_from_dynamic(local: HaSettings, dynamic: Any, keepalive: bool = Tru
                    **changes)
 
 
-def keepalive_interval(dynamic: Any) -> float:
-    return float(dict(dynamic.get("pgwarden") or {}).get("keepalive_interval", KEEPALIVE_INTERVAL))
+def keepalive_interval(dynamic: Any) -> float | None:
+    value = dict(dynamic.get("pgwarden") or {}).get("keepalive_interval")
+    return None if value is None else float(value)

@@ -278,11 +278,12 @@ def test_a_release_without_an_optime_keeps_the_published_one() -> None:
 
 
 def test_a_manual_failover_to_a_lagging_candidate_is_the_operators_choice() -> None:
-    """Seed 42: with no leader, the operator's failover names n2, 1.6 MB behind the last published
+    """Seed 140: with no leader, the operator's failover names n1, 6.3 MB behind the last published
     optime (over maximum_lag_on_failover): the appointed candidate promotes anyway, as the core
     documents and Patroni does, and the invariant (which bounds the leader race only) records it as
-    an event, not a violation."""
-    result = run(42, replace(CI_OPTIONS, nodes=3))
+    an event, not a violation. (Seeds change with the agents' timing: find another with the same
+    trace line when this one stops showing it.)"""
+    result = run(140, replace(CI_OPTIONS, nodes=3))
     assert not any(v.invariant == "durability" for v in result.violations), result.report(40)
     assert any("promoted as the candidate of a manual failover" in line for line in result.recorder.render_trace())
 
@@ -434,9 +435,12 @@ def test_a_lag_limit_lowered_during_a_promotion_judges_by_the_decisions_limit() 
 
 
 def test_a_paused_primary_back_from_a_cut_off_is_the_documented_exception() -> None:
-    """Seed 17058: resumed and paused again while the primary was cut off; back, it finds another
-    member holding the key and, in maintenance mode, keeps running until that member is a primary."""
-    result = run(17058, replace(CI_OPTIONS, nodes=3))
+    """Seed 60: in maintenance mode the primary n3 is cut off from the DCS and the operator resumes
+    meanwhile; n1 takes the key and promotes while n3, which cannot learn of the resume, keeps its
+    primary running as maintenance mode promises (the documented no-watchdog exception: excused).
+    Back, it finds another member holding the key as a primary and demotes. (Another seed showed the
+    same with a pause and resume while cut off; seeds change with the agents' timing.)"""
+    result = run(60, replace(CI_OPTIONS, nodes=3))
     assert result.ok and result.excused, result.report(40)
 
 
