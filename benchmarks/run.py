@@ -19,6 +19,7 @@ import dataclasses
 import json
 import os
 import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -76,12 +77,13 @@ LABELS = {
 # The cluster
 
 
-def build_cluster(timings: str) -> LocalCluster:
+def build_cluster(timings: str, agent_command: Sequence[str] | None = None) -> LocalCluster:
     workdir = Path(tempfile.mkdtemp(prefix="pgwarden-bench-", dir="/tmp"))
     os.chmod(workdir, 0o755)  # the postgres user must reach its node directories
     dcs = {k: v for k, v in DEMO_DCS.items() if k not in ("ttl", "loop_wait", "retry_timeout")}
     dcs.update(TIMINGS[timings] or {})
-    return LocalCluster(workdir, dcs=dcs, etcd_ports=(0, 0), pg_base_port=0, api_base_port=0)
+    return LocalCluster(workdir, dcs=dcs, etcd_ports=(0, 0), pg_base_port=0, api_base_port=0,
+                        agent_command=agent_command)
 
 
 def restarter(cluster: LocalCluster) -> AgentRestarter:
@@ -206,16 +208,48 @@ def _cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
 
 
+IDLE_WARMUP = 15.0  # seconds after the cluster is healthy before measuring (start-up work settles)
+
+
 def idle_footprint(cluster: LocalCluster, seconds: float) -> dict[str, dict[str, float]]:
-    """RSS (MB) and CPU (% of one core over `seconds`) of every agent process, the cluster idle."""
+    """RSS (MB) and CPU (% of one core over `seconds`) of every agent process, the cluster idle;
+    `leader` says which agent held the leader key."""
+    time.sleep(IDLE_WARMUP)
     agents = {n.name: n.agent.pid for n in cluster.nodes if n.agent is not None}
     before = {name: _cpu_seconds(pid) for name, pid in agents.items()}
     time.sleep(seconds)
+    leader = cluster.leader()
     out = {}
     for name, pid in agents.items():
         cpu = (_cpu_seconds(pid) - before[name]) / seconds * 100
-        out[name] = {"rss_mb": round(_rss_mb(pid), 1), "cpu_percent": round(cpu, 2)}
+        out[name] = {"rss_mb": round(_rss_mb(pid), 1), "cpu_percent": round(cpu, 3),
+                     "leader": float(leader is not None and leader.name == name)}
     return out
+
+
+def idle_of_agent(command: Sequence[str], timings: str, seconds: float, keep: bool) -> dict[str, dict[str, float]]:
+    """The idle footprint of another Patroni-compatible agent (Patroni, for the comparison) on the
+    same cluster layout: the same configuration files, etcd and PostgreSQL."""
+    cluster = build_cluster(timings, agent_command=command)
+    try:
+        cluster.start()
+        cluster.wait_healthy(180)
+        return idle_footprint(cluster, seconds)
+    finally:
+        cluster.stop()
+        if not keep:
+            cluster.remove()
+
+
+def _idle_cells(idle: Mapping[str, Mapping[str, float]]) -> tuple[str, str]:
+    """(largest RSS, CPU of the leader / median of the others) as table cells."""
+    rss = max(v["rss_mb"] for v in idle.values())
+    leader = [v["cpu_percent"] for v in idle.values() if v.get("leader")]
+    others = sorted(v["cpu_percent"] for v in idle.values() if not v.get("leader"))
+    cpu = f"leader {leader[0]:.2f} %" if leader else "leader n/a"
+    if others:
+        cpu += f", others {others[len(others) // 2]:.2f} %"
+    return f"{rss:.1f} MB", cpu
 
 
 # --------------------------------------------------------------------------------------------------
@@ -244,7 +278,8 @@ def scenario_cell(name: str, report: Report | None) -> str:
 
 
 def markdown(timings: str, reports: Mapping[str, Report | None], rest: RestResult | None,
-             idle: Mapping[str, Mapping[str, float]] | None, repeat: int) -> str:
+             idle: Mapping[str, Mapping[str, float]] | None, repeat: int,
+             compare: Mapping[str, Mapping[str, float]] | None = None, compare_label: str = "") -> str:
     lines = [
         f"## pgwarden benchmark ({time.strftime('%Y-%m-%d %H:%M')}, timings: {timings} "
         f"{dict(TIMINGS[timings] or {}) or '(pgwarden defaults)'}, {repeat} repetitions, "
@@ -266,11 +301,12 @@ def markdown(timings: str, reports: Mapping[str, Report | None], rest: RestResul
         lines.append(f"| REST `GET /primary`, sequential p99 (p50) | | | {rest.p99_ms:.2f} ms "
                      f"({rest.p50_ms:.2f} ms) | {TARGETS['p99']} |")
     if idle:
-        rss = max(v["rss_mb"] for v in idle.values())
-        cpu = max(v["cpu_percent"] for v in idle.values())
-        lines.append(f"| agent memory (RSS), idle (largest of the agents) | {PATRONI['rss'][0]} | | {rss:.1f} MB "
+        rss, cpu = _idle_cells(idle)
+        rss_there, cpu_there = _idle_cells(compare) if compare else (PATRONI["rss"][0], "")
+        label = f" ({compare_label})" if compare else ""
+        lines.append(f"| agent memory (RSS), idle (largest of the agents){label} | {rss_there} | | {rss} "
                      f"| {TARGETS['rss']} |")
-        lines.append(f"| agent CPU, idle (largest, % of one core) | | | {cpu:.2f} % | {TARGETS['cpu']} |")
+        lines.append(f"| agent CPU, idle (% of one core){label} | {cpu_there} | | {cpu} | {TARGETS['cpu']} |")
     lines += ["", "Details per scenario (median (min–max)):", ""]
     lines += ["| scenario | failed tx | new primary answers after | switchover API answered after "
               "| acknowledged writes lost | healed after |", "|---|---|---|---|---|---|"]
@@ -303,7 +339,11 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     parser.add_argument("--settle", type=float, default=3.0,
                         help="seconds writes must keep working after recovery (default 3)")
     parser.add_argument("--rest-seconds", type=float, default=10.0, help="REST throughput run length (0: skip)")
-    parser.add_argument("--idle-seconds", type=float, default=20.0, help="idle footprint window (0: skip)")
+    parser.add_argument("--idle-seconds", type=float, default=60.0,
+                        help="idle footprint window, after a 15 s warm-up (0: skip; default 60: six HA cycles)")
+    parser.add_argument("--compare-agent", default=None, metavar="COMMAND",
+                        help="also measure the idle footprint of this Patroni-compatible agent (e.g. a patroni "
+                             "executable) on the same cluster layout, for the Patroni column")
     parser.add_argument("--out", type=Path, default=None, help="append the markdown table to this file")
     parser.add_argument("--json", type=Path, default=None, help="write every measurement as JSON here")
     parser.add_argument("--keep", action="store_true", help="keep the cluster's work directory")
@@ -367,7 +407,13 @@ def main(argv: Sequence[str]) -> int:
             print(f"drill: {name} x{args.repeat}, a fresh cluster for each", file=sys.stderr)
             reports[name] = scenario_on_fresh_clusters(args.timings, SCENARIOS[name], args.repeat, args.rate,
                                                        args.settle, args.keep)
-    text = markdown(args.timings, reports, rest, idle, args.repeat)
+    compare = None
+    if args.compare_agent and args.idle_seconds > 0:
+        print(f"idle footprint of {args.compare_agent} over {args.idle_seconds:.0f} s...", file=sys.stderr)
+        compare = idle_of_agent(shlex.split(args.compare_agent), args.timings, args.idle_seconds, args.keep)
+    text = markdown(args.timings, reports, rest, idle, args.repeat, compare,
+                    f"Patroni column: {Path(shlex.split(args.compare_agent)[0]).name} measured here"
+                    if compare else "")
     print(text)
     if args.out:
         with args.out.open("a") as handle:
@@ -378,6 +424,7 @@ def main(argv: Sequence[str]) -> int:
             "reports": {k: v.as_json() for k, v in reports.items() if v is not None},
             "rest": rest.__dict__ if rest else None,
             "idle": idle,
+            "compare_idle": compare,
         }, indent=2))
     return 0
 

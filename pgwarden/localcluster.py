@@ -19,7 +19,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -128,6 +128,9 @@ class LocalCluster:
     nodes: list[Node] = field(default_factory=list)
     etcd: subprocess.Popen[bytes] | None = None
     extra_config: Callable[[Node], Mapping[str, Any]] | None = None
+    agent_command: Sequence[str] | None = None
+    """The command that runs one agent, its configuration file appended; None: this Python's
+    `pgwarden agent`. Another Patroni-compatible agent (Patroni itself) works too, for comparisons."""
 
     # -- setup ---------------------------------------------------------------------------------------
 
@@ -213,7 +216,7 @@ class LocalCluster:
         else:
             env["HOME"] = os.environ.get("HOME", "/tmp")
         node.agent = subprocess.Popen(
-            [self.python, "-m", "pgwarden.cli.main", "agent", str(node.config_path)],
+            [*(self.agent_command or (self.python, "-m", "pgwarden.cli.entry", "agent")), str(node.config_path)],
             stdout=log, stderr=subprocess.STDOUT, env=env, cwd=str(node.dir), start_new_session=True, **kwargs)
         log.close()
 

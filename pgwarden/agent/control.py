@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -92,7 +92,7 @@ class AgentControlImpl:
     """Implements `pgwarden.api.control.AgentControl` for one agent."""
 
     def __init__(self, *, dcs: Dcs, desk: RequestDesk, cluster: Callable[[], ClusterView | None],
-                 paused: Callable[[], bool], reload: Callable[[], str], wake: Callable[[], None]) -> None:
+                 paused: Callable[[], bool], reload: Callable[[], Awaitable[str]], wake: Callable[[], None]) -> None:
         self._dcs = dcs
         self._desk = desk
         self._cluster = cluster
@@ -145,7 +145,7 @@ class AgentControlImpl:
         return ControlResult(200, "scheduled restart deleted")
 
     async def reload(self) -> ControlResult:
-        message = self._reload()
+        message = await self._reload()
         return ControlResult(202, f"reload scheduled{': ' + message if message else ''}")
 
     async def reinitialize(self, *, force: bool, from_leader: bool) -> ControlResult:

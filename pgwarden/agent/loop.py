@@ -20,6 +20,7 @@ import os
 import signal
 import ssl
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -29,11 +30,12 @@ import aiohttp
 from pgwarden import __version__
 from pgwarden.aio import bounded
 from pgwarden.api import NodeState, StateHolder
-from pgwarden.api.management import management_routes
+from pgwarden.api.management import ManagementSettings, management_routes
 from pgwarden.api.security import TlsConfigError, access_policy_from, ssl_context_from
 from pgwarden.api.server import start_api, stop_api
 from pgwarden.api.state import AgentMetrics
-from pgwarden.config import ConfigError, EffectiveConfig, LocalConfig, effective, load_local, parse_listen
+from pgwarden.config import ConfigError, DynamicConfig, EffectiveConfig, LocalConfig, layer, parse_listen
+from pgwarden.config.checker import CheckerError, ConfigChecker
 from pgwarden.core import Decision, Memory, Outcome, Snapshot, decide, extended_wake, render
 from pgwarden.core.classify import needs_peer_statuses
 from pgwarden.core.types import (
@@ -64,9 +66,11 @@ from pgwarden.postgres.probe import Prober
 from pgwarden.postgres.settings import Upstream
 
 from .callbacks import Callbacks
+from .configsync import ConfigSync
 from .control import AgentControlImpl, RequestDesk
 from .execute import BACKGROUND, ExecContext, execute
 from .member import member_json
+from .memory import trim_heap
 from .peers import fetch_peers
 from .wiring import ha_settings, pg_settings
 
@@ -106,22 +110,30 @@ class AgentState:
 
 
 class Agent:
-    def __init__(self, local: LocalConfig, config_path: Path | None = None) -> None:
+    def __init__(self, local: LocalConfig, config_path: Path | None = None, *, checker: ConfigChecker,
+                 bootstrap_dcs: tuple[DynamicConfig, list[str]], environ: Mapping[str, str] | None = None) -> None:
+        """`local` as validated by `checker` (which validates every later configuration too, in a child
+        process), with its bootstrap.dcs parsed: the dynamic configuration until /config exists.
+        `environ`: the PATRONI_* variables the agent started with (re-applied on reload)."""
         self.local = local
         self.config_path = config_path
-        self.config: EffectiveConfig = effective(local, None)
+        self.checker = checker
+        self.environ = dict(environ or {})
+        self.config: EffectiveConfig = layer(local, *bootstrap_dcs)
+        self.config_sync = ConfigSync(checker, (local, None), on_ready=self._config_ready)
         self.state = AgentState()
         self.wake = asyncio.Event()
         self.holder = StateHolder(self._node_state(time.monotonic()), wakeup=self.wake.set)
         self.holder.set_refresher(self._refresh_pg)
         self.desk = RequestDesk(wake=self.wake.set)
-        self.callbacks = Callbacks(local.postgresql.callbacks.model_dump(), local.scope)
+        self.callbacks = Callbacks(local.postgresql.callbacks.as_mapping(), local.scope)
         self._dcs: Dcs | None = None
         self._api_dcs: Dcs | None = None
         self._http: aiohttp.ClientSession | None = None
         self._applied_pg_config: tuple[object, ...] | None = None
         self.prober = Prober()  # one kept session for the monitor and the HA cycle
-        self._config_inputs: tuple[LocalConfig, dict[str, Any] | None] | None = None
+        self._reloading: asyncio.Task[str] | None = None
+        self._trim_due = True
 
     # -- lifecycle -----------------------------------------------------------------------------------
 
@@ -132,15 +144,15 @@ class Agent:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.request_stop)
         loop.add_signal_handler(signal.SIGUSR1, _dump_tasks)
-        loop.add_signal_handler(signal.SIGHUP, self.reload_local_config)
+        loop.add_signal_handler(signal.SIGHUP, self._reload_on_signal)
         become_subreaper()
         self._dcs = await dcs_from_config(
-            self.local.dcs.model_dump(), namespace=self.local.namespace, scope=self.local.scope,
+            self.local.dcs.as_mapping(), namespace=self.local.namespace, scope=self.local.scope,
             name=self.local.name, ttl=self.config.lease_ttl)
         # The REST handlers get their own connection: their reads must not consume the watch
         # notifications the HA loop relies on.
         self._api_dcs = await dcs_from_config(
-            self.local.dcs.model_dump(), namespace=self.local.namespace, scope=self.local.scope,
+            self.local.dcs.as_mapping(), namespace=self.local.namespace, scope=self.local.scope,
             name=self.local.name, ttl=self.config.ttl, readonly=True)
         try:
             ssl_context = ssl_context_from(self.local.restapi)
@@ -174,6 +186,7 @@ class Agent:
             log.debug("api stopped")
             await self._http.close()
             await self.prober.close()
+            await self.config_sync.close()
             await self.callbacks.close()
             await self._dcs.close()
             await self._api_dcs.close()
@@ -201,20 +214,27 @@ class Agent:
                                 wake=self.wake.set)
 
     def _management_routes(self) -> Any:
-        return management_routes(self.control(), self.local)
+        return management_routes(self.control(), ManagementSettings(config_problems=self.checker.config_problems))
 
-    def reload_local_config(self) -> str:
+    def _reload_on_signal(self) -> None:
+        if self._reloading is None or self._reloading.done():
+            self._reloading = asyncio.create_task(self.reload_local_config(), name="reload")
+
+    async def reload_local_config(self) -> str:
         """SIGHUP / POST /reload: re-read the local configuration; keep the old one if the new is invalid."""
         try:
-            fresh = load_local(self.config_path, os.environ)
+            fresh, _, _ = await self.checker.load_local_async(self.config_path, {**os.environ, **self.environ})
         except ConfigError as exc:
             log.error("reload: the configuration is invalid, keeping the current one:\n%s", exc)
             return "the new configuration is invalid; see the agent's log"
+        except CheckerError as exc:
+            log.error("reload: %s; keeping the current configuration", exc)
+            return "the new configuration could not be checked; see the agent's log"
         if (fresh.name, fresh.scope, fresh.namespace) != (self.local.name, self.local.scope, self.local.namespace):
             log.error("reload: name, scope and namespace cannot change at runtime; restart the agent")
             return "name, scope and namespace cannot change at runtime"
         self.local = fresh
-        self.callbacks = Callbacks(fresh.postgresql.callbacks.model_dump(), fresh.scope)
+        self.callbacks = Callbacks(fresh.postgresql.callbacks.as_mapping(), fresh.scope)
         log.info("reload: local configuration re-read")
         self.wake.set()
         return ""
@@ -233,6 +253,9 @@ class Agent:
                 decision = await self._cycle_failed()  # a library leaked a cancellation: a bug, not a stop
             except Exception:
                 decision = await self._cycle_failed()
+            if self._trim_due:
+                trim_heap()  # after start-up, and after a new configuration: free pages go back
+                self._trim_due = False
             nap = decision.wake_at - time.monotonic()
             last = self.state.outcomes[-1] if self.state.outcomes else None
             floor = MIN_NAP_AFTER_FAILURE if last is not None and not last.ok else MIN_NAP
@@ -434,23 +457,23 @@ class Agent:
         return cluster
 
     async def _refresh_config(self, dcs: Dcs, cluster: ClusterView | None) -> None:
-        if cluster is None:
-            return  # keep the last effective configuration while the DCS is away
-        dynamic = dict(cluster.config.value) if cluster.config else None
-        last = self._config_inputs
-        if last is not None and last[0] is self.local and last[1] == dynamic:
-            # The same inputs give the same configuration: no re-validation every cycle.
-            await self._apply_pg_config()
-            return
-        fresh = effective(self.local, dynamic)
-        self._config_inputs = (self.local, dynamic)
-        if fresh.warnings != self.config.warnings:
-            for warning in fresh.warnings:
-                log.warning("configuration: %s", warning)
-        if fresh.lease_ttl != self.config.lease_ttl:
-            await dcs.set_ttl(fresh.lease_ttl)
-        self.config = fresh
+        """Take a configuration validated since the last cycle, and ask for one when the inputs
+        changed (`ConfigSync`: validation runs in the background, never in the cycle)."""
+        if cluster is not None:  # while the DCS is away, the last effective configuration stays
+            self.config_sync.want((self.local, dict(cluster.config.value) if cluster.config else None))
+        fresh = self.config_sync.take()
+        if fresh is not None:
+            if fresh.warnings != self.config.warnings:
+                for warning in fresh.warnings:
+                    log.warning("configuration: %s", warning)
+            if fresh.lease_ttl != self.config.lease_ttl:
+                await dcs.set_ttl(fresh.lease_ttl)
+            self.config = fresh
+            self._trim_due = True
         await self._apply_pg_config()
+
+    def _config_ready(self) -> None:
+        self.wake.set()
 
     async def _apply_pg_config(self) -> None:
         """Make a running PostgreSQL follow parameter and pg_hba changes (from /config or a reload).

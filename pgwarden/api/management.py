@@ -16,10 +16,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
-from aiohttp import web
-
 from pgwarden.api import dynamic_config, switchover
 from pgwarden.api.control import AgentControl
+from pgwarden.api.http import Request, Response, StreamResponse, json_response
 from pgwarden.api.metrics import metrics_registry, render
 from pgwarden.api.openapi import openapi_document
 from pgwarden.api.operations import parse_reinitialize, parse_restart
@@ -49,6 +48,8 @@ class ManagementSettings:
     """Aware 'now' for validating schedules."""
     monotonic: Callable[[], float] = field(default=time.monotonic)
     """The agent's monotonic clock (for lock-derived metrics)."""
+    config_problems: dynamic_config.ConfigProblems = dynamic_config.in_process_config_problems
+    """How PATCH/PUT /config bodies are checked (the agent's: in a child process, config.checker)."""
 
 
 Routes = dict[tuple[str, str], Handler]
@@ -63,17 +64,17 @@ def management_routes(control: AgentControl, settings: ManagementSettings | Loca
     s = settings if isinstance(settings, ManagementSettings) else ManagementSettings()
     registries: dict[int, CollectorRegistry] = {}
 
-    async def get_config(request: web.Request, holder: StateHolder) -> web.StreamResponse:
+    async def get_config(request: Request, holder: StateHolder) -> StreamResponse:
         return await dynamic_config.get_config(control, s.dcs_timeout)
 
-    async def patch_config(request: web.Request, holder: StateHolder) -> web.StreamResponse:
-        return await dynamic_config.patch_config(request, control, s.dcs_timeout)
+    async def patch_config(request: Request, holder: StateHolder) -> StreamResponse:
+        return await dynamic_config.patch_config(request, control, s.dcs_timeout, s.config_problems)
 
-    async def put_config(request: web.Request, holder: StateHolder) -> web.StreamResponse:
-        return await dynamic_config.put_config(request, control, s.dcs_timeout)
+    async def put_config(request: Request, holder: StateHolder) -> StreamResponse:
+        return await dynamic_config.put_config(request, control, s.dcs_timeout, s.config_problems)
 
     def switchover_handler(action: switchover.Action) -> Handler:
-        async def post(request: web.Request, holder: StateHolder) -> web.StreamResponse:
+        async def post(request: Request, holder: StateHolder) -> StreamResponse:
             body = await json_object(request)
             return await switchover.post_switchover(
                 body, action, control, loop_wait=holder.get().loop_wait, now=s.wall_clock(),
@@ -82,33 +83,33 @@ def management_routes(control: AgentControl, settings: ManagementSettings | Loca
 
         return post
 
-    async def delete_switchover(request: web.Request, holder: StateHolder) -> web.StreamResponse:
+    async def delete_switchover(request: Request, holder: StateHolder) -> StreamResponse:
         return await switchover.delete_switchover(control, s.dcs_timeout)
 
-    async def post_restart(request: web.Request, holder: StateHolder) -> web.StreamResponse:
+    async def post_restart(request: Request, holder: StateHolder) -> StreamResponse:
         body = await json_object(request, optional=True)
         return reply(await control.restart(parse_restart(body, s.wall_clock(), paused=holder.get().paused)))
 
-    async def delete_restart(request: web.Request, holder: StateHolder) -> web.StreamResponse:
+    async def delete_restart(request: Request, holder: StateHolder) -> StreamResponse:
         return reply(await control.cancel_scheduled_restart())
 
-    async def post_reload(request: web.Request, holder: StateHolder) -> web.StreamResponse:
+    async def post_reload(request: Request, holder: StateHolder) -> StreamResponse:
         return reply(await control.reload())
 
-    async def post_reinitialize(request: web.Request, holder: StateHolder) -> web.StreamResponse:
+    async def post_reinitialize(request: Request, holder: StateHolder) -> StreamResponse:
         force, from_leader = parse_reinitialize(await json_object(request, optional=True))
         return reply(await control.reinitialize(force=force, from_leader=from_leader))
 
-    async def get_metrics(request: web.Request, holder: StateHolder) -> web.StreamResponse:
+    async def get_metrics(request: Request, holder: StateHolder) -> StreamResponse:
         registry = registries.setdefault(id(holder), metrics_registry(holder, s.monotonic))
         await holder.fresh()  # the collector renders holder.get(): make that a recent probe
         body, content_type = render(registry)
-        response = web.Response(body=body)
+        response = Response(body=body)
         response.headers["Content-Type"] = content_type
         return response
 
-    async def get_openapi(request: web.Request, holder: StateHolder) -> web.StreamResponse:
-        return web.json_response(openapi_document(holder.get().version))
+    async def get_openapi(request: Request, holder: StateHolder) -> StreamResponse:
+        return json_response(openapi_document(holder.get().version))
 
     handlers: Routes = {
         ("GET", "config"): get_config,

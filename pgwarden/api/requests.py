@@ -13,9 +13,10 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
-from aiohttp import hdrs, web
+from aiohttp import hdrs
 
 from pgwarden.api.control import ControlResult
+from pgwarden.api.http import Request, Response, StreamResponse
 from pgwarden.api.server import Handler
 from pgwarden.api.state import StateHolder
 from pgwarden.dcs.base import Dcs, DcsError
@@ -31,28 +32,28 @@ class Refusal(Exception):
         self.text = text
 
 
-def reply(result: ControlResult) -> web.Response:
+def reply(result: ControlResult) -> Response:
     """A ControlResult as a plain-text HTTP response."""
-    return web.Response(status=result.status, text=result.text)
+    return Response(status=result.status, text=result.text)
 
 
 def refusing_bad_requests(handler: Handler) -> Handler:
     """Wrap a handler so that a `Refusal` it raises becomes its status and text."""
 
-    async def wrapped(request: web.Request, holder: StateHolder) -> web.StreamResponse:
+    async def wrapped(request: Request, holder: StateHolder) -> StreamResponse:
         try:
             return await handler(request, holder)
         except Refusal as exc:
-            return web.Response(status=exc.status, text=exc.text)
+            return Response(status=exc.status, text=exc.text)
 
     return wrapped
 
 
-def _has_body_framing(request: web.Request) -> bool:
+def _has_body_framing(request: Request) -> bool:
     return request.content_length is not None or "chunked" in request.headers.get(hdrs.TRANSFER_ENCODING, "")
 
 
-async def json_object(request: web.Request, *, optional: bool = False) -> dict[str, Any]:
+async def json_object(request: Request, *, optional: bool = False) -> dict[str, Any]:
     """The request body as a JSON object. `optional`: an absent or empty body is `{}`.
 
     411 without Content-Length (and not chunked) when a body is required; 400 for bad JSON, a JSON

@@ -22,8 +22,9 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-from aiohttp import BasicAuth, hdrs, web
+from aiohttp import BasicAuth, hdrs
 
+from pgwarden.api.http import Request, Response
 from pgwarden.api.state import NodeState
 from pgwarden.config.schema import RestApiConfig
 
@@ -169,18 +170,18 @@ class AccessGuard:
         self._clock = clock
         self._resolved: dict[str, tuple[float, frozenset[IpAddress]]] = {}
 
-    async def refusal(self, request: web.Request, state: NodeState) -> web.Response | None:
+    async def refusal(self, request: Request, state: NodeState) -> Response | None:
         """None when the request may change things, else the 403 or 401 response."""
         policy = self.policy
         if policy.allowlist or policy.allowlist_include_members:
             address = client_address(request.remote)
             if address is None or not await self._allowed(address, state):
-                return web.Response(status=403, text=f"access denied: {address or 'unknown address'} "
+                return Response(status=403, text=f"access denied: {address or 'unknown address'} "
                                                      "is not allowed by restapi.allowlist")  # fmt: skip
         if policy.client_certificate_required and not _peer_certificate(request):
-            return web.Response(status=403, text="access denied: a valid client certificate is required")
+            return Response(status=403, text="access denied: a valid client certificate is required")
         if policy.auth is not None and not credentials_match(request.headers.get(hdrs.AUTHORIZATION, ""), policy.auth):
-            return web.Response(
+            return Response(
                 status=401, text="authentication required",
                 headers={hdrs.WWW_AUTHENTICATE: 'Basic realm="Patroni"'},
             )  # fmt: skip
@@ -229,6 +230,6 @@ def _addresses(texts: Iterable[str]) -> Iterable[IpAddress]:
             yield address
 
 
-def _peer_certificate(request: web.Request) -> bool:
+def _peer_certificate(request: Request) -> bool:
     transport = request.transport
     return bool(transport is not None and transport.get_extra_info("peercert"))

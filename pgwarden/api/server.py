@@ -1,4 +1,4 @@
-"""The REST server (aiohttp): health checks, status, cluster and history, and a place for management.
+"""The REST server (aiohttp's low-level server): health checks, status, cluster and history, and a place for management.
 
 Every read endpoint answers from the latest published `NodeState` only: no request waits on the HA
 loop or does DCS IO, so a health check costs microseconds even while the loop is busy or the DCS is
@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import logging
 import ssl
 import time
@@ -22,9 +23,10 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from aiohttp import hdrs, web
+from aiohttp import hdrs
 
 from pgwarden.api.health import BadQuery, evaluate, status_json
+from pgwarden.api.http import HTTPException, Request, Response, Server, StreamResponse, json_response
 from pgwarden.api.security import AccessGuard, AccessPolicy, BasicAuthCredentials
 from pgwarden.api.state import NodeState, StateHolder
 from pgwarden.api.views import cluster_json, history_json
@@ -42,8 +44,10 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-Handler = Callable[[web.Request, StateHolder], Awaitable[web.StreamResponse]]
+Handler = Callable[[Request, StateHolder], Awaitable[StreamResponse]]
 """A management endpoint. It gets the holder to read the state and to wake the HA loop."""
+App = Callable[[Request], Awaitable[StreamResponse]]
+"""The whole API as one request handler (what aiohttp's low-level server runs)."""
 
 READ_METHODS = frozenset({hdrs.METH_GET, hdrs.METH_HEAD, hdrs.METH_OPTIONS})
 MAX_REQUEST_BODY = 64 * 1024  # management bodies are small JSON documents
@@ -102,15 +106,15 @@ def read_reply(state: NodeState, now: float, path: str, query: Mapping[str, str]
 # HTTP plumbing
 
 
-def _render(reply: Reply, *, status_only: bool) -> web.Response:
+def _render(reply: Reply, *, status_only: bool) -> Response:
     if status_only:
-        return web.Response(status=reply.status)
+        return Response(status=reply.status)
     if reply.json is not None:
-        return web.json_response(reply.json, status=reply.status)
-    return web.Response(status=reply.status, text=reply.text)
+        return json_response(reply.json, status=reply.status)
+    return Response(status=reply.status, text=reply.text)
 
 
-def _last_values(request: web.Request) -> dict[str, str]:
+def _last_values(request: Request) -> dict[str, str]:
     """Query parameters, the last value winning when a name repeats."""
     return dict(request.query.items())
 
@@ -130,7 +134,7 @@ class _Router:
         self.access = access
         self.clock = clock
 
-    async def dispatch(self, request: web.Request) -> web.StreamResponse:
+    async def dispatch(self, request: Request) -> StreamResponse:
         method, segment = request.method, _first_segment(request.path)
         handler = self.routes.get((method, segment))
         if handler is None and method == hdrs.METH_HEAD:
@@ -143,34 +147,30 @@ class _Router:
             return await handler(request, self.holder)
         if method in READ_METHODS:
             return await self._read(request, segment)
-        return web.Response(status=501, text=f"{method} {request.path} is not implemented")
+        return Response(status=501, text=f"{method} {request.path} is not implemented")
 
-    async def _read(self, request: web.Request, segment: str) -> web.Response:
+    async def _read(self, request: Request, segment: str) -> Response:
         # /cluster and /history come from the DCS view alone; everything else reports PostgreSQL too.
         state = self.holder.get() if segment in DCS_ONLY_ENDPOINTS else await self.holder.fresh()
         try:
             reply = read_reply(state, self.clock(), request.path, _last_values(request))
         except BadQuery as exc:
-            return web.Response(status=400, text=str(exc))
+            return Response(status=400, text=str(exc))
         return _render(reply, status_only=request.method != hdrs.METH_GET)
 
 
-@web.middleware
-async def _no_tracebacks(
-    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
-) -> web.StreamResponse:
-    """A bug in a handler is logged here and answered with a bare 500 (no internals leak out)."""
+async def _answer(dispatch: App, request: Request) -> StreamResponse:
+    """Every request: a bug in a handler is logged and answered with a bare 500 (no internals leak
+    out); every answer names no library or Python version."""
     try:
-        return await handler(request)
-    except web.HTTPException:
-        raise
+        response = await dispatch(request)
+    except HTTPException as exc:  # aiohttp's own (e.g. a body over the size limit) carry their status
+        response = Response(status=exc.status, text=exc.text, headers=exc.headers)
     except Exception:
         log.exception("REST API: unhandled error for %s %s", request.method, request.path)
-        return web.Response(status=500, text="internal error")
-
-
-async def _server_header(request: web.Request, response: web.StreamResponse) -> None:
-    response.headers[hdrs.SERVER] = "pgwarden"  # no library or Python versions on the wire
+        response = Response(status=500, text="internal error")
+    response.headers[hdrs.SERVER] = "pgwarden"
+    return response
 
 
 def _policy(auth: BasicAuthCredentials | None, access: AccessPolicy | None) -> AccessPolicy:
@@ -186,15 +186,31 @@ def build_app(
     access: AccessPolicy | None = None,
     routes: Mapping[tuple[str, str], Handler] | None = None,
     clock: Callable[[], float] = time.monotonic,
-) -> web.Application:
-    """The aiohttp application. `routes` maps (METHOD, first path segment) to management handlers;
-    every non-read request to one of them passes `access` (allowlist, client certificate, `auth`)
-    first. `clock` must be the same monotonic clock the agent uses for `lock_deadline`."""
+) -> App:
+    """The API as one request handler for aiohttp's low-level server (`api.http`). `routes` maps
+    (METHOD, first path segment) to management handlers; every non-read request to one of them
+    passes `access` (allowlist, client certificate, `auth`) first. `clock` must be the same monotonic
+    clock the agent uses for `lock_deadline`."""
     router = _Router(holder, routes or {}, AccessGuard(_policy(auth, access)), clock)
-    app = web.Application(middlewares=[_no_tracebacks], client_max_size=MAX_REQUEST_BODY)
-    app.router.add_route("*", "/{tail:.*}", router.dispatch)
-    app.on_response_prepare.append(_server_header)
-    return app
+    return functools.partial(_answer, router.dispatch)
+
+
+def _small_requests(message: Any, payload: Any, protocol: Any, writer: Any, task: Any) -> Request:
+    """aiohttp's request factory with the body limit of the management endpoints."""
+    return Request(message, payload, protocol, writer, task, protocol._loop, client_max_size=MAX_REQUEST_BODY)
+
+
+@dataclass
+class ApiServer:
+    """A running REST server (see `start_api`)."""
+
+    handler: Server
+    server: asyncio.Server
+
+    @property
+    def addresses(self) -> list[Any]:
+        """The bound socket addresses, (host, port, ...) tuples (useful with port 0)."""
+        return [sock.getsockname() for sock in self.server.sockets]
 
 
 async def start_api(
@@ -206,25 +222,21 @@ async def start_api(
     access: AccessPolicy | None = None,
     routes: Mapping[tuple[str, str], Handler] | None = None,
     ssl_context: ssl.SSLContext | None = None,
-) -> web.AppRunner:
+) -> ApiServer:
     """Start serving on `listen_host:listen_port` ("" or "*": every interface, IPv4 and IPv6), over
-    TLS when `ssl_context` is given (see `ssl_context_from`).
-
-    Returns the runner; `runner.addresses` gives the bound (host, port) pairs (useful with port 0).
-    """
-    app = build_app(holder, auth=auth, access=access, routes=routes)
-    runner = web.AppRunner(app, keepalive_timeout=KEEPALIVE_TIMEOUT, shutdown_timeout=SHUTDOWN_TIMEOUT)
-    await runner.setup()
+    TLS when `ssl_context` is given (see `ssl_context_from`)."""
+    handler = Server(build_app(holder, auth=auth, access=access, routes=routes),
+                     request_factory=_small_requests, keepalive_timeout=KEEPALIVE_TIMEOUT)
     host = None if listen_host in ("", "*") else listen_host
-    try:
-        await web.TCPSite(runner, host, listen_port, ssl_context=ssl_context).start()
-    except BaseException:
-        await runner.cleanup()
-        raise
-    return runner
+    loop = asyncio.get_running_loop()
+    server = await loop.create_server(handler, host, listen_port, ssl=ssl_context, reuse_address=True)
+    return ApiServer(handler, server)
 
 
-async def stop_api(runner: web.AppRunner, timeout: float = SHUTDOWN_TIMEOUT + 2.0) -> None:
-    """Stop accepting connections and close the server, waiting at most `timeout` seconds."""
+async def stop_api(api: ApiServer, timeout: float = SHUTDOWN_TIMEOUT + 2.0) -> None:
+    """Stop accepting connections, give requests in flight SHUTDOWN_TIMEOUT, close the rest; at most
+    `timeout` seconds in all."""
+    api.server.close()
     async with asyncio.timeout(timeout):
-        await runner.cleanup()
+        await api.handler.shutdown(SHUTDOWN_TIMEOUT)
+        await api.server.wait_closed()

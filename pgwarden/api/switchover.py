@@ -14,10 +14,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
 
-from aiohttp import web
-
 from pgwarden.api.control import AgentControl, ControlResult
 from pgwarden.api.health import in_sync_key
+from pgwarden.api.http import Response
 from pgwarden.api.requests import Refusal, fresh_cluster, optional_str, reply, schedule
 from pgwarden.dcs.base import DcsError
 from pgwarden.model import ClusterView, Member, PgState, Role
@@ -134,7 +133,7 @@ def wait_timeout(loop_wait: int) -> float:
 async def post_switchover(
     body: Mapping[str, Any], action: Action, control: AgentControl, *, loop_wait: int, now: datetime,
     dcs_timeout: float, wait: float | None = None,
-) -> web.Response:  # fmt: skip
+) -> Response:  # fmt: skip
     """Validate, write `failover` (CAS), wake the loop, and (unless scheduled) wait for the outcome."""
     request = parse_switchover(body, action, now)
     cluster = await fresh_cluster(control.dcs, dcs_timeout)
@@ -146,12 +145,12 @@ async def post_switchover(
         raise Refusal(409, "the failover key was changed by somebody else meanwhile; retry")
     control.wakeup()
     if request.scheduled_at is not None:
-        return web.Response(status=202, text=f"{request.title} scheduled")
+        return Response(status=202, text=f"{request.title} scheduled")
     old_leader = cluster.leader.name if cluster.leader else None
     view = await control.wait_for_new_leader(old_leader, wait if wait is not None else wait_timeout(loop_wait))
     if view is not None and view.leader is not None:
-        return web.Response(status=200, text=success_text(request, view.leader.name))
-    return web.Response(status=503, text=await _unfinished_text(request, control, dcs_timeout))
+        return Response(status=200, text=success_text(request, view.leader.name))
+    return Response(status=503, text=await _unfinished_text(request, control, dcs_timeout))
 
 
 async def _write_failover(control: AgentControl, value: Mapping[str, str], revision: int, timeout: float) -> bool:
@@ -171,18 +170,18 @@ async def _unfinished_text(request: SwitchoverRequest, control: AgentControl, ti
     return f"{request.title} failed" if cluster.failover is None else f"{request.title} status unknown"
 
 
-async def delete_switchover(control: AgentControl, dcs_timeout: float) -> web.Response:
+async def delete_switchover(control: AgentControl, dcs_timeout: float) -> Response:
     """DELETE /switchover: cancel a scheduled switchover. 200 / 404 when none / 409 on a lost race."""
     cluster = await fresh_cluster(control.dcs, dcs_timeout)
     failover = cluster.failover
     if failover is None or not failover.scheduled_at:
-        return web.Response(status=404, text="no switchover is scheduled")
+        return Response(status=404, text="no switchover is scheduled")
     try:
         async with asyncio.timeout(dcs_timeout):
             deleted = await control.dcs.delete_failover(failover.revision)
     except (DcsError, TimeoutError) as exc:
         raise Refusal(503, f"could not delete the failover key: {exc or type(exc).__name__}") from None
     if not deleted:
-        return web.Response(status=409, text="Could not delete scheduled switchover: it changed meanwhile")
+        return Response(status=409, text="Could not delete scheduled switchover: it changed meanwhile")
     control.wakeup()
-    return web.Response(status=200, text="scheduled switchover deleted")
+    return Response(status=200, text="scheduled switchover deleted")

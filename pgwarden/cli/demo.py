@@ -56,7 +56,7 @@ def _print_table(cluster: LocalCluster, console: Console) -> None:
     local = load_local(cluster.nodes[0].config_path, {})
 
     async def show() -> None:
-        dcs = await dcs_from_config(local.dcs.model_dump(), namespace=local.namespace, scope=local.scope,
+        dcs = await dcs_from_config(local.dcs.as_mapping(), namespace=local.namespace, scope=local.scope,
                                     name=local.name, ttl=30, readonly=True)
         try:
             render_table(await dcs.get_cluster(), console)

@@ -7,7 +7,6 @@ DCS and acts through the members' REST API (see `pgwarden.cli.view`, `manage`, `
 from __future__ import annotations
 
 import importlib
-import logging
 import os
 import sys
 from collections.abc import Mapping
@@ -15,9 +14,8 @@ from pathlib import Path
 
 import click
 
-from pgwarden import __version__, aio
+from pgwarden import __version__
 from pgwarden.cli.options import target_options
-from pgwarden.config import ConfigError, load_local, scrub_patroni_env, validate_file
 
 # The client commands, imported only when one of them runs: `pgwarden agent` then never loads rich,
 # the drill or the CLI's REST/DCS session code, which would stay resident for the agent's lifetime
@@ -63,16 +61,6 @@ class LazyGroup(click.Group):
         return loaded
 
 
-def _setup_logging(level: str) -> None:
-    logging.basicConfig(
-        level=getattr(logging, level.upper(), logging.INFO),
-        format="%(asctime)s %(levelname)s: %(message)s",
-        stream=sys.stderr,
-    )
-    # aiohttp's access log would print a line per health check.
-    logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
-
-
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="pgwarden")
 @target_options(global_level=True)
@@ -88,22 +76,17 @@ def main() -> None:
 @click.argument("config", required=False, type=click.Path(dir_okay=True, path_type=Path))
 def agent(config: Path | None) -> None:
     """Run the agent on this host (CONFIG: a Patroni YAML file or a directory of them; or PATRONI_* env)."""
-    from pgwarden.agent.loop import Agent
+    from pgwarden.agent.run import run
 
-    try:
-        local = load_local(config, os.environ)
-    except ConfigError as exc:
-        click.echo(f"pgwarden: invalid configuration:\n{exc}", err=True)
-        sys.exit(2)
-    scrub_patroni_env(os.environ)  # passwords must not leak into PostgreSQL or scripts we start
-    _setup_logging(local.log.level)
-    sys.exit(aio.run(Agent(local, config).run()))
+    sys.exit(run(config))
 
 
 @main.command("validate-config")
 @click.argument("config", required=False, type=click.Path(dir_okay=True, path_type=Path))
 def validate_config(config: Path | None) -> None:
     """Check a configuration without touching anything; exit 1 and list every problem if it is invalid."""
+    from pgwarden.config.loader import validate_file
+
     problems = validate_file(config, os.environ)
     if problems:
         for problem in problems:

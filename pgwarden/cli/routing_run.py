@@ -22,7 +22,7 @@ log = logging.getLogger(__name__)
 
 
 async def _dcs(local: LocalConfig) -> Dcs:
-    return await dcs_from_config(local.dcs.model_dump(), namespace=local.namespace, scope=local.scope,
+    return await dcs_from_config(local.dcs.as_mapping(), namespace=local.namespace, scope=local.scope,
                                  name=local.name, ttl=30, readonly=True)
 
 
@@ -81,7 +81,7 @@ def build_pushers(local: LocalConfig, args: RouteArgs) -> tuple[list[Pusher], li
 async def run_route(local: LocalConfig, args: RouteArgs, stop: asyncio.Event) -> int:
     """Run the sidecar until `stop` is set."""
     pushers, kinds = build_pushers(local, args)
-    section = local.dcs.model_dump()
+    section = local.dcs.as_mapping()
     try:
         dcs = await _dcs(local)
     except DcsError as exc:

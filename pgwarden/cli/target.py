@@ -20,6 +20,7 @@ from pydantic import ValidationError
 from pgwarden.config.errors import ConfigError, describe_validation_error
 from pgwarden.config.loader import read_raw
 from pgwarden.config.schema import Credentials, CtlConfig, EtcdConfig
+from pgwarden.config.validation import validate_model
 
 DEFAULT_NAMESPACE = "/service"
 DCS_URL_SCHEMES = ("etcd3", "etcd")
@@ -116,7 +117,7 @@ def _etcd_section(raw: Mapping[str, Any], dcs_url: str | None) -> tuple[Mapping[
             "or set PATRONI_ETCD3_HOSTS"
         )
     try:
-        EtcdConfig.model_validate(configured)
+        validate_model(EtcdConfig, configured)
     except ValidationError as exc:
         raise TargetError("; ".join(describe_validation_error(exc, "etcd3"))) from None
     return copy.deepcopy(dict(configured)), namespace
@@ -129,7 +130,7 @@ def _section(raw: Mapping[str, Any], name: str) -> Mapping[str, Any]:
 
 def _rest_settings(raw: Mapping[str, Any], insecure: bool) -> RestSettings:
     try:
-        ctl = CtlConfig.model_validate(_section(raw, "ctl"))
+        ctl = validate_model(CtlConfig, _section(raw, "ctl"))
     except ValidationError as exc:
         raise TargetError("; ".join(describe_validation_error(exc, "ctl"))) from None
     restapi = _section(raw, "restapi")
@@ -150,6 +151,6 @@ def _restapi_credentials(restapi: Mapping[str, Any]) -> Credentials | None:
     if not isinstance(authentication, Mapping):
         return None
     try:
-        return Credentials.model_validate(authentication)
+        return validate_model(Credentials, authentication)
     except ValidationError as exc:
         raise TargetError("; ".join(describe_validation_error(exc, "restapi.authentication"))) from None

@@ -10,8 +10,6 @@ from collections.abc import Mapping, MutableMapping
 from enum import Enum
 from typing import Any
 
-import yaml
-
 
 class Kind(Enum):
     STR = "str"
@@ -144,6 +142,8 @@ def _parse_list(text: str) -> Any:
 
 
 def _yaml(text: str) -> Any:
+    import yaml  # here, not at the top: the agent imports this module (scrub_patroni_env) but parses no YAML
+
     try:
         return yaml.safe_load(text)
     except yaml.YAMLError:

@@ -7,9 +7,10 @@ without knowing how the validation is implemented.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from pydantic import ValidationError
+if TYPE_CHECKING:  # pydantic is imported only where validation happens (validation.py)
+    from pydantic import ValidationError
 
 _EXPECTED_BY_TYPE = {
     "string_type": "a string",

@@ -1,112 +1,39 @@
-"""Reading the local configuration and layering it with the dynamic one.
+"""Reading the local configuration (YAML files, PATRONI_* environment) and validating it.
 
-    defaults  <-  dynamic (/config, or bootstrap.dcs before the cluster exists)  <-  local (file + env)
-
-Local wins, except for the settings only the cluster may decide: the timing and HA settings, and
-`postgresql.use_slots` and the command-line GUCs below. Everything here is a pure function of its
-arguments: no logging, no globals, and the environment only as the `environ` parameter.
+Everything here is a pure function of its arguments: no logging, no globals, and the environment
+only as the `environ` parameter. Validation needs pydantic (`validation.py`); the agent therefore
+runs these functions in a child process (`checker.py`), the CLI and the tests in-process.
 """
 
 from __future__ import annotations
 
 import copy
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
-from types import MappingProxyType
 from typing import Any
 
 import yaml
-from pydantic import ValidationError
 
-from pgwarden.config.addresses import api_url, conn_url
-from pgwarden.config.dynamic import DynamicConfig, SlotSpec, StandbyClusterConfig, dynamic_problems, parse_dynamic
+from pgwarden.config.dynamic import DynamicConfig
 from pgwarden.config.env import env_overrides
-from pgwarden.config.errors import ConfigError, describe_validation_error
+from pgwarden.config.errors import ConfigError
+from pgwarden.config.layering import EffectiveConfig, layer
 from pgwarden.config.schema import LocalConfig, dcs_section_problems
-from pgwarden.model import Tags
+from pgwarden.config.validation import dynamic_problems, local_problems, parse_dynamic
 
-# GUCs passed as `-c` options (they outrank postgresql.conf), settable only in dynamic config:
-# name -> (default, minimum).
-INT_CMDLINE_GUCS: Mapping[str, tuple[int, int]] = MappingProxyType({
-    "max_connections": (100, 25),
-    "max_locks_per_transaction": (64, 32),
-    "max_worker_processes": (8, 2),
-    "max_prepared_transactions": (0, 0),
-    "max_wal_senders": (10, 3),
-    "max_replication_slots": (10, 4),
-})  # fmt: skip
-FORCED_ON_GUCS = ("hot_standby", "wal_log_hints")
-WAL_LEVELS = ("replica", "hot_standby", "logical")
-CMDLINE_GUCS = frozenset({*INT_CMDLINE_GUCS, *FORCED_ON_GUCS, "wal_level", "track_commit_timestamp"})
-DERIVED_GUCS = frozenset({"listen_addresses", "port", "cluster_name"})
-ROLES = ("primary", "replica", "standby_leader")
 _CONFIGURATION_VAR = "PATRONI_CONFIGURATION"
 
 
-@dataclass(frozen=True, slots=True)
-class EffectiveConfig:
-    """The configuration one agent runs with for one cycle. Immutable; rebuild it when /config changes."""
+def effective(local: LocalConfig, dynamic_raw: Mapping[str, Any] | None) -> EffectiveConfig:
+    """Parse `dynamic_raw` (the DCS /config value; None before the cluster exists, in which case
+    `bootstrap.dcs` is the dynamic configuration) and layer it with `local` (layering.layer)."""
+    dynamic, warnings = bootstrap_or(local, dynamic_raw)
+    return layer(local, dynamic, warnings)
 
-    name: str
-    scope: str
-    namespace: str
-    ttl: int
-    lease_ttl: int
-    keepalive_interval: float | None
-    """pgwarden.keepalive_interval; None: a seventh of the lease (core.types.keepalive_period)."""
-    loop_wait: int
-    retry_timeout: int
-    maximum_lag_on_failover: int
-    maximum_lag_on_syncnode: int
-    primary_start_timeout: int
-    primary_stop_timeout: int
-    primary_race_backoff: float
-    check_timeline: bool
-    max_timelines_history: int
-    paused: bool
-    synchronous_mode: str  # "off" | "on" | "quorum"
-    synchronous_mode_strict: bool
-    synchronous_node_count: int
-    failsafe_mode: bool
-    member_slots_ttl: int
-    use_slots: bool
-    use_pg_rewind: bool
-    remove_data_directory_on_rewind_failure: bool
-    remove_data_directory_on_diverged_timelines: bool
-    tags: Tags
-    parameters: Mapping[str, Any]
-    """postgresql parameters: dynamic <- local, with the enforced and derived values applied."""
-    pg_hba: tuple[str, ...]
-    bootstrap_pg_hba: tuple[str, ...]
-    role_parameters: Mapping[str, Mapping[str, Any]]
-    role_pg_hba: Mapping[str, tuple[str, ...]]
-    slots: Mapping[str, SlotSpec]
-    ignore_slots: tuple[Mapping[str, Any], ...]
-    standby_cluster: StandbyClusterConfig | None
-    local: LocalConfig
-    dynamic: DynamicConfig
-    warnings: tuple[str, ...]
 
-    @property
-    def api_url(self) -> str:
-        return api_url(self.local.restapi)
-
-    @property
-    def conn_url(self) -> str:
-        return conn_url(self.local.postgresql)
-
-    def parameters_for(self, role: str) -> Mapping[str, Any]:
-        """`parameters` with the role's `parameters_<role>` merged in (enforced GUCs stay as they are)."""
-        merged = dict(self.parameters)
-        for key, value in self.role_parameters.get(role, {}).items():
-            if key not in CMDLINE_GUCS | DERIVED_GUCS:
-                merged[key] = _pg_value(value)
-        return MappingProxyType(merged)
-
-    def pg_hba_for(self, role: str) -> tuple[str, ...]:
-        """`pg_hba_<role>` replaces the base list when present."""
-        return self.role_pg_hba.get(role, self.pg_hba)
+def bootstrap_or(local: LocalConfig, dynamic_raw: Mapping[str, Any] | None) -> tuple[DynamicConfig, list[str]]:
+    """parse_dynamic of `dynamic_raw`, or of the local `bootstrap.dcs` when there is no /config yet."""
+    return parse_dynamic(local.bootstrap.dcs if dynamic_raw is None else dynamic_raw)
 
 
 # -- reading the local configuration ----------------------------------------------------------------
@@ -136,11 +63,8 @@ def read_raw(path: str | Path | None, environ: Mapping[str, str]) -> dict[str, A
 def validate_local(data: Mapping[str, Any]) -> LocalConfig:
     """A merged raw mapping -> LocalConfig, or ConfigError with one message per problem."""
     problems = dcs_section_problems(dict(data))
-    config: LocalConfig | None = None
-    try:
-        config = LocalConfig.model_validate(data)
-    except ValidationError as exc:
-        problems += describe_validation_error(exc)
+    config, found = local_problems(data)
+    problems += found
     bootstrap = data.get("bootstrap")
     if isinstance(bootstrap, Mapping) and isinstance(bootstrap.get("dcs"), Mapping):
         problems += dynamic_problems(bootstrap["dcs"], "bootstrap.dcs")
@@ -207,166 +131,3 @@ def _parse_yaml(text: str, source: str) -> dict[str, Any]:
     return data
 
 
-# -- layering ---------------------------------------------------------------------------------------
-
-
-def effective(local: LocalConfig, dynamic_raw: Mapping[str, Any] | None) -> EffectiveConfig:
-    """Layer defaults <- dynamic <- local. `dynamic_raw` is the DCS /config value; None before the
-    cluster exists, in which case `bootstrap.dcs` is the dynamic configuration."""
-    dynamic, warnings = parse_dynamic(local.bootstrap.dcs if dynamic_raw is None else dynamic_raw)
-    warnings += _ignored_local_keys(local)
-    warnings += local.tags.conflicts()
-    parameters = _merged_parameters(local, dynamic, warnings)
-    pg_local, pg_dynamic = local.postgresql, dynamic.postgresql
-    warnings += _watchdog_warnings(local, dynamic)
-    return EffectiveConfig(
-        name=local.name,
-        scope=local.scope,
-        namespace=local.namespace,
-        ttl=dynamic.ttl,
-        lease_ttl=dynamic.lease_ttl,
-        keepalive_interval=dynamic.pgwarden.keepalive_interval,
-        loop_wait=dynamic.loop_wait,
-        retry_timeout=dynamic.retry_timeout,
-        maximum_lag_on_failover=dynamic.maximum_lag_on_failover,
-        maximum_lag_on_syncnode=dynamic.maximum_lag_on_syncnode,
-        primary_start_timeout=dynamic.primary_start_timeout,
-        primary_stop_timeout=dynamic.primary_stop_timeout,
-        primary_race_backoff=dynamic.primary_race_backoff,
-        check_timeline=dynamic.check_timeline,
-        max_timelines_history=dynamic.max_timelines_history,
-        paused=bool(dynamic.pause),
-        synchronous_mode=dynamic.synchronous_mode,
-        synchronous_mode_strict=dynamic.synchronous_mode_strict,
-        synchronous_node_count=dynamic.synchronous_node_count,
-        failsafe_mode=dynamic.failsafe_mode,
-        member_slots_ttl=dynamic.member_slots_ttl,
-        use_slots=pg_dynamic.use_slots,
-        use_pg_rewind=_first_set(pg_local.use_pg_rewind, pg_dynamic.use_pg_rewind),
-        remove_data_directory_on_rewind_failure=_first_set(
-            pg_local.remove_data_directory_on_rewind_failure, pg_dynamic.remove_data_directory_on_rewind_failure
-        ),
-        remove_data_directory_on_diverged_timelines=_first_set(
-            pg_local.remove_data_directory_on_diverged_timelines,
-            pg_dynamic.remove_data_directory_on_diverged_timelines,
-        ),
-        tags=local.tags.to_tags(),
-        parameters=MappingProxyType(parameters),
-        pg_hba=tuple(pg_local.pg_hba if pg_local.pg_hba is not None else pg_dynamic.pg_hba or ()),
-        bootstrap_pg_hba=tuple(local.bootstrap.pg_hba),
-        role_parameters=MappingProxyType(_role_values(local, dynamic, "parameters_", dict, warnings)),
-        role_pg_hba=MappingProxyType(_role_values(local, dynamic, "pg_hba_", list, warnings)),
-        slots=MappingProxyType(dict(dynamic.slots)),
-        ignore_slots=tuple(MappingProxyType(s) for s in dynamic.ignore_slots),
-        standby_cluster=dynamic.standby_cluster,
-        local=local,
-        dynamic=dynamic,
-        warnings=tuple(warnings),
-    )
-
-
-def _first_set(*values: bool | None) -> bool:
-    return next((v for v in values if v is not None), False)
-
-
-def _ignored_local_keys(local: LocalConfig) -> list[str]:
-    """Cluster-wide settings written at the top of the local file have no effect: say so."""
-    cluster_wide = set(DynamicConfig.model_fields) - {"postgresql"}
-    cluster_wide |= {"master_start_timeout", "master_stop_timeout", "permanent_slots"}
-    found = sorted(cluster_wide & set(local.model_extra or {}))
-    warnings = [
-        f"{key}: ignored in the local configuration (cluster-wide; set it in bootstrap.dcs or with edit-config)"
-        for key in found
-    ]
-    if "use_slots" in (local.postgresql.model_extra or {}):
-        warnings.append("postgresql.use_slots: ignored in the local configuration (only dynamic config sets it)")
-    return warnings
-
-
-def _merged_parameters(local: LocalConfig, dynamic: DynamicConfig, warnings: list[str]) -> dict[str, Any]:
-    dynamic_params = dynamic.postgresql.parameters
-    merged = {k: v for k, v in dynamic_params.items() if k not in CMDLINE_GUCS}
-    for key, value in local.postgresql.parameters.items():
-        if key in CMDLINE_GUCS:
-            warnings.append(
-                f"postgresql.parameters.{key}: ignored in the local configuration (only dynamic config sets it)"
-            )
-        else:
-            merged[key] = value
-    merged = {key: _pg_value(value) for key, value in merged.items()}
-    merged.update(_cmdline_values(dynamic_params, warnings))
-    merged["listen_addresses"] = ",".join(local.postgresql.listen_hosts)
-    merged["port"] = local.postgresql.port
-    merged["cluster_name"] = local.scope
-    return merged
-
-
-def _cmdline_values(dynamic_params: Mapping[str, Any], warnings: list[str]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for name, (default, minimum) in INT_CMDLINE_GUCS.items():
-        out[name] = _bounded_int(name, dynamic_params.get(name), default, minimum, warnings)
-    wal_level = str(dynamic_params.get("wal_level", "replica")).lower()
-    if wal_level not in WAL_LEVELS:
-        warnings.append(f"postgresql.parameters.wal_level: expected one of {WAL_LEVELS}, found {wal_level!r}")
-        wal_level = "replica"
-    out["wal_level"] = wal_level
-    for name in FORCED_ON_GUCS:
-        if _pg_value(dynamic_params.get(name, "on")) != "on":
-            warnings.append(f"postgresql.parameters.{name}: pgwarden requires 'on'; using 'on'")
-        out[name] = "on"
-    track = _pg_value(dynamic_params.get("track_commit_timestamp", "off"))
-    out["track_commit_timestamp"] = track if track in ("on", "off") else "off"
-    return out
-
-
-def _bounded_int(name: str, value: Any, default: int, minimum: int, warnings: list[str]) -> int:
-    if value is None:
-        return default
-    try:
-        number = int(str(value).strip())
-    except ValueError:
-        warnings.append(f"postgresql.parameters.{name}: expected an integer, found {value!r}; using {default}")
-        return default
-    if number < minimum:
-        warnings.append(f"postgresql.parameters.{name}: {number} is below the minimum {minimum}; using {default}")
-        return default
-    return number
-
-
-def _pg_value(value: Any) -> Any:
-    """YAML booleans as PostgreSQL writes them."""
-    if isinstance(value, bool):
-        return "on" if value else "off"
-    return value
-
-
-def _role_values(
-    local: LocalConfig, dynamic: DynamicConfig, prefix: str, kind: type, warnings: list[str]
-) -> dict[str, Any]:
-    """`parameters_<role>` / `pg_hba_<role>`: the local value, else the dynamic one."""
-    out: dict[str, Any] = {}
-    for role in ROLES:
-        key = prefix + role
-        for source in (local.postgresql.model_extra or {}, dynamic.postgresql.model_extra or {}):
-            value: Any = source.get(key)
-            if value is None:
-                continue
-            if isinstance(value, dict) and kind is dict:
-                out[role] = MappingProxyType(dict(value))
-                break
-            if isinstance(value, list) and kind is list:
-                out[role] = tuple(str(line) for line in value)
-                break
-            warnings.append(f"postgresql.{key}: expected a {kind.__name__}, found {value!r}; ignored")
-    return out
-
-
-def _watchdog_warnings(local: LocalConfig, dynamic: DynamicConfig) -> list[str]:
-    watchdog = local.watchdog
-    if watchdog.mode == "off":
-        return []
-    margin = dynamic.ttl // 2 if watchdog.safety_margin == -1 else watchdog.safety_margin
-    slack = dynamic.ttl - margin - dynamic.loop_wait
-    if slack >= 0:
-        return []
-    return [f"watchdog: ttl - safety_margin - loop_wait = {slack} < 0; the watchdog could fire in a normal cycle"]

@@ -1,8 +1,10 @@
 """The LOCAL configuration: a Patroni YAML file, accepted unchanged.
 
-Every section accepts keys we do not model (`extra="allow"`), as Patroni does, so a file written for
-Patroni never fails on a setting pgwarden merely ignores. What we do model is type-checked, and each
-problem becomes one message naming its key path (see `errors.py`).
+Every section accepts keys we do not model, as Patroni does, so a file written for Patroni never
+fails on a setting pgwarden merely ignores. What we do model is type-checked, and each problem
+becomes one message naming its key path (see `errors.py`). The sections are frozen dataclasses:
+validation (pydantic, `validation.py`) reads the rules they carry (`rules.py`); holding them needs
+no pydantic.
 
 Of the DCS sections only `etcd3` (and `etcd`, read as a list of v3 endpoints) is implemented; the
 others (consul, zookeeper, kubernetes, raft, ...) are accepted but cannot be the cluster's store.
@@ -10,26 +12,21 @@ others (consul, zookeeper, kubernetes, raft, ...) are accepted but cannot be the
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Annotated, Any, Literal
+import dataclasses
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import AfterValidator, AliasChoices, BaseModel, BeforeValidator, ConfigDict, Field, model_validator
+from annotated_types import Ge
 
 from pgwarden.config.addresses import etcd_endpoint, parse_listen
+from pgwarden.config.rules import After, Before, Section
 from pgwarden.model import Tags
 
 ETCD_SECTIONS = ("etcd3", "etcd")
 OTHER_DCS_SECTIONS = ("consul", "zookeeper", "exhibitor", "kubernetes", "raft")
-
-
-class _Section(BaseModel):
-    model_config = ConfigDict(extra="allow", frozen=True, populate_by_name=True)
-
-    @model_validator(mode="before")
-    @classmethod
-    def _empty_section(cls, data: Any) -> Any:
-        # `section:` with nothing under it is null in YAML; Patroni reads it as an empty section.
-        return {} if data is None else data
+LOCAL_ALIASES: Mapping[tuple[str, ...], Mapping[str, str]] = {("bootstrap",): {"post_init": "post_bootstrap"}}
+"""Legacy key names, by section path: accepted and read as the current name (validation.canonical)."""
 
 
 # -- reusable field types ---------------------------------------------------------------------------
@@ -45,7 +42,7 @@ def _host_port(require_host: bool) -> Callable[[str], str]:
     return check
 
 
-def _null_as(empty: Any) -> Callable[[Any], Any]:
+def _null_as(empty: Callable[[], Any]) -> Callable[[Any], Any]:
     """`key:` with nothing after it is null in YAML; treat it as the empty value of the key's type."""
     return lambda value: empty() if value is None else value
 
@@ -75,23 +72,27 @@ def _is_option(item: Any) -> bool:
     return isinstance(item, str) or (isinstance(item, dict) and len(item) == 1)
 
 
-HostPort = Annotated[str, AfterValidator(_host_port(require_host=False))]
-ConnectAddress = Annotated[str, AfterValidator(_host_port(require_host=True))]
-Text = Annotated[str, BeforeValidator(_text)]
-StrList = Annotated[list[str], BeforeValidator(_null_as(list))]
-AnyDict = Annotated[dict[str, Any], BeforeValidator(_null_as(dict))]
-Options = Annotated[list[Any] | dict[str, Any], BeforeValidator(_options)]
+HostPort = Annotated[str, After(_host_port(require_host=False))]
+ConnectAddress = Annotated[str, After(_host_port(require_host=True))]
+Text = Annotated[str, Before(_text)]
+StrList = Annotated[list[str], Before(_null_as(list))]
+CommaList = Annotated[list[str], Before(_comma_list)]
+AnyDict = Annotated[dict[str, Any], Before(_null_as(dict))]
+Options = Annotated[list[Any] | dict[str, Any], Before(_options)]
+NonNegative = Annotated[int, Ge(0)]
+Positive = Annotated[int, Ge(1)]
 
 
-# -- sections -------------------------------------------------------------------------------------
+# -- sections: each a frozen dataclass, built by keyword ---------------------------------------------
 
-
-class Credentials(_Section):
+@dataclass(frozen=True, kw_only=True)
+class Credentials(Section):
     username: Text | None = None
     password: Text | None = None
 
 
-class RestApiConfig(_Section):
+@dataclass(frozen=True, kw_only=True)
+class RestApiConfig(Section):
     listen: HostPort
     connect_address: ConnectAddress
     authentication: Credentials | None = None
@@ -101,15 +102,16 @@ class RestApiConfig(_Section):
     cafile: str | None = None
     ciphers: str | None = None
     verify_client: Literal["none", "optional", "required"] | None = None
-    allowlist: Annotated[list[str], BeforeValidator(_comma_list)] = []
+    allowlist: CommaList = field(default_factory=list)
     allowlist_include_members: bool = False
-    http_extra_headers: AnyDict = {}
-    https_extra_headers: AnyDict = {}
-    request_queue_size: int = Field(default=5, ge=0)
+    http_extra_headers: AnyDict = field(default_factory=dict)
+    https_extra_headers: AnyDict = field(default_factory=dict)
+    request_queue_size: NonNegative = 5
     server_tokens: str = "Original"
 
 
-class CtlConfig(_Section):
+@dataclass(frozen=True, kw_only=True)
+class CtlConfig(Section):
     authentication: Credentials | None = None
     insecure: bool = False
     cacert: str | None = None
@@ -118,27 +120,31 @@ class CtlConfig(_Section):
     keyfile_password: Text | None = None
 
 
-class LogConfig(_Section):
+@dataclass(frozen=True, kw_only=True)
+class LogConfig(Section):
     type: Literal["plain", "json"] = "plain"
     level: str = "INFO"
     traceback_level: str = "ERROR"
     format: Any = None
     dateformat: str | None = None
-    static_fields: AnyDict = {}
-    max_queue_size: int = Field(default=1000, ge=1)
+    static_fields: AnyDict = field(default_factory=dict)
+    max_queue_size: Positive = 1000
     dir: str | None = None
     mode: int | None = None
-    file_num: int = Field(default=4, ge=1)
-    file_size: int = Field(default=25_000_000, ge=1)
-    loggers: AnyDict = {}
+    file_num: Positive = 4
+    file_size: Positive = 25_000_000
+    loggers: AnyDict = field(default_factory=dict)
     deduplicate_heartbeat_logs: bool = False
 
 
-class EtcdConfig(_Section):
+@dataclass(frozen=True, kw_only=True)
+class EtcdConfig(Section):
     """`etcd3` (or `etcd`): where the etcd v3 cluster is. One of host/hosts/url/proxy is required."""
 
+    EXTRA: ClassVar[str | None] = "other_keys"
+
     host: str | None = None
-    hosts: Annotated[list[str], BeforeValidator(_comma_list)] = []
+    hosts: CommaList = field(default_factory=list)
     url: str | None = None
     proxy: str | None = None
     srv: str | None = None
@@ -150,12 +156,12 @@ class EtcdConfig(_Section):
     cert: str | None = None
     key: str | None = None
     key_password: Text | None = None
+    other_keys: Mapping[str, Any] = field(default_factory=dict)
+    """Keys this section does not model (`user`, `discovery_srv`, ...), for the DCS factory to judge."""
 
-    @model_validator(mode="after")
-    def _has_an_endpoint(self) -> EtcdConfig:
+    def __post_init__(self) -> None:
         if not (self.host or self.hosts or self.url or self.proxy):
             raise ValueError("expected one of host, hosts, url or proxy (srv discovery is not supported)")
-        return self
 
     @property
     def endpoints(self) -> tuple[str, ...]:
@@ -168,16 +174,24 @@ class EtcdConfig(_Section):
             return tuple(etcd_endpoint(h, self.protocol) for h in _comma_list(self.host))
         return (etcd_endpoint(self.proxy or "", self.protocol),)
 
+    def as_mapping(self) -> dict[str, Any]:
+        """The section as Patroni's `etcd3` mapping (what `pgwarden.dcs.dcs_from_config` reads)."""
+        modeled = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "other_keys"}
+        return {**self.other_keys, **modeled}
 
-class BootstrapConfig(_Section):
-    dcs: AnyDict = {}
+
+@dataclass(frozen=True, kw_only=True)
+class BootstrapConfig(Section):
+    dcs: AnyDict = field(default_factory=dict)
     method: str = "initdb"
-    initdb: Options = []
-    pg_hba: StrList = []
-    post_bootstrap: str | None = Field(default=None, validation_alias=AliasChoices("post_bootstrap", "post_init"))
+    initdb: Options = field(default_factory=list)
+    pg_hba: StrList = field(default_factory=list)
+    post_bootstrap: str | None = None
+    """Also read from the legacy `post_init` (LOCAL_ALIASES)."""
 
 
-class RoleCredentials(_Section):
+@dataclass(frozen=True, kw_only=True)
+class RoleCredentials(Section):
     """One of postgresql.authentication.{superuser,replication,rewind}."""
 
     username: Text
@@ -194,48 +208,58 @@ class RoleCredentials(_Section):
     channel_binding: str | None = None
 
 
-class PgAuthentication(_Section):
+@dataclass(frozen=True, kw_only=True)
+class PgAuthentication(Section):
     superuser: RoleCredentials
     replication: RoleCredentials
     rewind: RoleCredentials | None = None
 
 
-class Callbacks(_Section):
+@dataclass(frozen=True, kw_only=True)
+class Callbacks(Section):
     on_start: str | None = None
     on_stop: str | None = None
     on_restart: str | None = None
     on_reload: str | None = None
     on_role_change: str | None = None
 
+    def as_mapping(self) -> dict[str, str | None]:
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
 
-class PostgresqlConfig(_Section):
+
+@dataclass(frozen=True, kw_only=True)
+class PostgresqlConfig(Section):
+    EXTRA: ClassVar[str | None] = "other_keys"
+
     listen: ConnectAddress
     connect_address: ConnectAddress
     proxy_address: ConnectAddress | None = None
     data_dir: str
     config_dir: str | None = None
     bin_dir: str | None = None
-    bin_name: Annotated[dict[str, str], BeforeValidator(_null_as(dict))] = {}
+    bin_name: Annotated[dict[str, str], Before(_null_as(dict))] = field(default_factory=dict)
     pgpass: str | None = None
     custom_conf: str | None = None
     authentication: PgAuthentication
-    parameters: AnyDict = {}
+    parameters: AnyDict = field(default_factory=dict)
     pg_hba: StrList | None = None
     pg_ident: StrList | None = None
     use_pg_rewind: bool | None = None
     remove_data_directory_on_rewind_failure: bool | None = None
     remove_data_directory_on_diverged_timelines: bool | None = None
-    create_replica_methods: Annotated[list[str], BeforeValidator(_comma_list)] = ["basebackup"]
+    create_replica_methods: CommaList = field(default_factory=lambda: ["basebackup"])
     basebackup: Options | None = None
     rewind: Options | None = None
-    callbacks: Callbacks = Callbacks()
+    callbacks: Callbacks = field(default_factory=Callbacks)
     pre_promote: str | None = None
     before_stop: str | None = None
-    pg_ctl_timeout: int | None = Field(default=None, ge=0)
+    pg_ctl_timeout: NonNegative | None = None
     use_unix_socket: bool = False
     use_unix_socket_repl: bool = False
     recovery_conf: AnyDict | None = None
     replica_method: str | None = None
+    other_keys: Mapping[str, Any] = field(default_factory=dict)
+    """Keys not modelled here: `parameters_<role>`, `pg_hba_<role>`, and misplaced ones (`use_slots`)."""
 
     @property
     def listen_hosts(self) -> tuple[str, ...]:
@@ -248,17 +272,21 @@ class PostgresqlConfig(_Section):
         return parse_listen(self.listen)[1]
 
 
-class TagsConfig(_Section):
+@dataclass(frozen=True, kw_only=True)
+class TagsConfig(Section):
     """`tags`: the known tags are typed; any other key is a custom tag, kept as written."""
 
+    EXTRA: ClassVar[str | None] = "custom"
+
     nofailover: bool = False
-    failover_priority: int | None = Field(default=None, ge=0)
+    failover_priority: NonNegative | None = None
     clonefrom: bool = False
     noloadbalance: bool = False
     replicatefrom: str | None = None
     nosync: bool = False
-    sync_priority: int | None = Field(default=None, ge=0)
+    sync_priority: NonNegative | None = None
     nostream: bool = False
+    custom: Mapping[str, Any] = field(default_factory=dict)
 
     def to_tags(self) -> Tags:
         # An explicit `nofailover: true` makes the member ineligible whatever failover_priority says.
@@ -271,7 +299,7 @@ class TagsConfig(_Section):
             nosync=self.nosync,
             sync_priority=1 if self.sync_priority is None else self.sync_priority,
             nostream=self.nostream,
-            custom=dict(self.model_extra or {}),
+            custom=dict(self.custom),
         )
 
     def conflicts(self) -> list[str]:
@@ -293,34 +321,40 @@ def _watchdog_mode(value: Any) -> Any:
     return value.lower() if isinstance(value, str) else value
 
 
-class WatchdogConfig(_Section):
-    mode: Annotated[Literal["off", "automatic", "required"], BeforeValidator(_watchdog_mode)] = "automatic"
+@dataclass(frozen=True, kw_only=True)
+class WatchdogConfig(Section):
+    mode: Annotated[Literal["off", "automatic", "required"], Before(_watchdog_mode)] = "automatic"
     device: str = "/dev/watchdog"
-    safety_margin: int = Field(default=5, ge=-1)
+    safety_margin: Annotated[int, Ge(-1)] = 5
     driver: str = "default"
 
 
-class LocalConfig(_Section):
+@dataclass(frozen=True, kw_only=True)
+class LocalConfig(Section):
     """The whole local configuration (file and/or PATRONI_* environment)."""
+
+    EXTRA: ClassVar[str | None] = "other_keys"
 
     scope: Text
     namespace: str = "/service"
     name: Text
     restapi: RestApiConfig
-    ctl: CtlConfig = CtlConfig()
-    log: LogConfig = LogConfig()
-    etcd3: Annotated[EtcdConfig | None, BeforeValidator(_null_as(dict))] = None
-    etcd: Annotated[EtcdConfig | None, BeforeValidator(_null_as(dict))] = None
-    bootstrap: BootstrapConfig = BootstrapConfig()
+    ctl: CtlConfig = field(default_factory=CtlConfig)
+    log: LogConfig = field(default_factory=LogConfig)
+    etcd3: Annotated[EtcdConfig | None, Before(_null_as(dict))] = None
+    etcd: Annotated[EtcdConfig | None, Before(_null_as(dict))] = None
+    bootstrap: BootstrapConfig = field(default_factory=BootstrapConfig)
     postgresql: PostgresqlConfig
-    tags: TagsConfig = TagsConfig()
-    watchdog: WatchdogConfig = WatchdogConfig()
+    tags: TagsConfig = field(default_factory=TagsConfig)
+    watchdog: WatchdogConfig = field(default_factory=WatchdogConfig)
+    other_keys: Mapping[str, Any] = field(default_factory=dict)
+    """Top-level keys not modelled here (cluster-wide settings misplaced in a local file are warned of)."""
 
     @property
     def dcs(self) -> EtcdConfig:
         """The etcd section in use (validation guarantees exactly one)."""
         section = self.etcd3 or self.etcd
-        if section is None:  # only reachable for a model built without validation
+        if section is None:  # only reachable for a configuration built without validation
             raise ValueError("no etcd3/etcd section")
         return section
 

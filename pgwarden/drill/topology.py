@@ -87,7 +87,7 @@ class Topology:
 
 
 async def _read_topology(local: LocalConfig) -> Topology:
-    dcs = await dcs_from_config(local.dcs.model_dump(), namespace=local.namespace, scope=local.scope,
+    dcs = await dcs_from_config(local.dcs.as_mapping(), namespace=local.namespace, scope=local.scope,
                                 name=local.name, ttl=30, timeout=DCS_TIMEOUT, readonly=True)
     try:
         view = await bounded(dcs.get_cluster(), DCS_TIMEOUT * 2)

@@ -8,9 +8,10 @@ from typing import Any
 import pytest
 
 from pgwarden.api.control import RestartRequest
-from pgwarden.api.dynamic_config import config_problems, merge_patch, problems_introduced
+from pgwarden.api.dynamic_config import in_process_config_problems, merge_patch, problems_introduced
 from pgwarden.api.operations import parse_reinitialize, parse_restart
 from pgwarden.api.requests import Refusal
+from pgwarden.config.validation import config_problems
 
 NOW = datetime(2030, 1, 1, 12, 0, tzinfo=UTC)
 GOOD = {"ttl": 30, "loop_wait": 10, "retry_timeout": 10, "postgresql": {"parameters": {"max_connections": 100}}}
@@ -59,10 +60,11 @@ def test_problems_name_the_key(config: dict[str, Any], fragment: str) -> None:
     assert any(fragment in p for p in problems), problems
 
 
-def test_a_patch_is_judged_only_by_the_problems_it_introduces() -> None:
+async def test_a_patch_is_judged_only_by_the_problems_it_introduces() -> None:
     already_bad = {"ttl": "abc"}
-    assert problems_introduced(already_bad, {**already_bad, "pause": True}) == []
-    assert problems_introduced(already_bad, {**already_bad, "loop_wait": "x"}) == [
+    check = in_process_config_problems
+    assert await problems_introduced(already_bad, {**already_bad, "pause": True}, check) == []
+    assert await problems_introduced(already_bad, {**already_bad, "loop_wait": "x"}, check) == [
         "loop_wait: expected an integer, found 'x' (string)"
     ]
 

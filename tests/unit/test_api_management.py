@@ -14,7 +14,7 @@ from typing import Any, cast
 
 import pytest
 from aiohttp import web
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.test_utils import RawTestServer, TestClient
 
 from pgwarden.api.control import AgentControl, ControlResult, RestartRequest
 from pgwarden.api.management import ManagementSettings, management_routes
@@ -133,7 +133,7 @@ def holder() -> StateHolder:
 async def client(control: FakeControl, holder: StateHolder) -> AsyncIterator[Client]:
     routes = management_routes(cast(AgentControl, control), ManagementSettings(dcs_timeout=5))
     app = build_app(holder, routes=routes)
-    async with TestClient(TestServer(app, host="127.0.0.1")) as test_client:
+    async with TestClient(RawTestServer(app, host="127.0.0.1")) as test_client:
         yield test_client
 
 
@@ -156,7 +156,7 @@ async def test_get_config(client: Client) -> None:
 async def test_get_config_without_a_config_key_is_502(make_dcs: Callable[[str], Awaitable[Etcd3Dcs]]) -> None:
     empty = FakeControl(await make_dcs("n1"))
     app = build_app(StateHolder(PRIMARY), routes=management_routes(cast(AgentControl, empty)))
-    async with TestClient(TestServer(app, host="127.0.0.1")) as test_client:
+    async with TestClient(RawTestServer(app, host="127.0.0.1")) as test_client:
         assert (await test_client.get("/config")).status == 502
         patch = await test_client.patch("/config", json={"pause": True})
         assert patch.status == 503 and "no /config" in await patch.text()
@@ -213,7 +213,7 @@ async def test_patch_config_loses_a_compare_and_swap_race_with_409(
     assert await mine.set_config(CONFIG, 0)
     racing = FakeControl(cast(Dcs, _RacingDcs(mine, other)))
     app = build_app(StateHolder(PRIMARY), routes=management_routes(cast(AgentControl, racing)))
-    async with TestClient(TestServer(app, host="127.0.0.1")) as test_client:
+    async with TestClient(RawTestServer(app, host="127.0.0.1")) as test_client:
         response = await test_client.patch("/config", json={"pause": True})
     assert response.status == 409
     stored = (await mine.get_cluster()).config

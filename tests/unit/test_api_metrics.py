@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, cast
 
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.test_utils import RawTestServer, TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
 from pgwarden.api.control import AgentControl
@@ -141,7 +141,7 @@ async def test_scrape_through_the_server_in_text_format() -> None:
     control = cast(AgentControl, object())  # /metrics never touches the agent
     routes = management_routes(control, ManagementSettings(monotonic=lambda: NOW))
     app = build_app(holder, routes=routes, clock=lambda: NOW)
-    async with TestClient(TestServer(app, host="127.0.0.1")) as client:
+    async with TestClient(RawTestServer(app, host="127.0.0.1")) as client:
         response = await client.get("/metrics")
         assert response.status == 200
         assert response.headers["Content-Type"].startswith("text/plain; version=")

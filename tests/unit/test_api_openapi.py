@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import cast
 
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.test_utils import RawTestServer, TestClient
 
 from pgwarden.api.control import AgentControl
 from pgwarden.api.health import HEALTH_CHECKS, STATUS_ONLY_CHECKS
@@ -58,7 +58,7 @@ def test_unsafe_operations_document_401_and_403() -> None:
 
 async def test_served_at_openapi_json() -> None:
     app = build_app(StateHolder(PRIMARY), routes=management_routes(cast(AgentControl, object())))
-    async with TestClient(TestServer(app, host="127.0.0.1")) as client:
+    async with TestClient(RawTestServer(app, host="127.0.0.1")) as client:
         response = await client.get("/openapi.json")
         assert response.status == 200
         document = await response.json()

@@ -20,7 +20,7 @@ from typing import Any, cast
 import aiohttp
 import pytest
 from aiohttp import web
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.test_utils import RawTestServer, TestClient
 
 from pgwarden.api.control import AgentControl
 from pgwarden.api.management import management_routes
@@ -35,6 +35,7 @@ from pgwarden.api.security import (
 from pgwarden.api.server import build_app, start_api, stop_api
 from pgwarden.api.state import StateHolder
 from pgwarden.config.schema import RestApiConfig
+from pgwarden.config.validation import validate_model
 from pgwarden.dcs.base import Dcs
 from pgwarden.model import ClusterView, Member
 from tests.unit.test_api_management import FakeControl
@@ -67,7 +68,7 @@ def _app(policy: AccessPolicy, holder: StateHolder | None = None) -> tuple[web.A
 @pytest.fixture
 async def guarded() -> AsyncIterator[tuple[Client, FakeControl]]:
     app, control = _app(AccessPolicy(auth=AUTH))
-    async with TestClient(TestServer(app, host="127.0.0.1")) as client:
+    async with TestClient(RawTestServer(app, host="127.0.0.1")) as client:
         yield client, control
 
 
@@ -125,7 +126,7 @@ async def test_allowlist_is_checked_before_credentials(
     policy: AccessPolicy, holder: StateHolder | None, status: int
 ) -> None:
     app, control = _app(policy, holder)
-    async with TestClient(TestServer(app, host="127.0.0.1")) as client:
+    async with TestClient(RawTestServer(app, host="127.0.0.1")) as client:
         for method, path in UNSAFE:
             response = await client.request(method, path, json={})
             assert response.status == status, (method, path)
@@ -193,7 +194,7 @@ def certs() -> Iterator[Path]:
 
 
 def _restapi(**settings: Any) -> RestApiConfig:
-    return RestApiConfig.model_validate({"listen": "127.0.0.1:8008", "connect_address": "127.0.0.1:8008", **settings})
+    return validate_model(RestApiConfig, {"listen": "127.0.0.1:8008", "connect_address": "127.0.0.1:8008", **settings})
 
 
 def _client_context(certs: Path, *, with_certificate: bool) -> ssl.SSLContext:

@@ -9,9 +9,9 @@ from collections.abc import AsyncIterator
 import aiohttp
 import pytest
 from aiohttp import web
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.test_utils import RawTestServer, TestClient
 
-from pgwarden.api.server import BasicAuthCredentials, Handler, build_app, start_api, stop_api
+from pgwarden.api.server import MAX_REQUEST_BODY, BasicAuthCredentials, Handler, build_app, start_api, stop_api
 from pgwarden.api.state import NodeState, StateHolder
 from pgwarden.model import ClusterView, DataDirState, LeaderKey, LocalPg, Member, Tags
 
@@ -61,7 +61,7 @@ def holder(wakeups: list[int]) -> StateHolder:
 @pytest.fixture
 async def client(holder: StateHolder) -> AsyncIterator[TestClient[web.Request, web.Application]]:
     app = build_app(holder, auth=AUTH, routes=ROUTES, clock=lambda: NOW)
-    async with TestClient(TestServer(app, host="127.0.0.1")) as test_client:
+    async with TestClient(RawTestServer(app, host="127.0.0.1")) as test_client:
         yield test_client
 
 
@@ -174,5 +174,24 @@ async def test_start_and_stop_on_a_free_port(holder: StateHolder) -> None:
             holder.publish(dataclasses.replace(PRIMARY, lock_deadline=time.monotonic() - 1))
             async with session.get(url) as response:
                 assert response.status == 503
+    finally:
+        await stop_api(runner)
+
+
+async def test_the_real_server_limits_bodies_and_names_itself(holder: StateHolder) -> None:
+    async def read_body(request: web.Request, holder: StateHolder) -> web.StreamResponse:
+        return web.Response(text=str(len(await request.read())))
+
+    runner = await start_api(holder, "127.0.0.1", 0, routes={("POST", "reload"): read_body})
+    try:
+        host, port = runner.addresses[0][:2]
+        url = f"http://{host}:{port}/reload"
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)) as session:
+            async with session.post(url, data=b"x" * 1000) as response:
+                assert (response.status, await response.text()) == (200, "1000")
+                assert response.headers["Server"] == "pgwarden"
+            async with session.post(url, data=b"x" * (MAX_REQUEST_BODY + 1)) as response:
+                assert response.status == 413
+                assert response.headers["Server"] == "pgwarden"
     finally:
         await stop_api(runner)

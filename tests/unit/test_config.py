@@ -166,7 +166,7 @@ def test_patroni_style_yaml_loads_unchanged(tmp_path: Path) -> None:
     assert config.bootstrap.initdb == [{"encoding": "UTF8"}, "data-checksums"]
     assert config.watchdog.mode == "off"  # YAML reads a bare `off` as false
     assert config.tags.to_tags() == Tags(custom={"datacenter": "eu-1"})
-    assert config.model_extra == {"zookeeper": {"hosts": ["z1:2181"]}}  # other DCS sections are accepted
+    assert config.other_keys == {"zookeeper": {"hosts": ["z1:2181"]}}  # other DCS sections are accepted
 
 
 def test_directory_of_files_is_deep_merged_in_sorted_order(tmp_path: Path, base: dict[str, Any]) -> None:
@@ -473,7 +473,7 @@ def test_local_wins_over_dynamic_except_use_slots_and_cmdline_gucs(local: Any) -
             "parameters": {"shared_buffers": "1GB", "work_mem": "4MB", "max_connections": 300},
         },
     }
-    local = local.model_copy(update={"postgresql": _with_local_settings(local.postgresql)})
+    local = dataclasses.replace(local, postgresql=_with_local_settings(local.postgresql))
     config = effective(local, dynamic)
 
     assert config.loop_wait == 5 and config.paused is True  # dynamic over defaults
@@ -489,8 +489,8 @@ def test_local_wins_over_dynamic_except_use_slots_and_cmdline_gucs(local: Any) -
 
 def _with_local_settings(postgresql: Any) -> Any:
     parameters = dict(postgresql.parameters, max_locks_per_transaction=128)
-    return postgresql.model_copy(
-        update={"use_pg_rewind": True, "pg_hba": ["host all all 127.0.0.1/32 trust"], "parameters": parameters}
+    return dataclasses.replace(
+        postgresql, use_pg_rewind=True, pg_hba=["host all all 127.0.0.1/32 trust"], parameters=parameters
     )
 
 
