@@ -280,6 +280,10 @@ class ClusterView:
     def leader_member(self) -> Member | None:
         return self.member(self.leader.name) if self.leader else None
 
+    def led_by(self, name: str) -> bool:
+        """The leader key names `name`."""
+        return self.leader is not None and self.leader.name == name
+
     @property
     def timeline(self) -> int:
         """The cluster's current timeline as the history key implies it (Patroni: len(history) + 1)."""

@@ -120,9 +120,9 @@ class Agent:
         self.checker = checker
         self.environ = dict(environ or {})
         self.config: EffectiveConfig = layer(local, *bootstrap_dcs)
-        self.config_sync = ConfigSync(checker, (local, None), on_ready=self._config_ready)
         self.state = AgentState()
         self.wake = asyncio.Event()
+        self.config_sync = ConfigSync(checker, (local, None), on_ready=self.wake.set)
         self.holder = StateHolder(self._node_state(time.monotonic()), wakeup=self.wake.set)
         self.holder.set_refresher(self._refresh_pg)
         self.desk = RequestDesk(wake=self.wake.set)
@@ -347,7 +347,7 @@ class Agent:
         if isinstance(decision.action, Demote) and ok:
             planned = decision.action.mode is DemoteMode.GRACEFUL
             m = replace(m, demotions=m.demotions + 1, switchovers=m.switchovers + planned)
-        holds = cluster is not None and cluster.leader is not None and cluster.leader.name == self.local.name
+        holds = self._holds_lock()
         if holds and m.leader_since is None:
             m = replace(m, leader_since=time.monotonic())
         elif not holds and cluster is not None:
@@ -388,9 +388,7 @@ class Agent:
         if isinstance(action, Shutdown):
             self.state.finished = True
         if not isinstance(action, (Wait, RenewLeader, AcquireLeader, ReleaseLeader)):
-            # PostgreSQL changed: publish the truth now, not at the next probe.
-            await self._probe_pg()
-            self.holder.publish(self._node_state(time.monotonic()))
+            await self._probe_and_publish()  # PostgreSQL changed: publish the truth now, not at the next probe
 
     def _notify(self, action: Any, outcome: Outcome) -> None:
         """Fire the user's callbacks for what an action did to PostgreSQL (Patroni's events)."""
@@ -472,9 +470,6 @@ class Agent:
             self._trim_due = True
         await self._apply_pg_config()
 
-    def _config_ready(self) -> None:
-        self.wake.set()
-
     async def _apply_pg_config(self) -> None:
         """Make a running PostgreSQL follow parameter and pg_hba changes (from /config or a reload).
 
@@ -519,10 +514,6 @@ class Agent:
         with contextlib.suppress(DcsError):
             await dcs.touch_member(data)
 
-    @property
-    def config_data_dir(self) -> Path:
-        return Path(self.local.postgresql.data_dir)
-
     def _require_dcs(self) -> Dcs:
         assert self._dcs is not None, "the DCS is created before the loop starts"
         return self._dcs
@@ -535,12 +526,14 @@ class Agent:
         self.state.pg, self.state.pg_observed_at = pg, time.monotonic()
         return pg
 
-    async def _refresh_pg(self) -> None:
-        """The REST API's refresher (StateHolder.fresh): a new probe, published at once."""
-        if self.state.finished:
-            return
+    async def _probe_and_publish(self) -> None:
         await self._probe_pg()
         self.holder.publish(self._node_state(time.monotonic()))
+
+    async def _refresh_pg(self) -> None:
+        """The REST API's refresher (StateHolder.fresh): a new probe, published at once."""
+        if not self.state.finished:
+            await self._probe_and_publish()
 
     async def _monitor(self) -> None:
         """Wait for the postmaster to exit: its death is published (so /primary stops answering 200)
@@ -560,8 +553,7 @@ class Agent:
                 if self.state.finished:
                     break
                 reap_orphaned_postgres()
-                await self._probe_pg()
-                self.holder.publish(self._node_state(time.monotonic()))
+                await self._probe_and_publish()
                 if pg.running and not self.state.pg.running and self._running_background() is None:
                     log.warning("PostgreSQL is not running any more")
                     self.wake.set()
@@ -594,8 +586,8 @@ class Agent:
                 self.holder.publish(self._node_state(time.monotonic()))
 
     def _holds_lock(self) -> bool:
-        cluster = self.state.cluster
-        return cluster is not None and cluster.leader is not None and cluster.leader.name == self.local.name
+        """The last DCS read names this agent as the leader."""
+        return self.state.cluster is not None and self.state.cluster.led_by(self.local.name)
 
     def _published_lock_deadline(self, holds_lock: bool) -> float | None:
         """The core's lock deadline, moved on by keepalives sent since the last decision."""

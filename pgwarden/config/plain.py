@@ -18,7 +18,7 @@ T = TypeVar("T")
 
 
 def to_plain(config: Any) -> dict[str, Any]:
-    """A configuration dataclass as a JSON-ready mapping (dataclasses.asdict, tuples as lists)."""
+    """A configuration dataclass as a JSON-ready mapping (dataclasses.asdict)."""
     plain = dataclasses.asdict(config)
     if not isinstance(plain, dict):
         raise TypeError(f"not a configuration dataclass: {type(config).__name__}")

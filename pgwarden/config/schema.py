@@ -176,8 +176,8 @@ class EtcdConfig(Section):
 
     def as_mapping(self) -> dict[str, Any]:
         """The section as Patroni's `etcd3` mapping (what `pgwarden.dcs.dcs_from_config` reads)."""
-        modeled = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "other_keys"}
-        return {**self.other_keys, **modeled}
+        modeled = dataclasses.asdict(self)
+        return {**modeled.pop("other_keys"), **modeled}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -224,7 +224,7 @@ class Callbacks(Section):
     on_role_change: str | None = None
 
     def as_mapping(self) -> dict[str, str | None]:
-        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        return dataclasses.asdict(self)
 
 
 @dataclass(frozen=True, kw_only=True)

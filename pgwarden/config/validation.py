@@ -108,10 +108,11 @@ def config_problems(value: Mapping[str, Any]) -> list[str]:
     Stricter than `parse_dynamic` (which repairs): values below the timing minimums and a
     `loop_wait + 2*retry_timeout > ttl` triple are problems here, not silent adjustments.
     """
-    problems = dynamic_problems(dict(value), "")
-    if problems:
-        return problems
-    return _timing_problems(validate_model(DynamicConfig, canonical(value, DYNAMIC_ALIASES)))
+    try:
+        config = validate_model(DynamicConfig, canonical(value, DYNAMIC_ALIASES))
+    except ValidationError as exc:
+        return describe_validation_error(exc)
+    return _timing_problems(config)
 
 
 def _timing_problems(config: DynamicConfig) -> list[str]:

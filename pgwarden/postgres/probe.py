@@ -74,6 +74,7 @@ class Prober:
     def __init__(self, *, keep_connection: bool = True) -> None:
         self._keep = keep_connection
         self._conn: psycopg.AsyncConnection[tuple[Any, ...]] | None = None
+        self._settings: PgSettings | None = None  # what the kept session was opened for
         self._conninfo: str | None = None
         self._control = ControlDataCache()
         self._turn = asyncio.Lock()
@@ -139,12 +140,16 @@ class Prober:
         return None
 
     async def _connection(self, settings: PgSettings) -> psycopg.AsyncConnection[tuple[Any, ...]]:
-        conninfo = local_conninfo(settings, PROBE_STATEMENT_TIMEOUT_MS)
-        if self._conn is not None and not self._conn.closed and conninfo == self._conninfo:
+        if settings != self._settings:  # another configuration: the session may need other connection settings
+            self._settings = settings
+            conninfo = local_conninfo(settings, PROBE_STATEMENT_TIMEOUT_MS)
+            if conninfo != self._conninfo:
+                await self._close()
+                self._conninfo = conninfo
+        if self._conn is not None and not self._conn.closed:
             return self._conn
-        await self._close()
         conn = await bounded(connect_local(settings, PROBE_STATEMENT_TIMEOUT_MS), PROBE_TIMEOUT)
-        self._conn, self._conninfo = conn, conninfo
+        self._conn = conn
         return conn
 
 

@@ -129,7 +129,7 @@ def member(agent: SimAgent, pg: LocalPg) -> Member:
 def node_state(agent: SimAgent, pg: LocalPg) -> NodeState:
     """What the agent's REST API would serve (pgwarden.agent.loop.Agent._node_state)."""
     cluster = agent.cluster
-    holds = cluster is not None and cluster.leader is not None and cluster.leader.name == agent.name
+    holds = cluster is not None and cluster.led_by(agent.name)
     s = agent.settings
     return NodeState(
         name=agent.name, scope="sim", version=__version__, api_url=api_url(agent.name),

@@ -441,8 +441,7 @@ class SimAgent:
 
     def _leading(self) -> bool:
         """Agent._holds_lock: the last DCS read names this agent as the leader."""
-        cluster = self.cluster
-        return cluster is not None and cluster.leader is not None and cluster.leader.name == self.name
+        return self.cluster is not None and self.cluster.led_by(self.name)
 
     def _keepalive_period(self) -> float:
         return keepalive_period(self.keepalive_interval, self.settings.lease_ttl, leading=self._leading())
