@@ -74,6 +74,8 @@ class Node:
     pg_port: int
     api_port: int
     agent: subprocess.Popen[bytes] | None = None
+    agent_args: tuple[str, ...] | None = None
+    """What the agent is given after `agent`; None: (config_path,), (): nothing (PATRONI_* env only)."""
 
     @property
     def config_path(self) -> Path:
@@ -131,6 +133,11 @@ class LocalCluster:
     agent_command: Sequence[str] | None = None
     """The command that runs one agent, its configuration file appended; None: this Python's
     `pgwarden agent`. Another Patroni-compatible agent (Patroni itself) works too, for comparisons."""
+    write_config: Callable[[Node, dict[str, Any]], Sequence[str]] | None = None
+    """Writes a node's configuration in another form (the user's own YAML, a directory, nothing but
+    environment) given `node_config(node)`, and returns the agent's arguments (`Node.agent_args`)."""
+    agent_env: Callable[[Node], Mapping[str, str]] | None = None
+    """Extra environment for a node's agent (PATRONI_* variables)."""
 
     # -- setup ---------------------------------------------------------------------------------------
 
@@ -143,7 +150,10 @@ class LocalCluster:
                       for i in range(self.size)]
         for node in self.nodes:
             node.dir.mkdir(parents=True, exist_ok=True)
-            node.config_path.write_text(yaml.safe_dump(self.node_config(node), sort_keys=False))
+            if self.write_config is None:
+                node.config_path.write_text(yaml.safe_dump(self.node_config(node), sort_keys=False))
+            else:
+                node.agent_args = tuple(self.write_config(node, self.node_config(node)))
             _chown_tree(node.dir)
 
     def node_config(self, node: Node) -> dict[str, Any]:
@@ -215,8 +225,11 @@ class LocalCluster:
             env["HOME"] = user.pw_dir
         else:
             env["HOME"] = os.environ.get("HOME", "/tmp")
+        if self.agent_env is not None:
+            env.update(self.agent_env(node))
+        args = (str(node.config_path),) if node.agent_args is None else node.agent_args
         node.agent = subprocess.Popen(
-            [*(self.agent_command or (self.python, "-m", "pgwarden.cli.entry", "agent")), str(node.config_path)],
+            [*(self.agent_command or (self.python, "-m", "pgwarden.cli.entry", "agent")), *args],
             stdout=log, stderr=subprocess.STDOUT, env=env, cwd=str(node.dir), start_new_session=True, **kwargs)
         log.close()
 

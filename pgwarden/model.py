@@ -63,7 +63,6 @@ class PgState(StrEnum):
 class ReplicationState(StrEnum):
     STREAMING = "streaming"
     IN_ARCHIVE_RECOVERY = "in archive recovery"
-    STOPPED = "stopped"  # pgwarden: a replica that runs but does not stream from anywhere
 
 
 @dataclass(frozen=True, slots=True)
@@ -195,6 +194,8 @@ class SyncState:
     leader: str | None = None
     sync_standby: tuple[str, ...] = ()
     quorum: int = 0
+    """Patroni's meaning: how many voters (`sync_standby`) other than a promoting candidate it must see
+    not ahead of it (one more for a candidate that is not a voter); 0 in `on` mode."""
     revision: int = 0
 
 
@@ -269,6 +270,9 @@ class ClusterView:
     routers: tuple[RouterState, ...] = ()
     revision: int = 0
     """The store's revision at the time of the read."""
+    unreadable: Mapping[str, int] = field(default_factory=dict)
+    """Keys that exist but hold a value that could not be decoded (`failover`, `config`, ...) -> their
+    mod_revision: read as absent, yet still there to be replaced or deleted with compare-and-swap."""
 
     def member(self, name: str) -> Member | None:
         for m in self.members:
@@ -299,6 +303,37 @@ class ClusterView:
     @property
     def paused(self) -> bool:
         return bool(self.config and self.config.value.get("pause"))
+
+
+MAX_TIMELINE = 0xFFFFFFFF
+"""PostgreSQL's TimeLineID is an unsigned 32-bit number (history files are named %08X)."""
+
+MAX_LSN = 0xFFFFFFFFFFFFFFFF
+
+
+def is_system_identifier(text: str | None) -> bool:
+    """Whether `initialize` holds a PostgreSQL database system identifier (decimal, unsigned 64-bit).
+    Anything else there is garbage: no evidence of another cluster, and the leader writes its own back."""
+    return text is not None and text.isascii() and text.isdigit() and len(text) <= 20 and int(text) <= MAX_LSN
+
+TIMELINE_RESERVE_MARGIN = 32
+"""How far a reserved timeline (`/status` "timeline") may plausibly run ahead of every timeline the
+cluster otherwise shows (history, members, the local PostgreSQL). Each promotion reserves one number;
+only promotions whose history row was lost (or that failed after reserving) widen the gap, so a
+wider one is garbage, and trusting it would make a promotion write that many placeholder files and
+jump to a timeline no replica's lineage knows. Ignoring it is what Patroni does with no reservation."""
+
+
+def timeline_to_claim(cluster: ClusterView, local: int) -> tuple[int, int | None]:
+    """The timeline a promotion from local timeline `local` takes, and the number ignored as
+    implausible (None when none was): 1 + the highest number used in the cluster (history and
+    `/status` reservation), unless that is more than TIMELINE_RESERVE_MARGIN beyond `local`: then
+    1 + the history's timeline if that one is within the margin, else `local` + 1."""
+    highest = max(local, cluster.highest_timeline)
+    if highest <= local + TIMELINE_RESERVE_MARGIN:
+        return highest + 1, None
+    history = cluster.timeline if cluster.timeline <= local + TIMELINE_RESERVE_MARGIN else local
+    return max(local, history) + 1, highest
 
 
 # --------------------------------------------------------------------------------------------------
@@ -373,6 +408,15 @@ class LocalPg:
     following: str | None = None
     """The member name this node's primary_conninfo points at (pgwarden writes it as application
     metadata), or None when not configured as a standby of a member."""
+    forked_timeline: int | None = None
+    """A standby that does not stream: the newest timeline its pg_wal has a history file of (fetched
+    from its upstream) when that timeline forked off the standby's own timeline before its replay
+    position, or does not descend from it at all. PostgreSQL can never follow it ("new timeline N
+    forked off current database system timeline T before current recovery point"); `timeline` is
+    then T, the one it replays, not N. None otherwise (see `pgwarden.postgres.timelines`)."""
+    restore_command: bool = False
+    """A running PostgreSQL has a `restore_command` set: a standby without a streaming WAL receiver
+    then restores WAL from the archive (`replication_state` "in archive recovery")."""
 
     @property
     def is_primary(self) -> bool:
@@ -393,3 +437,14 @@ class LocalPg:
     @property
     def streaming(self) -> bool:
         return self.wal_receiver is not None and self.wal_receiver.status == "streaming"
+
+    @property
+    def replication_state(self) -> str | None:
+        """What the member JSON and the REST status publish, as Patroni: "streaming" while the WAL
+        receiver streams, else "in archive recovery" when a restore_command is set; None on a primary,
+        a stopped server, and a standby that neither streams nor has a restore_command."""
+        if not self.is_replica:
+            return None
+        if self.streaming:
+            return ReplicationState.STREAMING
+        return ReplicationState.IN_ARCHIVE_RECOVERY if self.restore_command else None

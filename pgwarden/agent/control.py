@@ -17,7 +17,7 @@ from datetime import datetime
 from pgwarden.aio import bounded
 from pgwarden.api.control import ControlResult, RestartRequest
 from pgwarden.core import Decision, Outcome, render
-from pgwarden.core.types import OperatorRequest, Reinitialize, ReinitRequested, Restart, RestartRequested
+from pgwarden.core.types import OperatorRequest, Reinitialize, ReinitRequested, Restart, RestartRequested, Why
 from pgwarden.dcs import Dcs, DcsError
 from pgwarden.model import ClusterView, PgState, Role
 
@@ -70,14 +70,15 @@ class RequestDesk:
             if isinstance(pending.request, ReinitRequested):
                 self._answer(ControlResult(200, "reinitialize started"))
             return
-        self._answer(ControlResult(503, render(decision.reason)))
+        self._answer(ControlResult(503, refusal_text(decision)))
 
     def finished(self, outcome: Outcome) -> None:
         pending = self.pending
         if pending is None or not pending.started or outcome.action not in ("restart", "reinitialize"):
             return
         if outcome.action == "restart":
-            text = "restarted successfully" if outcome.ok else f"restart failed: {outcome.detail}"
+            # Patroni's texts; the agent's log says why a restart failed.
+            text = "restarted successfully" if outcome.ok else "restart failed"
             self._answer(ControlResult(200 if outcome.ok else 503, text))
         else:
             self.pending = None  # already answered when it started
@@ -86,6 +87,20 @@ class RequestDesk:
         pending, self.pending = self.pending, None
         if pending is not None and not pending.answer.done():
             pending.answer.set_result(result)
+
+
+def refusal_text(decision: Decision) -> str:
+    """The 503 text of a refused restart or reinitialize, in Patroni's words (contract 4.4); the
+    agent's log line (`render`) keeps pgwarden's details."""
+    reason = decision.reason
+    if reason.why is Why.REINITIALIZE_REFUSED:
+        return reason.fact("detail")  # "I am the leader, can not reinitialize", ...
+    if reason.why is Why.RESTART_REFUSED:
+        detail = reason.fact("detail")
+        return detail if detail == "postgres is still starting" else "restart conditions are not satisfied"
+    if reason.why is Why.TASK_IN_PROGRESS:
+        return f"{reason.fact('task')} already in progress"
+    return render(reason)
 
 
 class AgentControlImpl:

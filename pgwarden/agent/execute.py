@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -18,6 +18,8 @@ from typing import Any
 
 from pgwarden.aio import bounded
 from pgwarden.config import EffectiveConfig
+from pgwarden.core.decide import LOST_INITIALIZE_RACE
+from pgwarden.core.render import TAKEN_BY_ANOTHER
 from pgwarden.core.sync import DeleteSync, SetSsn, SyncStep, WriteSync
 from pgwarden.core.types import (
     AcquireLeader,
@@ -42,10 +44,19 @@ from pgwarden.core.types import (
     Wait,
 )
 from pgwarden.dcs.base import Dcs, DcsError
-from pgwarden.model import ClusterStatus, ClusterView, HistoryEntry, history_for_lineage
+from pgwarden.model import (
+    TIMELINE_RESERVE_MARGIN,
+    ClusterStatus,
+    ClusterView,
+    DataDirState,
+    HistoryEntry,
+    history_for_lineage,
+    timeline_to_claim,
+)
 from pgwarden.postgres.controller import PgController
+from pgwarden.postgres.datadir import directory_state, replace_problem
 from pgwarden.postgres.probe import probe
-from pgwarden.postgres.process import PgResult
+from pgwarden.postgres.process import PgResult, error_summary
 from pgwarden.postgres.settings import Upstream
 
 from .callbacks import HOOK_TIMEOUT, run_hook
@@ -117,7 +128,7 @@ async def _dispatch(action: Action, ctx: ExecContext) -> Outcome:
         case AcquireLeader():
             sent = time.monotonic()
             won = await ctx.dcs.acquire_leader()
-            return _outcome(action, won, "" if won else "somebody else holds the leader key", sent)
+            return _outcome(action, won, "" if won else TAKEN_BY_ANOTHER, sent)
         case RenewLeader():
             return await _renew(action, ctx)
         case Promote():
@@ -296,7 +307,10 @@ async def _claim_timeline(ctx: ExecContext) -> tuple[ClusterStatus | None, list[
     local = (await probe(pg_settings_)).timeline
     if local is None:
         return None, []
-    target = max(local, ctx.cluster.highest_timeline) + 1
+    target, ignored = timeline_to_claim(ctx.cluster, local)
+    if ignored is not None:
+        log.warning("ignoring the cluster's timeline %d as implausible (more than %d beyond this server's "
+                    "timeline %d): promoting to timeline %d", ignored, TIMELINE_RESERVE_MARGIN, local, target)
     written = _reserve_timelines(pg_settings_.data_dir / "pg_wal", range(local + 1, target))
     return replace(_status(ctx, None, ctx.cluster.status.retain_slots), timeline=target), written
 
@@ -386,12 +400,22 @@ async def _demote(action: Demote, ctx: ExecContext) -> Outcome:
         else:
             log.warning("no lease time left for the before_stop hook: stopping PostgreSQL without it")
     stop_mode = "immediate" if action.mode in (DemoteMode.IMMEDIATE, DemoteMode.IMMEDIATE_NOLOCK) else "fast"
-    result = await pg.stop(stop_mode)
+    result = await pg.stop(stop_mode, kill_after=_primary_kill_after(ctx, pg))
     if not result.ok:
         return _outcome(action, False, result.message)
     if action.release:
         await ctx.dcs.delete_leader(ClusterStatus(optime=pg_state.wal_lsn))
     return _outcome(action, True, f"stopped ({stop_mode}){note}")
+
+
+def _primary_kill_after(ctx: ExecContext, pg: PgController) -> float | None:
+    """`primary_stop_timeout`, as Patroni applies it: in synchronous mode (on or quorum), how long a
+    primary's stop may take before PostgreSQL is killed (SIGKILL). None (pg_ctl_timeout, no kill) for a
+    replica, outside synchronous mode, or when it is 0."""
+    limit = ctx.config.primary_stop_timeout
+    if limit <= 0 or ctx.config.synchronous_mode == "off" or (pg.data_dir / "standby.signal").exists():
+        return None
+    return float(limit)
 
 
 def _time_before_stop(finish_by: float | None) -> float | None:
@@ -436,7 +460,7 @@ async def _clone(action: Clone, ctx: ExecContext) -> Outcome:
     pg = _controller(ctx, "replica")
     result = await pg.basebackup(source.host, source.port, source.member)
     if not result.ok:
-        return _outcome(action, False, result.message)
+        return _outcome(action, False, error_summary(result.message))
     follow = _upstream(ctx, action.follow) or source
     written = await pg.write_config("replica", follow)
     if not written.ok:
@@ -450,7 +474,7 @@ async def _shutdown(action: Shutdown, ctx: ExecContext) -> Outcome:
         return _outcome(action, True, "PostgreSQL left running (maintenance mode)")
     pg = _controller(ctx, "replica")
     await _before_stop(ctx)
-    result = await pg.stop("fast")
+    result = await pg.stop("fast", kill_after=_primary_kill_after(ctx, pg))
     if action.release and result.ok:
         await ctx.dcs.delete_leader(_status(ctx, action.optime))
     return _outcome(action, result.ok, result.message)
@@ -469,10 +493,10 @@ async def _restart(action: Restart, ctx: ExecContext) -> Outcome:
     if not written.ok:
         return _outcome(action, False, written.message)
     await _before_stop(ctx)
-    stopped = await pg.stop("fast")
+    stopped = await pg.stop("fast", kill_after=_primary_kill_after(ctx, pg))
     if not stopped.ok:
         return _outcome(action, False, stopped.message)
-    if action.role == "primary":
+    if action.role == "primary" and action.require_lock:
         # The stop may have taken long (a shutdown checkpoint) and the DCS may have gone meanwhile:
         # the lease may have lapsed and another member promoted. Only a renewal now allows a writable
         # start; otherwise PostgreSQL stays stopped and the next HA cycle decides (a replica of the new
@@ -492,8 +516,10 @@ async def _reinitialize(action: Reinitialize, ctx: ExecContext) -> Outcome:
     if source is None:
         return _outcome(action, False, f"no address known for {action.source}")
     pg = _controller(ctx, "replica")
-    for step in (pg.stop("fast"), pg.move_data_dir_aside()):
-        result = await step
+    # The operator asked for this node's data to be replaced: no copy is kept (`.failed` copies of
+    # repeated reinitializations once filled a disk); the directory itself stays.
+    for step in (pg.stop, pg.empty_data_dir):
+        result = await step()
         if not result.ok:
             return _outcome(action, False, result.message)
     cloned = await _clone(Clone(source=action.source, follow=action.follow), ctx)
@@ -501,12 +527,23 @@ async def _reinitialize(action: Reinitialize, ctx: ExecContext) -> Outcome:
 
 
 async def _bootstrap(action: Bootstrap, ctx: ExecContext) -> Outcome:
-    """The initialize race and, if won, a whole new cluster. Undone (data moved aside, `initialize`
-    deleted) if any step fails, so another node can try."""
-    if not await ctx.dcs.initialize("", create_new=True):
-        return _outcome(action, False, "failed to acquire initialize lock")
+    """The initialize race and, if won, a whole new cluster. Undone if any step fails: what this attempt
+    created is removed (no user data in it: never moved aside, never a directory that was there
+    before), `initialize` deleted so another node can try. Whether and when to try again is the core's
+    decision (backoff, giving up), from the outcome: a lost race is an outcome of its own kind."""
+    sent = time.monotonic()
+    try:
+        won = await ctx.dcs.initialize("", create_new=True)
+    except DcsError as exc:
+        return Outcome(action=LOST_INITIALIZE_RACE, ok=False, detail=f"DCS error: {exc}", sent_at=sent)
+    if not won:
+        return Outcome(action=LOST_INITIALIZE_RACE, ok=False, detail="failed to acquire initialize lock",
+                       sent_at=sent)
     pg = _controller(ctx, "primary")
-    step, ok, detail = await _bootstrap_steps(pg, ctx)
+    existed = directory_state(pg.data_dir) is not DataDirState.MISSING
+    refused = replace_problem(pg.data_dir)  # e.g. an empty directory owned by root: never taken over
+    step, ok, output = ("checking the data directory", False, refused) if refused else \
+        await _bootstrap_steps(pg, ctx)
     if ok:
         sent = time.monotonic()
         if await ctx.dcs.acquire_leader():
@@ -514,28 +551,37 @@ async def _bootstrap(action: Bootstrap, ctx: ExecContext) -> Outcome:
             state = await probe(pg.settings)
             await ctx.dcs.initialize(state.sysid or "", create_new=False)
             return _outcome(action, True, "initialized a new cluster", sent)
-        step, detail = "acquire leader", "somebody else holds the leader key"
-    log.error("bootstrap failed at %s: %s; undoing", step, detail)
-    await pg.stop("immediate")
-    await pg.move_data_dir_aside()
-    await ctx.dcs.cancel_initialization()
-    return _outcome(action, False, f"bootstrap failed at {step}: {detail}")
+        step, output = "acquire leader", "somebody else holds the leader key"
+    cause = error_summary(output)
+    log.error("bootstrap failed at %s: %s; undoing", step, output)
+    if not refused:
+        await pg.stop("immediate")
+        undone = await pg.undo_bootstrap(existed)
+        if not undone.ok:
+            log.error("could not undo the failed bootstrap: %s", undone.message)
+    try:
+        await ctx.dcs.cancel_initialization()
+    except DcsError as exc:
+        log.error("could not delete the initialize key after the failed bootstrap: %s", exc)
+    return _outcome(action, False, f"bootstrap failed at {step}: {cause}")
 
 
 async def _bootstrap_steps(pg: PgController, ctx: ExecContext) -> tuple[str, bool, str]:
-    result = await pg.initdb(pg.settings.initdb_options)
-    if not result.ok:
-        return "initdb", False, result.message
-    for step, call in (("configure", pg.write_config("primary")), ("start", pg.start()),
-                       ("create roles", pg.create_roles())):
-        result = await call
+    """initdb, configure, start, create roles, post_bootstrap: (the step reached, ok, its output).
+    Each step's coroutine is made only when it runs, so none is left un-awaited by a failure."""
+    script = ctx.config.local.bootstrap.post_bootstrap
+    steps: list[tuple[str, Callable[[], Awaitable[PgResult]]]] = [
+        ("initdb", lambda: pg.initdb(pg.settings.initdb_options)),
+        ("configure", lambda: pg.write_config("primary")),
+        ("start", pg.start),
+        ("create roles", pg.create_roles),
+    ]
+    if script:
+        steps.append(("post_bootstrap", lambda: pg.run_post_bootstrap(script)))
+    for step, run in steps:
+        result = await run()
         if not result.ok:
             return step, False, result.message
-    script = ctx.config.local.bootstrap.post_bootstrap
-    if script:
-        result = await pg.run_post_bootstrap(script)
-        if not result.ok:
-            return "post_bootstrap", False, result.message
     return "done", True, ""
 
 

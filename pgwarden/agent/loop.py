@@ -20,7 +20,7 @@ import os
 import signal
 import ssl
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -30,14 +30,20 @@ import aiohttp
 from pgwarden import __version__
 from pgwarden.aio import bounded
 from pgwarden.api import NodeState, StateHolder
+from pgwarden.api.listener import server_options_from
 from pgwarden.api.management import ManagementSettings, management_routes
-from pgwarden.api.security import TlsConfigError, access_policy_from, ssl_context_from
-from pgwarden.api.server import start_api, stop_api
+from pgwarden.api.security import TlsConfigError, access_policy_from, ssl_context_from, tls_fingerprint
+from pgwarden.api.server import ApiServer, Binding, start_api, stop_api
 from pgwarden.api.state import AgentMetrics
 from pgwarden.config import ConfigError, DynamicConfig, EffectiveConfig, LocalConfig, layer, parse_listen
+from pgwarden.config.addresses import unauthenticated_api_warning
 from pgwarden.config.checker import CheckerError, ConfigChecker
+from pgwarden.config.gucs import CATALOG_QUERY, FILE_ERRORS_QUERY, GucCatalog, catalog_problems, refused_settings
+from pgwarden.config.schema import CONFLICTING_TAGS
+from pgwarden.config.support import dynamic_refusals
 from pgwarden.core import Decision, Memory, Outcome, Snapshot, decide, extended_wake, render
 from pgwarden.core.classify import needs_peer_statuses
+from pgwarden.core.render import render_race
 from pgwarden.core.types import (
     AcquireLeader,
     Bootstrap,
@@ -64,23 +70,32 @@ from pgwarden.postgres.datadir import become_subreaper, reap_orphaned_postgres
 from pgwarden.postgres.exitwatch import ExitWatch
 from pgwarden.postgres.probe import Prober
 from pgwarden.postgres.settings import Upstream
+from pgwarden.postgres.versions import CHANGES as VERSION_CHANGES
 
 from .callbacks import Callbacks
 from .configsync import ConfigSync
 from .control import AgentControlImpl, RequestDesk
+from .dyncache import CACHE_NAME, cache_path, read_cache, write_cache
 from .execute import BACKGROUND, ExecContext, execute
+from .logsetup import LogSetupError, configure_logging
 from .member import member_json
 from .memory import trim_heap
 from .peers import fetch_peers
+from .uniqueness import duplicate_name_line, name_in_use
 from .wiring import ha_settings, pg_settings
 
 log = logging.getLogger("pgwarden")
 
+EXIT_GAVE_UP = 3
+"""The agent's exit status when it stops for good (bootstrap kept failing, its name is in use): a
+service manager should not restart it (the systemd unit's RestartPreventExitStatus). 2: refused
+configuration."""
 MONITOR_REARM = 1.0  # seconds between looks for a postmaster to watch while none is running
 READ_STOP_BUDGET = 0.5  # time kept, after a bounded DCS read, to stop PostgreSQL before the lock deadline
 POSTMASTER_CHECK = 0.1
 MIN_NAP_AFTER_FAILURE = 1.0
 MIN_NAP = 0.05
+CRASH_CONFIG_WAIT = 2.0  # how long a cycle with PostgreSQL down waits for a /config validation in flight
 
 
 @dataclass
@@ -107,6 +122,8 @@ class AgentState:
     metrics: AgentMetrics = field(default_factory=AgentMetrics)
     keepalive_sent_at: float | None = None  # send time of the last successful lease keepalive
     pg_observed_at: float | None = None  # monotonic instant of the probe behind `pg`
+    exit_status: int = 0  # non-zero once the core gave up (a fatal Shutdown: bootstrap keeps failing)
+    backoff_logged: tuple[str, str] | None = None  # the backoff (why, failures) whose line was logged last
 
 
 class Agent:
@@ -122,6 +139,7 @@ class Agent:
         self.config: EffectiveConfig = layer(local, *bootstrap_dcs)
         self.state = AgentState()
         self.wake = asyncio.Event()
+        self._timing_changed = asyncio.Event()  # a new effective configuration: the keepalive measures its period again
         self.config_sync = ConfigSync(checker, (local, None), on_ready=self.wake.set)
         self.holder = StateHolder(self._node_state(time.monotonic()), wakeup=self.wake.set)
         self.holder.set_refresher(self._refresh_pg)
@@ -132,14 +150,19 @@ class Agent:
         self._http: aiohttp.ClientSession | None = None
         self._applied_pg_config: tuple[object, ...] | None = None
         self.prober = Prober()  # one kept session for the monitor and the HA cycle
+        self._gucs: tuple[int, GucCatalog] | None = None  # (postmaster pid, its pg_settings)
         self._reloading: asyncio.Task[str] | None = None
         self._trim_due = True
+        self._api: ApiServer | None = None
+        self._api_tls: tuple[object, ...] = ()  # tls_fingerprint of the TLS context the API listens with
+        self._applied_log = local.log  # the `log` section in effect (agent.run applied it at start)
+        self._dyn_cache = read_cache(local.postgresql.data_dir)  # patroni.dynamic.json: the last /config adopted
 
     # -- lifecycle -----------------------------------------------------------------------------------
 
     async def run(self) -> int:
         for warning in self.config.warnings:
-            log.warning("configuration: %s", warning)
+            log_config_warning(warning)
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.request_stop)
@@ -154,15 +177,28 @@ class Agent:
         self._api_dcs = await dcs_from_config(
             self.local.dcs.as_mapping(), namespace=self.local.namespace, scope=self.local.scope,
             name=self.local.name, ttl=self.config.ttl, readonly=True)
+        refused = await self._refused_cluster_config(self._dcs)
+        ssl_context = None
         try:
-            ssl_context = ssl_context_from(self.local.restapi)
+            if refused:
+                log.critical("Can't start: the cluster's /config asks for what pgwarden does not support:\n  %s",
+                             "\n  ".join(refused))
+            else:
+                ssl_context = ssl_context_from(self.local.restapi)
         except TlsConfigError as exc:
             log.error("restapi TLS configuration: %s", exc)
+            refused = [str(exc)]
+        if refused:
             await self._dcs.close()
             await self._api_dcs.close()
             return 2
+        if await name_in_use(self._dcs, self.local.scope, self.local.name, self.config.retry_timeout):
+            log.critical(duplicate_name_line(self.local.name))
+            await self._dcs.close()
+            await self._api_dcs.close()
+            return EXIT_GAVE_UP
         self._http = aiohttp.ClientSession()
-        runner = await self._start_api(ssl_context)
+        runner = self._api = await self._start_api(ssl_context)
         helpers = [asyncio.create_task(self._monitor(), name="pg-monitor"),
                    asyncio.create_task(self._watch(), name="dcs-watch"),
                    asyncio.create_task(self._keepalive(), name="lease-keepalive")]
@@ -191,7 +227,17 @@ class Agent:
             await self._dcs.close()
             await self._api_dcs.close()
             log.info("pgwarden agent stopped")
-        return 0
+        return self.state.exit_status
+
+    async def _refused_cluster_config(self, dcs: Dcs) -> list[str]:
+        """What pgwarden refuses in the cluster's `/config`, read once before the first decision: an
+        agent never starts half-configured (a standby cluster run as a primary one, say). An
+        unreachable DCS defers the judgement to ConfigSync, which never adopts a refused /config."""
+        try:
+            cluster = await bounded(dcs.get_cluster(), self.config.retry_timeout)
+        except (DcsError, TimeoutError):
+            return []
+        return dynamic_refusals(cluster.config.value) if cluster.config is not None else []
 
     def request_stop(self) -> None:
         if not self.state.stopping:
@@ -202,10 +248,39 @@ class Agent:
             background.task.cancel()
         self.wake.set()
 
-    async def _start_api(self, ssl_context: ssl.SSLContext | None) -> Any:
-        host, port = parse_listen(self.local.restapi.listen)
-        return await start_api(self.holder, host, port, access=access_policy_from(self.local.restapi),
-                               ssl_context=ssl_context, routes=self._management_routes())
+    async def _start_api(self, ssl_context: ssl.SSLContext | None) -> ApiServer:
+        restapi = self.local.restapi
+        host, port = parse_listen(restapi.listen)
+        exposed = unauthenticated_api_warning(restapi)
+        if exposed:
+            log.warning("REST API: %s", exposed)
+        self._api_tls = tls_fingerprint(restapi)
+        return await start_api(self.holder, host, port, access=access_policy_from(restapi), ssl_context=ssl_context,
+                               routes=self._management_routes(), options=server_options_from(restapi))
+
+    async def _reconfigure_api(self) -> None:
+        """A reloaded `restapi`: access rules and answer headers apply to the next request; a changed
+        address, backlog or TLS setting (or a rotated certificate file) gets a new listening socket.
+        A TLS or address that cannot be used is logged and the listener stays as it was."""
+        api, restapi = self._api, self.local.restapi
+        if api is None:
+            return
+        options = server_options_from(restapi)
+        api.reconfigure(access_policy_from(restapi), options)
+        host, port = parse_listen(restapi.listen)
+        fingerprint = tls_fingerprint(restapi)
+        binding = Binding(host, port, api.binding.ssl_context, options.request_queue_size)
+        try:
+            if fingerprint != self._api_tls:
+                binding = Binding(host, port, ssl_context_from(restapi), options.request_queue_size)
+            await api.rebind(binding)
+        except TlsConfigError as exc:
+            log.error("reload: restapi TLS configuration: %s; the REST API keeps its current TLS settings", exc)
+            return
+        except OSError as exc:
+            log.error("reload: cannot listen on %s: %s; the REST API keeps listening as before", restapi.listen, exc)
+            return
+        self._api_tls = fingerprint
 
     def control(self) -> AgentControlImpl:
         assert self._api_dcs is not None
@@ -214,7 +289,29 @@ class Agent:
                                 wake=self.wake.set)
 
     def _management_routes(self) -> Any:
-        return management_routes(self.control(), ManagementSettings(config_problems=self.checker.config_problems))
+        return management_routes(self.control(), ManagementSettings(config_problems=self._config_problems))
+
+    async def _config_problems(self, values: Sequence[Mapping[str, Any]]) -> list[list[str]]:
+        """PATCH/PUT /config's check: validation.config_problems (in a child), plus what this member's
+        PostgreSQL would refuse among the parameters (`gucs.catalog_problems`), when it runs."""
+        results = await self.checker.config_problems(values)
+        catalog = await self._guc_catalog()
+        if catalog is None:
+            return results
+        return [found + catalog_problems(catalog, value, skip=VERSION_CHANGES)
+                for found, value in zip(results, values, strict=True)]
+
+    async def _guc_catalog(self) -> GucCatalog | None:
+        """This member's pg_settings, read once per postmaster (None while PostgreSQL does not answer)."""
+        pg = self.state.pg
+        if not pg.running or pg.postmaster_pid is None:
+            return None
+        if self._gucs is None or self._gucs[0] != pg.postmaster_pid:
+            rows = await self.prober.rows(pg_settings(self.config), CATALOG_QUERY)
+            if rows is None:
+                return None
+            self._gucs = (pg.postmaster_pid, GucCatalog.from_rows(rows))
+        return self._gucs[1]
 
     def _reload_on_signal(self) -> None:
         if self._reloading is None or self._reloading.done():
@@ -234,7 +331,14 @@ class Agent:
             log.error("reload: name, scope and namespace cannot change at runtime; restart the agent")
             return "name, scope and namespace cannot change at runtime"
         self.local = fresh
+        await self._reconfigure_api()
         self.callbacks = Callbacks(fresh.postgresql.callbacks.as_mapping(), fresh.scope)
+        if fresh.log != self._applied_log:
+            try:
+                configure_logging(fresh.log)
+                self._applied_log = fresh.log
+            except LogSetupError as exc:
+                log.error("reload: %s; logging stays as it was", exc)
         log.info("reload: local configuration re-read")
         self.wake.set()
         return ""
@@ -267,7 +371,7 @@ class Agent:
         """A cycle raised: a bug. The fallback is fixed in advance and does not depend on the failing
         code: a primary whose lease cannot be shown to hold for another second is stopped at once, so
         the keepalive (which stops when cycles stop completing) can never leave a writer behind."""
-        log.exception("Unexpected exception raised in the HA cycle, please report it as a BUG")
+        log.exception("Unexpected exception raised, please report it as a BUG")
         now = time.monotonic()
         deadline = self._published_lock_deadline(self.state.memory.lock_deadline is not None)
         if self.state.pg.is_primary and (deadline is None or now >= deadline - 1.0):
@@ -306,6 +410,12 @@ class Agent:
         cluster = await self._read_cluster(dcs)
         await self._refresh_config(dcs, cluster)
         pg = await self._probe_pg()
+        if not pg.running and self.config_sync.validating:
+            # PostgreSQL is down (a crash, say) while a changed configuration is being validated: what
+            # happens now may depend on it (primary_start_timeout: 0 fails over instead of restarting in
+            # place), so wait for it, briefly, rather than decide with the one of before the change.
+            await self.config_sync.settle(CRASH_CONFIG_WAIT)
+            await self._refresh_config(dcs, cluster)
         peers: tuple[Any, ...] = ()
         if needs_peer_statuses(cluster, self.local.name, self.state.stopping) and cluster is not None:
             assert self._http is not None
@@ -326,7 +436,8 @@ class Agent:
         self.state.memory = decision.memory
         self.state.next_cycle_deadline = decision.wake_at
         self.holder.publish(self._node_state(now))
-        await self._act(decision, cluster)
+        await self._act(decision, cluster, snapshot.paused)
+        await self._seed_config(dcs, cluster)
         await self._touch_member(dcs, cluster)
         self.state.last_cycle_end = time.monotonic()
         self._count(decision, cluster, self.state.last_cycle_end - now)
@@ -366,13 +477,24 @@ class Agent:
             action: Any = Demote(DemoteMode.IMMEDIATE_NOLOCK) if must_stop else Wait()
             return Decision(action, Reason(Why.NO_ACTION), snapshot.now + 1, snapshot.memory)
 
-    def _log_decision(self, decision: Decision, paused: bool) -> None:
-        line = render(decision.reason)
+    def _log_decision(self, decision: Decision, paused: bool, outcome: Outcome | None = None) -> None:
+        line = decision_line(decision, outcome)
+        if line is None:
+            return
         if decision.reason.why in (Why.DCS_DOWN, Why.PAUSED_DCS_DOWN) and self.state.dcs_error:
             line = f"{line}: {self.state.dcs_error}"
-        log.info("%s%s", "PAUSE: " if paused else "", line)
+        fatal = isinstance(decision.action, Shutdown) and decision.action.fatal
+        level = logging.CRITICAL if fatal else logging.INFO
+        backoff = (decision.reason.why, decision.reason.fact("failures"))
+        if decision.reason.why in (Why.BOOTSTRAP_BACKOFF, Why.CLONE_BACKOFF, Why.START_BACKOFF):
+            # Said once per failed attempt; the cycles that wait out the same backoff stay quiet.
+            level = logging.DEBUG if backoff == self.state.backoff_logged else level
+            self.state.backoff_logged = backoff
+        else:
+            self.state.backoff_logged = None
+        log.log(level, "%s%s", "PAUSE: " if paused else "", line)
 
-    async def _act(self, decision: Decision, cluster: ClusterView | None) -> None:
+    async def _act(self, decision: Decision, cluster: ClusterView | None, paused: bool = False) -> None:
         action = decision.action
         ctx = ExecContext(dcs=self._require_dcs(), config=self.config, cluster=cluster)
         kind = BACKGROUND.get(type(action))
@@ -383,10 +505,14 @@ class Agent:
         outcome = await _safe_execute(action, ctx)
         self.state.outcomes.append(outcome)
         self._notify(action, outcome)
-        if not outcome.ok and not isinstance(action, Wait):
+        if isinstance(action, AcquireLeader):
+            self._log_decision(decision, paused, outcome)  # the race's line says how it ended
+        elif not outcome.ok and not isinstance(action, Wait):
             log.warning("%s failed: %s", action.kind, outcome.detail)
         if isinstance(action, Shutdown):
             self.state.finished = True
+            if action.fatal:
+                self.state.exit_status = EXIT_GAVE_UP
         if not isinstance(action, (Wait, RenewLeader, AcquireLeader, ReleaseLeader)):
             await self._probe_and_publish()  # PostgreSQL changed: publish the truth now, not at the next probe
 
@@ -450,25 +576,63 @@ class Agent:
             self.state.dcs_error = str(exc) or "read timed out before the lock deadline"
             return None
         self.state.dcs_error = None
+        cluster = self._with_running_config(cluster)
         self.state.cluster = cluster
         self.state.dcs_last_seen = time.time()
         return cluster
 
+    def _with_running_config(self, cluster: ClusterView) -> ClusterView:
+        """An unreadable `/config` (garbage; the DCS client logs it once) decodes as `{}`: the agent
+        keeps the configuration it runs with instead, `pause` included, until a readable one is
+        written, rather than fall back to every default (and out of maintenance mode)."""
+        if "config" not in cluster.unreadable or cluster.config is None:
+            return cluster
+        running = self.config_sync.running_dynamic
+        return replace(cluster, config=replace(cluster.config, value=dict(running) if running is not None else {}))
+
     async def _refresh_config(self, dcs: Dcs, cluster: ClusterView | None) -> None:
         """Take a configuration validated since the last cycle, and ask for one when the inputs
         changed (`ConfigSync`: validation runs in the background, never in the cycle)."""
-        if cluster is not None:  # while the DCS is away, the last effective configuration stays
-            self.config_sync.want((self.local, dict(cluster.config.value) if cluster.config else None))
+        # While the DCS is away, or its /config is unreadable (see _with_running_config), the last
+        # effective configuration stays.
+        if cluster is not None and "config" not in cluster.unreadable:
+            # No /config (a wiped DCS): the copy in the data directory stands in, as in Patroni.
+            raw = dict(cluster.config.value) if cluster.config else self._dyn_cache
+            self.config_sync.want((self.local, raw))
         fresh = self.config_sync.take()
         if fresh is not None:
             if fresh.warnings != self.config.warnings:
                 for warning in fresh.warnings:
-                    log.warning("configuration: %s", warning)
+                    log_config_warning(warning)
             if fresh.lease_ttl != self.config.lease_ttl:
                 await dcs.set_ttl(fresh.lease_ttl)
             self.config = fresh
+            self._timing_changed.set()
             self._trim_due = True
+        self._save_dynamic_cache()
         await self._apply_pg_config()
+
+    def _save_dynamic_cache(self) -> None:
+        """Keep `patroni.dynamic.json` equal to the /config in force (rewritten when it changed or when
+        the file went away, e.g. with a rewind or a re-clone)."""
+        adopted = self.config_sync.adopted_dynamic
+        data_dir = self.local.postgresql.data_dir
+        if adopted is None or (adopted == self._dyn_cache and cache_path(data_dir).exists()):
+            return
+        if write_cache(data_dir, adopted):
+            self._dyn_cache = dict(adopted)
+
+    async def _seed_config(self, dcs: Dcs, cluster: ClusterView | None) -> None:
+        """A leader that finds no /config (the DCS was wiped) writes back the dynamic configuration
+        it runs with, as Patroni does: the copy from the data directory, else bootstrap.dcs."""
+        if (cluster is None or cluster.config is not None or "config" in cluster.unreadable or not cluster.initialize
+                or not cluster.led_by(self.local.name) or self._running_background() is not None):
+            return
+        cached = self._dyn_cache is not None
+        value = self._dyn_cache if self._dyn_cache is not None else dict(self.local.bootstrap.dcs)
+        with contextlib.suppress(DcsError):
+            if await dcs.set_config(value, revision=0):
+                log.info("wrote /config from %s: the DCS held none", CACHE_NAME if cached else "bootstrap.dcs")
 
     async def _apply_pg_config(self) -> None:
         """Make a running PostgreSQL follow parameter and pg_hba changes (from /config or a reload).
@@ -482,7 +646,8 @@ class Agent:
             return
         role = "primary" if pg.in_recovery is False else "replica"
         settings = pg_settings(self.config, role)
-        wanted = (role, tuple(sorted((k, str(v)) for k, v in settings.parameters.items())), settings.pg_hba)
+        wanted = (role, tuple(sorted((k, str(v)) for k, v in settings.parameters.items())), settings.pg_hba,
+                  settings.pg_ident, tuple(sorted((k, str(v)) for k, v in settings.recovery_conf.items())))
         # The first time (None) it is written and reloaded too: the configuration may have changed
         # between the start of PostgreSQL and this agent's first look.
         if wanted == self._applied_pg_config:
@@ -497,16 +662,27 @@ class Agent:
         written = await controller.write_config("primary" if role == "primary" else "replica", upstream)
         if written.ok:
             await controller.reload()
-            log.info("applied changed PostgreSQL configuration (reloaded)")
+            refused = await self._refused_settings()
+            if refused:
+                log.error("PostgreSQL refused part of the changed configuration (it keeps the old values): %s",
+                          "; ".join(refused))
+            else:
+                log.info("applied changed PostgreSQL configuration (reloaded)")
             self.callbacks.fire("on_reload", role)
         self._applied_pg_config = wanted
+
+    async def _refused_settings(self) -> list[str]:
+        """What PostgreSQL cannot apply from its configuration files (pg_file_settings), [] if it cannot tell."""
+        rows = await self.prober.rows(pg_settings(self.config), FILE_ERRORS_QUERY)
+        return refused_settings(rows or [], await self._guc_catalog())
 
     async def _touch_member(self, dcs: Dcs, cluster: ClusterView | None) -> None:
         if cluster is None or self.state.finished:
             return
         background = self._running_background()
         data = member_json(pg=self.state.pg, conn_url=self.config.conn_url, api_url=self.config.api_url,
-                           tags=self.config.tags, task=str(background.info.kind) if background else None)
+                           tags=self.config.tags, task=str(background.info.kind) if background else None,
+                           proxy_url=self.config.proxy_url)
         if self.desk.scheduled_restart is not None:
             data["scheduled_restart"] = {"schedule": self.desk.scheduled_restart[2]}
         if self.config.paused:
@@ -570,8 +746,7 @@ class Agent:
         """
         dcs = self._require_dcs()
         while not self.state.finished:
-            await asyncio.sleep(keepalive_period(self.config.keepalive_interval, self.config.lease_ttl,
-                                                 leading=self._holds_lock()))
+            await self._keepalive_nap()
             stalled = time.monotonic() - self.state.last_cycle_end > 2 * self.config.loop_wait + 2
             if self.state.last_cycle_end == 0.0 or stalled or self.state.stopping:
                 continue
@@ -584,6 +759,22 @@ class Agent:
             if ok:
                 self.state.keepalive_sent_at = sent
                 self.holder.publish(self._node_state(time.monotonic()))
+
+    async def _keepalive_nap(self) -> None:
+        """Sleep one keepalive period from now, measured again whenever the effective configuration
+        changes: after a long lease (`ttl: 600`) goes back to a short one, the next keepalive is due by
+        the short lease's period, not at the end of the old one (the new lease would lapse meanwhile)."""
+        started = time.monotonic()
+        while not self.state.finished:
+            period = keepalive_period(self.config.keepalive_interval, self.config.lease_ttl, leading=self._holds_lock())
+            left = started + period - time.monotonic()
+            if left <= 0:
+                return
+            self._timing_changed.clear()
+            try:
+                await bounded(self._timing_changed.wait(), left)
+            except TimeoutError:
+                return
 
     def _holds_lock(self) -> bool:
         """The last DCS read names this agent as the leader."""
@@ -616,7 +807,7 @@ class Agent:
             api_url=self.config.api_url, conn_url=self.config.conn_url, pg=self.state.pg, cluster=cluster,
             dcs_last_seen=self.state.dcs_last_seen,
             lock_deadline=self._published_lock_deadline(holds_lock),
-            tags=self.config.tags, paused=self.config.paused,
+            tags=self.config.tags, paused=self.config.paused, standby_cluster=self.config.standby_cluster is not None,
             maximum_lag_on_failover=self.config.maximum_lag_on_failover, ttl=self.config.ttl,
             loop_wait=self.config.loop_wait,
             next_cycle_deadline=max(self.state.next_cycle_deadline, now),
@@ -624,6 +815,20 @@ class Agent:
             metrics=self.state.metrics,
             pg_observed_at=self.state.pg_observed_at,
         )
+
+
+def decision_line(decision: Decision, outcome: Outcome | None) -> str | None:
+    """The cycle's log line, or None while it must wait for `outcome`: a race (AcquireLeader) is
+    logged once the acquisition is done, saying whether it won, not before, as if it had."""
+    if isinstance(decision.action, AcquireLeader):
+        return None if outcome is None else render_race(decision.reason, outcome.ok, outcome.detail)
+    return render(decision.reason)
+
+
+def log_config_warning(warning: str) -> None:
+    """A configuration warning: Patroni's own sentences (conflicting tags) verbatim, so log alerts
+    written for Patroni match; pgwarden's own after a `configuration: ` prefix."""
+    log.warning("%s" if warning.startswith(CONFLICTING_TAGS) else "configuration: %s", warning)
 
 
 def read_budget(left: float, paused: bool) -> float | None:

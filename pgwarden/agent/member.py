@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from pgwarden import __version__
-from pgwarden.model import LocalPg, PgState, ReplicationState, Role, Tags
+from pgwarden.model import LocalPg, PgState, Role, Tags
 
 
 def pg_state(pg: LocalPg, task: str | None) -> str:
@@ -38,19 +38,19 @@ def pg_role(pg: LocalPg, *, demoting: bool = False) -> str:
 
 
 def replication_state(pg: LocalPg) -> str | None:
-    """`streaming` only while the WAL receiver really streams; a standby that does not is `stopped`."""
-    if not pg.is_replica:
-        return None
-    if pg.streaming:
-        return ReplicationState.STREAMING
-    return ReplicationState.STOPPED
+    """`streaming` only while the WAL receiver really streams, else `in archive recovery` when a
+    restore_command is set, else none, as Patroni (`LocalPg.replication_state`, which the REST status
+    publishes too): the `state` of a standby that runs but does not stream right now (its WAL
+    receiver reconnecting) stays `running`, and `list` shows it so, not as `stopped`."""
+    return pg.replication_state
 
 
 def member_json(*, pg: LocalPg, conn_url: str, api_url: str, tags: Tags, task: str | None,
-                pending_restart: bool = False) -> dict[str, Any]:
+                pending_restart: bool = False, proxy_url: str | None = None) -> dict[str, Any]:
     data: dict[str, Any] = {
         "conn_url": conn_url,
         "api_url": api_url,
+        **({"proxy_url": proxy_url} if proxy_url else {}),
         "state": pg_state(pg, task),
         "role": pg_role(pg),
         "version": __version__,
@@ -65,7 +65,9 @@ def member_json(*, pg: LocalPg, conn_url: str, api_url: str, tags: Tags, task: s
         lsn = pg.lsn
         if lsn is not None:
             data["xlog_location"] = lsn
-        data["replication_state"] = replication_state(pg)
+        state = replication_state(pg)
+        if state is not None:
+            data["replication_state"] = state
     if pg.timeline is not None:
         data["timeline"] = pg.timeline
     tag_json = tags.as_json()

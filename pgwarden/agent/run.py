@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import logging
 import os
+import resource
 import sys
 from pathlib import Path
 
 from pgwarden import aio
+from pgwarden.agent.logsetup import LogSetupError, configure_logging
 from pgwarden.config import ConfigError, scrub_patroni_env
 
 log = logging.getLogger("pgwarden")
@@ -44,7 +46,12 @@ def run(config: Path | None) -> int:
         print(f"pgwarden: {exc}", file=sys.stderr)
         return 2
     patroni_env = scrub_patroni_env(os.environ)  # passwords must not leak into PostgreSQL or scripts we start
-    setup_logging(local.log.level)
+    try:
+        configure_logging(local.log)
+    except LogSetupError as exc:
+        print(f"pgwarden: cannot set up logging: {exc}", file=sys.stderr)
+        return 2
+    raise_open_file_limit()
     _lean_imports()
     from pgwarden.agent.loop import Agent
 
@@ -52,14 +59,21 @@ def run(config: Path | None) -> int:
     return aio.run(agent.run())
 
 
-def setup_logging(level: str) -> None:
-    logging.basicConfig(
-        level=getattr(logging, level.upper(), logging.INFO),
-        format="%(asctime)s %(levelname)s: %(message)s",
-        stream=sys.stderr,
-    )
-    # aiohttp's access log would print a line per health check.
-    logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+def raise_open_file_limit() -> int:
+    """Raise the soft RLIMIT_NOFILE to the hard limit (systemd's default soft limit is 1024): a
+    burst of REST connections must not leave the agent unable to open a file or a socket. The
+    REST server still keeps at most half of it for connections (api.listener). Returns the limit."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and (hard == resource.RLIM_INFINITY or soft < hard):
+        wanted = hard if hard != resource.RLIM_INFINITY else max(soft, 65536)
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+            soft = wanted
+        except (ValueError, OSError) as exc:  # e.g. above the kernel's nr_open
+            log.warning("cannot raise the open files limit from %s to %s: %s", soft, wanted, exc)
+    if soft != resource.RLIM_INFINITY and soft < 4096:
+        log.warning("the open files limit is only %d; consider LimitNOFILE=65536 (examples/systemd)", soft)
+    return soft
 
 
 def _lean_imports() -> None:

@@ -5,8 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 from pgwarden.config import EffectiveConfig, parse_listen
+from pgwarden.config.schema import RoleCredentials
 from pgwarden.core.sync import AckPoint, SyncMode, SyncSettings
 from pgwarden.core.types import HaSettings
+from pgwarden.postgres.libpq import options_of
 from pgwarden.postgres.settings import DEFAULT_BIN_DIR, Credentials, PgSettings, options_to_argv
 
 
@@ -43,6 +45,11 @@ def sync_settings(cfg: EffectiveConfig) -> SyncSettings:
     )
 
 
+def credentials(role: RoleCredentials) -> Credentials:
+    """One `postgresql.authentication.<kind>` entry: the role, its password and its libpq options."""
+    return Credentials(role.username, role.password, **options_of(role))
+
+
 def pg_settings(cfg: EffectiveConfig, role: str = "replica") -> PgSettings:
     """The PostgreSQL adapter's settings for running in `role` ("primary" or "replica")."""
     pg = cfg.local.postgresql
@@ -53,20 +60,25 @@ def pg_settings(cfg: EffectiveConfig, role: str = "replica") -> PgSettings:
         data_dir=Path(pg.data_dir),
         name=cfg.name,
         scope=cfg.scope,
-        superuser=Credentials(auth.superuser.username, auth.superuser.password),
-        replication=Credentials(auth.replication.username, auth.replication.password),
-        rewind=Credentials(auth.rewind.username, auth.rewind.password) if auth.rewind else None,
+        superuser=credentials(auth.superuser),
+        replication=credentials(auth.replication),
+        rewind=credentials(auth.rewind) if auth.rewind else None,
         bin_dir=Path(pg.bin_dir) if pg.bin_dir else DEFAULT_BIN_DIR,
         listen_addresses=listen_host or "*",
         port=port,
         connect_address=pg.connect_address,
         parameters=cfg.parameters_for(role),
         pg_hba=tuple(hba),
-        pg_ident=tuple(pg.pg_ident or ()),
+        pg_ident=cfg.pg_ident_for(role),
+        config_dir=Path(pg.config_dir) if pg.config_dir else None,
+        custom_conf=Path(pg.custom_conf) if pg.custom_conf else None,
+        bin_name={name: str(value) for name, value in pg.bin_name.items() if value},
+        recovery_conf=cfg.recovery_conf,
         pgpass=Path(pg.pgpass) if pg.pgpass else None,
-        pg_ctl_timeout=float(pg.pg_ctl_timeout or 60),
+        pg_ctl_timeout=float(cfg.pg_ctl_timeout),
         basebackup_options=options_to_argv(pg.basebackup),
         initdb_options=options_to_argv(cfg.local.bootstrap.initdb),
         use_slots=cfg.use_slots,
         use_unix_socket=pg.use_unix_socket,
+        use_unix_socket_repl=pg.use_unix_socket_repl,
     )

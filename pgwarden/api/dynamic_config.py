@@ -19,6 +19,9 @@ from pgwarden.api.requests import Refusal, fresh_cluster, json_object
 from pgwarden.config.checker import CheckerError
 from pgwarden.dcs.base import DcsError
 
+CONFIG_KEY = "config"  # the key's name in ClusterView.unreadable (dcs.codec.CONFIG)
+UNREADABLE_CONFIG = "the stored /config is not valid JSON (a JSON object is required); replace it with PUT /config"
+
 
 def merge_patch(target: Any, patch: Any) -> Any:
     """RFC 7386 JSON merge patch: objects merge key by key, null deletes a key, anything else replaces."""
@@ -66,10 +69,13 @@ def _invalid(problems: list[str]) -> Refusal:
 
 
 async def get_config(control: AgentControl, dcs_timeout: float) -> Response:
-    """GET /config: 200 with the stored JSON; 502 when the DCS holds no `/config`."""
+    """GET /config: 200 with the stored JSON; 502 when the DCS holds no `/config`, or one that is not
+    a JSON object (answering `{}` would invite a PATCH that drops the whole configuration)."""
     cluster = await fresh_cluster(control.dcs, dcs_timeout)
     if cluster.config is None:
         return Response(status=502, text="the DCS holds no /config for this cluster")
+    if CONFIG_KEY in cluster.unreadable:
+        return Response(status=502, text=UNREADABLE_CONFIG)
     return json_response(dict(cluster.config.value))
 
 
@@ -80,6 +86,8 @@ async def patch_config(request: Request, control: AgentControl, dcs_timeout: flo
     cluster = await fresh_cluster(control.dcs, dcs_timeout)
     if cluster.config is None:
         raise Refusal(503, "the DCS holds no /config to patch (the cluster is not bootstrapped yet)")
+    if CONFIG_KEY in cluster.unreadable:
+        raise Refusal(503, f"{UNREADABLE_CONFIG}; nothing to patch")
     updated = merge_patch(dict(cluster.config.value), patch)
     problems = await problems_introduced(cluster.config.value, updated, check)
     if problems:

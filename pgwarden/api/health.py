@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from pgwarden.api.state import NodeState
-from pgwarden.model import LSN, ClusterView, DataDirState, PgState, ReplicationState, Role, Tags
+from pgwarden.model import LSN, ClusterView, DataDirState, PgState, Role, Tags
 
 LagMode = Literal["apply", "write"]
 
@@ -92,8 +92,9 @@ def holds_lock(s: NodeState, now: float) -> bool:
 
 
 def is_standby_cluster(s: NodeState) -> bool:
-    config = s.cluster.config if s.cluster else None
-    return bool(config and config.value.get("standby_cluster"))
+    """Whether this node runs a standby cluster: the configuration it adopted says so, not whatever
+    /config holds (an agent never adopts a /config it refuses, config/support.py)."""
+    return s.standby_cluster
 
 
 def effective_role(s: NodeState, now: float) -> str:
@@ -133,18 +134,22 @@ def pg_state(s: NodeState) -> str:
 
 
 def replication_state(s: NodeState) -> str | None:
-    """Published replication state: "streaming" only while the WAL receiver really streams.
-
-    None unless PostgreSQL runs as a standby."""
-    if not (s.pg.accepting and s.pg.in_recovery):
-        return None
-    return ReplicationState.STREAMING if s.pg.streaming else ReplicationState.IN_ARCHIVE_RECOVERY
+    """Published replication state, the member JSON's too (`LocalPg.replication_state`): "streaming"
+    only while the WAL receiver really streams, else "in archive recovery" when a restore_command is
+    set (as Patroni), else None; None unless PostgreSQL runs as a standby."""
+    return s.pg.replication_state
 
 
 def replication_lag(s: NodeState, mode: LagMode = "apply") -> int | None:
     """Bytes behind: max(leader optime in /status, receiver's latest_end_lsn) - replayed (or received).
 
-    None when either side is unknown, which every caller treats as "too far behind".
+    While the WAL receiver streams, what it has received and flushed (pg_last_wal_receive_lsn, its
+    `flushed_lsn`) is a position the sender certainly had, too: so a streaming replica's lag is known
+    even before its view of the DCS has an optime and before the sender's first message fills in
+    latest_end_lsn (NULL until then; a sender with nothing to send reports only every
+    wal_sender_timeout / 2). It never lowers the other references, and a replica that is far behind
+    gets latest_end_lsn with the very first WAL its sender sends. None when nothing is known, which
+    every caller treats as "too far behind".
     """
     pg = s.pg
     known: list[LSN] = []
@@ -152,6 +157,8 @@ def replication_lag(s: NodeState, mode: LagMode = "apply") -> int | None:
         known.append(s.cluster.status.optime)
     if pg.wal_receiver and pg.wal_receiver.latest_end_lsn is not None:
         known.append(pg.wal_receiver.latest_end_lsn)
+    if pg.streaming and pg.receive_lsn is not None:
+        known.append(pg.receive_lsn)
     position = pg.replay_lsn if mode == "apply" else pg.receive_lsn
     if not known or position is None:
         return None

@@ -22,6 +22,11 @@ from pgwarden.api.state import StateHolder
 from pgwarden.dcs.base import Dcs, DcsError
 from pgwarden.model import ClusterView
 
+BODY_TIMEOUT = 10.0  # seconds a client gets to send a management request's body (slow senders hold a connection)
+MAX_JSON_DEPTH = 32  # nesting levels of a management body; real bodies use 4 at most
+_JSON_STRING = re.compile(r'"(?:[^"\\]|\\.)*"')
+_JSON_BRACKET = re.compile(r"[\[\]{}]")
+
 
 class Refusal(Exception):
     """A refused request: `status` is a 4xx (or the contract's 5xx for DCS trouble), `text` the body."""
@@ -44,7 +49,10 @@ def refusing_bad_requests(handler: Handler) -> Handler:
         try:
             return await handler(request, holder)
         except Refusal as exc:
-            return Response(status=exc.status, text=exc.text)
+            response = Response(status=exc.status, text=exc.text)
+            if exc.status == 408:  # the rest of the body may still trickle in: do not wait for it
+                response.force_close()
+            return response
 
     return wrapped
 
@@ -63,18 +71,36 @@ async def json_object(request: Request, *, optional: bool = False) -> dict[str, 
         if optional:
             return {}
         raise Refusal(411, "a JSON body with a Content-Length header is required")
-    raw = await request.read()
+    try:
+        async with asyncio.timeout(BODY_TIMEOUT):
+            raw = await request.read()
+    except TimeoutError:
+        raise Refusal(408, f"the request body did not arrive within {BODY_TIMEOUT:g} s") from None
     if not raw.strip():
         if optional:
             return {}
         raise Refusal(400, "a JSON body is required, the request body is empty")
     try:
-        value = json.loads(raw.decode("utf-8"))
+        text = raw.decode("utf-8")
+        if _nesting(text) > MAX_JSON_DEPTH:
+            raise RecursionError
+        value = json.loads(text)
     except (UnicodeDecodeError, ValueError) as exc:
         raise Refusal(400, f"invalid JSON body: {_short(str(exc))}") from None
+    except RecursionError:  # checked before parsing: json.loads would raise it, later code might too
+        raise Refusal(400, f"invalid JSON body: nested deeper than {MAX_JSON_DEPTH} levels") from None
     if not isinstance(value, dict):
         raise Refusal(400, f"the JSON body must be an object, found {type(value).__name__}")
     return value
+
+
+def _nesting(text: str) -> int:
+    """The deepest bracket nesting of a JSON text, brackets inside strings not counted."""
+    depth = deepest = 0
+    for bracket in _JSON_BRACKET.findall(_JSON_STRING.sub('""', text)):
+        depth += 1 if bracket in "[{" else -1
+        deepest = max(deepest, depth)
+    return deepest
 
 
 def _short(text: str, limit: int = 120) -> str:

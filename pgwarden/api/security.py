@@ -15,6 +15,7 @@ import asyncio
 import hmac
 import ipaddress
 import logging
+import os
 import socket
 import ssl
 import time
@@ -72,6 +73,21 @@ def access_policy_from(restapi: RestApiConfig) -> AccessPolicy:
         allowlist_include_members=restapi.allowlist_include_members,
         client_certificate_required=restapi.verify_client in ("optional", "required"),
     )
+
+
+def tls_fingerprint(restapi: RestApiConfig) -> tuple[object, ...]:
+    """What the TLS context is made of: the settings and the identity of each file (a rotated
+    certificate or key changes it), so a reload rebuilds the context only when something changed."""
+    files = (restapi.certfile, restapi.keyfile, restapi.cafile)
+    identities: list[object] = []
+    for name in files:
+        try:
+            st = os.stat(name) if name else None
+        except OSError:
+            st = None
+        identities.append(None if st is None else (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns))
+    settings = (*files, restapi.keyfile_password, restapi.ciphers, restapi.verify_client)
+    return (*settings, *identities)
 
 
 class TlsConfigError(ValueError):

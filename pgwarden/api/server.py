@@ -9,6 +9,8 @@ down (at most once a second one of them first waits, bounded, for a new probe of
 - Management endpoints (switchover, restart, config, ...) are plugged in by the caller through
   `routes` (see `pgwarden.api.management.management_routes`); any non-read method is checked against
   the access policy first (pgwarden.api.security). An unknown management request is 501.
+Connections (headers of every answer, limits, timeouts, aiohttp's own errors) are `api.listener`'s;
+`ApiServer.reconfigure`/`rebind` apply a reloaded `restapi` section to the running server.
 """
 
 from __future__ import annotations
@@ -26,7 +28,8 @@ from typing import Any
 from aiohttp import hdrs
 
 from pgwarden.api.health import BadQuery, evaluate, status_json
-from pgwarden.api.http import HTTPException, Request, Response, Server, StreamResponse, json_response
+from pgwarden.api.http import HTTPException, Request, Response, StreamResponse, json_response
+from pgwarden.api.listener import AnswerHeaders, LimitedServer, ServerOptions, quiet_accept_errors
 from pgwarden.api.security import AccessGuard, AccessPolicy, BasicAuthCredentials
 from pgwarden.api.state import NodeState, StateHolder
 from pgwarden.api.views import cluster_json, history_json
@@ -36,6 +39,7 @@ __all__ = [
     "BasicAuthCredentials",
     "Handler",
     "Reply",
+    "ServerOptions",
     "build_app",
     "read_reply",
     "start_api",
@@ -51,8 +55,8 @@ App = Callable[[Request], Awaitable[StreamResponse]]
 
 READ_METHODS = frozenset({hdrs.METH_GET, hdrs.METH_HEAD, hdrs.METH_OPTIONS})
 MAX_REQUEST_BODY = 64 * 1024  # management bodies are small JSON documents
-KEEPALIVE_TIMEOUT = 15.0  # seconds an idle keep-alive connection (HAProxy's) stays open
 SHUTDOWN_TIMEOUT = 3.0  # seconds in-flight requests get when the server stops
+TLS_HANDSHAKE_TIMEOUT = 10.0  # a connection counts against the limit only once its handshake is done
 
 
 @dataclass(frozen=True, slots=True)
@@ -156,12 +160,14 @@ class _Router:
             reply = read_reply(state, self.clock(), request.path, _last_values(request))
         except BadQuery as exc:
             return Response(status=400, text=str(exc))
+        except OverflowError:  # e.g. ?lag= with hundreds of digits: a bad query, not a server error
+            return Response(status=400, text="invalid query: a number is out of range")
         return _render(reply, status_only=request.method != hdrs.METH_GET)
 
 
-async def _answer(dispatch: App, request: Request) -> StreamResponse:
+async def _answer(dispatch: App, headers: AnswerHeaders, request: Request) -> StreamResponse:
     """Every request: a bug in a handler is logged and answered with a bare 500 (no internals leak
-    out); every answer names no library or Python version."""
+    out); every answer gets the `server_tokens` Server header and the extra headers (api.listener)."""
     try:
         response = await dispatch(request)
     except HTTPException as exc:  # aiohttp's own (e.g. a body over the size limit) carry their status
@@ -169,7 +175,7 @@ async def _answer(dispatch: App, request: Request) -> StreamResponse:
     except Exception:
         log.exception("REST API: unhandled error for %s %s", request.method, request.path)
         response = Response(status=500, text="internal error")
-    response.headers[hdrs.SERVER] = "pgwarden"
+    headers.stamp(response, tls=request.secure)
     return response
 
 
@@ -186,13 +192,26 @@ def build_app(
     access: AccessPolicy | None = None,
     routes: Mapping[tuple[str, str], Handler] | None = None,
     clock: Callable[[], float] = time.monotonic,
+    options: ServerOptions | None = None,
 ) -> App:
     """The API as one request handler for aiohttp's low-level server (`api.http`). `routes` maps
     (METHOD, first path segment) to management handlers; every non-read request to one of them
     passes `access` (allowlist, client certificate, `auth`) first. `clock` must be the same monotonic
-    clock the agent uses for `lock_deadline`."""
+    clock the agent uses for `lock_deadline`. `options`: the answer headers (server_tokens, extra headers)."""
+    return _app_parts(holder, auth, access, routes, clock, options)[0]
+
+
+def _app_parts(
+    holder: StateHolder,
+    auth: BasicAuthCredentials | None,
+    access: AccessPolicy | None,
+    routes: Mapping[tuple[str, str], Handler] | None,
+    clock: Callable[[], float],
+    options: ServerOptions | None,
+) -> tuple[App, _Router, AnswerHeaders]:
     router = _Router(holder, routes or {}, AccessGuard(_policy(auth, access)), clock)
-    return functools.partial(_answer, router.dispatch)
+    headers = AnswerHeaders(options or ServerOptions())
+    return functools.partial(_answer, router.dispatch, headers), router, headers
 
 
 def _small_requests(message: Any, payload: Any, protocol: Any, writer: Any, task: Any) -> Request:
@@ -200,17 +219,59 @@ def _small_requests(message: Any, payload: Any, protocol: Any, writer: Any, task
     return Request(message, payload, protocol, writer, task, protocol._loop, client_max_size=MAX_REQUEST_BODY)
 
 
+@dataclass(frozen=True, slots=True)
+class Binding:
+    """Where and how the server listens: host ("" or "*": every interface), port, TLS, backlog."""
+
+    host: str
+    port: int
+    ssl_context: ssl.SSLContext | None = None
+    backlog: int = 5
+
+
 @dataclass
 class ApiServer:
-    """A running REST server (see `start_api`)."""
+    """A running REST server (see `start_api`). `reconfigure` and `rebind` apply a reloaded
+    configuration without dropping established connections."""
 
-    handler: Server
+    handler: LimitedServer
     server: asyncio.Server
+    binding: Binding
+    router: _Router
+    headers: AnswerHeaders
 
     @property
     def addresses(self) -> list[Any]:
         """The bound socket addresses, (host, port, ...) tuples (useful with port 0)."""
         return [sock.getsockname() for sock in self.server.sockets]
+
+    def reconfigure(self, access: AccessPolicy, options: ServerOptions) -> None:
+        """New access rules and answer headers, for every request from now on (open connections too)."""
+        self.router.access = AccessGuard(access)
+        self.headers.update(options)
+        self.handler.options = options
+
+    async def rebind(self, binding: Binding) -> None:
+        """Listen with `binding` instead (another address, TLS certificate or backlog): the old
+        listening socket closes, connections already accepted stay. When the new address cannot be
+        bound, the old binding is restored and the OSError raised."""
+        if binding == self.binding:
+            return
+        self.server.close()
+        try:
+            self.server = await _listen(self.handler, binding)
+        except OSError:
+            self.server = await _listen(self.handler, self.binding)
+            raise
+        self.binding = binding
+
+
+async def _listen(handler: LimitedServer, binding: Binding) -> asyncio.Server:
+    host = None if binding.host in ("", "*") else binding.host
+    loop = asyncio.get_running_loop()
+    handshake = TLS_HANDSHAKE_TIMEOUT if binding.ssl_context is not None else None
+    return await loop.create_server(handler, host, binding.port, ssl=binding.ssl_context, reuse_address=True,
+                                    backlog=max(1, binding.backlog), ssl_handshake_timeout=handshake)  # fmt: skip
 
 
 async def start_api(
@@ -222,15 +283,17 @@ async def start_api(
     access: AccessPolicy | None = None,
     routes: Mapping[tuple[str, str], Handler] | None = None,
     ssl_context: ssl.SSLContext | None = None,
+    options: ServerOptions | None = None,
 ) -> ApiServer:
     """Start serving on `listen_host:listen_port` ("" or "*": every interface, IPv4 and IPv6), over
-    TLS when `ssl_context` is given (see `ssl_context_from`)."""
-    handler = Server(build_app(holder, auth=auth, access=access, routes=routes),
-                     request_factory=_small_requests, keepalive_timeout=KEEPALIVE_TIMEOUT)
-    host = None if listen_host in ("", "*") else listen_host
-    loop = asyncio.get_running_loop()
-    server = await loop.create_server(handler, host, listen_port, ssl=ssl_context, reuse_address=True)
-    return ApiServer(handler, server)
+    TLS when `ssl_context` is given (see `ssl_context_from`); `options`: server_tokens, extra
+    headers, backlog and connection limits (api.listener)."""
+    options = options or ServerOptions()
+    app, router, headers = _app_parts(holder, auth, access, routes, time.monotonic, options)
+    handler = LimitedServer(app, options=options, answer_headers=headers, request_factory=_small_requests)
+    quiet_accept_errors(asyncio.get_running_loop())
+    binding = Binding(listen_host, listen_port, ssl_context, options.request_queue_size)
+    return ApiServer(handler, await _listen(handler, binding), binding, router, headers)
 
 
 async def stop_api(api: ApiServer, timeout: float = SHUTDOWN_TIMEOUT + 2.0) -> None:

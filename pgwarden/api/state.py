@@ -94,6 +94,8 @@ class NodeState:
     next_cycle_deadline: float
     """Monotonic instant by which the HA loop should have started its next cycle (for /liveness)."""
     pending_restart: bool = False
+    standby_cluster: bool = False
+    """The adopted configuration has a `standby_cluster` section (never /config's raw value)."""
     role_override: str | None = None
     """A role the agent knows better than the probe, e.g. "demoted" while demoting; None: derive it."""
     pg_state: str | None = None

@@ -22,6 +22,7 @@ from pgwarden.dcs.base import DcsError
 from pgwarden.model import ClusterView, Member, PgState, Role
 
 Action = Literal["switchover", "failover"]
+FAILOVER_KEY = "failover"  # the key's name in ClusterView.unreadable (dcs.codec.FAILOVER)
 SYNC_MODES = frozenset({True, "on", "true", "quorum"})
 
 
@@ -69,11 +70,9 @@ def _candidate_refusal(cluster: ClusterView, request: SwitchoverRequest, name: s
         return ControlResult(412, "candidate does not exists")
     if cluster.leader is not None and cluster.leader.name == name:
         return ControlResult(412, f'candidate "{name}" is already the leader')
-    if not member.tags.can_promote:
-        return ControlResult(412, f'candidate "{name}" cannot be promoted: it has the nofailover tag or '
-                                  "failover_priority 0")  # fmt: skip
-    if member.state != PgState.RUNNING:
-        return ControlResult(412, f'candidate "{name}" is not running (state: {member.state})')
+    if not member.tags.can_promote or member.state != PgState.RUNNING:
+        # Not allowed to promote (nofailover, failover_priority 0) or not running: Patroni's words.
+        return ControlResult(412, f"{request.action} is not possible: no good candidates have been found")
     return None
 
 
@@ -140,7 +139,8 @@ async def post_switchover(
     refusal = check_switchover(cluster, request, cluster.paused)
     if refusal is not None:
         return reply(refusal)
-    revision = cluster.failover.revision if cluster.failover is not None else 0
+    # An unreadable failover key (garbage) is replaced, with compare-and-swap on its revision.
+    revision = cluster.failover.revision if cluster.failover is not None else cluster.unreadable.get(FAILOVER_KEY, 0)
     if not await _write_failover(control, failover_value(request), revision, dcs_timeout):
         raise Refusal(409, "the failover key was changed by somebody else meanwhile; retry")
     control.wakeup()
@@ -171,17 +171,23 @@ async def _unfinished_text(request: SwitchoverRequest, control: AgentControl, ti
 
 
 async def delete_switchover(control: AgentControl, dcs_timeout: float) -> Response:
-    """DELETE /switchover: cancel a scheduled switchover. 200 / 404 when none / 409 on a lost race."""
+    """DELETE /switchover: cancel a scheduled switchover. 200 / 404 when none / 409 on a lost race.
+
+    An unreadable failover key (not JSON, not `leader:member`) is deleted too (200): every reader
+    ignores it, yet it is in the way of every new switchover's compare-and-swap."""
     cluster = await fresh_cluster(control.dcs, dcs_timeout)
     failover = cluster.failover
-    if failover is None or not failover.scheduled_at:
+    garbage = cluster.unreadable.get(FAILOVER_KEY) if failover is None else None
+    if garbage is None and (failover is None or not failover.scheduled_at):
         return Response(status=404, text="no switchover is scheduled")
     try:
         async with asyncio.timeout(dcs_timeout):
-            deleted = await control.dcs.delete_failover(failover.revision)
+            deleted = await control.dcs.delete_failover(failover.revision if failover is not None else garbage)
     except (DcsError, TimeoutError) as exc:
         raise Refusal(503, f"could not delete the failover key: {exc or type(exc).__name__}") from None
     if not deleted:
         return Response(status=409, text="Could not delete scheduled switchover: it changed meanwhile")
     control.wakeup()
+    if garbage is not None:
+        return Response(status=200, text="the failover key was unreadable (not a switchover request); deleted it")
     return Response(status=200, text="scheduled switchover deleted")

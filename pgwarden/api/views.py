@@ -9,7 +9,9 @@ from __future__ import annotations
 from typing import Any
 
 from pgwarden.api.health import in_sync_key, sync_mode
-from pgwarden.model import LSN, ClusterView, Member, PgState, lsn_to_text
+from pgwarden.model import LSN, ClusterView, Member, PgState, ReplicationState, lsn_to_text
+
+_REPLICATION_STATES = frozenset({ReplicationState.STREAMING, ReplicationState.IN_ARCHIVE_RECOVERY})
 
 
 def _leader_optime(cluster: ClusterView) -> LSN | None:
@@ -36,9 +38,11 @@ def member_role(cluster: ClusterView, member: Member) -> str:
 
 def member_state(member: Member, role: str) -> str:
     """The member's state; for a running non-leader, its replication state (so "streaming" only when
-    that member itself reports streaming)."""
-    if role not in ("leader", "standby_leader") and member.state == PgState.RUNNING:
-        return member.replication_state or member.state
+    that member itself reports streaming). Only Patroni's replication states stand in for `running`:
+    older pgwarden agents published "stopped" for a standby whose WAL receiver was reconnecting."""
+    if (role not in ("leader", "standby_leader") and member.state == PgState.RUNNING
+            and member.replication_state in _REPLICATION_STATES):
+        return str(member.replication_state)
     return member.state
 
 

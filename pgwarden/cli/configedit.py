@@ -16,8 +16,10 @@ from typing import Any
 import yaml
 
 from pgwarden.config import parse_dynamic
+from pgwarden.config.support import dynamic_refusals
 
 REPAIR_CLAUSE = re.compile(r"; (using|ignoring) .*$")
+TIMING_RULE = re.compile(r"loop_wait \(-?\d+\) \+ 2\*retry_timeout \(-?\d+\) exceeds ttl ")
 
 
 class EditError(ValueError):
@@ -116,6 +118,15 @@ def unified_diff(before: Mapping[str, Any], after: Mapping[str, Any], scope: str
 def config_problems(config: Mapping[str, Any]) -> list[str]:
     """Why the agents would not use `config` as written: every repair `parse_dynamic` would make
     (an invalid value replaced by its default, timing adjusted, a per-member key ignored)."""
-    _, warnings = parse_dynamic(config)
-    # The warnings say how the agents would repair the value; here the change is refused instead.
-    return [REPAIR_CLAUSE.sub("", w).removeprefix("/config: ") for w in warnings]
+    _, warnings = parse_dynamic(config, notes=False)
+    # The warnings say how the agents would repair the value; here the change is refused instead,
+    # except the timing rule, which the agents apply as Patroni does (timing_warnings).
+    return dynamic_refusals(config) + [REPAIR_CLAUSE.sub("", w).removeprefix("/config: ") for w in warnings
+                                       if not TIMING_RULE.match(w.removeprefix("/config: "))]
+
+
+def timing_warnings(config: Mapping[str, Any]) -> list[str]:
+    """How the agents will lower loop_wait, then retry_timeout, to keep `loop_wait + 2*retry_timeout
+    <= ttl` (accepted with this warning, as Patroni does)."""
+    _, warnings = parse_dynamic(config, notes=False)
+    return [w.removeprefix("/config: ") for w in warnings if TIMING_RULE.match(w.removeprefix("/config: "))]

@@ -11,13 +11,14 @@ from rich.console import Console
 
 from pgwarden import aio
 from pgwarden.cli.listing import render_table
+from pgwarden.cli.session import make_console
 from pgwarden.config import load_local
 from pgwarden.dcs import dcs_from_config
 from pgwarden.localcluster import LocalCluster
 
 
 def run_demo(workdir: Path, nodes: int, keep: bool) -> int:
-    console = Console()
+    console = make_console()
     if workdir.exists() and not keep:
         shutil.rmtree(workdir)
     cluster = LocalCluster(workdir, size=nodes)

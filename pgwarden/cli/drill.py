@@ -94,8 +94,11 @@ def drill(config: Path | None, fault: str, repeat: int, as_json: bool, yes: bool
 
 
 def _config_dsn(local: LocalConfig, members: Sequence[MemberInfo], dbname: str) -> str:
+    from pgwarden.postgres.libpq import options_of, supported
+
     superuser = local.postgresql.authentication.superuser
-    return multi_host_dsn(members, user=superuser.username, password=superuser.password, dbname=dbname)
+    return multi_host_dsn(members, user=superuser.username, password=superuser.password, dbname=dbname,
+                          options=supported(options_of(superuser)))
 
 
 def _shell_restarter(template: str, console: Console) -> AgentRestarter:

@@ -22,6 +22,7 @@ from pgwarden.cli.configedit import (
     config_problems,
     load_yaml_mapping,
     merge_patch,
+    timing_warnings,
     to_yaml,
     unified_diff,
 )
@@ -111,6 +112,10 @@ async def _edit(ctl: Ctl, cluster: ClusterView, settings: Sequence[str], paramet
                 apply: str | None, replace: str | None, force: bool, quiet: bool) -> None:
     if apply is not None and replace is not None:
         raise CtlError("give either --apply or --replace, not both")
+    if "config" in cluster.unreadable and replace is None:
+        # It reads as {}: an edit would store only the change and lose the rest of the configuration.
+        raise CtlError("the stored /config is not valid JSON (a JSON object is required); nothing was changed. "
+                       "Replace it as a whole with --replace FILE")
     current = dict(cluster.config.value) if cluster.config else {}
     updated = new_config(current, cluster.scope, settings=settings, parameters=parameters, apply=apply,
                          replace=replace)
@@ -121,10 +126,12 @@ async def _edit(ctl: Ctl, cluster: ClusterView, settings: Sequence[str], paramet
     if not quiet:
         for line in diff_markup(diff):
             console.print(line, soft_wrap=True)
-    problems = config_problems(updated)
+    problems = config_problems(updated) or await _server_problems(ctl, cluster, current, updated)
     if problems:
         listed = "\n".join(f"  - {p}" for p in problems)
         raise CtlError(f"the new configuration is not valid, nothing was changed:\n{listed}")
+    for warning in timing_warnings(updated):
+        console.print(f"[yellow]Warning: {escape(warning)}[/yellow]", soft_wrap=True)
     confirm_or_abort("Apply these changes?", force, "change")
     revision = cluster.config.revision if cluster.config else 0
     try:
@@ -134,6 +141,34 @@ async def _edit(ctl: Ctl, cluster: ClusterView, settings: Sequence[str], paramet
     if not written:
         raise CtlError("/config was changed by someone else meanwhile; nothing was written, run edit-config again")
     console.print("[green]Configuration changed[/green]")
+
+
+async def _server_problems(ctl: Ctl, cluster: ClusterView, current: Mapping[str, Any],
+                           updated: Mapping[str, Any]) -> list[str]:
+    """What the leader's PostgreSQL would refuse among the parameters the edit introduces (checked against
+    its pg_settings, `config.gucs`), as PATCH /config checks them; [] when it cannot be asked (no leader,
+    no superuser credentials in the configuration read): the static checks were done anyway."""
+    from pgwarden.cli.view import member_dsn, run_query, superuser_options  # psycopg: only when editing
+    from pgwarden.config.gucs import CATALOG_QUERY, GucCatalog, catalog_problems
+    from pgwarden.postgres.versions import CHANGES
+
+    leader = cluster.leader_member
+    superuser: Any = ctl.target.raw
+    for key in ("postgresql", "authentication", "superuser"):
+        superuser = superuser.get(key) if isinstance(superuser, Mapping) else None
+    if leader is None or not isinstance(superuser, Mapping):
+        return []
+    try:
+        columns, rows = await run_query(member_dsn(leader), CATALOG_QUERY, user=superuser.get("username"),
+                                        password=superuser.get("password"), dbname="postgres",
+                                        options=superuser_options(ctl.target.raw))
+    except CtlError as exc:
+        console.print(f"[yellow]Warning: parameters not checked against PostgreSQL ({escape(str(exc))})[/yellow]",
+                      soft_wrap=True)
+        return []
+    catalog = GucCatalog.from_rows([tuple(row[column] for column in columns) for row in rows])
+    before = set(catalog_problems(catalog, current, skip=CHANGES))
+    return [problem for problem in catalog_problems(catalog, updated, skip=CHANGES) if problem not in before]
 
 
 @click.command("edit-config")

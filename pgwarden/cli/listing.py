@@ -82,7 +82,8 @@ def _member_style(role: str, state: str) -> str:
         return "bold green" if state == PgState.RUNNING else "bold red"
     if state == ReplicationState.STREAMING:
         return "green"
-    if state in TRANSITIONAL_STATES or state in (ReplicationState.IN_ARCHIVE_RECOVERY, ReplicationState.STOPPED):
+    # A replica shown as `running` runs but does not stream right now (its WAL receiver reconnects).
+    if state in TRANSITIONAL_STATES or state in (ReplicationState.IN_ARCHIVE_RECOVERY, PgState.RUNNING):
         return "yellow"
     return "red"
 

@@ -85,13 +85,20 @@ def agent(config: Path | None) -> None:
 @click.argument("config", required=False, type=click.Path(dir_okay=True, path_type=Path))
 def validate_config(config: Path | None) -> None:
     """Check a configuration without touching anything; exit 1 and list every problem if it is invalid."""
-    from pgwarden.config.loader import validate_file
+    from pgwarden.config import ConfigError
+    from pgwarden.config.addresses import unauthenticated_api_warning
+    from pgwarden.config.loader import effective, load_local_noting
 
-    problems = validate_file(config, os.environ)
-    if problems:
-        for problem in problems:
+    try:
+        local, notes = load_local_noting(config, os.environ)
+    except ConfigError as exc:
+        for problem in exc.problems:
             click.echo(problem, err=True)
         sys.exit(1)
+    # What an agent would warn of at start: ignored keys, and its bootstrap.dcs as the dynamic config.
+    exposed = unauthenticated_api_warning(local.restapi)  # as the agent warns at start (issue 20)
+    for warning in notes + list(effective(local, None).warnings) + ([exposed] if exposed else []):
+        click.echo(f"warning: {warning}", err=True)
     click.echo(f"{config or 'environment'}: configuration is valid")
 
 

@@ -128,8 +128,8 @@ def _request_text(kind: str, leader: str | None, candidate: str | None, when: da
 
 async def _request_through_dcs(ctl: Ctl, cluster: ClusterView, value: Mapping[str, Any]) -> None:
     """patronictl's fallback: write the `failover` key and let the leader (or the race) act on it."""
-    console.print("Could not switchover using the REST API, falling back to the DCS")
-    revision = cluster.failover.revision if cluster.failover else 0
+    console.print("Could not switchover using Patroni api, falling back to DCS")
+    revision = cluster.failover.revision if cluster.failover else cluster.unreadable.get("failover", 0)
     try:
         written = await ctl.dcs.set_failover(value, revision)
     except DcsError as exc:
@@ -269,7 +269,8 @@ def _report(action: str, member: Member, reply: RestReply, *, scheduled: bool = 
     """Print patronictl's per-member line; True on success."""
     if reply.ok:
         done = f"{action} scheduled" if reply.status == 202 and scheduled else action
-        console.print(f"[green]Success:[/green] {done} on member {member.name}")
+        preposition = "for" if action == "reinitialize" else "on"  # patronictl's words
+        console.print(f"[green]Success:[/green] {done} {preposition} member {member.name}")
         return True
     console.print(f"[red]Failed:[/red] {action} for member {member.name}, status code={reply.status}, "
                   f"({reply.text.strip()})")
@@ -438,9 +439,12 @@ async def _flush_restarts(ctl: Ctl, cluster: ClusterView, names: Sequence[str], 
 
 
 async def _flush_switchover(ctl: Ctl, cluster: ClusterView, force: bool) -> None:
-    if cluster.failover is None:
+    garbage = cluster.unreadable.get("failover") if cluster.failover is None else None
+    if cluster.failover is None and garbage is None:
         console.print("No pending scheduled switchover")
         return
+    if garbage is not None:
+        console.print("The failover key is unreadable (not a switchover request): it blocks new switchovers")
     confirm_or_abort("Are you sure you want to cancel the scheduled switchover?", force, "flush")
     reply = await _try_members(ctl, _leader_first(cluster), "DELETE", "/switchover", None, 10.0)
     if reply is not None and reply.status in (200, 404):
@@ -449,7 +453,7 @@ async def _flush_switchover(ctl: Ctl, cluster: ClusterView, force: bool) -> None
     if reply is not None:
         console.print(f"REST API answered {reply.describe()}; deleting the failover key in the DCS")
     try:
-        deleted = await ctl.dcs.delete_failover(cluster.failover.revision)
+        deleted = await ctl.dcs.delete_failover(cluster.failover.revision if cluster.failover else garbage)
     except DcsError as exc:
         raise CtlError(f"cannot delete the failover key: {exc}") from None
     if not deleted:
@@ -484,6 +488,9 @@ async def _patch_config(ctl: Ctl, cluster: ClusterView, patch: Mapping[str, Any]
         if not reply.ok:
             raise CtlError(f"PATCH /config failed: {reply.describe()}")
         return
+    if "config" in cluster.unreadable:
+        raise CtlError("the stored /config is not valid JSON; nothing was changed "
+                       "(replace it with edit-config --replace)")
     console.print("No member accepted PATCH /config; writing /config in the DCS directly")
     current = dict(cluster.config.value) if cluster.config else {}
     revision = cluster.config.revision if cluster.config else 0

@@ -30,16 +30,19 @@ DCS_TIMEOUT = 5.0  # seconds per DCS request
 
 _T = TypeVar("_T")
 
-PIPED_WIDTH = 160  # columns for tables written to a pipe or file (rich would assume 80 and truncate)
+PIPED_WIDTH = 100_000
+"""Columns for output to a pipe or a file (scripts, CI logs): no width to fit there, so tables come out
+full width, as patronictl prints them. Any real limit (rich assumes 80) cuts cells short: `127.0.0…`."""
 
 
-def _console(*, stderr: bool) -> Console:
+def make_console(*, stderr: bool = False) -> Console:
+    """A console for the CLI's output: the terminal's width on a terminal, unlimited otherwise."""
     stream = sys.stderr if stderr else sys.stdout
     return Console(stderr=stderr, highlight=False, width=None if stream.isatty() else PIPED_WIDTH)
 
 
-console = _console(stderr=False)
-err_console = _console(stderr=True)
+console = make_console()
+err_console = make_console(stderr=True)
 
 
 class CtlError(Exception):

@@ -23,7 +23,9 @@ from pgwarden.config.schema import Credentials, CtlConfig, EtcdConfig
 from pgwarden.config.validation import validate_model
 
 DEFAULT_NAMESPACE = "/service"
-DCS_URL_SCHEMES = ("etcd3", "etcd")
+DCS_URL_SCHEMES = ("etcd3",)
+ETCD2_REFUSAL = ("the etcd v2 API is not supported yet: pgwarden would look for the cluster in etcd v3 and find "
+                 "nothing there")
 CONFIGURATION_VAR = "PATRONI_CONFIGURATION"
 
 
@@ -59,6 +61,8 @@ class Target:
 def parse_dcs_url(url: str) -> tuple[dict[str, Any], str | None]:
     """`etcd3://[user:password@]host:port[/namespace]` -> (etcd3 section, namespace or None)."""
     parts = urlsplit(url if "://" in url else f"etcd3://{url}")
+    if parts.scheme == "etcd":
+        raise TargetError(f"--dcs-url {url!r}: {ETCD2_REFUSAL}; use etcd3://host:port for a cluster on etcd v3")
     if parts.scheme not in DCS_URL_SCHEMES:
         raise TargetError(f"--dcs-url {url!r}: unsupported scheme {parts.scheme!r}; expected etcd3://host:port")
     try:
@@ -110,7 +114,10 @@ def _etcd_section(raw: Mapping[str, Any], dcs_url: str | None) -> tuple[Mapping[
     if dcs_url:
         section, url_namespace = parse_dcs_url(dcs_url)
         return section, url_namespace or namespace
-    configured = raw.get("etcd3") or raw.get("etcd")
+    configured = raw.get("etcd3")
+    if configured is None and isinstance(raw.get("etcd"), Mapping):
+        raise TargetError(f"etcd: {ETCD2_REFUSAL}; give an etcd3 section (or -d etcd3://host:port) for a cluster "
+                          "on etcd v3")
     if not isinstance(configured, Mapping):
         raise TargetError(
             "no DCS to read: give -c/--config-file with an etcd3 section, -d/--dcs-url etcd3://host:port, "

@@ -148,6 +148,8 @@ def show_config_cmd(ctx: click.Context, cluster_name: str | None) -> None:
     async def show(ctl: Ctl, cluster: ClusterView) -> None:
         if cluster.config is None:
             raise CtlError(f"cluster {cluster.scope} has no /config key yet")
+        if "config" in cluster.unreadable:
+            raise CtlError(f"cluster {cluster.scope}: the stored /config is not valid JSON (a JSON object is required)")
         click.echo(to_yaml(cluster.config.value), nl=False)
 
     run(lambda: _with_cluster(ctx, cluster_name, show))
@@ -195,11 +197,23 @@ def _sql_text(command: str | None, file: Path | None) -> str:
         raise CtlError(f"{file}: {exc.strerror or exc}") from None
 
 
-async def run_query(dsn: str, sql: str, *, user: str | None, password: str | None,
-                    dbname: str) -> tuple[list[str], list[dict[str, Any]]]:
-    """Run `sql` on one member; (column names, rows) of the last statement that returns rows."""
-    kwargs: dict[str, Any] = {"dbname": dbname, "connect_timeout": PG_CONNECT_TIMEOUT, "autocommit": True,
-                              "row_factory": dict_row, "application_name": "pgwarden query"}
+def superuser_options(config: Mapping[str, Any]) -> dict[str, str]:
+    """The libpq options (sslmode, sslcert, ...) of `postgresql.authentication.superuser` in the
+    configuration the CLI read, for `query`; {} when it has none (a ctl-only file)."""
+    from pgwarden.postgres.libpq import options_of, supported  # only `query` needs the adapter's package
+
+    section: Any = config
+    for key in ("postgresql", "authentication", "superuser"):
+        section = section.get(key) if isinstance(section, Mapping) else None
+    return supported(options_of(section)) if isinstance(section, Mapping) else {}
+
+
+async def run_query(dsn: str, sql: str, *, user: str | None, password: str | None, dbname: str,
+                    options: Mapping[str, str] | None = None) -> tuple[list[str], list[dict[str, Any]]]:
+    """Run `sql` on one member; (column names, rows) of the last statement that returns rows.
+    `options` are libpq connection options (the configured superuser's TLS settings)."""
+    kwargs: dict[str, Any] = {**(options or {}), "dbname": dbname, "connect_timeout": PG_CONNECT_TIMEOUT,
+                              "autocommit": True, "row_factory": dict_row, "application_name": "pgwarden query"}
     if user:
         kwargs["user"] = user
     if password is not None:
@@ -242,7 +256,8 @@ def query_cmd(ctx: click.Context, cluster_name: str | None, role: str | None, me
         chosen = _chosen(cluster, member, role)
 
         async def render() -> None:
-            columns, rows = await run_query(member_dsn(chosen), sql, user=username, password=secret, dbname=dbname)
+            columns, rows = await run_query(member_dsn(chosen), sql, user=username, password=secret, dbname=dbname,
+                                            options=superuser_options(ctl.target.raw))
             if fmt == "tsv" and delimiter != "\t":
                 click.echo(delimiter.join(columns))
                 for row in rows:

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Protocol
+import ipaddress
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    from pgwarden.config.schema import RestApiConfig
 
 DEFAULT_ETCD_PORT = 2379
 
@@ -57,6 +61,14 @@ def conn_url(postgresql: _PostgresqlLike) -> str:
     return f"postgres://{url_host(host)}:{port}/postgres"
 
 
+def proxy_url(proxy_address: str | None) -> str | None:
+    """The member's `proxy_url` (`postgres://<postgresql.proxy_address>/postgres`), None without one."""
+    if not proxy_address:
+        return None
+    host, port = parse_listen(proxy_address)
+    return f"postgres://{url_host(host)}:{port}/postgres"
+
+
 def etcd_endpoint(address: str, protocol: str) -> str:
     """'host[:port]' -> 'protocol://host:port', with etcd's client port when none is given."""
     if "://" in address:
@@ -65,3 +77,30 @@ def etcd_endpoint(address: str, protocol: str) -> str:
     if not sep or "]" in port:  # no port, or a bare bracketed IPv6 address
         host, port = address, str(DEFAULT_ETCD_PORT)
     return f"{protocol}://{url_host(host.strip('[]'))}:{port}"
+
+
+def listens_beyond_loopback(listen: str) -> bool:
+    """`restapi.listen` accepts connections from other hosts: every interface, a non-loopback
+    address, or a host name other than localhost."""
+    try:
+        host, _ = parse_listen(listen)
+    except ValueError:
+        return False
+    host = host.strip("[]").split("%", 1)[0].lower()
+    if host in ("localhost", "localhost.localdomain"):
+        return False
+    try:
+        return not ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return True  # "", "*", or a host name: reachable from elsewhere
+
+
+def unauthenticated_api_warning(restapi: RestApiConfig) -> str | None:
+    """The warning for a REST API that other hosts can reach while `restapi.authentication` is not
+    set (its unsafe endpoints then answer anyone the allowlist lets through), else None."""
+    auth = restapi.authentication
+    if (auth is not None and auth.username and auth.password) or not listens_beyond_loopback(restapi.listen):
+        return None
+    limit = "only restapi.allowlist limits who" if restapi.allowlist else "anyone who can reach it"
+    return (f"restapi.listen {restapi.listen!r} accepts connections from other hosts and restapi.authentication "
+            f"is not set: {limit} can switch over, restart or reconfigure the cluster")

@@ -131,11 +131,11 @@ def handle(request: Mapping[str, Any]) -> dict[str, Any]:
     if "local" in request:
         spec = request["local"]
         try:
-            local = loader.load_local(spec["path"], spec["environ"])
+            local, notes = loader.load_local_noting(spec["path"], spec["environ"])
         except ConfigError as exc:
             return {"problems": exc.problems}
         dynamic, warnings = loader.bootstrap_or(local, None)
-        return {"local": to_plain(local), "dynamic": to_plain(dynamic), "warnings": warnings}
+        return {"local": to_plain(local), "dynamic": to_plain(dynamic), "warnings": notes + warnings}
     if "dynamic" in request:
         dynamic, warnings = validation.parse_dynamic(request["dynamic"])
         return {"dynamic": to_plain(dynamic), "warnings": warnings}

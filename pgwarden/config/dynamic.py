@@ -16,11 +16,29 @@ from typing import Annotated, Any, ClassVar, Literal
 
 from annotated_types import Ge, Gt, Le
 
+from pgwarden.config.gucs import Parameters
 from pgwarden.config.rules import Before, Section
 
 SynchronousMode = Literal["off", "on", "quorum"]
 
 MIN_TTL, MIN_LOOP_WAIT, MIN_RETRY_TIMEOUT = 20, 1, 3
+
+# Upper bounds of the numeric settings (issue 20): a value beyond them is a typo or an attack, never a
+# configuration. Unbounded, `ttl: 1e18` reached etcd's lease grant (an int64) and failed every renewal
+# while the leader kept serving. `parse_dynamic` repairs a value out of range to its default (with a
+# warning); PATCH/PUT /config and edit-config refuse it (`validation.config_problems`).
+MAX_TIMING = 3600
+"""ttl, loop_wait, retry_timeout, lease_ttl, primary_race_backoff: at most an hour."""
+MAX_TIMEOUT = 86400
+"""primary_start_timeout, primary_stop_timeout, pg_ctl_timeout: at most a day."""
+MAX_BYTES = 2**63 - 1
+"""Byte counts (maximum_lag_on_*): what an LSN difference (int64) can be."""
+MAX_SYNC_NODES = 64
+"""synchronous_node_count."""
+MAX_TIMELINES = 2**32 - 1
+"""max_timelines_history: timeline ids are 32-bit."""
+MAX_SLOTS_TTL = 365 * 86400
+"""member_slots_ttl: a year."""
 
 # postgresql.* keys that describe one machine, so a cluster-wide value makes no sense.
 LOCAL_ONLY_POSTGRESQL_KEYS = frozenset(
@@ -77,12 +95,8 @@ def _slots(value: Any) -> Any:
     return value
 
 
-def _null_as_empty(value: Any) -> Any:
-    return {} if value is None else value
-
-
-Seconds = Annotated[int, Before(_whole_seconds)]
-NonNegativeSeconds = Annotated[int, Before(_whole_seconds), Ge(0)]
+Seconds = Annotated[int, Before(_whole_seconds), Le(MAX_TIMING)]
+NonNegativeSeconds = Annotated[int, Before(_whole_seconds), Ge(0), Le(MAX_TIMEOUT)]
 
 @dataclass(frozen=True, kw_only=True)
 class SlotSpec(Section):
@@ -109,7 +123,7 @@ class StandbyClusterConfig(Section):
     create_replica_methods: list[str] = field(default_factory=list)
     restore_command: str | None = None
     archive_cleanup_command: str | None = None
-    recovery_min_apply_delay: int | str | None = None
+    recovery_min_apply_delay: Annotated[int, Ge(0), Le(2**31 - 1)] | str | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -118,11 +132,13 @@ class DynamicPostgresql(Section):
 
     use_pg_rewind: bool | None = None
     use_slots: bool = True
-    parameters: Annotated[dict[str, Any], Before(_null_as_empty)] = field(default_factory=dict)
+    parameters: Parameters = field(default_factory=dict)
     pg_hba: list[str] | None = None
     pg_ident: list[str] | None = None
+    """Used when the local configuration has no pg_ident; `pg_ident_<role>` replaces it for a role."""
     recovery_conf: dict[str, Any] | None = None
-    pg_ctl_timeout: Annotated[int, Ge(0)] | None = None
+    """Used when the local configuration has no recovery_conf (schema.PostgresqlConfig.recovery_conf)."""
+    pg_ctl_timeout: Annotated[int, Ge(0), Le(MAX_TIMEOUT)] | None = None
     remove_data_directory_on_rewind_failure: bool | None = None
     remove_data_directory_on_diverged_timelines: bool | None = None
     other_keys: Mapping[str, Any] = field(default_factory=dict)
@@ -141,7 +157,7 @@ class PgwardenTiming(Section):
     lease is then `ttl`.
     """
 
-    lease_ttl: Annotated[int, Ge(MIN_LEASE_TTL)] | None = DEFAULT_LEASE_TTL
+    lease_ttl: Annotated[int, Ge(MIN_LEASE_TTL), Le(MAX_TIMING)] | None = DEFAULT_LEASE_TTL
     keepalive_interval: Annotated[float, Gt(0), Le(10)] | None = None
 
 
@@ -152,21 +168,23 @@ class DynamicConfig(Section):
     ttl: Seconds = 30
     loop_wait: Seconds = 10
     retry_timeout: Seconds = 10
-    maximum_lag_on_failover: int = 1048576
-    maximum_lag_on_syncnode: int = -1
+    maximum_lag_on_failover: Annotated[int, Ge(0), Le(MAX_BYTES)] = 1048576
+    maximum_lag_on_syncnode: Annotated[int, Ge(-1), Le(MAX_BYTES)] = -1
     primary_start_timeout: NonNegativeSeconds = 300
     """Also read from the legacy `master_start_timeout` (DYNAMIC_ALIASES)."""
     primary_stop_timeout: NonNegativeSeconds = 0
-    """Also read from the legacy `master_stop_timeout`."""
-    primary_race_backoff: Annotated[float, Ge(0)] = 0
-    max_timelines_history: Annotated[int, Ge(0)] = 0
+    """In synchronous mode (on or quorum), how long a primary's stop (demote, restart, shutdown) may take
+    before PostgreSQL is killed with SIGKILL; 0: no limit (pg_ctl_timeout). Also read from the legacy
+    `master_stop_timeout`."""
+    primary_race_backoff: Annotated[float, Ge(0), Le(MAX_TIMING)] = 0
+    max_timelines_history: Annotated[int, Ge(0), Le(MAX_TIMELINES)] = 0
     check_timeline: bool = False
     synchronous_mode: Annotated[SynchronousMode, Before(_synchronous_mode)] = "off"
     synchronous_mode_strict: bool = False
-    synchronous_node_count: Annotated[int, Ge(1)] = 1
+    synchronous_node_count: Annotated[int, Ge(1), Le(MAX_SYNC_NODES)] = 1
     failsafe_mode: bool = False
     pause: bool | None = None
-    member_slots_ttl: Annotated[int, Before(_duration), Ge(0)] = 1800
+    member_slots_ttl: Annotated[int, Before(_duration), Ge(0), Le(MAX_SLOTS_TTL)] = 1800
     slots: Annotated[dict[str, SlotSpec], Before(_slots)] = field(default_factory=dict)
     """Also read from the legacy `permanent_slots` / `permanent_replication_slots`."""
     ignore_slots: list[dict[str, Any]] = field(default_factory=list)

@@ -18,6 +18,7 @@ class Kind(Enum):
     LIST = "list"
     DICT = "dict"
     AUTO = "auto"  # YAML when it looks like a flow list or mapping, else a string
+    OCTAL = "octal"  # file permissions, as for chmod: '0640', '640', '0o640'
 
 
 S, N, B, L, D, A = Kind.STR, Kind.INT, Kind.BOOL, Kind.LIST, Kind.DICT, Kind.AUTO
@@ -26,7 +27,7 @@ PREFIX = "PATRONI_"
 
 _LOG_KEYS = {
     "TYPE": S, "LEVEL": S, "TRACEBACK_LEVEL": S, "FORMAT": A, "DATEFORMAT": S, "STATIC_FIELDS": D,
-    "MAX_QUEUE_SIZE": N, "DIR": S, "MODE": N, "FILE_SIZE": N, "FILE_NUM": N, "LOGGERS": D,
+    "MAX_QUEUE_SIZE": N, "DIR": S, "MODE": Kind.OCTAL, "FILE_SIZE": N, "FILE_NUM": N, "LOGGERS": D,
     "DEDUPLICATE_HEARTBEAT_LOGS": B,
 }  # fmt: skip
 _RESTAPI_KEYS = {
@@ -120,6 +121,11 @@ def parse_value(text: str, kind: Kind) -> Any:
     if kind is Kind.INT:
         try:
             return int(stripped)
+        except ValueError:
+            return text
+    if kind is Kind.OCTAL:
+        try:
+            return int(stripped, 8)
         except ValueError:
             return text
     if kind is Kind.BOOL:

@@ -45,7 +45,10 @@ def key_path(loc: Sequence[str | int], prefix: str = "") -> str:
     for part in loc:
         if isinstance(part, int):
             path += f"[{part}]"
+        elif part == "[key]":
+            continue  # pydantic's marker for "the key itself", which the path already ends with
         else:
+            part = part if part.isprintable() else repr(part)  # a key must not break the line it is shown in
             path = f"{path}.{part}" if path else part
     return path or "(top level)"
 
@@ -61,12 +64,30 @@ def describe_value(value: Any) -> str:
     return f"{text} ({kind.get(type(value), type(value).__name__)})"
 
 
+_SECRET_PARTS = ("authentication", "password", "passphrase", "secret", "token", "auth_data", "credential")
+"""A key path containing one of these may hold a secret (`replication: 'user:password'` included)."""
+
+
+def is_secret_path(path: str) -> bool:
+    lowered = path.lower()
+    return any(part in lowered for part in _SECRET_PARTS)
+
+
+def describe_hidden(value: Any) -> str:
+    """What was found where a secret may be: its kind only, never its text."""
+    kind = {dict: "mapping", list: "list", str: "string", bool: "boolean", int: "integer", float: "number"}
+    return "nothing (null)" if value is None else f"a {kind.get(type(value), type(value).__name__)} (not shown)"
+
+
 def describe_error(error: Any, prefix: str = "") -> tuple[str, str]:
-    """One pydantic error dict -> (key path, message)."""
+    """One pydantic error dict -> (key path, message). No value found under a key that may hold a
+    secret is ever repeated: messages end up in logs and terminals."""
     path = key_path(error["loc"], prefix)
     if error["type"] == "missing":
         return path, f"{path}: expected a value (required key), found nothing"
-    return path, f"{path}: {_expected(error)}, found {describe_value(error.get('input'))}"
+    found = error.get("input")
+    shown = describe_hidden(found) if is_secret_path(path) else describe_value(found)
+    return path, f"{path}: {_expected(error)}, found {shown}"
 
 
 def describe_validation_error(exc: ValidationError, prefix: str = "") -> list[str]:

@@ -15,8 +15,8 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any
 
-from pgwarden.config.addresses import api_url, conn_url
-from pgwarden.config.dynamic import DYNAMIC_ALIASES, DynamicConfig, SlotSpec, StandbyClusterConfig
+from pgwarden.config.addresses import api_url, conn_url, proxy_url
+from pgwarden.config.dynamic import DynamicConfig, SlotSpec, StandbyClusterConfig, adjust_timing
 from pgwarden.config.schema import LocalConfig
 from pgwarden.model import Tags
 
@@ -35,6 +35,15 @@ WAL_LEVELS = ("replica", "hot_standby", "logical")
 CMDLINE_GUCS = frozenset({*INT_CMDLINE_GUCS, *FORCED_ON_GUCS, "wal_level", "track_commit_timestamp"})
 DERIVED_GUCS = frozenset({"listen_addresses", "port", "cluster_name"})
 ROLES = ("primary", "replica", "standby_leader")
+DEFAULT_PG_CTL_TIMEOUT = 60
+# recovery_conf keys pgwarden sets itself (a replica must follow the member the HA loop chose, through
+# its own slot, onto the newest timeline) and the pre-12 recovery.conf keys standby.signal replaced.
+RESERVED_RECOVERY_KEYS: Mapping[str, str] = MappingProxyType({
+    "primary_conninfo": "pgwarden points a replica at the member it follows",
+    "primary_slot_name": "pgwarden names the slot (use_slots)",
+    "recovery_target_timeline": "pgwarden always follows the latest timeline",
+    "standby_mode": "PostgreSQL 12+ uses standby.signal, which pgwarden writes",
+})
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,6 +83,14 @@ class EffectiveConfig:
     bootstrap_pg_hba: tuple[str, ...]
     role_parameters: Mapping[str, Mapping[str, Any]]
     role_pg_hba: Mapping[str, tuple[str, ...]]
+    pg_ident: tuple[str, ...]
+    """pg_ident.conf lines: the local list, else the dynamic one; empty leaves an existing file alone."""
+    role_pg_ident: Mapping[str, tuple[str, ...]]
+    recovery_conf: Mapping[str, Any]
+    """Recovery parameters for a replica (local `recovery_conf`, else the dynamic one), without the
+    ones pgwarden sets itself (RESERVED_RECOVERY_KEYS, warned of)."""
+    pg_ctl_timeout: int
+    """`pg_ctl_timeout`: the local value, else the dynamic one, else 60 seconds."""
     slots: Mapping[str, SlotSpec]
     ignore_slots: tuple[Mapping[str, Any], ...]
     standby_cluster: StandbyClusterConfig | None
@@ -89,6 +106,11 @@ class EffectiveConfig:
     def conn_url(self) -> str:
         return conn_url(self.local.postgresql)
 
+    @property
+    def proxy_url(self) -> str | None:
+        """The member JSON `proxy_url`, from `postgresql.proxy_address` (None without one)."""
+        return proxy_url(self.local.postgresql.proxy_address)
+
     def parameters_for(self, role: str) -> Mapping[str, Any]:
         """`parameters` with the role's `parameters_<role>` merged in (enforced GUCs stay as they are)."""
         merged = dict(self.parameters)
@@ -101,17 +123,20 @@ class EffectiveConfig:
         """`pg_hba_<role>` replaces the base list when present."""
         return self.role_pg_hba.get(role, self.pg_hba)
 
+    def pg_ident_for(self, role: str) -> tuple[str, ...]:
+        """`pg_ident_<role>` replaces the base list when present."""
+        return self.role_pg_ident.get(role, self.pg_ident)
+
 
 def layer(local: LocalConfig, dynamic: DynamicConfig, dynamic_warnings: Sequence[str] = ()) -> EffectiveConfig:
     """Layer defaults <- dynamic <- local: the configuration an agent runs with. `dynamic` is the
     parsed DCS /config (or bootstrap.dcs before the cluster exists), `dynamic_warnings` what parsing
     it said (see validation.parse_dynamic). Pure: no validation happens here."""
     warnings = list(dynamic_warnings)
-    warnings += _ignored_local_keys(local)
     warnings += local.tags.conflicts()
+    dynamic = _local_timing(local, dynamic, warnings)
     parameters = _merged_parameters(local, dynamic, warnings)
     pg_local, pg_dynamic = local.postgresql, dynamic.postgresql
-    warnings += _watchdog_warnings(local, dynamic)
     return EffectiveConfig(
         name=local.name,
         scope=local.scope,
@@ -149,6 +174,11 @@ def layer(local: LocalConfig, dynamic: DynamicConfig, dynamic_warnings: Sequence
         bootstrap_pg_hba=tuple(local.bootstrap.pg_hba),
         role_parameters=MappingProxyType(_role_values(local, dynamic, "parameters_", dict, warnings)),
         role_pg_hba=MappingProxyType(_role_values(local, dynamic, "pg_hba_", list, warnings)),
+        pg_ident=tuple(pg_local.pg_ident if pg_local.pg_ident is not None else pg_dynamic.pg_ident or ()),
+        role_pg_ident=MappingProxyType(_role_values(local, dynamic, "pg_ident_", list, warnings)),
+        recovery_conf=MappingProxyType(_recovery_conf(local, dynamic, warnings)),
+        pg_ctl_timeout=next((t for t in (pg_local.pg_ctl_timeout, pg_dynamic.pg_ctl_timeout) if t is not None),
+                            DEFAULT_PG_CTL_TIMEOUT),
         slots=MappingProxyType(dict(dynamic.slots)),
         ignore_slots=tuple(MappingProxyType(s) for s in dynamic.ignore_slots),
         standby_cluster=dynamic.standby_cluster,
@@ -162,18 +192,17 @@ def _first_set(*values: bool | None) -> bool:
     return next((v for v in values if v is not None), False)
 
 
-def _ignored_local_keys(local: LocalConfig) -> list[str]:
-    """Cluster-wide settings written at the top of the local file have no effect: say so."""
-    cluster_wide = {f.name for f in dataclasses.fields(DynamicConfig)} - {"postgresql"}
-    cluster_wide |= set(DYNAMIC_ALIASES[()])
-    found = sorted(cluster_wide & set(local.other_keys))
-    warnings = [
-        f"{key}: ignored in the local configuration (cluster-wide; set it in bootstrap.dcs or with edit-config)"
-        for key in found
-    ]
-    if "use_slots" in local.postgresql.other_keys:
-        warnings.append("postgresql.use_slots: ignored in the local configuration (only dynamic config sets it)")
-    return warnings
+def _local_timing(local: LocalConfig, dynamic: DynamicConfig, warnings: list[str]) -> DynamicConfig:
+    """A member's own ttl/loop_wait/retry_timeout win over /config (as in Patroni, contract 6.1), under
+    the same minimums and `loop_wait + 2*retry_timeout <= ttl` rule."""
+    if local.ttl is None and local.loop_wait is None and local.retry_timeout is None:
+        return dynamic
+    ttl, loop_wait, retry_timeout, adjusted = adjust_timing(
+        dynamic.ttl if local.ttl is None else local.ttl,
+        dynamic.loop_wait if local.loop_wait is None else local.loop_wait,
+        dynamic.retry_timeout if local.retry_timeout is None else local.retry_timeout)
+    warnings += [f"local configuration: {w}" for w in adjusted]
+    return dataclasses.replace(dynamic, ttl=ttl, loop_wait=loop_wait, retry_timeout=retry_timeout)
 
 
 def _merged_parameters(local: LocalConfig, dynamic: DynamicConfig, warnings: list[str]) -> dict[str, Any]:
@@ -254,12 +283,16 @@ def _role_values(
     return out
 
 
-def _watchdog_warnings(local: LocalConfig, dynamic: DynamicConfig) -> list[str]:
-    watchdog = local.watchdog
-    if watchdog.mode == "off":
-        return []
-    margin = dynamic.ttl // 2 if watchdog.safety_margin == -1 else watchdog.safety_margin
-    slack = dynamic.ttl - margin - dynamic.loop_wait
-    if slack >= 0:
-        return []
-    return [f"watchdog: ttl - safety_margin - loop_wait = {slack} < 0; the watchdog could fire in a normal cycle"]
+def _recovery_conf(local: LocalConfig, dynamic: DynamicConfig, warnings: list[str]) -> dict[str, Any]:
+    """`recovery_conf`: the local mapping, else the dynamic one (the whole mapping, as Patroni layers it),
+    less the keys pgwarden keeps for itself."""
+    local_value = local.postgresql.recovery_conf
+    source = local_value if local_value is not None else dynamic.postgresql.recovery_conf or {}
+    out: dict[str, Any] = {}
+    for key, value in source.items():
+        why = RESERVED_RECOVERY_KEYS.get(str(key).lower())
+        if why is not None:
+            warnings.append(f"postgresql.recovery_conf.{key}: ignored ({why})")
+        elif value is not None:
+            out[str(key)] = _pg_value(value)
+    return out

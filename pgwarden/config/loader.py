@@ -19,7 +19,7 @@ from pgwarden.config.env import env_overrides
 from pgwarden.config.errors import ConfigError
 from pgwarden.config.layering import EffectiveConfig, layer
 from pgwarden.config.schema import LocalConfig, dcs_section_problems
-from pgwarden.config.validation import dynamic_problems, local_problems, parse_dynamic
+from pgwarden.config.validation import dynamic_problems, local_problems, local_warnings, parse_dynamic
 
 _CONFIGURATION_VAR = "PATRONI_CONFIGURATION"
 
@@ -58,6 +58,13 @@ def read_raw(path: str | Path | None, environ: Mapping[str, str]) -> dict[str, A
     else:
         source = {}
     return deep_merge(source, env_overrides(environ))
+
+
+def load_local_noting(path: str | Path | None, environ: Mapping[str, str]) -> tuple[LocalConfig, list[str]]:
+    """`load_local`, and the warnings an agent logs at start about the configuration's keys (the
+    harmless ones pgwarden ignores, unknown ones: `support.py`)."""
+    raw = read_raw(path, environ)
+    return validate_local(raw), local_warnings(raw)
 
 
 def validate_local(data: Mapping[str, Any]) -> LocalConfig:

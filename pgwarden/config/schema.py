@@ -6,8 +6,8 @@ becomes one message naming its key path (see `errors.py`). The sections are froz
 validation (pydantic, `validation.py`) reads the rules they carry (`rules.py`); holding them needs
 no pydantic.
 
-Of the DCS sections only `etcd3` (and `etcd`, read as a list of v3 endpoints) is implemented; the
-others (consul, zookeeper, kubernetes, raft, ...) are accepted but cannot be the cluster's store.
+Of the DCS sections only `etcd3` is implemented; the others (`etcd` for the v2 API, consul, zookeeper,
+kubernetes, raft, ...) are refused (`support.py`).
 """
 
 from __future__ import annotations
@@ -17,9 +17,11 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Annotated, Any, ClassVar, Literal
 
-from annotated_types import Ge
+from annotated_types import Ge, Le
 
 from pgwarden.config.addresses import etcd_endpoint, parse_listen
+from pgwarden.config.gucs import Parameters
+from pgwarden.config.paths import check_data_dir
 from pgwarden.config.rules import After, Before, Section
 from pgwarden.model import Tags
 
@@ -52,6 +54,15 @@ def _text(value: Any) -> Any:
     return str(value) if isinstance(value, int | float) and not isinstance(value, bool) else value
 
 
+def _whole_seconds(value: Any) -> Any:
+    """Timing values as Patroni casts them: 10.0 and '10' are 10."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, str) and value.strip().isdigit():
+        return int(value.strip())
+    return value
+
+
 def _comma_list(value: Any) -> Any:
     """'a,b' -> ['a', 'b']; lists pass through (their items are checked by the field type)."""
     if isinstance(value, str):
@@ -72,6 +83,16 @@ def _is_option(item: Any) -> bool:
     return isinstance(item, str) or (isinstance(item, dict) and len(item) == 1)
 
 
+BIN_NAMES = ("pg_ctl", "initdb", "pg_controldata", "pg_basebackup", "postgres", "pg_isready", "pg_rewind")
+
+
+def _bin_names(value: dict[str, str]) -> dict[str, str]:
+    unknown = sorted(set(value) - set(BIN_NAMES))
+    if unknown:
+        raise ValueError(f"expected keys among {', '.join(BIN_NAMES)}; unknown: {', '.join(unknown)}")
+    return value
+
+
 HostPort = Annotated[str, After(_host_port(require_host=False))]
 ConnectAddress = Annotated[str, After(_host_port(require_host=True))]
 Text = Annotated[str, Before(_text)]
@@ -79,8 +100,11 @@ StrList = Annotated[list[str], Before(_null_as(list))]
 CommaList = Annotated[list[str], Before(_comma_list)]
 AnyDict = Annotated[dict[str, Any], Before(_null_as(dict))]
 Options = Annotated[list[Any] | dict[str, Any], Before(_options)]
-NonNegative = Annotated[int, Ge(0)]
-Positive = Annotated[int, Ge(1)]
+# Upper bounds (issue 20: a value beyond them is a typo, never a configuration; see dynamic.py for /config).
+MAX_INT32 = 2**31 - 1
+Timeout = Annotated[int, Ge(0), Le(86400)]  # seconds: at most a day
+Priority = Annotated[int, Ge(0), Le(MAX_INT32)]
+TimingSeconds = Annotated[int, Before(_whole_seconds), Le(3600)]  # ttl, loop_wait, retry_timeout (dynamic.MAX_TIMING)
 
 
 # -- sections: each a frozen dataclass, built by keyword ---------------------------------------------
@@ -106,7 +130,7 @@ class RestApiConfig(Section):
     allowlist_include_members: bool = False
     http_extra_headers: AnyDict = field(default_factory=dict)
     https_extra_headers: AnyDict = field(default_factory=dict)
-    request_queue_size: NonNegative = 5
+    request_queue_size: Annotated[int, Ge(0), Le(65535)] = 5
     server_tokens: str = "Original"
 
 
@@ -120,20 +144,75 @@ class CtlConfig(Section):
     keyfile_password: Text | None = None
 
 
+_LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "WARN", "ERROR", "CRITICAL", "FATAL", "NOTSET")
+
+
+def _log_level(value: Any) -> Any:
+    """'info' -> 'INFO'; Python's level names only (what `logging` accepts)."""
+    if isinstance(value, str) and value.strip().upper() in _LOG_LEVELS:
+        return value.strip().upper()
+    raise ValueError(f"expected a log level ({', '.join(_LOG_LEVELS[:-1])})")
+
+
+def _log_levels(value: Any) -> Any:
+    """`loggers`: {logger name: level}."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        return value  # the type check says a mapping was expected
+    levels = {}
+    for name, level in value.items():
+        try:
+            levels[str(name)] = _log_level(level)
+        except ValueError as exc:
+            raise ValueError(f"{exc} for logger {name!r}") from None
+    return levels
+
+
+def _file_mode(value: Any) -> Any:
+    """`mode: 0640` (YAML reads it as octal) or the text '0640' / '640' / '0o640' (octal, as for chmod)."""
+    if isinstance(value, str):
+        try:
+            value = int(value.strip(), 8)
+        except ValueError:
+            raise ValueError("expected file permissions in octal, such as 0640") from None
+    if isinstance(value, int) and not isinstance(value, bool) and not 0 <= value <= 0o777:
+        raise ValueError("expected file permissions in octal, such as 0640 (between 0 and 0777)")
+    return value
+
+
+def _log_format(value: Any) -> Any:
+    """A logging format string, or (for json) a list of field names and one-key {field: json name}."""
+    if value is None or isinstance(value, str):
+        return value
+    if isinstance(value, list) and all(
+            isinstance(item, str) or (isinstance(item, dict) and len(item) == 1
+                                      and all(isinstance(part, str) for part in (*item, *item.values())))
+            for item in value):
+        return value
+    raise ValueError("expected a format string, or a list of field names and {field: name} items")
+
+
+LogLevel = Annotated[str, Before(_log_level)]
+
+
 @dataclass(frozen=True, kw_only=True)
 class LogConfig(Section):
+    """Patroni's `log` section; what each key does: `pgwarden.agent.logsetup`."""
+
     type: Literal["plain", "json"] = "plain"
-    level: str = "INFO"
-    traceback_level: str = "ERROR"
-    format: Any = None
+    level: LogLevel = "INFO"
+    traceback_level: LogLevel = "ERROR"
+    format: Annotated[Any, Before(_log_format)] = None
     dateformat: str | None = None
     static_fields: AnyDict = field(default_factory=dict)
-    max_queue_size: Positive = 1000
+    max_queue_size: Annotated[int, Ge(1), Le(10_000_000)] = 1000
     dir: str | None = None
-    mode: int | None = None
-    file_num: Positive = 4
-    file_size: Positive = 25_000_000
-    loggers: AnyDict = field(default_factory=dict)
+    mode: Annotated[int | None, Before(_file_mode)] = None
+    file_num: Annotated[int, Ge(1), Le(1000)] = 4
+    file_size: Annotated[int, Ge(1), Le(2**40)] = 25_000_000
+    """Bytes per log file before rotation: at most 1 TiB."""
+    loggers: Annotated[dict[str, str], Before(_log_levels)] = field(default_factory=dict)
     deduplicate_heartbeat_logs: bool = False
 
 
@@ -177,7 +256,9 @@ class EtcdConfig(Section):
     def as_mapping(self) -> dict[str, Any]:
         """The section as Patroni's `etcd3` mapping (what `pgwarden.dcs.dcs_from_config` reads)."""
         modeled = dataclasses.asdict(self)
-        return {**modeled.pop("other_keys"), **modeled}
+        other = modeled.pop("other_keys")
+        # Unset fields are left out: an empty `hosts` must not shadow the `host` or `url` the user wrote.
+        return {**other, **{key: value for key, value in modeled.items() if value not in (None, [], "")}}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -234,14 +315,21 @@ class PostgresqlConfig(Section):
     listen: ConnectAddress
     connect_address: ConnectAddress
     proxy_address: ConnectAddress | None = None
-    data_dir: str
+    """host:port of a connection pooler in front of this member: published as `proxy_url` in its member key."""
+    data_dir: Annotated[str, After(check_data_dir)]
     config_dir: str | None = None
+    """Where postgresql.conf (pgwarden's, passed as `-c config_file=`), postgresql.base.conf, pg_hba.conf
+    and pg_ident.conf live (Debian: /etc/postgresql/<version>/<cluster>); default: data_dir."""
     bin_dir: str | None = None
-    bin_name: Annotated[dict[str, str], Before(_null_as(dict))] = field(default_factory=dict)
+    bin_name: Annotated[dict[str, str], Before(_null_as(dict)), After(_bin_names)] = field(default_factory=dict)
+    """Other names for the binaries in bin_dir: {pg_ctl, initdb, pg_controldata, pg_basebackup, postgres,
+    pg_isready, pg_rewind} -> name. pgwarden never runs pg_isready; `postgres` reaches pg_ctl as -p."""
     pgpass: str | None = None
     custom_conf: str | None = None
+    """The user's base configuration, included by pgwarden's postgresql.conf instead of
+    postgresql.base.conf and never written (a relative path is relative to config_dir)."""
     authentication: PgAuthentication
-    parameters: AnyDict = field(default_factory=dict)
+    parameters: Parameters = field(default_factory=dict)
     pg_hba: StrList | None = None
     pg_ident: StrList | None = None
     use_pg_rewind: bool | None = None
@@ -253,10 +341,14 @@ class PostgresqlConfig(Section):
     callbacks: Callbacks = field(default_factory=Callbacks)
     pre_promote: str | None = None
     before_stop: str | None = None
-    pg_ctl_timeout: NonNegative | None = None
+    pg_ctl_timeout: Timeout | None = None
+    """Seconds pg_ctl start/stop/promote may wait; default: the dynamic value, else 60."""
     use_unix_socket: bool = False
     use_unix_socket_repl: bool = False
     recovery_conf: AnyDict | None = None
+    """Recovery parameters (restore_command, recovery_min_apply_delay, recovery_target_*, ...), written into
+    postgresql.conf (PostgreSQL 12+ has no recovery.conf); replaces the dynamic mapping. primary_conninfo,
+    primary_slot_name, recovery_target_timeline and standby_mode are pgwarden's own: ignored with a warning."""
     replica_method: str | None = None
     other_keys: Mapping[str, Any] = field(default_factory=dict)
     """Keys not modelled here: `parameters_<role>`, `pg_hba_<role>`, and misplaced ones (`use_slots`)."""
@@ -278,38 +370,55 @@ class TagsConfig(Section):
 
     EXTRA: ClassVar[str | None] = "custom"
 
-    nofailover: bool = False
-    failover_priority: NonNegative | None = None
+    nofailover: bool | None = None  # None: not set (failover_priority decides)
+    failover_priority: Priority | None = None
     clonefrom: bool = False
     noloadbalance: bool = False
     replicatefrom: str | None = None
-    nosync: bool = False
-    sync_priority: NonNegative | None = None
+    nosync: bool | None = None  # None: not set (sync_priority decides)
+    sync_priority: Priority | None = None
     nostream: bool = False
     custom: Mapping[str, Any] = field(default_factory=dict)
 
     def to_tags(self) -> Tags:
-        # An explicit `nofailover: true` makes the member ineligible whatever failover_priority says.
+        # When both are set and disagree, nofailover (nosync) decides, as in Patroni: an explicit
+        # `nofailover: true` makes the member ineligible whatever failover_priority says, and an
+        # explicit `nofailover: false` makes it eligible even with failover_priority 0.
         return Tags(
-            nofailover=self.nofailover,
-            failover_priority=1 if self.failover_priority is None else self.failover_priority,
+            nofailover=bool(self.nofailover),
+            failover_priority=_either_or(self.nofailover, self.failover_priority),
             clonefrom=self.clonefrom,
             noloadbalance=self.noloadbalance,
             replicatefrom=self.replicatefrom,
-            nosync=self.nosync,
-            sync_priority=1 if self.sync_priority is None else self.sync_priority,
+            nosync=bool(self.nosync),
+            sync_priority=_either_or(self.nosync, self.sync_priority),
             nostream=self.nostream,
             custom=dict(self.custom),
         )
 
     def conflicts(self) -> list[str]:
-        """Warnings for tag pairs Patroni treats as either/or."""
-        out = []
-        if self.nofailover and self.failover_priority:
-            out.append("tags: nofailover and failover_priority are both set; nofailover wins")
-        if self.nosync and self.sync_priority:
-            out.append("tags: nosync and sync_priority are both set; nosync wins")
-        return out
+        """Warnings for tag pairs Patroni treats as either/or, in Patroni's words."""
+        return [conflicting_tags_line(flag, value, priority, number)
+                for flag, value, priority, number in (("nofailover", self.nofailover, "failover_priority",
+                                                       self.failover_priority),
+                                                      ("nosync", self.nosync, "sync_priority", self.sync_priority))
+                if value is not None and number is not None and value == (number > 0)]
+
+
+CONFLICTING_TAGS = "Conflicting configuration between "
+
+
+def conflicting_tags_line(flag: str, value: bool, priority: str, number: int) -> str:
+    """Patroni's WARNING for `nofailover`/`failover_priority` (or `nosync`/`sync_priority`) that disagree."""
+    return (f"{CONFLICTING_TAGS}{flag}: {value} and {priority}: {number}. "
+            f"Defaulting to {flag}: {value}")
+
+
+def _either_or(flag: bool | None, priority: int | None) -> int:
+    """The effective priority: the given one, 1 when unset or when an explicit false flag overrides a 0."""
+    if priority is None or (flag is False and priority <= 0):
+        return 1
+    return priority
 
 
 def _watchdog_mode(value: Any) -> Any:
@@ -325,7 +434,7 @@ def _watchdog_mode(value: Any) -> Any:
 class WatchdogConfig(Section):
     mode: Annotated[Literal["off", "automatic", "required"], Before(_watchdog_mode)] = "automatic"
     device: str = "/dev/watchdog"
-    safety_margin: Annotated[int, Ge(-1)] = 5
+    safety_margin: Annotated[int, Ge(-1), Le(3600)] = 5
     driver: str = "default"
 
 
@@ -347,25 +456,26 @@ class LocalConfig(Section):
     postgresql: PostgresqlConfig
     tags: TagsConfig = field(default_factory=TagsConfig)
     watchdog: WatchdogConfig = field(default_factory=WatchdogConfig)
+    ttl: TimingSeconds | None = None
+    loop_wait: TimingSeconds | None = None
+    retry_timeout: TimingSeconds | None = None
+    """As in Patroni, a member's own ttl/loop_wait/retry_timeout win over /config (layering.layer)."""
     other_keys: Mapping[str, Any] = field(default_factory=dict)
-    """Top-level keys not modelled here (cluster-wide settings misplaced in a local file are warned of)."""
+    """Top-level keys not modelled here (`support.py` judges them: cluster-wide settings misplaced in a
+    local file are refused or warned of)."""
 
     @property
     def dcs(self) -> EtcdConfig:
-        """The etcd section in use (validation guarantees exactly one)."""
-        section = self.etcd3 or self.etcd
+        """The etcd v3 section (validation refuses the v2 `etcd` section)."""
+        section = self.etcd3
         if section is None:  # only reachable for a configuration built without validation
-            raise ValueError("no etcd3/etcd section")
+            raise ValueError("no etcd3 section")
         return section
 
 
 def dcs_section_problems(data: dict[str, Any]) -> list[str]:
-    """Exactly one etcd section must be present: say which one is missing or what is there instead."""
-    present = [name for name in ETCD_SECTIONS if name in data]
-    if len(present) == 1:
+    """An `etcd3` section must be present. Other DCS sections (etcd v2 included) are refused by the
+    support table (`support.py`), which says what to do instead."""
+    if "etcd3" in data or any(name in data for name in ("etcd", *OTHER_DCS_SECTIONS)):
         return []
-    if len(present) == 2:
-        return ["etcd3: expected exactly one of the sections etcd3 or etcd, found both"]
-    others = [name for name in OTHER_DCS_SECTIONS if name in data]
-    found = f"only {', '.join(others)} (not supported by pgwarden)" if others else "no DCS section"
-    return [f"etcd3: expected an etcd3 (or etcd) section giving the etcd v3 endpoints, found {found}"]
+    return ["etcd3: expected an etcd3 section giving the etcd v3 endpoints, found no DCS section"]

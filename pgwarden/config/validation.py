@@ -25,6 +25,8 @@ from pgwarden.config.dynamic import (
 )
 from pgwarden.config.errors import describe_error, describe_validation_error, key_path
 from pgwarden.config.schema import LOCAL_ALIASES, LocalConfig
+from pgwarden.config.support import dynamic_refusals, judge_dynamic, judge_local, refusals
+from pgwarden.config.support import warnings as support_warnings
 
 T = TypeVar("T")
 
@@ -64,24 +66,39 @@ def canonical(data: Mapping[str, Any], aliases: Mapping[tuple[str, ...], Mapping
 
 
 def local_problems(data: Mapping[str, Any]) -> tuple[LocalConfig | None, list[str]]:
-    """(the validated LocalConfig or None, every problem found), for a merged raw mapping."""
+    """(the validated LocalConfig or None, every problem found), for a merged raw mapping. Keys that
+    pgwarden refuses (`support.py`) are problems too, whatever their type checks say."""
+    refused = refusals(judge_local(data))
     try:
-        return validate_model(LocalConfig, canonical(data, LOCAL_ALIASES)), []
+        config = validate_model(LocalConfig, canonical(data, LOCAL_ALIASES))
     except ValidationError as exc:
-        return None, describe_validation_error(exc)
+        return None, refused + describe_validation_error(exc)
+    return (None if refused else config), refused
+
+
+def local_warnings(data: Mapping[str, Any]) -> list[str]:
+    """What an agent logs at start about a valid local configuration's keys: the harmless ones it
+    ignores and the unknown ones (`support.py`)."""
+    return support_warnings(judge_local(data))
 
 
 # -- the dynamic configuration ------------------------------------------------------------------------
 
 
-def parse_dynamic(raw: Mapping[str, Any] | None) -> tuple[DynamicConfig, list[str]]:
-    """`/config` (or bootstrap.dcs) -> (DynamicConfig, warnings). Never raises on bad content."""
+def parse_dynamic(raw: Mapping[str, Any] | None, *, notes: bool = True) -> tuple[DynamicConfig, list[str]]:
+    """`/config` (or bootstrap.dcs) -> (DynamicConfig, warnings). Never raises on bad content.
+
+    The warnings say what was repaired and, with `notes`, which keys pgwarden ignores (harmless or
+    unknown ones, `support.py`). Keys pgwarden refuses are not judged here: `support.dynamic_refusals`
+    does, and an agent never runs with a /config that has any."""
     if raw is None:
         raw = {}
     if not isinstance(raw, Mapping):
         return _with_valid_timing(DynamicConfig(), [f"/config: expected a mapping, found {type(raw).__name__}"])
     data = canonical(raw, DYNAMIC_ALIASES)
-    warnings = _drop_local_only_keys(data)
+    warnings = [f"/config: {w}" for w in support_warnings(judge_dynamic(raw))] if notes else []
+    dropped = _drop_local_only_keys(data)
+    warnings += [] if notes else dropped
     for _ in range(_MAX_REPAIR_ROUNDS):
         try:
             return _with_valid_timing(validate_model(DynamicConfig, data), warnings)
@@ -94,25 +111,28 @@ def parse_dynamic(raw: Mapping[str, Any] | None) -> tuple[DynamicConfig, list[st
 
 def dynamic_problems(raw: Any, prefix: str) -> list[str]:
     """Strict check of a dynamic config written in the local file (bootstrap.dcs): all problems."""
+    refused = [f"{prefix}.{line}" for line in dynamic_refusals(raw)]
     try:
         validate_model(DynamicConfig, canonical(raw, DYNAMIC_ALIASES) if isinstance(raw, Mapping) else raw)
     except ValidationError as exc:
-        return describe_validation_error(exc, prefix)
-    return []
+        return refused + describe_validation_error(exc, prefix)
+    return refused
 
 
 def config_problems(value: Mapping[str, Any]) -> list[str]:
     """Everything wrong with a dynamic configuration about to be written, one sentence per key;
     [] when usable as is.
 
-    Stricter than `parse_dynamic` (which repairs): values below the timing minimums and a
-    `loop_wait + 2*retry_timeout > ttl` triple are problems here, not silent adjustments.
+    Stricter than `parse_dynamic` (which repairs): values below the timing minimums are problems
+    here, not silent adjustments. A `loop_wait + 2*retry_timeout > ttl` triple is not: as Patroni,
+    the agents accept it and lower loop_wait, then retry_timeout, with a warning (`adjust_timing`).
     """
+    refused = dynamic_refusals(value)
     try:
         config = validate_model(DynamicConfig, canonical(value, DYNAMIC_ALIASES))
     except ValidationError as exc:
-        return describe_validation_error(exc)
-    return _timing_problems(config)
+        return refused + describe_validation_error(exc)
+    return refused + _timing_problems(config)
 
 
 def _timing_problems(config: DynamicConfig) -> list[str]:
@@ -125,11 +145,6 @@ def _timing_problems(config: DynamicConfig) -> list[str]:
         )
         if value < minimum
     ]
-    if not problems and config.loop_wait + 2 * config.retry_timeout > config.ttl:
-        problems.append(
-            f"loop_wait ({config.loop_wait}) + 2*retry_timeout ({config.retry_timeout}) must not exceed "
-            f"ttl ({config.ttl}): a leader could lose its lock between two renewals"
-        )
     return problems
 
 
@@ -146,7 +161,9 @@ def _drop_local_only_keys(data: dict[str, Any]) -> list[str]:
     found = sorted(LOCAL_ONLY_POSTGRESQL_KEYS & postgresql.keys())
     for key in found:
         del postgresql[key]
-    return [f"/config: postgresql.{key} is a per-member setting; ignored in dynamic config" for key in found]
+    # support.py's table warns of them ("a per-member setting"); without the notes, say it here.
+    return [f"/config: postgresql.{key}: a per-member setting, read only from each member's own configuration; "
+            "ignored" for key in found]
 
 
 def _drop_invalid_keys(data: dict[str, Any], exc: ValidationError, warnings: list[str]) -> bool:

@@ -66,11 +66,35 @@ from pgwarden.core.types import (
     Wait,
     Why,
 )
-from pgwarden.model import ClusterView, FailoverRequest, Member, PgState, Role
+from pgwarden.model import ClusterView, DataDirState, FailoverRequest, Member, PgState, Role, is_system_identifier
 
 # How often to look again while something is in motion (starting, a task running, DCS down).
 SHORT_NAP = 1.0
 MAX_START_FAILURES = 3
+MAX_BOOTSTRAP_FAILURES = 3
+"""Failed bootstraps (won the initialize race, then initdb, the start or a later step failed) after
+which the agent gives up and exits non-zero, naming the cause: a configuration PostgreSQL refuses
+does not fix itself, and each attempt costs a new data directory's worth of writes."""
+RETRY_BACKOFF_FIRST = 5.0
+RETRY_BACKOFF_MAX = 30.0
+"""Between failed bootstraps or clones: 5 s, 10 s, 20 s, then every 30 s (`retry_backoff`)."""
+LOST_INITIALIZE_RACE = "initialize race"
+"""The outcome kind of a Bootstrap that did not win the initialize key: not a failure of its own."""
+
+
+START_BACKOFF_MAX = 30.0
+
+
+def start_backoff(failures: int) -> float:
+    """Seconds to wait after the `failures`-th failed start in a row: 1, 2, 4, 8, 16, then every 30 s.
+    A postmaster that refuses its configuration fails in milliseconds; without a pause the agent started
+    it again every cycle (issue 20: 298 attempts in 40 s)."""
+    return min(START_BACKOFF_MAX, 2.0 ** max(0, min(failures, 16) - 1))
+
+
+def retry_backoff(failures: int) -> float:
+    """Seconds to wait after the `failures`-th failure in a row (1-based) of a bootstrap or clone."""
+    return min(RETRY_BACKOFF_MAX, RETRY_BACKOFF_FIRST * 2.0 ** max(0, min(failures, 16) - 1))
 
 
 def decide(s: Snapshot) -> Decision:
@@ -100,7 +124,14 @@ def remember(s: Snapshot) -> Memory:
         m = replace(m, lock_deadline=None, start_deadline=None)
     if lock is Lock.MINE and s.pg.accepting and (m.start_deadline is not None or m.start_failures != 0):
         m = replace(m, start_deadline=None, start_failures=0)
+    if pg_class(s.pg) not in (PgClass.NO_DATA, PgClass.UNUSABLE) and s.task is None and _retrying(m):
+        # A usable data directory: whatever failed before (a bootstrap, a clone) is over.
+        m = replace(m, bootstrap_failures=0, clone_failures=0, retry_at=None, last_failure="")
     return m
+
+
+def _retrying(m: Memory) -> bool:
+    return m.bootstrap_failures != 0 or m.clone_failures != 0 or m.retry_at is not None
 
 
 def _absorb(m: Memory, last: Outcome, settings: HaSettings) -> Memory:
@@ -120,9 +151,26 @@ def _absorb(m: Memory, last: Outcome, settings: HaSettings) -> Memory:
         m = replace(m, promote_backoff_until=last.sent_at + settings.ttl, lock_deadline=None)
     if last.action == "start":
         m = replace(m, start_failures=0 if last.ok else m.start_failures + 1)
+    if last.action in ("start", "restart"):
+        retry_at = None if last.ok else last.sent_at + start_backoff(max(1, m.start_failures))
+        m = replace(m, start_retry_at=retry_at)
     if last.action in ("remove data directory", "reinitialize", "clone") and last.ok:
         m = replace(m, rewind_failed=False, diverged=False)
+    if last.action in ("bootstrap", "clone", "reinitialize"):
+        m = _count_setup(m, last)
     return m
+
+
+def _count_setup(m: Memory, last: Outcome) -> Memory:
+    """A bootstrap or clone (a reinitialize clones too) finished: reset the counters on success, else
+    count the failure and set when the next attempt may start (exponential backoff)."""
+    if last.ok:
+        return replace(m, bootstrap_failures=0, clone_failures=0, retry_at=None, last_failure="")
+    if last.action == "bootstrap":
+        failures, m = m.bootstrap_failures + 1, replace(m, bootstrap_failures=m.bootstrap_failures + 1)
+    else:
+        failures, m = m.clone_failures + 1, replace(m, clone_failures=m.clone_failures + 1)
+    return replace(m, retry_at=last.sent_at + retry_backoff(failures), last_failure=last.detail)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -283,8 +331,17 @@ def guard_shutdown(s: Snapshot) -> Decision | None:
     if lock_state(s) is Lock.MINE:
         if failover_possible(s):
             return _d(s, Shutdown(release=True, optime=s.pg.wal_lsn), Why.SHUTDOWN_HANDOVER)
+        if not _promotable_members(s):
+            # Nobody may take over (nofailover or failover_priority 0 everywhere): keeping the key
+            # would only hide for a lease that there is no leader. As Patroni, release it.
+            return _d(s, Shutdown(release=True, optime=s.pg.wal_lsn), Why.SHUTDOWN_RELEASE)
         return _d(s, Shutdown(release=False, optime=s.pg.wal_lsn), Why.SHUTDOWN_KEEP)
     return _d(s, Shutdown(release=False, optime=None), Why.SHUTDOWN)
+
+
+def _promotable_members(s: Snapshot) -> bool:
+    """Another member whose tags allow it to promote is registered in the DCS."""
+    return s.dcs is not None and any(m.name != s.me and m.tags.can_promote for m in s.dcs.members)
 
 
 def guard_task(s: Snapshot) -> Decision | None:
@@ -293,7 +350,7 @@ def guard_task(s: Snapshot) -> Decision | None:
     lock = lock_state(s)
     if lock is Lock.MINE:
         # A promotion, a restart, a restart after a crash: the leader keeps its lock meanwhile.
-        return _renew(s, Why.TASK_IN_PROGRESS_RENEW, nap=SHORT_NAP)
+        return _renew(s, Why.TASK_IN_PROGRESS_RENEW, nap=SHORT_NAP, task=s.task.kind)
     if s.pg.is_primary:
         # E.g. a promotion that completed after the lock was lost: never leave a second writer up.
         return _d(s, Demote(DemoteMode.IMMEDIATE_NOLOCK), Why.NOT_LEADER_PRIMARY, nap=0,
@@ -329,10 +386,27 @@ def _restart(s: Snapshot, request: RestartRequested) -> Decision:
     if kind is PgClass.STARTING:
         return _d(s, Wait(), Why.RESTART_REFUSED, nap=0, detail="postgres is still starting")
     if kind is PgClass.STOPPED:
+        start = _paused_start(s) if s.paused else None
+        if start is not None:
+            return start
         # Starting a stopped node is the HA loop's decision (as a primary or a replica), not a restart.
         return _d(s, Wait(), Why.RESTART_REFUSED, nap=0, detail="postgres is not running")
     follow = None if role == "primary" or s.dcs is None or s.dcs.leader is None else _upstream(s)
     return _d(s, Restart(role=role, follow=follow), Why.RESTART, nap=SHORT_NAP)
+
+
+def _paused_start(s: Snapshot) -> Decision | None:
+    """In maintenance mode the HA loop starts nothing, so a restart of a stopped PostgreSQL starts it
+    (as Patroni does), in the role its data directory has: a replica (standby.signal) of the leader,
+    or a primary, but never a second one: not while another member holds the leader key."""
+    lock = lock_state(s)
+    if s.pg.standby_signal:
+        follow = _upstream(s) if s.dcs is not None and s.dcs.leader is not None and lock is not Lock.MINE else None
+        return _d(s, Restart(role="replica", follow=follow), Why.RESTART, nap=SHORT_NAP)
+    cluster = _cluster(s)
+    if lock is Lock.OTHER or any(m.name != s.me and _is_running_primary(m) for m in cluster.members):
+        return None
+    return _d(s, Restart(role="primary", follow=None, require_lock=lock is Lock.MINE), Why.RESTART, nap=SHORT_NAP)
 
 
 def _reinitialize(s: Snapshot, request: ReinitRequested) -> Decision:
@@ -381,16 +455,32 @@ def guard_data_dir(s: Snapshot) -> Decision | None:
         mode = DemoteMode.IMMEDIATE if mine else DemoteMode.IMMEDIATE_NOLOCK
         return _d(s, Demote(mode), Why.DATA_DIR_UNUSABLE, nap=0, data_dir=s.pg.data_dir)
     if mine:
-        return _d(s, ReleaseLeader(optime=None), Why.EMPTY_DATA_WITH_LOCK, data_dir=s.pg.data_dir)
+        # Patroni's words: "data dir empty" / "data dir not accessible".
+        state = {DataDirState.MISSING: "empty", DataDirState.INACCESSIBLE: "not accessible"}.get(
+            s.pg.data_dir, str(s.pg.data_dir))
+        return _d(s, ReleaseLeader(optime=None), Why.EMPTY_DATA_WITH_LOCK, data_dir=state)
+    m = s.memory
+    if m.bootstrap_failures >= MAX_BOOTSTRAP_FAILURES:
+        # As Patroni ("Failed to bootstrap cluster"): exit non-zero with the cause. `initialize` was
+        # deleted after each failure, so another node may try meanwhile.
+        return _d(s, Shutdown(release=False, optime=None, stop_postgres=False, fatal=True), Why.BOOTSTRAP_GAVE_UP,
+                  failures=m.bootstrap_failures, error=m.last_failure or "unknown error")
     if kind is PgClass.UNUSABLE:
         return _d(s, Wait(), Why.DATA_DIR_UNUSABLE, data_dir=s.pg.data_dir)
+    backoff = m.retry_at - s.now if m.retry_at is not None and s.now < m.retry_at else 0.0
     if cluster.initialize is None:
+        if backoff and m.bootstrap_failures:
+            return _d(s, Wait(), Why.BOOTSTRAP_BACKOFF, nap=backoff, failures=m.bootstrap_failures,
+                      left=f"{backoff:.0f}", error=m.last_failure or "unknown error")
         return _d(s, Bootstrap(), Why.BOOTSTRAP)
     if cluster.initialize == "":
         return _d(s, Wait(), Why.WAIT_FOR_BOOTSTRAP, nap=SHORT_NAP)
     source = _clone_source(s)
     if source is None:
         return _d(s, Wait(), Why.WAIT_FOR_LEADER_TO_CLONE, nap=SHORT_NAP)
+    if backoff and m.clone_failures:
+        return _d(s, Wait(), Why.CLONE_BACKOFF, nap=backoff, failures=m.clone_failures, left=f"{backoff:.0f}",
+                  error=m.last_failure or "unknown error")
     why = Why.CLONE_FROM_LEADER if cluster.leader and source == cluster.leader.name else Why.CLONE_FROM_REPLICA
     follow = cluster.leader.name if cluster.leader else None
     return _d(s, Clone(source=source, follow=follow), why, member=source)
@@ -398,8 +488,8 @@ def guard_data_dir(s: Snapshot) -> Decision | None:
 
 def guard_sysid(s: Snapshot) -> Decision | None:
     cluster = _cluster(s)
-    if not cluster.initialize or not s.pg.sysid or cluster.initialize == s.pg.sysid:
-        return None
+    if not is_system_identifier(cluster.initialize) or not s.pg.sysid or cluster.initialize == s.pg.sysid:
+        return None  # garbage in `initialize` proves no other cluster: the leader writes its own back
     mine, theirs = s.pg.sysid, cluster.initialize
     if lock_state(s) is Lock.MINE:
         return _d(s, ReleaseLeader(optime=None), Why.SYSID_MISMATCH_RELEASE, mine=mine, cluster=theirs)
@@ -426,7 +516,7 @@ def guard_paused(s: Snapshot) -> Decision | None:
         return _d(s, ReleaseLeader(optime=None), Why.PAUSED_RELEASE)
     if kind is PgClass.PRIMARY:
         mine = local_timeline(s.pg) or 0
-        if cluster.initialize and s.pg.sysid and cluster.initialize != s.pg.sysid:
+        if is_system_identifier(cluster.initialize) and s.pg.sysid and cluster.initialize != s.pg.sysid:
             return _d(s, Wait(), Why.SYSID_MISMATCH, mine=s.pg.sysid, cluster=cluster.initialize)
         if lock is Lock.NONE and mine >= cluster.timeline:
             return _d(s, AcquireLeader(), Why.RACE_PRIMARY_RECLAIM, nap=0)
@@ -586,10 +676,16 @@ def mine_starting(s: Snapshot) -> Decision:
 def mine_stopped(s: Snapshot) -> Decision:
     m = s.memory
     timed_out = m.start_deadline is not None and s.now > m.start_deadline
-    if m.start_failures >= MAX_START_FAILURES or timed_out or s.settings.primary_start_timeout == 0:
+    if m.start_failures >= MAX_START_FAILURES or timed_out:
         return _d(s, ReleaseLeader(optime=None), Why.START_FAILED_RELEASE, failures=m.start_failures)
+    if s.settings.primary_start_timeout == 0:
+        # The operator prefers a failover to a restart in place after a crash.
+        return _d(s, ReleaseLeader(optime=None), Why.CRASH_FAILOVER)
     if not _lock_valid(s):
         return _renew(s, Why.START_PRIMARY_AFTER_CRASH, nap=0)
+    left = _start_backoff(s)
+    if left is not None:  # keep the lock meanwhile: START_FAILED_RELEASE decides when to give it up
+        return _renew(s, Why.START_BACKOFF, nap=left, failures=m.start_failures, left=f"{left:.0f}")
     memory = m if m.start_deadline is not None else replace(
         m, start_deadline=s.now + s.settings.primary_start_timeout)
     if was_primary(s.pg):
@@ -604,10 +700,15 @@ def other_primary(s: Snapshot) -> Decision:
 
 
 def other_replica(s: Snapshot) -> Decision:
-    if not s.pg.streaming and _replica_beyond_switch(s):
+    if not s.pg.streaming and (_forked_off_leader(s) or _replica_beyond_switch(s)):
         # It holds WAL the new timeline does not have: it can never stream again as it is. Remember
-        # that: once stopped, its control file (an older restartpoint) no longer shows it.
-        return _d(s, Demote(DemoteMode.IMMEDIATE_NOLOCK), Why.REWIND, nap=0, leader=_leader_name(s),
+        # that: once stopped, its control file (an older restartpoint) no longer shows it. A fast stop,
+        # not an immediate one: pg_rewind cannot finish a standby's interrupted recovery itself
+        # (single-user mode refuses standby mode), but it takes a standby shut down in recovery.
+        # Stopped even where it may not be rewound (it then waits, stopped, for the operator): a diverged
+        # node must neither serve reads of WAL the cluster never had nor feed cascading replicas
+        # (a `replicatefrom` member would follow it off the leader's timeline; simulator seed 200331).
+        return _d(s, Demote(DemoteMode.OFFLINE), Why.REWIND, nap=0, leader=_leader_name(s),
                   memory=replace(s.memory, diverged=True))
     upstream = _upstream(s)
     if s.pg.following != upstream:
@@ -628,7 +729,7 @@ def other_stopped(s: Snapshot) -> Decision:
     """Come back as a replica of the leader; a former primary that may have diverged is rewound first."""
     leader = _leader_name(s)
     if not _may_have_diverged(s):
-        return _d(s, StartPostgres(role="replica", follow=_upstream(s)), Why.START_REPLICA, nap=SHORT_NAP)
+        return _start(s, StartPostgres(role="replica", follow=_upstream(s)))
     settings = s.settings
     if s.memory.rewind_failed:
         if settings.remove_data_directory_on_rewind_failure or settings.remove_data_directory_on_diverged_timelines:
@@ -683,6 +784,13 @@ def _replica_beyond_switch(s: Snapshot) -> bool:
         return True
     ended_at = switch_lsn(_cluster(s), mine)
     return ended_at is not None and s.pg.replay_lsn is not None and s.pg.replay_lsn > ended_at
+
+
+def _forked_off_leader(s: Snapshot) -> bool:
+    """PostgreSQL refuses to follow the newest timeline it fetched from its upstream (`LocalPg.
+    forked_timeline`), and the leader runs that timeline or a later one (not a stale history file)."""
+    forked = s.pg.forked_timeline
+    return forked is not None and forked <= _leader_timeline(s)
 
 
 def _off_lineage(s: Snapshot) -> bool:
@@ -762,7 +870,21 @@ def _race_with_failover_key(s: Snapshot, failover: FailoverRequest) -> Decision 
 
 def none_stopped(s: Snapshot) -> Decision:
     # Start read-only first; the race is run by the next cycles with real WAL positions.
-    return _d(s, StartPostgres(role="replica", follow=None), Why.START_REPLICA, nap=SHORT_NAP)
+    return _start(s, StartPostgres(role="replica", follow=None))
+
+
+def _start_backoff(s: Snapshot) -> float | None:
+    """Seconds left before PostgreSQL may be started again after failed starts, None: now."""
+    retry_at = s.memory.start_retry_at
+    return retry_at - s.now if retry_at is not None and s.now < retry_at else None
+
+
+def _start(s: Snapshot, action: StartPostgres) -> Decision:
+    """Start PostgreSQL as a replica, unless it failed to start moments ago (`start_backoff`)."""
+    left = _start_backoff(s)
+    if left is not None:
+        return _d(s, Wait(), Why.START_BACKOFF, nap=left, failures=s.memory.start_failures, left=f"{left:.0f}")
+    return _d(s, action, Why.START_REPLICA, nap=SHORT_NAP)
 
 
 def _unreachable(s: Snapshot) -> Decision:

@@ -22,7 +22,7 @@ _TEMPLATES: dict[Why, str] = {
     Why.NOT_LEADER_PRIMARY: "demoting self because I do not have the lock and I was a leader",
     Why.RACE_HEALTHIEST: "promoted self to leader by acquiring session lock",
     Why.RACE_PRIMARY_RECLAIM: "acquired session lock as a leader",
-    Why.RACE_NOT_HEALTHIEST: "following a different leader because i am not the healthiest node ({member})",
+    Why.RACE_NOT_HEALTHIEST: "following a different leader because i am not the healthiest node",
     Why.RACE_PRIMARY_ALIVE: "not racing for the lock: Primary ({member}) is still alive",
     Why.RACE_LAGGING: "not racing for the lock: lagging {lag} bytes behind, over maximum_lag_on_failover "
                       "({limit})",
@@ -32,6 +32,9 @@ _TEMPLATES: dict[Why, str] = {
         "demoting self: running as primary on timeline {mine}, behind the cluster's {cluster}",
     Why.BOOTSTRAP: "trying to bootstrap a new cluster",
     Why.WAIT_FOR_BOOTSTRAP: "waiting for leader to bootstrap",
+    Why.BOOTSTRAP_BACKOFF: "bootstrap attempt {failures} failed ({error}); trying again in {left}s",
+    Why.BOOTSTRAP_GAVE_UP: "Failed to bootstrap cluster after {failures} attempts, giving up: {error}",
+    Why.CLONE_BACKOFF: "clone attempt {failures} failed ({error}); trying again in {left}s",
     Why.CLONE_FROM_LEADER: "trying to bootstrap from leader '{member}'",
     Why.CLONE_FROM_REPLICA: "trying to bootstrap from replica '{member}'",
     Why.WAIT_FOR_LEADER_TO_CLONE: "waiting for leader to bootstrap",
@@ -39,14 +42,15 @@ _TEMPLATES: dict[Why, str] = {
     Why.DATA_DIR_UNUSABLE: "data dir for the cluster is not usable ({data_dir}); consider doing reinitialize",
     Why.SYSID_MISMATCH: "refusing to join: database system identifier {mine} differs from the cluster's "
                         "{cluster}; the data directory is left untouched",
-    Why.SYSID_MISMATCH_RELEASE: "released leader key voluntarily due to the system ID mismatch "
-                                "({mine} != {cluster})",
+    Why.SYSID_MISMATCH_RELEASE: "released leader key voluntarily due to the system ID mismatch",
     Why.START_PRIMARY_AFTER_CRASH: "starting primary after failure",
     Why.START_READONLY_WITH_LOCK: "starting as readonly because i had the session lock",
     Why.START_REPLICA: "starting as a secondary",
+    Why.START_BACKOFF: "PostgreSQL failed to start {failures} time(s) in a row; trying again in {left}s",
     Why.START_FAILED_RELEASE: "removed leader key after trying and failing to start postgres",
+    Why.CRASH_FAILOVER: "stopped PostgreSQL to fail over after a crash",
     Why.STARTING: "PostgreSQL is still starting up",
-    Why.START_TIMEOUT: "stopped PostgreSQL because of startup timeout ({timeout}s)",
+    Why.START_TIMEOUT: "stopped PostgreSQL because of startup timeout",
     Why.REWIND: "running pg_rewind from {leader}",
     Why.REWIND_NOT_ALLOWED: "former primary may have diverged from {leader}; not rewinding because "
                             "use_pg_rewind is off and removing the data directory is not allowed",
@@ -55,9 +59,11 @@ _TEMPLATES: dict[Why, str] = {
     Why.REWIND_FAILED_REMOVE: "pg_rewind failed; moving the data directory aside to re-clone",
     Why.DIVERGED_REMOVE: "reinitializing due to diverged timelines",
     Why.TASK_IN_PROGRESS: "{task} in progress",
-    Why.TASK_IN_PROGRESS_RENEW: "updated leader lock during a long action",
+    Why.TASK_IN_PROGRESS_RENEW: "updated leader lock during {task}",
     Why.SHUTDOWN_HANDOVER: "shutting down: stopping PostgreSQL and handing the leader key over",
     Why.SHUTDOWN_KEEP: "shutting down: stopping PostgreSQL; keeping the leader key (no replica can take over)",
+    Why.SHUTDOWN_RELEASE: "shutting down: stopping PostgreSQL and releasing the leader key (no other member "
+                          "may promote)",
     Why.SHUTDOWN: "shutting down: stopping PostgreSQL",
     Why.NO_ACTION: "no action",
     Why.PRE_PROMOTE_BACKOFF: "Promotion cancelled because the pre-promote script failed; not racing for "
@@ -77,7 +83,7 @@ _TEMPLATES: dict[Why, str] = {
     Why.PAUSED_NO_ACTION: "no action. I am ({name})",
     Why.PAUSED_PRIMARY_WITHOUT_LOCK: "continue to run as primary without lock",
     Why.PAUSED_RELEASE: "removed leader lock because postgres is not running as primary",
-    Why.PAUSED_PG_STOPPED: "postgres is not running ({state})",
+    Why.PAUSED_PG_STOPPED: "postgres is not running",
     Why.PAUSED_DCS_DOWN: "DCS is not accessible; maintenance mode: leaving PostgreSQL as it is",
     Why.PAUSED_SHUTDOWN: "shutting down in maintenance mode: leaving PostgreSQL running and the leader key alone",
     Why.RESTART: "restarting PostgreSQL",
@@ -97,6 +103,22 @@ def render(reason: Reason) -> str:
         line = text
     extra = facts.get("waiting")
     return f"{line} (waiting for {extra})" if extra else line
+
+
+# A race's line waits for its outcome (AcquireLeader): a log line says what happened, not what was tried.
+RACE_LOST_TO_ANOTHER = "did not acquire session lock: another member got it first"
+RACE_LOST_FOLLOW = "following new leader after trying and failing to obtain lock"  # Patroni's, for a replica
+RACE_FAILED = "did not acquire session lock: {detail}"
+TAKEN_BY_ANOTHER = "somebody else holds the leader key"  # the executor's detail when the key exists
+
+
+def render_race(reason: Reason, won: bool, detail: str = "") -> str:
+    """The line of a leader race once its acquisition is done: Patroni's words when it won."""
+    if won:
+        return render(reason)
+    if not detail or detail == TAKEN_BY_ANOTHER:
+        return RACE_LOST_TO_ANOTHER if reason.why is Why.RACE_PRIMARY_RECLAIM else RACE_LOST_FOLLOW
+    return RACE_FAILED.format(detail=detail)
 
 
 class _Blank(dict[str, str]):

@@ -8,14 +8,17 @@ The safety argument, in one place (docs/synchronous.md says it for operators):
 * An *acknowledgement rule* is what the primary's `synchronous_standby_names` (ssn) makes a commit
   wait for: `k` standbys out of the names `N` (`FIRST k (N)` and `ANY k (N)` both ack through `k`
   of `N`; an empty ssn, or one with `*`, counts as k=0: nobody we know need hold the commit).
-* A *promotion rule* is what `/sync` says: a replica may promote when at least `q` members of the
-  voters `V` (itself included if it is one) are reachable and not ahead of it (`q` is the key's
-  `quorum`, never below 1; in `on` mode every voter is a synchronous standby and `q` is 1).
+* A *promotion rule* is what `/sync` says, with Patroni's meaning of its `quorum` `q` (the number
+  of voters *other than the candidate* the candidate must see): a voter of `V` may promote when at
+  least `q` other voters are reachable and not ahead of it; a replica that is not a voter needs `q + 1`
+  of them (in `on` mode it may not promote at all). Either way a *promotion set* is `q + 1` voters at
+  or behind the candidate. Patroni writes `q = |V| - k` for `ANY k` over `V` (2 voters, `ANY 1`: 1;
+  `ANY 2`: 0; a single voter: 0), and `q = 0` in `on` mode, where every voter must confirm.
 * Both rules are safe together when every promotion set meets every acknowledgement set: when
-  `q > |V|` (nobody can gather votes), or `k > |N|` (nothing can be acknowledged), or
-  `q + k > |V ∪ N|` (`quorum_is_safe`). The primary changes ssn and `/sync` one step at a time and
-  checks every intermediate pair, so the rule holds at every instant: in particular a standby joins
-  the ssn before `/sync`, and leaves `/sync` before the ssn.
+  `q >= |V|` (nobody can gather `q + 1` voters), or `k > |N|` (nothing can be acknowledged), or
+  `q + k >= |V ∪ N|`, i.e. `(q + 1) + k > |V ∪ N|` (`quorum_is_safe`). The primary changes ssn and
+  `/sync` one step at a time and checks every intermediate pair, so the rule holds at every instant: in
+  particular a standby joins the ssn before `/sync`, and leaves `/sync` before the ssn.
 * Commits acknowledged under an ssn that is no longer in force are covered by a `Legacy` record: the
   `/sync` that was in force when the ssn changed still guards them until every voter and ssn name is
   past `barrier`, the primary's WAL position observed once the change had taken effect.
@@ -233,15 +236,23 @@ def ack_rule(ssn: Ssn | None) -> AckRule:
     return AckRule(frozenset(k for k in ssn.keys if k != name_key(PLACEHOLDER)), ssn.num)
 
 
+def promotion_set_size(quorum: int) -> int:
+    """How many voters a promotion rests on: the candidate and `quorum` others, or `quorum + 1` others
+    for a candidate that is not a voter (a negative `quorum` counts as 0)."""
+    return max(0, quorum) + 1
+
+
 def quorum_is_safe(voters: frozenset[str], quorum: int, rule: AckRule) -> bool:
-    """Every set of `quorum` voters meets every set of `rule.k` acknowledging standbys."""
-    return quorum > len(voters) or rule.k > len(rule.names) or quorum + rule.k > len(voters | rule.names)
+    """Every promotion set (`quorum + 1` voters) meets every set of `rule.k` acknowledging standbys:
+    `quorum + k >= |voters ∪ names|`, or no such promotion set or acknowledgement exists."""
+    size = promotion_set_size(quorum)
+    return size > len(voters) or rule.k > len(rule.names) or size + rule.k > len(voters | rule.names)
 
 
 @dataclass(frozen=True, slots=True)
 class Legacy:
-    """Commits acknowledged before the ssn last changed: any `quorum` of `voters` holds them (the `/sync`
-    then in force was safe for that ssn), and so does every standby past `barrier`."""
+    """Commits acknowledged before the ssn last changed: any `quorum + 1` of `voters` hold them (the
+    `/sync` then in force was safe for that ssn), and so does every standby past `barrier`."""
 
     voters: tuple[str, ...]
     quorum: int
@@ -250,13 +261,16 @@ class Legacy:
 
 
 def legacy_is_safe(voters: frozenset[str], quorum: int, legacy: Legacy, caught_up: frozenset[str]) -> bool:
-    """Every set of `quorum` voters holds the commits `legacy` guards."""
+    """Every promotion set of `voters` (`quorum + 1` of them) holds the commits `legacy` guards."""
     past = caught_up if legacy.barrier is not None else frozenset()
     unsure = voters - past
-    if quorum > len(unsure):
+    size = promotion_set_size(quorum)
+    if size > len(unsure):
         return True  # every promotion set includes a standby past the barrier
     old = frozenset(name_key(v) for v in legacy.voters)
-    return quorum - len(unsure - old) >= legacy.quorum
+    # A promotion set within `unsure` has at least `size - |unsure - old|` former voters: enough for
+    # one of the former promotion sets, which met every acknowledgement set of the former ssn.
+    return size - len(unsure - old) >= promotion_set_size(legacy.quorum)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -366,7 +380,7 @@ class _Ctx:
     mode: SyncMode
     sync: SyncState  # /sync, ours (leader == me)
     voters: tuple[str, ...]
-    quorum: int  # effective: never below 1
+    quorum: int  # the key's, never below 0 (Patroni's meaning: other voters a candidate must see)
     current: Ssn | None  # None: unreadable
     rule: AckRule
     rows: dict[str, ReplicationRow]  # by name key
@@ -391,7 +405,7 @@ def plan_sync(me: str, view: ClusterView, pg: LocalPg, ssn: str, settings: SyncS
     current = _parse_or_none(ssn)
     memory = _observe(memory, pg, ssn, ours, settings.ack)
     if ours is None:
-        claimed = SyncState(leader=me, sync_standby=(), quorum=_quorum_field(settings.mode, 1))
+        claimed = SyncState(leader=me, sync_standby=(), quorum=0)
         revision = view.sync.revision if view.sync is not None else 0
         return SyncPlan(WriteSync(claimed, revision), SyncWhy.CLAIM_KEY, _facts(leader=me), memory, True)
     ctx = _context(me, settings, ours, current, pg, memory)
@@ -419,11 +433,6 @@ def _plan_off(view: ClusterView, ssn: str, settings: SyncSettings, memory: SyncM
                     _facts(value=settings.configured_ssn or "''"), memory, False)
 
 
-def _quorum_field(mode: SyncMode, quorum: int) -> int:
-    """The `quorum` value written to `/sync`: 0 in `on` mode (where it means 1), as Patroni writes it."""
-    return quorum if mode is SyncMode.QUORUM else 0
-
-
 def _ack_lsn(row: ReplicationRow, ack: AckPoint) -> LSN | None:
     if ack is AckPoint.WRITE:
         return row.write_lsn
@@ -442,7 +451,7 @@ def _observe(memory: SyncMemory, pg: LocalPg, ssn: str, ours: SyncState | None, 
     legacy = [lg if lg.barrier is not None else replace(lg, barrier=pg.wal_lsn) for lg in memory.legacy]
     if memory.seen_ssn != ssn:
         voters = ours.sync_standby if ours is not None else ()
-        legacy.append(Legacy(voters, max(1, ours.quorum) if ours is not None else 1))
+        legacy.append(Legacy(voters, max(0, ours.quorum) if ours is not None else 0))
     everyone = _voter_keys(ours) | ack_rule(_parse_or_none(ssn)).names
     # Retired: every voter and ssn name holds the guarded commits, and any later change records its
     # own Legacy over these same (caught-up) voters.
@@ -476,7 +485,7 @@ def _context(me: str, settings: SyncSettings, ours: SyncState, current: Ssn | No
              memory: SyncMemory) -> _Ctx:
     legacy = tuple((lg, _past(pg, lg.barrier, settings.ack) if lg.barrier is not None else frozenset())
                    for lg in memory.legacy)
-    return _Ctx(me=me, mode=settings.mode, sync=ours, voters=ours.sync_standby, quorum=max(1, ours.quorum),
+    return _Ctx(me=me, mode=settings.mode, sync=ours, voters=ours.sync_standby, quorum=max(0, ours.quorum),
                 current=current, rule=ack_rule(current),
                 rows={name_key(r.application_name): r for r in pg.replication}, legacy=legacy)
 
@@ -573,16 +582,17 @@ def _safe(ctx: _Ctx, voters: Iterable[str], quorum: int, rules: Sequence[AckRule
 
 
 def _safest_sync(ctx: _Ctx, voters: Sequence[str], rules: Sequence[AckRule]) -> tuple[tuple[str, ...], int]:
-    """The /sync (voters, quorum) to write: `on` mode keeps quorum 1 and admits, in order, each voter
-    that keeps it safe; quorum mode keeps every voter and takes the smallest safe quorum (it exists:
-    one more than the number of voters is always safe)."""
+    """The /sync (voters, quorum) to write: `on` mode keeps quorum 0 (a synchronous standby needs no
+    other voter) and admits, in order, each voter that keeps it safe; quorum mode keeps every voter and
+    takes the smallest safe quorum (it exists: the number of voters is always safe, since nobody can
+    then see that many others). In steady state (voters = the ssn's names) that is `|voters| - k`."""
     if ctx.mode is SyncMode.ON:
         chosen: list[str] = []
         for v in voters:
-            if _safe(ctx, [*chosen, v], 1, rules):
+            if _safe(ctx, [*chosen, v], 0, rules):
                 chosen.append(v)
-        return tuple(chosen), 1
-    quorum = next(q for q in range(1, len(voters) + 2) if _safe(ctx, voters, q, rules))
+        return tuple(chosen), 0
+    quorum = next(q for q in range(len(voters) + 1) if _safe(ctx, voters, q, rules))
     return tuple(voters), quorum
 
 
@@ -591,7 +601,7 @@ def _write(ctx: _Ctx, voters: tuple[str, ...], quorum: int, why: SyncWhy, memory
     """A WriteSync when (voters, quorum) differ from the key, else None."""
     if _voter_set(voters) == _voter_set(ctx.voters) and quorum == ctx.quorum:
         return None
-    state = SyncState(leader=ctx.me, sync_standby=voters, quorum=_quorum_field(ctx.mode, quorum))
+    state = SyncState(leader=ctx.me, sync_standby=voters, quorum=quorum)
     step = WriteSync(state, ctx.sync.revision)
     return SyncPlan(step, why, _facts(voters=voters, quorum=quorum, **facts), memory, True)
 
@@ -673,11 +683,15 @@ def may_promote(me: str, my_lsn: LSN, settings: SyncSettings, sync: SyncState | 
                 peers: Sequence[PeerStatus]) -> SyncVerdict:
     """May this replica become primary without losing an acknowledged commit (leader race, failover)?
 
-    The former `/sync` leader may (it acknowledged every commit itself). Otherwise it needs the votes
-    of `quorum` voters of `/sync` (itself, if a voter, and each reachable voter whose WAL position is
-    known and not ahead of `my_lsn`); some voter among them holds every acknowledged commit, so this
-    node, at or past all of them, does too. In `on` mode it must moreover be a voter (a synchronous
-    standby). `peers` are this cycle's peer statuses; an unreachable peer gives no vote.
+    The former `/sync` leader may (it acknowledged every commit itself). Otherwise, with `quorum` read
+    as Patroni writes and reads it (the number of voters *other than the candidate* it must see), it
+    must see at least `quorum` other voters of `/sync` if it is a voter itself, `quorum + 1` if not:
+    each reachable voter whose WAL position is known and not ahead of `my_lsn` counts. Those voters
+    and itself (if a voter) form a promotion set of `quorum + 1` voters, which meets every set of
+    standbys that acknowledged a commit (`quorum_is_safe`), so this node, at or past all of them,
+    holds every acknowledged commit. In `on` mode it must moreover be a voter (a synchronous standby);
+    Patroni writes `quorum` 0 there, and a larger one (a key still in quorum form) is honoured.
+    `peers` are this cycle's peer statuses; an unreachable peer does not count.
     """
     verdict = _mode_blocks_nothing(settings, sync)
     if verdict is not None:
@@ -688,14 +702,16 @@ def may_promote(me: str, my_lsn: LSN, settings: SyncSettings, sync: SyncState | 
     voters = _voter_set(sync.sync_standby)
     if settings.mode is SyncMode.ON and name_key(me) not in voters:
         return SyncVerdict(False, SyncWhy.NOT_SYNC_STANDBY, _facts(sync_standby=sync.sync_standby))
-    quorum = max(1, sync.quorum)
-    votes = [me] if name_key(me) in voters else []
-    votes += [p.name for p in peers if p.reachable and name_key(p.name) in voters
-              and name_key(p.name) != name_key(me) and p.lsn is not None and p.lsn <= my_lsn]
-    if len(votes) < quorum:
-        return SyncVerdict(False, SyncWhy.NOT_ENOUGH_VOTES, _facts(votes=votes, quorum=quorum))
+    quorum = max(0, sync.quorum)
+    voter = name_key(me) in voters
+    seen = [p.name for p in peers if p.reachable and name_key(p.name) in voters
+            and name_key(p.name) != name_key(me) and p.lsn is not None and p.lsn <= my_lsn]
+    needed = quorum if voter else quorum + 1
+    facts = _facts(seen=seen, quorum=quorum, needed=needed, voter="a voter" if voter else "not a voter")
+    if len(seen) < needed:
+        return SyncVerdict(False, SyncWhy.NOT_ENOUGH_VOTES, facts)
     why = SyncWhy.SYNC_STANDBY if settings.mode is SyncMode.ON else SyncWhy.QUORUM_REACHED
-    return SyncVerdict(True, why, _facts(votes=votes, quorum=quorum))
+    return SyncVerdict(True, why, facts)
 
 
 def switchover_allowed(candidate: str | None, settings: SyncSettings, sync: SyncState | None) -> SyncVerdict:
@@ -732,20 +748,20 @@ def pre_promote_sync(me: str, settings: SyncSettings, sync: SyncState | None) ->
     Not strict: `/sync` = {me, no standby} and an empty ssn. Until a standby is synchronous again
     writes are acknowledged by `me` alone, and only `me` may be promoted.
     Strict: the former voters stay voters with the same quorum (they still guard what the old primary
-    acknowledged), and the ssn makes every new commit wait for enough of them that any quorum of them
-    holds it; with no former voter, a placeholder makes commits wait.
+    acknowledged), and the ssn (`ANY |voters| - quorum`) makes every new commit wait for enough of them
+    that every promotion set of them holds it; with no former voter, a placeholder makes commits wait.
     """
     if settings.mode is SyncMode.OFF:
         return None
     revision = sync.revision if sync is not None else 0
     if not settings.strict:
-        state = SyncState(leader=me, sync_standby=(), quorum=_quorum_field(settings.mode, 1))
+        state = SyncState(leader=me, sync_standby=(), quorum=0)
         return PrePromote("", state, revision)
     # Once written (leader == me), the same computation gives the same answer: the step is idempotent.
     voters = tuple(v for v in (sync.sync_standby if sync is not None else ()) if name_key(v) != name_key(me))
-    quorum = 1 if settings.mode is SyncMode.ON or sync is None else max(1, sync.quorum)
+    quorum = 0 if settings.mode is SyncMode.ON or sync is None else max(0, sync.quorum)
     ssn = _pre_promote_ssn(settings.mode, voters, quorum)
-    return PrePromote(ssn.render(), SyncState(me, voters, _quorum_field(settings.mode, quorum)), revision)
+    return PrePromote(ssn.render(), SyncState(me, voters, quorum), revision)
 
 
 def _pre_promote_ssn(mode: SyncMode, voters: tuple[str, ...], quorum: int) -> Ssn:
@@ -754,7 +770,8 @@ def _pre_promote_ssn(mode: SyncMode, voters: tuple[str, ...], quorum: int) -> Ss
         return Ssn(kind, 1, (PLACEHOLDER,))
     if mode is SyncMode.ON:
         return Ssn(SsnKind.PRIORITY, len(voters), tuple(sorted(voters)))
-    return Ssn(SsnKind.QUORUM, max(1, len(voters) - quorum + 1), tuple(sorted(voters)))
+    # ANY k with quorum + k = |voters|: every promotion set (quorum + 1 voters) meets every ack set.
+    return Ssn(SsnKind.QUORUM, max(1, len(voters) - quorum), tuple(sorted(voters)))
 
 
 def pre_promote_step(pre: PrePromote, ssn: str, sync: SyncState | None) -> SyncStep:
@@ -795,10 +812,12 @@ _TEMPLATES: dict[SyncWhy, str] = {
     SyncWhy.NO_SYNC_KEY_STRICT: "synchronous_mode_strict and no /sync key: refusing to promote",
     SyncWhy.FORMER_LEADER: "I was the primary named in /sync: I hold every acknowledged commit",
     SyncWhy.SYNC_STANDBY: "a synchronous standby",
-    SyncWhy.QUORUM_REACHED: "votes from {votes} reach the quorum of {quorum}",
+    SyncWhy.QUORUM_REACHED: "other voters not ahead of me: {seen}; {needed} needed with quorum {quorum} "
+                            "(I am {voter})",
     SyncWhy.NOT_SYNC_STANDBY: "not a synchronous standby (synchronous standbys: {sync_standby}): "
                               "refusing to promote",
-    SyncWhy.NOT_ENOUGH_VOTES: "votes from {votes} do not reach the quorum of {quorum}: refusing to promote",
+    SyncWhy.NOT_ENOUGH_VOTES: "other voters not ahead of me: {seen}; {needed} needed with quorum {quorum} "
+                              "(I am {voter}): refusing to promote",
     SyncWhy.CANDIDATE_NOT_SYNC: "candidate {candidate} is not a synchronous standby (synchronous standbys: "
                                 "{sync_standby}); a switchover to it could lose acknowledged commits",
     SyncWhy.NO_SYNC_STANDBY: "there is no synchronous standby to switch over to",

@@ -142,6 +142,17 @@ class Memory:
     diverged: bool = False
     """This node was stopped because it holds WAL the leader's timeline does not have; it must be
     rewound (or re-cloned) before it may start again, whatever its control file suggests."""
+    bootstrap_failures: int = 0
+    """Bootstraps this node won the initialize race for and then failed (reset by a success or by a
+    usable data directory). At MAX_BOOTSTRAP_FAILURES the agent gives up and exits."""
+    clone_failures: int = 0
+    """Failed clones (or reinitializations) since the last success or usable data directory."""
+    retry_at: float | None = None
+    """After a failed bootstrap or clone: no new attempt before this instant (exponential backoff)."""
+    last_failure: str = ""
+    """Why the last bootstrap or clone failed, as the executor summed it up (for the operator)."""
+    start_retry_at: float | None = None
+    """After PostgreSQL failed to start (or restart): no new start before this instant (`start_backoff`)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -205,7 +216,10 @@ class Wait:
 class Bootstrap:
     """Atomically create `initialize`; if won: initdb, start, create roles, post_bootstrap, take the
     leader key, seed `/config`, then write the system identifier to `initialize`. On failure after
-    winning: stop PostgreSQL, move the new data directory aside, delete `initialize`."""
+    winning: stop PostgreSQL, remove what this attempt created (the directory initdb made, or the
+    contents of the empty one it filled: no user data), delete `initialize` so another node can try.
+    A lost race (or a DCS error before winning) is reported as an outcome of kind `initialize race`:
+    it is not a failure of this node's bootstrap."""
 
     kind: str = "bootstrap"
 
@@ -265,7 +279,7 @@ class DemoteMode(StrEnum):
     GRACEFUL = "graceful"  # CHECKPOINT, fast stop, release the key
     IMMEDIATE = "immediate"  # immediate stop, release the key
     IMMEDIATE_NOLOCK = "immediate-nolock"  # immediate stop; the key is not ours any more
-    OFFLINE = "offline"  # fast stop; the DCS cannot be reached
+    OFFLINE = "offline"  # fast stop, no key to release (the DCS cannot be reached; a diverged replica)
 
 
 @dataclass(frozen=True, slots=True)
@@ -314,7 +328,8 @@ class Rewind:
 
 @dataclass(frozen=True, slots=True)
 class RemoveDataDirectory:
-    """Move the data directory aside (never deletes in place). Only decided when configuration allows."""
+    """Move the data directory's contents aside (`<dir>.failed.<timestamp>`; at most one such copy is
+    kept, later ones are removed). Only decided when configuration allows."""
 
     kind: str = "remove data directory"
 
@@ -335,6 +350,9 @@ class Shutdown:
     release: bool
     optime: LSN | None
     stop_postgres: bool = True
+    fatal: bool = False
+    """The agent gives up (e.g. bootstrap keeps failing): it exits with a non-zero status and the
+    reason is logged as CRITICAL, for the operator (or the service manager) to act on."""
     kind: str = "shutdown"
 
 
@@ -354,12 +372,16 @@ class Restart:
     role: str  # "primary" | "replica"
     follow: str | None
     kind: str = "restart"
+    require_lock: bool = True
+    """A primary starts only after a renewal of the leader key proved it ours. False only in maintenance
+    mode for a stopped primary with the key free (the operator's restart; nobody else may take it)."""
 
 
 @dataclass(frozen=True, slots=True)
 class Reinitialize:
-    """An operator asked to rebuild this replica: stop PostgreSQL, move the data directory aside (the
-    request is the permission), clone from `source`, start following `follow`."""
+    """An operator asked to rebuild this replica: stop PostgreSQL, remove the data directory's contents
+    (the request is the permission: the data is to be replaced, no copy is kept), clone from `source`,
+    start following `follow`."""
 
     source: str
     follow: str | None
@@ -413,6 +435,9 @@ class Why(StrEnum):
     RACE_TIMELINE_BEHIND_PRIMARY = "stale primary behind cluster timeline"
     BOOTSTRAP = "bootstrap"
     WAIT_FOR_BOOTSTRAP = "wait for bootstrap"
+    BOOTSTRAP_BACKOFF = "bootstrap failed, backing off"
+    BOOTSTRAP_GAVE_UP = "bootstrap failed too often, giving up"
+    CLONE_BACKOFF = "clone failed, backing off"
     CLONE_FROM_LEADER = "clone from leader"
     CLONE_FROM_REPLICA = "clone from replica"
     WAIT_FOR_LEADER_TO_CLONE = "no member to clone from"
@@ -424,6 +449,7 @@ class Why(StrEnum):
     START_READONLY_WITH_LOCK = "start readonly with lock"
     START_REPLICA = "start replica"
     START_FAILED_RELEASE = "start failed, release"
+    START_BACKOFF = "start failed, backing off"
     STARTING = "starting"
     START_TIMEOUT = "primary start timeout"
     REWIND = "rewind"
@@ -435,6 +461,8 @@ class Why(StrEnum):
     TASK_IN_PROGRESS_RENEW = "task in progress, renew"
     SHUTDOWN_HANDOVER = "shutdown, hand over"
     SHUTDOWN_KEEP = "shutdown, keep key"
+    SHUTDOWN_RELEASE = "shutdown, release key: nobody may promote"
+    CRASH_FAILOVER = "primary_start_timeout 0: release the key after a crash"
     SHUTDOWN = "shutdown"
     NO_ACTION = "no action"
     PRE_PROMOTE_BACKOFF = "pre_promote failed, backing off"

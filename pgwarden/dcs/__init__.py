@@ -29,16 +29,17 @@ def _host_port(item: str) -> tuple[str, int]:
 
 
 def etcd_hosts_from_config(section: Mapping[str, Any]) -> list[tuple[str, int]]:
-    """The etcd endpoints named by Patroni's `etcd3` section: `hosts` (list or comma string), `host`, or `url`."""
-    hosts = section.get("hosts")
-    if isinstance(hosts, str):
-        items: Sequence[str] = hosts.split(",")
-    elif isinstance(hosts, Sequence):
-        items = [str(h) for h in hosts]
-    elif section.get("host"):
-        items = [str(section["host"])]
-    elif section.get("url"):
+    """The etcd endpoints named by Patroni's `etcd3` section: `url`, else `hosts` (list or comma string),
+    else `host` (one address or a comma string). Empty values never shadow the next form: a section
+    built from the typed configuration carries `hosts: []` next to the `host` the user wrote."""
+    items: Sequence[str]
+    if section.get("url"):
         items = [str(section["url"])]
+    elif section.get("hosts"):
+        hosts = section["hosts"]
+        items = hosts.split(",") if isinstance(hosts, str) else [str(h) for h in hosts]
+    elif section.get("host"):
+        items = str(section["host"]).split(",")
     else:
         items = ["127.0.0.1:2379"]  # Patroni's default when nothing is configured
     return [_host_port(item) for item in items if item.strip()]

@@ -3,19 +3,26 @@
 Every backend stores the same text under the same keys, so decoding lives here once. Nothing here
 does IO. The rule for reading: a value somebody else wrote must never crash us. A malformed member
 becomes a `Member` in state `unknown` that keeps the text; a malformed `failover`, `sync`, `status`
-or `history` is treated as absent, and the decoder says why in a note (`DecodedCluster.notes`).
+or `history` is treated as absent, and the decoder says why in a note (`DecodedCluster.notes`; the DCS
+client logs each once), keeping the key's revision in `ClusterView.unreadable` so that it can still be
+replaced or deleted. Numbers are checked for range (timelines 1..2**32-1, LSNs 0..2**64-1) and timelines
+for plausibility against each other (`TIMELINE_RESERVE_MARGIN`): garbage must never start a cascade.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, TypeVar
 from urllib.parse import parse_qs, urlsplit, urlunsplit
 
 from pgwarden.model import (
     LSN,
+    MAX_LSN,
+    MAX_TIMELINE,
+    TIMELINE_RESERVE_MARGIN,
     ClusterStatus,
     ClusterView,
     FailoverRequest,
@@ -64,7 +71,7 @@ def _dumps(value: Any) -> str:
 def _loads(text: str) -> Any:
     try:
         return json.loads(text)
-    except (ValueError, TypeError) as exc:
+    except (ValueError, TypeError, RecursionError) as exc:  # RecursionError: absurdly nested JSON
         raise MalformedValue(f"not JSON: {exc}") from exc
 
 
@@ -78,34 +85,51 @@ def _object(text: str) -> Mapping[str, Any]:
 def _optional_str(value: Any, field: str) -> str | None:
     if value is None or isinstance(value, str):
         return value
-    raise MalformedValue(f"{field}: expected a string, got {value!r}")
+    raise MalformedValue(f"{field}: expected a string, got {_short(value)}")
 
 
 def _lsn(value: Any, field: str) -> LSN:
-    """Patroni writes LSNs as integers; accept the textual 'X/Y' form too."""
+    """Patroni writes LSNs as integers; accept the textual 'X/Y' form too. 0 to 2**64 - 1."""
     if isinstance(value, bool):
-        raise MalformedValue(f"{field}: expected an LSN, got {value!r}")
-    if isinstance(value, int) and value >= 0:
+        raise MalformedValue(f"{field}: expected an LSN, got {_short(value)}")
+    if isinstance(value, int) and 0 <= value <= MAX_LSN:
         return value
-    if isinstance(value, str):
-        try:
-            return int(value) if value.isdigit() else lsn_from_text(value)
-        except ValueError:
-            pass
-    raise MalformedValue(f"{field}: expected an LSN, got {value!r}")
+    text = value.strip() if isinstance(value, str) else ""
+    if text and _LSN_TEXT.fullmatch(text):
+        lsn = int(text) if text.isdigit() else lsn_from_text(text)
+        if lsn <= MAX_LSN:
+            return lsn
+    raise MalformedValue(f"{field}: expected an LSN, got {_short(value)}")
+
+
+_LSN_TEXT = re.compile(r"[0-9]{1,20}|[0-9A-Fa-f]{1,8}/[0-9A-Fa-f]{1,8}")
+
+
+def _short(value: Any) -> str:
+    """`repr` of a value from the DCS, cut short: a note must not carry megabytes of garbage."""
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def _timeline(value: Any, field: str) -> int:
+    """A PostgreSQL timeline: 1 to 2**32 - 1."""
+    timeline = _int(value, field)
+    if not 1 <= timeline <= MAX_TIMELINE:
+        raise MalformedValue(f"{field}: not a timeline: {_short(value)}")
+    return timeline
 
 
 def _int(value: Any, field: str) -> int:
     if isinstance(value, bool):
-        raise MalformedValue(f"{field}: expected an integer, got {value!r}")
+        raise MalformedValue(f"{field}: expected an integer, got {_short(value)}")
     if isinstance(value, int):
         return value
-    if isinstance(value, str):
+    if isinstance(value, str) and len(value) <= 40:
         try:
             return int(value.strip())
         except ValueError:
             pass
-    raise MalformedValue(f"{field}: expected an integer, got {value!r}")
+    raise MalformedValue(f"{field}: expected an integer, got {_short(value)}")
 
 
 _TRUE_WORDS = frozenset({"true", "yes", "on", "1", "y", "t"})
@@ -120,7 +144,7 @@ def _bool(value: Any, field: str) -> bool:
         return value != 0
     if isinstance(value, str) and value.strip().lower() in _TRUE_WORDS | _FALSE_WORDS:
         return value.strip().lower() in _TRUE_WORDS
-    raise MalformedValue(f"{field}: expected a boolean, got {value!r}")
+    raise MalformedValue(f"{field}: expected a boolean, got {_short(value)}")
 
 
 # -- tags --------------------------------------------------------------------------------------------
@@ -213,7 +237,7 @@ def _member_from_mapping(name: str, data: Mapping[str, Any]) -> Member:
 def _str(value: Any, field: str) -> str:
     if isinstance(value, str):
         return value
-    raise MalformedValue(f"{field}: expected a string, got {value!r}")
+    raise MalformedValue(f"{field}: expected a string, got {_short(value)}")
 
 
 _MEMBER_FIELDS: Mapping[str, Any] = {
@@ -222,7 +246,7 @@ _MEMBER_FIELDS: Mapping[str, Any] = {
     "state": _str,
     "role": _str,
     "version": _str,
-    "timeline": _int,
+    "timeline": _timeline,
     "xlog_location": _lsn,
     "receive_lsn": _lsn,
     "replay_lsn": _lsn,
@@ -289,15 +313,16 @@ def status_from_json(text: str) -> ClusterStatus:
     slots = {} if data.get("slots") is None else data["slots"]
     retain = [] if data.get("retain_slots") is None else data["retain_slots"]
     if not isinstance(slots, dict):
-        raise MalformedValue(f"slots: expected an object, got {slots!r}")
+        raise MalformedValue(f"slots: expected an object, got {_short(slots)}")
     if not isinstance(retain, list) or not all(isinstance(s, str) for s in retain):
-        raise MalformedValue(f"retain_slots: expected a list of names, got {retain!r}")
+        raise MalformedValue(f"retain_slots: expected a list of names, got {_short(retain)}")
     timeline = data.get("timeline")  # ours; a value we cannot use is ignored, not fatal
     return ClusterStatus(
         optime=None if optime is None else _lsn(optime, "optime"),
         slots={str(name): _lsn(lsn, f"slots.{name}") for name, lsn in slots.items()},
         retain_slots=tuple(retain),
-        timeline=timeline if isinstance(timeline, int) and not isinstance(timeline, bool) and timeline > 0 else None,
+        timeline=timeline if isinstance(timeline, int) and not isinstance(timeline, bool)
+        and 0 < timeline <= MAX_TIMELINE else None,
     )
 
 
@@ -330,7 +355,7 @@ def failover_from_json(text: str, revision: int) -> FailoverRequest:
 def _legacy_failover(text: str, revision: int) -> FailoverRequest:
     leader, sep, member = text.partition(":")
     if not sep:
-        raise MalformedValue(f"failover: neither JSON nor 'leader:member': {text!r}")
+        raise MalformedValue(f"failover: neither JSON nor 'leader:member': {_short(text)}")
     return FailoverRequest(leader=leader.strip() or None, member=member.strip() or None, revision=revision)
 
 
@@ -343,7 +368,11 @@ def failover_to_json(value: Mapping[str, Any]) -> str:
 
 
 def sync_from_json(text: str, revision: int) -> SyncState:
-    """`{"leader", "sync_standby": "a,b" | null, "quorum": int}`; raises MalformedValue."""
+    """`{"leader", "sync_standby": "a,b" | null, "quorum": int}`; raises MalformedValue.
+
+    `quorum` is kept as written, with Patroni's meaning everywhere in pgwarden: how many voters other
+    than a promoting candidate it must see (`voters - k` for `ANY k`; 0 in `on` mode).
+    """
     data = _object(text)
     standby = data.get("sync_standby")
     if standby is None:
@@ -353,7 +382,7 @@ def sync_from_json(text: str, revision: int) -> SyncState:
     elif isinstance(standby, list) and all(isinstance(n, str) for n in standby):
         names = tuple(standby)
     else:
-        raise MalformedValue(f"sync_standby: expected 'a,b' or null, got {standby!r}")
+        raise MalformedValue(f"sync_standby: expected 'a,b' or null, got {_short(standby)}")
     quorum = data.get("quorum")
     return SyncState(
         leader=_optional_str(data.get("leader"), "leader") or None,
@@ -386,11 +415,11 @@ def history_from_json(text: str) -> tuple[HistoryEntry, ...]:
 
 def _history_row(row: Any) -> HistoryEntry:
     if not isinstance(row, list) or not 3 <= len(row) <= 5:
-        raise MalformedValue(f"history row: expected 3 to 5 items, got {row!r}")
+        raise MalformedValue(f"history row: expected 3 to 5 items, got {_short(row)}")
     timestamp = row[3] if len(row) > 3 else None
     new_leader = row[4] if len(row) > 4 else None
     return HistoryEntry(
-        timeline=_int(row[0], "history timeline"),
+        timeline=_timeline(row[0], "history timeline"),
         lsn=_lsn(row[1], "history lsn"),
         reason=str(row[2]),
         timestamp=_optional_str(timestamp, "history timestamp"),
@@ -422,24 +451,30 @@ class DecodedCluster:
 def decode_cluster(scope: str, kvs: KeyValues, *, revision: int = 0) -> DecodedCluster:
     """Turn one read of the scope (keys relative to the prefix) into a ClusterView. Never raises."""
     notes: list[str] = []
-    config = _decode_optional(kvs, CONFIG, config_from_json, notes)
+    unreadable: dict[str, int] = {}
+    config = _decode_optional(kvs, CONFIG, config_from_json, notes, unreadable)
     if config is None and CONFIG in kvs:
         # Keep the revision, so a malformed config can still be replaced with compare-and-swap.
         config = Versioned(value={}, revision=kvs[CONFIG][1])
-    status = _decode_optional(kvs, STATUS, lambda text, _: status_from_json(text), notes)
-    history = _decode_optional(kvs, HISTORY, lambda text, _: history_from_json(text), notes)
+    status = _decode_optional(kvs, STATUS, lambda text, _: status_from_json(text), notes, unreadable)
+    history = _decode_optional(kvs, HISTORY, lambda text, _: history_from_json(text), notes, unreadable)
+    members = _members(kvs, notes)
+    history = _plausible_history(history or (), members, notes)
+    members = _plausible_members(members, history, notes)
+    status = _plausible_status(status or _legacy_status(kvs, notes), history, members, notes)
     view = ClusterView(
         scope=scope,
         initialize=kvs[INITIALIZE][0] if INITIALIZE in kvs else None,
         config=config,
         leader=leader_from_text(*kvs[LEADER]) if LEADER in kvs else None,
-        members=_members(kvs, notes),
-        status=status or _legacy_status(kvs, notes),
-        failover=_decode_optional(kvs, FAILOVER, failover_from_json, notes),
-        sync=_decode_optional(kvs, SYNC, sync_from_json, notes),
-        history=history or (),
+        members=members,
+        status=status,
+        failover=_decode_optional(kvs, FAILOVER, failover_from_json, notes, unreadable),
+        sync=_decode_optional(kvs, SYNC, sync_from_json, notes, unreadable),
+        history=history,
         routers=_routers(kvs),
         revision=revision,
+        unreadable=unreadable,
     )
     return DecodedCluster(view=view, notes=tuple(notes))
 
@@ -455,7 +490,7 @@ def _routers(kvs: KeyValues) -> tuple[RouterState, ...]:
             continue
         try:
             value = json.loads(kvs[key][0])
-        except ValueError:
+        except (ValueError, RecursionError):
             continue
         if not isinstance(value, dict):
             continue
@@ -471,8 +506,10 @@ def _routers(kvs: KeyValues) -> tuple[RouterState, ...]:
     return tuple(routers)
 
 
-def _decode_optional(kvs: KeyValues, key: str, decode: Callable[[str, int], _T], notes: list[str]) -> _T | None:
-    """The decoded value of `key`, or None when absent or malformed (then with a note)."""
+def _decode_optional(kvs: KeyValues, key: str, decode: Callable[[str, int], _T], notes: list[str],
+                     unreadable: dict[str, int] | None = None) -> _T | None:
+    """The decoded value of `key`, or None when absent or malformed (then with a note, and the key's
+    revision in `unreadable`)."""
     if key not in kvs:
         return None
     text, mod_revision = kvs[key]
@@ -480,7 +517,63 @@ def _decode_optional(kvs: KeyValues, key: str, decode: Callable[[str, int], _T],
         return decode(text, mod_revision)
     except MalformedValue as exc:
         notes.append(f"ignored malformed {key!r}: {exc}")
+        if unreadable is not None:
+            unreadable[key] = mod_revision
         return None
+
+
+def _known_timeline(members: Sequence[Member]) -> int | None:
+    """The highest timeline the members publish (what their PostgreSQL reports), if any does."""
+    published = [m.timeline for m in members if m.timeline is not None]
+    return max(published) if published else None
+
+
+def _plausible_history(history: tuple[HistoryEntry, ...], members: Sequence[Member],
+                       notes: list[str]) -> tuple[HistoryEntry, ...]:
+    """`history` unless a row ends a timeline far beyond any a member runs on (garbage: trusting it
+    would put every member "behind the cluster's timeline", demote the primary and bar any race).
+    Ignored, the leader rewrites it from its PostgreSQL's own timeline history."""
+    known = _known_timeline(members)
+    if not history or known is None:
+        return history
+    highest = max(h.timeline for h in history)
+    if highest >= known + TIMELINE_RESERVE_MARGIN:
+        notes.append(f"ignored implausible 'history': a row ends timeline {highest}, yet no member is on a "
+                     f"timeline above {known}")
+        return ()
+    return history
+
+
+def _plausible_members(members: tuple[Member, ...], history: Sequence[HistoryEntry],
+                       notes: list[str]) -> tuple[Member, ...]:
+    """Members whose published timeline is far beyond the history's get an unknown timeline: a
+    leader's key saying 20000 would otherwise make every replica look off the leader's lineage (and be
+    rewound or moved aside) until the leader rewrites its key. Without history nothing is judged."""
+    if not history:
+        return members
+    limit = max(h.timeline for h in history) + 1 + TIMELINE_RESERVE_MARGIN
+    out = []
+    for m in members:
+        if m.timeline is not None and m.timeline > limit:
+            notes.append(f"member {m.name!r}: ignored implausible timeline {m.timeline} (the history ends "
+                         f"at timeline {limit - TIMELINE_RESERVE_MARGIN})")
+            m = replace(m, timeline=None)
+        out.append(m)
+    return tuple(out)
+
+
+def _plausible_status(status: ClusterStatus, history: Sequence[HistoryEntry], members: Sequence[Member],
+                      notes: list[str]) -> ClusterStatus:
+    """`status` without a reserved `timeline` far beyond every timeline the history and the members
+    show (model.TIMELINE_RESERVE_MARGIN): garbage, which a promotion would otherwise jump to."""
+    if status.timeline is None:
+        return status
+    known = max([1, *(h.timeline + 1 for h in history), _known_timeline(members) or 1])
+    if status.timeline > known + TIMELINE_RESERVE_MARGIN:
+        notes.append(f"ignored implausible 'status' timeline {status.timeline}: the history and the members "
+                     f"show timeline {known} at most")
+        return replace(status, timeline=None)
+    return status
 
 
 def _legacy_status(kvs: KeyValues, notes: list[str]) -> ClusterStatus:

@@ -204,6 +204,7 @@ class Etcd3Dcs(Dcs):
         self._report_notes(decoded.notes)
         self._seen_revision = max(self._seen_revision, revision)
         self._check_member_cache(kvs.get(codec.MEMBERS + self.name))
+        self._check_status_cache(kvs.get(codec.STATUS))
         return decoded.view
 
     def _report_notes(self, notes: tuple[str, ...]) -> None:
@@ -211,6 +212,11 @@ class Etcd3Dcs(Dcs):
             for note in notes:
                 log.warning("DCS scope %s: %s", self.scope, note)
         self._last_notes = notes
+
+    def _check_status_cache(self, stored: tuple[str, int] | None) -> None:
+        """Someone else rewrote (say, with garbage) or deleted `status`: the next write puts ours back."""
+        if self._status_written is not None and (stored is None or stored[0] != self._status_written):
+            self._status_written = None
 
     def _check_member_cache(self, stored: tuple[str, int] | None) -> None:
         """Someone deleted or rewrote our member key: the next touch must write it again."""

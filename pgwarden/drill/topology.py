@@ -110,8 +110,9 @@ def read_topology(local: LocalConfig) -> Topology:
 
 
 def multi_host_dsn(members: Sequence[MemberInfo], *, user: str, password: str | None,
-                   dbname: str = "postgres") -> str:
-    """A libpq DSN that lists every member and connects only to the one accepting writes."""
+                   dbname: str = "postgres", options: Mapping[str, str] | None = None) -> str:
+    """A libpq DSN that lists every member and connects only to the one accepting writes; `options` are
+    further libpq options (the configured superuser's sslmode, sslcert, ...)."""
     addresses = [m.pg_address for m in members if m.pg_address is not None]
     if not addresses:
         raise DrillError("no member publishes a usable conn_url in the DCS")
@@ -123,6 +124,7 @@ def multi_host_dsn(members: Sequence[MemberInfo], *, user: str, password: str | 
         "target_session_attrs": "read-write",
         "application_name": "pgwarden-drill",
         **CLIENT_TIMEOUTS,
+        **(options or {}),
     }
     if password:
         params["password"] = password

@@ -7,13 +7,18 @@ initdb or the user wrote, kept verbatim) and then sets the values pgwarden needs
 from __future__ import annotations
 
 import json
+import re
 import shlex
 from collections.abc import Mapping
 from typing import Any, Literal
 
 from psycopg.conninfo import make_conninfo
 
+from pgwarden.config.gucs import name_problem
+from pgwarden.config.layering import RESERVED_RECOVERY_KEYS
+from pgwarden.postgres.libpq import connection_options, upstream_host
 from pgwarden.postgres.settings import Credentials, PgSettings, Upstream
+from pgwarden.postgres.versions import for_version, wal_keep_size
 
 ConfRole = Literal["primary", "replica"]
 
@@ -55,6 +60,8 @@ def enforced_parameters(settings: PgSettings) -> dict[str, Any]:
     }
     for name, (default, minimum) in _CMDLINE_DEFAULTS.items():
         value = params.get(name, default)
+        if name == "wal_keep_size" and name not in params and "wal_keep_segments" in params:
+            value = wal_keep_size(params["wal_keep_segments"]) or default  # Patroni's translation
         if minimum is not None:
             value = max(_as_int(value, default), minimum)
         out[name] = value
@@ -69,14 +76,19 @@ def _as_int(value: Any, default: int) -> int:
 
 
 def primary_conninfo(settings: PgSettings, upstream: Upstream) -> str:
-    """libpq conninfo for streaming from `upstream`; the password comes from the pgpass file."""
+    """libpq conninfo for streaming from `upstream`; the password comes from the pgpass file.
+
+    It carries the replication role's libpq options (sslpassword included, as with Patroni: the file
+    is readable by postgres only); `sslmode=prefer` only when the role sets none. The host is the
+    upstream's, or a socket directory with `use_unix_socket_repl` (`libpq.upstream_host`).
+    """
     return make_conninfo(
-        host=upstream.host,
+        host=upstream_host(settings, upstream.host),
         port=str(upstream.port),
         user=settings.replication.username,
         application_name=settings.name,
         passfile=str(settings.pgpass_path),
-        sslmode="prefer",
+        **{"sslmode": "prefer", **connection_options(settings.replication)},
     )
 
 
@@ -84,36 +96,81 @@ def file_parameters(settings: PgSettings, role: ConfRole, upstream: Upstream | N
     """Every setting pgwarden's postgresql.conf carries after the include, in file order."""
     out = {k: v for k, v in settings.parameters.items() if k not in ("hba_file", "ident_file")}
     out.update(enforced_parameters(settings))
-    out["hba_file"] = str(settings.data_dir / "pg_hba.conf")
-    out["ident_file"] = str(settings.data_dir / "pg_ident.conf")
+    out.update(recovery_parameters(settings))
+    out["hba_file"] = str(settings.hba_path)
+    out["ident_file"] = str(settings.ident_path)
+    # For both roles, although only recovery reads it: it can only change at a restart, and PostgreSQL
+    # marks a restart-only parameter that disappears from the file as pending_restart even when its
+    # default is the running value, so dropping it when a promoted replica's file is rewritten and
+    # reloaded made every new primary report a restart it does not need (checked on PostgreSQL 15).
+    out["recovery_target_timeline"] = "latest"
     if role == "replica":
-        out["recovery_target_timeline"] = "latest"
         out["primary_conninfo"] = primary_conninfo(settings, upstream) if upstream else ""
         out["primary_slot_name"] = settings.slot_name if upstream and settings.use_slots else ""
     return out
 
 
+def recovery_parameters(settings: PgSettings) -> dict[str, Any]:
+    """`recovery_conf` as PostgreSQL 12+ reads it: plain parameters in postgresql.conf (never a
+    recovery.conf, which would stop PostgreSQL from starting), less the keys pgwarden sets itself.
+    Written for both roles, like recovery_target_timeline: a primary ignores them (it is not in
+    recovery), and a restart-only one vanishing at a promotion would report a needless pending_restart."""
+    return {k: v for k, v in settings.recovery_conf.items() if k.lower() not in RESERVED_RECOVERY_KEYS}
+
+
+def versioned_parameters(settings: PgSettings, role: ConfRole, upstream: Upstream | None,
+                         major: int | None) -> tuple[dict[str, Any], list[str]]:
+    """`file_parameters` fit for PostgreSQL `major` (versions.for_version), and what was changed or
+    ignored to get there, for the log."""
+    values, notes = for_version(file_parameters(settings, role, upstream), major)
+    for name in [name for name in values if name_problem(name) is not None]:
+        del values[name]  # validation refuses such names; never let one write a line of its own
+        notes.append(f"postgresql.parameters: {name!r} is not a valid parameter name; not written")
+    if not settings.manages_hba and settings.pg_hba:
+        notes.append(f"pg_hba: ignored, hba_file points at {settings.hba_path} (left as it is)")
+    if not settings.manages_ident and settings.pg_ident:
+        notes.append(f"pg_ident: ignored, ident_file points at {settings.ident_path} (left as it is)")
+    return values, notes
+
+
+_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+
+
 def format_guc(value: Any) -> str:
-    """A value as postgresql.conf syntax: booleans as on/off, numbers bare, everything else quoted."""
+    """A value as postgresql.conf syntax: booleans as on/off, numbers bare, everything else quoted.
+
+    Nothing can end the line: control characters (validation refuses newlines and NUL in values, this
+    is the last line of defence) become the octal escapes PostgreSQL's GUC_scanstr reads back."""
     if isinstance(value, bool):
         return "on" if value else "off"
     if isinstance(value, int | float):
         return str(value)
-    return "'" + str(value).replace("\\", "\\\\").replace("'", "''") + "'"
+    text = str(value).replace("\\", "\\\\").replace("'", "''")
+    return "'" + _CONTROL.sub(lambda match: f"\\{ord(match.group()):03o}", text) + "'"
 
 
-def render_postgresql_conf(settings: PgSettings, role: ConfRole, upstream: Upstream | None) -> str:
-    """pgwarden's postgresql.conf for `role`; a replica streams from `upstream` (None: archive only)."""
-    lines = [GENERATED_MARKER, f"include '{BASE_CONF}'", ""]
-    values = file_parameters(settings, role, upstream)
+def render_postgresql_conf(settings: PgSettings, role: ConfRole, upstream: Upstream | None,
+                           major: int | None = None) -> str:
+    """pgwarden's postgresql.conf for `role`; a replica streams from `upstream` (None: archive only).
+
+    It includes `custom_conf` when one is configured, else postgresql.base.conf next to it; `major`
+    (the data directory's PostgreSQL version, None: unknown) translates parameters of other versions.
+    """
+    include = str(settings.custom_conf) if settings.custom_conf is not None else BASE_CONF
+    lines = [GENERATED_MARKER, f"include {format_guc(include)}", ""]
+    values, _ = versioned_parameters(settings, role, upstream, major)
     lines += [f"{name} = {format_guc(value)}" for name, value in values.items()]
     return "\n".join(lines) + "\n"
 
 
-def cmdline_options(settings: PgSettings) -> str:
-    """The `pg_ctl -o` string: enforced GUCs as `-c name=value`, quoted for the shell pg_ctl uses."""
+def cmdline_options(settings: PgSettings, major: int | None = None) -> str:
+    """The `pg_ctl -o` string: enforced GUCs as `-c name=value`, quoted for the shell pg_ctl uses, and
+    `config_file` when the configuration lives outside the data directory (`config_dir`)."""
     parts = []
-    for name, value in enforced_parameters(settings).items():
+    options, _ = for_version(enforced_parameters(settings), major)
+    if settings.conf_dir != settings.data_dir:
+        options = {"config_file": str(settings.config_file), **options}
+    for name, value in options.items():
         text = ("on" if value else "off") if isinstance(value, bool) else str(value)
         parts.append("-c " + shlex.quote(f"{name}={text}"))
     return " ".join(parts)

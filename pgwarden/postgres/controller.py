@@ -8,6 +8,8 @@ PostgreSQL only through the pgpass file (PGPASSFILE / passfile=) or initdb's --p
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import os
 import re
 import shlex
@@ -17,6 +19,7 @@ import time
 from collections.abc import Awaitable, Callable, Iterable
 from contextlib import suppress
 from pathlib import Path
+from signal import SIGKILL
 from typing import Any
 from urllib.parse import quote
 
@@ -25,11 +28,20 @@ from psycopg import sql
 
 from pgwarden.aio import bounded
 from pgwarden.model import DataDirState, lsn_from_text
-from pgwarden.postgres import conf
+from pgwarden.postgres import conf, libpq
 from pgwarden.postgres.connection import CONNECT_TIMEOUT, connect_local
-from pgwarden.postgres.datadir import directory_state, postmaster_pid, wait_for_reaped_postmaster
+from pgwarden.postgres.datadir import (
+    directory_state,
+    empty_data_dir,
+    postmaster_pid,
+    replace_problem,
+    set_data_dir_aside,
+    undo_created,
+    wait_for_reaped_postmaster,
+)
 from pgwarden.postgres.process import CommandOutcome, PgResult, run_command
 from pgwarden.postgres.settings import Credentials, OptionSpec, PgSettings, Upstream, options_to_argv
+from pgwarden.postgres.versions import server_major
 
 INITDB_TIMEOUT = 300.0
 BASEBACKUP_TIMEOUT = 3600.0
@@ -52,6 +64,7 @@ _REWIND_GRANTS = (
 _SLOT_NAME = re.compile(r"^[a-z0-9_]{1,63}$")
 
 AsyncConn = psycopg.AsyncConnection[tuple[Any, ...]]
+log = logging.getLogger(__name__)
 
 
 class PgController:
@@ -107,33 +120,48 @@ class PgController:
         state = directory_state(self.data_dir)
         if state not in (DataDirState.MISSING, DataDirState.EMPTY):
             return PgResult.failed(f"refusing pg_basebackup: {self.data_dir} is {state.value}, not empty")
+        refused = replace_problem(self.data_dir)  # e.g. an empty directory owned by root: never taken over
+        if refused:
+            return PgResult.failed(f"refusing pg_basebackup: {refused}")
         pgpass = self._try_write_pgpass()
         if not pgpass.ok:
             return pgpass
-        argv = [self.settings.binary("pg_basebackup"), "-D", str(self.data_dir), "-h", from_host,
-                "-p", str(from_port), "-U", self.settings.replication.username, "--no-password",
+        host = libpq.upstream_host(self.settings, from_host)
+        options = libpq.program_options(self.settings, "replication")  # TLS options; sslpassword via service
+        argv = [self.settings.binary("pg_basebackup"), "-D", str(self.data_dir),
+                *(("-h", host) if host is not None else ()), "-p", str(from_port),
+                "-U", self.settings.replication.username, "--no-password",
+                *(("-d", psycopg.conninfo.make_conninfo(**options)) if options else ()),
                 "-X", "stream", "-c", "fast", *self.settings.basebackup_options]
         outcome = await run_command(argv, timeout, env=self._client_env())
         if not outcome.ok:
-            return _result(outcome, "pg_basebackup")
+            # pg_basebackup cleans up after itself, except when it is killed (a timeout): then whatever
+            # it left goes too, and only that (the directory was missing or empty before).
+            undone = undo_created(self.data_dir, existed=state is DataDirState.EMPTY)
+            failed = _result(outcome, "pg_basebackup")
+            return failed if undone.ok else PgResult.failed(f"{failed.message}; {undone.message}")
         return await self.write_config("replica", Upstream(source_member or "", from_host, from_port))
 
     async def move_data_dir_aside(self) -> PgResult:
-        """Rename the data directory to `<data_dir>.failed.<timestamp>` (only when the config allows it)."""
+        """Move the data directory's contents to `<data_dir>.failed.<timestamp>` (only when the config
+        allows it), keeping at most one such copy (`datadir.set_data_dir_aside`: never the directory
+        itself, never one pgwarden's user does not own, a symlink's target's contents)."""
         if self.is_running():
             return PgResult.failed("refusing to move a data directory aside while PostgreSQL runs")
-        if not self.data_dir.exists():
-            return PgResult(True, f"{self.data_dir} does not exist")
-        target = self.data_dir.with_name(f"{self.data_dir.name}.failed.{time.strftime('%Y%m%dT%H%M%S')}")
-        suffix = 0
-        while target.exists():
-            suffix += 1
-            target = target.with_name(f"{target.name.split('~')[0]}~{suffix}")
-        try:
-            self.data_dir.rename(target)
-        except OSError as exc:
-            return PgResult.failed(f"could not move {self.data_dir} aside: {exc}")
-        return PgResult(True, f"moved {self.data_dir} to {target}")
+        return set_data_dir_aside(self.data_dir, time.strftime("%Y%m%dT%H%M%S"))
+
+    async def empty_data_dir(self) -> PgResult:
+        """Remove the data directory's contents, keeping no copy (an operator's reinitialize: the data
+        is to be replaced). The directory itself stays; refused on one pgwarden's user does not own."""
+        if self.is_running():
+            return PgResult.failed("refusing to empty a data directory while PostgreSQL runs")
+        return empty_data_dir(self.data_dir)
+
+    async def undo_bootstrap(self, existed: bool) -> PgResult:
+        """After a failed bootstrap: remove what it created (`datadir.undo_created`)."""
+        if self.is_running():
+            return PgResult.failed("refusing to remove a data directory while PostgreSQL runs")
+        return undo_created(self.data_dir, existed)
 
     # ---------------------------------------------------------------------------------------------
     # Configuration files
@@ -145,17 +173,22 @@ class PgController:
         upstream = Upstream(*follow) if follow is not None else None
         if not (self.data_dir / "PG_VERSION").is_file():
             return PgResult.failed(f"{self.data_dir} is not a PostgreSQL data directory")
+        s = self.settings
         try:
+            major = self.server_major()
+            s.conf_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
             self._adopt_base_conf()
             files = {
-                "postgresql.conf": conf.render_postgresql_conf(self.settings, role, upstream),
-                "pg_hba.conf": conf.render_pg_hba(self.settings),
-                conf.STATE_FILE: conf.render_state(role, upstream),
+                s.config_file: conf.render_postgresql_conf(s, role, upstream, major),
+                self.data_dir / conf.STATE_FILE: conf.render_state(role, upstream),
             }
-            if self.settings.pg_ident or not (self.data_dir / "pg_ident.conf").exists():
-                files["pg_ident.conf"] = conf.render_pg_ident(self.settings)
-            for name, text in files.items():
-                _write_private(self.data_dir / name, text)
+            if s.manages_hba:
+                files[s.hba_path] = conf.render_pg_hba(s)
+            if s.manages_ident and (s.pg_ident or not s.ident_path.exists()):
+                files[s.ident_path] = conf.render_pg_ident(s)
+            for path, text in files.items():
+                _write_private(path, text)
+            _log_once(conf.versioned_parameters(s, role, upstream, major)[1])
             self.write_pgpass()
             signal = self.data_dir / "standby.signal"
             if role == "replica":
@@ -172,6 +205,17 @@ class PgController:
         path = self.settings.pgpass_path
         path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         _write_private(path, conf.render_pgpass(self.settings))
+        # The roles' sslpassword for pg_basebackup and pg_rewind (libpq reads no such environment variable).
+        service = libpq.service_file_path(self.settings)
+        try:
+            secrets = libpq.render_service_file(self.settings)
+        except ValueError as exc:
+            log.error("not writing %s: %s", service, exc)  # pg_basebackup and pg_rewind will say they lack it
+            secrets = ""
+        if secrets:
+            _write_private(service, secrets)
+        else:
+            service.unlink(missing_ok=True)
 
     def _try_write_pgpass(self) -> PgResult:
         try:
@@ -181,14 +225,30 @@ class PgController:
         return PgResult(True)
 
     def _adopt_base_conf(self) -> None:
-        """Keep the user's postgresql.conf as postgresql.base.conf the first time pgwarden writes its own."""
-        own, base = self.data_dir / "postgresql.conf", self.data_dir / conf.BASE_CONF
+        """Keep the user's postgresql.conf as postgresql.base.conf the first time pgwarden writes its own.
+
+        With a `config_dir` holding no postgresql.conf yet, the data directory's (initdb's) is copied
+        there instead; the original stays in the data directory, unused. With `custom_conf` the base
+        file is still kept (the user's settings are never lost) but not included.
+        """
+        own, base = self.settings.config_file, self.settings.conf_dir / conf.BASE_CONF
         if base.exists():
             return
-        if own.exists() and not own.read_text(errors="replace").startswith(conf.GENERATED_MARKER):
+        if own.exists() and not _generated(own):
             own.rename(base)
+            return
+        initdb_conf = self.data_dir / "postgresql.conf"
+        if initdb_conf != own and initdb_conf.exists() and not _generated(initdb_conf):
+            _write_private(base, initdb_conf.read_text(encoding="utf-8", errors="surrogateescape"))
         else:
             _write_private(base, "")
+
+    def server_major(self) -> int | None:
+        """The data directory's PostgreSQL major version (its PG_VERSION file); None if unreadable."""
+        try:
+            return server_major((self.data_dir / "PG_VERSION").read_text())
+        except OSError:
+            return None
 
     async def set_follow(self, member: str, host: str, port: int) -> PgResult:
         """Point a running (or stopped) standby at another upstream; PG 13+ applies it on reload."""
@@ -213,7 +273,9 @@ class PgController:
         with suppress(OSError):
             log_file.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         argv = [self.settings.binary("pg_ctl"), "start", "-D", str(self.data_dir), "-l", str(log_file),
-                "-o", conf.cmdline_options(self.settings)]
+                "-o", conf.cmdline_options(self.settings, self.server_major())]
+        if self.settings.bin_name.get("postgres"):
+            argv += ["-p", self.settings.binary("postgres")]  # else pg_ctl runs the `postgres` next to it
         argv += ["-w", "-t", str(max(1, int(timeout)))] if wait else ["-W"]
         outcome = await run_command(argv, timeout + 5, kill_group=False)
         if outcome.ok:
@@ -221,19 +283,46 @@ class PgController:
         still = " (the postmaster is still running)" if self.is_running() else ""
         return PgResult.failed(f"pg_ctl start failed{still}: {outcome.tail()}\n{_tail_of(log_file)}".strip())
 
-    async def stop(self, mode: str = "fast", timeout: float | None = None) -> PgResult:
-        """pg_ctl stop -m smart|fast|immediate, waiting for the postmaster to exit."""
+    async def stop(self, mode: str = "fast", timeout: float | None = None, kill_after: float | None = None
+                   ) -> PgResult:
+        """pg_ctl stop -m smart|fast|immediate, waiting for the postmaster to exit (pg_ctl_timeout).
+
+        With `kill_after` (primary_stop_timeout in synchronous mode) pg_ctl waits that long instead,
+        and a postmaster still running then is killed with SIGKILL, its whole process group with it.
+        """
         if mode not in ("smart", "fast", "immediate"):
             return PgResult.failed(f"unknown shutdown mode {mode!r}")
         if not self.is_running():
             return PgResult(True, "not running")
         timeout = timeout if timeout is not None else self.settings.pg_ctl_timeout
+        if kill_after is not None:
+            timeout = kill_after
         argv = [self.settings.binary("pg_ctl"), "stop", "-D", str(self.data_dir), "-m", mode,
                 "-w", "-t", str(max(1, int(timeout)))]
         outcome = await run_command(argv, timeout + 5)
         if outcome.ok or not self.is_running():
             return PgResult(True, f"stopped ({mode})")
+        if kill_after is not None:
+            return await self._kill_postmaster(f"the {mode} stop took longer than {kill_after:g}s")
         return _result(outcome, "pg_ctl stop")
+
+    async def _kill_postmaster(self, why: str) -> PgResult:
+        """SIGKILL the postmaster and every process of its group (its backends), then wait for them."""
+        pid = postmaster_pid(self.data_dir)
+        if pid is None:
+            return PgResult(True, "stopped")
+        with suppress(ProcessLookupError, PermissionError):
+            group = os.getpgid(pid)
+            if group != os.getpgid(0):
+                os.killpg(group, SIGKILL)
+            else:
+                os.kill(pid, SIGKILL)
+        deadline = time.monotonic() + QUICK_TIMEOUT
+        while self.is_running() and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        if self.is_running():
+            return PgResult.failed(f"{why}; the postmaster survived SIGKILL")
+        return PgResult(True, f"killed: {why}")
 
     async def restart(self, mode: str = "fast", timeout: float | None = None) -> PgResult:
         stopped = await self.stop(mode, timeout)
@@ -246,8 +335,10 @@ class PgController:
         return _result(outcome, "pg_ctl reload")
 
     async def promote(self, timeout: float | None = None) -> PgResult:
-        """pg_ctl promote -w: end recovery and wait until the server accepts writes."""
-        timeout = timeout if timeout is not None else self.settings.pg_ctl_timeout
+        """pg_ctl promote -w: end recovery and wait until the server accepts writes, at most
+        pg_ctl_timeout (and `timeout`, the lease's budget, when given)."""
+        limit = self.settings.pg_ctl_timeout
+        timeout = limit if timeout is None else min(timeout, limit)
         argv = [self.settings.binary("pg_ctl"), "promote", "-D", str(self.data_dir),
                 "-w", "-t", str(max(1, int(timeout)))]
         return _result(await run_command(argv, timeout + 5), "pg_ctl promote")
@@ -270,8 +361,9 @@ class PgController:
         saved = self._save_node_files()
         creds = self.settings.rewind_credentials
         source = psycopg.conninfo.make_conninfo(
-            host=from_host, port=str(from_port), user=creds.username, dbname="postgres",
-            passfile=str(self.settings.pgpass_path), connect_timeout="10")
+            host=libpq.upstream_host(self.settings, from_host), port=str(from_port), user=creds.username,
+            dbname="postgres", passfile=str(self.settings.pgpass_path), connect_timeout="10",
+            **libpq.program_options(self.settings, "rewind"))  # no secret: sslpassword via the service file
         argv = [self.settings.binary("pg_rewind"), "-D", str(self.data_dir), f"--source-server={source}"]
         outcome = await run_command(argv, timeout, env=self._client_env())
         self._restore_node_files(saved)
@@ -336,26 +428,21 @@ class PgController:
             argv = [*shlex.split(script), url]
         except ValueError as exc:
             return PgResult.failed(f"cannot parse post_bootstrap command: {exc}")
-        return _result(await run_command(argv, timeout, env=self._client_env()), "post_bootstrap")
+        return _result(await run_command(argv, timeout, env=self._client_env("superuser")), "post_bootstrap")
 
-    async def timeline_history(self, timeline: int, timeout: float = QUICK_TIMEOUT) -> list[tuple[int, int, str]]:
-        """PostgreSQL's own history of `timeline` (from pg_wal/<tli>.history): (ended timeline, switch
-        LSN, reason) rows, oldest first; [] when there is none or it cannot be read."""
-        found: list[tuple[int, int, str]] = []
+    async def timeline_history(self, timeline: int) -> list[tuple[int, int, str]]:
+        """PostgreSQL's own history of `timeline` (pg_wal/<tli>.history): (ended timeline, switch LSN,
+        reason) rows, oldest first; [] when there is none or it cannot be read.
 
-        async def run(conn: AsyncConn) -> str:
-            name = f"pg_wal/{timeline:08X}.history"
-            row = await (await conn.execute("SELECT pg_read_file(%s, true)", (name,))).fetchone()
-            for line in str(row[0] if row and row[0] else "").splitlines():
-                parts = line.split("\t")
-                if len(parts) >= 2 and parts[0].strip().isdigit():
-                    reason = parts[2].strip() if len(parts) > 2 else ""
-                    with suppress(ValueError):
-                        found.append((int(parts[0]), lsn_from_text(parts[1]), reason))
-            return f"{len(found)} rows"
-
-        result = await self._in_session("reading the timeline history", run, timeout)
-        return found if result.ok else []
+        Read from the data directory (the agent runs as the server's OS user), not through SQL: the
+        `pg_read_file(text, boolean)` form exists only from PostgreSQL 16, so on 15 every read failed.
+        The startup process writes the file before a promotion ends, so it is there when `promote` returns.
+        """
+        try:
+            text = (self.data_dir / "pg_wal" / f"{timeline:08X}.history").read_text(errors="replace")
+        except OSError:
+            return []
+        return parse_timeline_history(text)
 
     async def set_synchronous_standby_names(self, value: str, timeout: float = QUICK_TIMEOUT) -> PgResult:
         """ALTER SYSTEM SET synchronous_standby_names, then reload: it takes effect without a restart
@@ -416,9 +503,11 @@ class PgController:
         except (psycopg.Error, OSError) as exc:
             return PgResult.failed(f"{what} failed: {exc}")
 
-    def _client_env(self) -> dict[str, str]:
+    def _client_env(self, role: libpq.Role | None = None) -> dict[str, str]:
+        """PGPASSFILE and friends; PGSERVICEFILE when an sslpassword is set; with `role`, that role's libpq
+        options as environment variables (for scripts, whose connections pgwarden does not build)."""
         return {"PGPASSFILE": str(self.settings.pgpass_path), "PGAPPNAME": self.settings.name,
-                "PGCONNECT_TIMEOUT": "10"}
+                "PGCONNECT_TIMEOUT": "10", **libpq.program_environment(self.settings, role)}
 
 
 # -------------------------------------------------------------------------------------------------
@@ -431,6 +520,33 @@ def _result(outcome: CommandOutcome, what: str) -> PgResult:
     if outcome.returncode is None:
         return PgResult.failed(outcome.output)
     return PgResult.failed(f"{what} exited with {outcome.returncode}: {outcome.tail()}")
+
+
+def parse_timeline_history(text: str) -> list[tuple[int, int, str]]:
+    """The rows of a timeline history file (`parent<TAB>switch LSN<TAB>reason`); comments and junk skipped."""
+    found: list[tuple[int, int, str]] = []
+    for line in text.splitlines():
+        parts = line.split("\t")
+        if len(parts) >= 2 and parts[0].strip().isdigit():
+            reason = parts[2].strip() if len(parts) > 2 else ""
+            with suppress(ValueError):
+                found.append((int(parts[0]), lsn_from_text(parts[1].strip()), reason))
+    return found
+
+
+def _generated(path: Path) -> bool:
+    return path.read_text(errors="replace").startswith(conf.GENERATED_MARKER)
+
+
+_logged: set[str] = set()
+
+
+def _log_once(notes: Iterable[str]) -> None:
+    """Warn of each configuration change or omission once per process (write_config runs often)."""
+    for note in notes:
+        if note not in _logged:
+            _logged.add(note)
+            log.warning("postgresql configuration: %s", note)
 
 
 def _write_private(path: Path, text: str) -> None:

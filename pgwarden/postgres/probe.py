@@ -15,13 +15,23 @@ from typing import Any
 import psycopg
 
 from pgwarden.aio import bounded
+from pgwarden.logutil import RateLimitedLog
 from pgwarden.model import LSN, DataDirState, LocalPg, ReplicationRow, WalReceiver, lsn_from_text
 from pgwarden.postgres.conf import STATE_FILE, following_from_state
 from pgwarden.postgres.connection import connect_local, local_conninfo
-from pgwarden.postgres.datadir import ControlData, directory_state, postmaster_pid, read_controldata
+from pgwarden.postgres.datadir import (
+    ControlData,
+    can_open_files,
+    directory_state,
+    out_of_file_descriptors,
+    postmaster_pid,
+    read_controldata,
+)
 from pgwarden.postgres.settings import PgSettings
+from pgwarden.postgres.timelines import with_forked_timeline
 
 log = logging.getLogger(__name__)
+_fd_log = RateLimitedLog(log, 10.0)
 
 PROBE_TIMEOUT = 4.0
 PROBE_STATEMENT_TIMEOUT_MS = 2000
@@ -53,7 +63,8 @@ SELECT pg_is_in_recovery(),
        CASE WHEN pg_is_in_recovery() THEN
             (SELECT max(('x' || substr(name, 1, 8))::bit(32)::int) FROM pg_ls_waldir()
               WHERE name ~ '^[0-9A-F]{8}[.]history$') END,
-       current_setting('synchronous_standby_names')
+       current_setting('synchronous_standby_names'),
+       current_setting('restore_command') <> ''
 """
 
 
@@ -78,16 +89,55 @@ class Prober:
         self._conninfo: str | None = None
         self._control = ControlDataCache()
         self._turn = asyncio.Lock()
+        self._last: LocalPg | None = None  # the last probe taken while files could be opened
 
     async def probe(self, settings: PgSettings) -> LocalPg:
-        """See module docstring. Any unexpected error becomes a LocalPg with what was learned so far."""
+        """See module docstring. Any unexpected error becomes a LocalPg with what was learned so far.
+
+        While the agent cannot open files (EMFILE/ENFILE, e.g. a flood of REST connections), a probe
+        would see a missing postmaster.pid, an unreadable data directory, a pg_controldata that cannot
+        start: none of it is true, and acting on it could stop a healthy primary or give up its
+        leader key. Such a probe returns the last good observation instead (a transient condition)."""
         async with self._turn:
             try:
-                return await bounded(self._probe(settings), PROBE_TIMEOUT + 6)
+                pg = await bounded(self._probe(settings), PROBE_TIMEOUT + 6)
             except Exception as exc:  # the probe is the agent's eyes: it must never take the agent down
+                if out_of_file_descriptors(exc) or not can_open_files():
+                    return self._short_of_files(exc)
                 log.warning("probe failed: %s", exc)
                 await self._close()
-                return LocalPg(data_dir=directory_state(settings.data_dir))
+                try:
+                    return LocalPg(data_dir=directory_state(settings.data_dir))
+                except OSError as again:  # EMFILE/ENFILE only (see directory_state)
+                    return self._short_of_files(again)
+            if (pg.data_dir is not DataDirState.VALID or not pg.accepting) and not can_open_files():
+                return self._short_of_files(None)
+            self._last = pg
+            return pg
+
+    def _short_of_files(self, exc: BaseException | None) -> LocalPg:
+        _fd_log("probe: this process cannot open files (%s): keeping the last observation of PostgreSQL",
+                exc or "too many open files")  # fmt: skip
+        if self._last is not None:
+            return self._last
+        return LocalPg(data_dir=DataDirState.INACCESSIBLE)  # nothing observed yet: nothing to keep
+
+    async def rows(self, settings: PgSettings, sql: str) -> list[tuple[Any, ...]] | None:
+        """The rows of one read-only query on the kept session (taking its turn with the probes);
+        None when PostgreSQL cannot answer. Used for what changes only when PostgreSQL restarts
+        (the agent's copy of pg_settings, `config.gucs.GucCatalog`)."""
+        async with self._turn:
+            try:
+                conn = await self._connection(settings)
+                cur = await bounded(conn.execute(sql.encode()), PROBE_TIMEOUT)
+                return list(await cur.fetchall())
+            except (psycopg.Error, OSError, TimeoutError) as exc:
+                await self._close()
+                log.debug("query failed: %s", exc)
+                return None
+            finally:
+                if not self._keep:
+                    await self._close()
 
     async def close(self) -> None:
         async with self._turn:
@@ -122,7 +172,9 @@ class Prober:
             await self._close()
             return facts
         row = await self._query(settings)
-        return facts if row is None else apply_probe_row(facts, row)
+        if row is None:
+            return facts
+        return with_forked_timeline(apply_probe_row(facts, row), settings.data_dir / "pg_wal")
 
     async def _query(self, settings: PgSettings) -> Sequence[Any] | None:
         for attempt in (1, 2):  # a kept connection may have died since the last probe: retry once, fresh
@@ -196,7 +248,7 @@ def _read_following(settings: PgSettings) -> str | None:
 def apply_probe_row(facts: LocalPg, row: Sequence[Any]) -> LocalPg:
     """Fold one PROBE_QUERY row into the connection-less facts."""
     (in_recovery, version, started, wal_lsn, walfile, receive_lsn, replay_lsn, paused, replay_ts,
-     checkpoint_tli, receiver_json, replication_json, slots_json, pending, history_tli, ssn) = row
+     checkpoint_tli, receiver_json, replication_json, slots_json, pending, history_tli, ssn, restores) = row
     receiver = _wal_receiver(receiver_json)
     checkpoint_tli = max(checkpoint_tli or 0, history_tli or 0) or None
     return replace(
@@ -216,6 +268,7 @@ def apply_probe_row(facts: LocalPg, row: Sequence[Any]) -> LocalPg:
         postmaster_start_time=started,
         pending_restart=bool(pending),
         synchronous_standby_names=ssn,
+        restore_command=bool(restores),
     )
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import re
 import signal
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -37,6 +38,49 @@ class CommandOutcome:
 
     def tail(self, lines: int = 5) -> str:
         return "\n".join(self.output.strip().splitlines()[-lines:])
+
+
+_SEVERITY = re.compile(r"\b(LOG|WARNING|ERROR|FATAL|PANIC):\s+(.*)$")
+_SEVERE = ("ERROR", "FATAL", "PANIC")
+_LOG_PREFIX = re.compile(r"\[\d+\]\s*$|^\s*$")  # log_line_prefix ending in the PID: "... UTC [123] "
+_ANNOTATION = re.compile(r"\b(HINT|DETAIL|CONTEXT|STATEMENT):\s")
+_ERROR_WORD = re.compile(r"\berror\b", re.IGNORECASE)
+_BOILERPLATE = ("Examine the log output", "could not start server", "waiting for server to start", "stopped waiting")
+
+
+def error_summary(text: str, limit: int = 400) -> str:
+    """The meaningful part of a failed command's output (pg_ctl, initdb, pg_basebackup, the server's log):
+    PostgreSQL's last ERROR/FATAL/PANIC line with the LOG or ERROR lines that led to it (a "configuration
+    file contains errors" FATAL follows the line naming the parameter), else the last line that is not
+    pg_ctl's boilerplate. One line, at most `limit` characters."""
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    parsed = [_SEVERITY.search(line) for line in lines]
+    last = max((i for i, m in enumerate(parsed) if m and m.group(1) in _SEVERE), default=None)
+    if last is not None:
+        match = parsed[last]
+        assert match is not None
+        prefix = lines[last][: match.start()]
+        if prefix.strip() and not _LOG_PREFIX.search(prefix):
+            # A client's message quoting the server ("pg_basebackup: error: connection ... failed: FATAL: ...")
+            parts = [" ".join(lines[last].split())]
+        else:
+            parts = [f"{match.group(1)}: {match.group(2).strip()}"]
+        for i in range(last - 1, max(-1, last - 6), -1):
+            before = parsed[i]
+            if before is None:
+                if _ANNOTATION.search(lines[i]):
+                    continue
+                break
+            if before.group(1) in ("FATAL", "PANIC"):
+                break
+            if before.group(1) in ("LOG", "ERROR") and before.group(2).strip() not in parts:
+                parts.insert(0, before.group(2).strip())
+        summary = "; ".join(parts)
+    else:
+        useful = [line for line in lines if not any(b in line for b in _BOILERPLATE)] or lines
+        errors = [line for line in useful if _ERROR_WORD.search(line)]
+        summary = (errors or useful or [""])[-1]
+    return summary if len(summary) <= limit else summary[: limit - 3] + "..."
 
 
 def child_env(extra: Mapping[str, str] | None = None, *, c_locale: bool = True) -> dict[str, str]:

@@ -11,15 +11,42 @@ from typing import Any, NamedTuple
 DEFAULT_BIN_DIR = Path("/usr/lib/postgresql/15/bin")
 
 
+LIBPQ_OPTIONS = ("sslmode", "sslcert", "sslkey", "sslrootcert", "sslcrl", "sslcrldir", "sslpassword",
+                 "sslnegotiation", "gssencmode", "channel_binding")
+"""The libpq connection options an `authentication.<kind>` entry may set (Patroni's list)."""
+
+
 @dataclass(frozen=True, slots=True)
 class Credentials:
-    """One `authentication.<kind>` entry. The password only ever reaches PostgreSQL through a pgpass file."""
+    """One `authentication.<kind>` entry: a role and the libpq options its connections use.
+
+    The password only ever reaches PostgreSQL through a pgpass file. `sslpassword` (the client key's
+    passphrase) is a secret too: it goes into conninfo strings given to libpq in-process, into
+    primary_conninfo (postgresql.conf, readable only by postgres, as with Patroni) and into a private
+    service file for pg_basebackup and pg_rewind, never onto a command line or into a log.
+    """
 
     username: str
     password: str | None = None
+    sslmode: str | None = None
+    sslcert: str | None = None
+    sslkey: str | None = None
+    sslrootcert: str | None = None
+    sslcrl: str | None = None
+    sslcrldir: str | None = None
+    sslpassword: str | None = None
+    sslnegotiation: str | None = None
+    gssencmode: str | None = None
+    channel_binding: str | None = None
+
+    def libpq_options(self) -> dict[str, str]:
+        """The libpq options set for this role, by keyword (sslpassword included: never log this)."""
+        return {name: str(value) for name in LIBPQ_OPTIONS if (value := getattr(self, name)) is not None}
 
     def __repr__(self) -> str:  # keeps passwords out of logs and tracebacks
-        return f"Credentials(username={self.username!r}, password={'***' if self.password else None})"
+        options = "".join(f", {name}={'***' if name == 'sslpassword' else value!r}"
+                          for name, value in self.libpq_options().items())
+        return f"Credentials(username={self.username!r}, password={'***' if self.password else None}{options})"
 
 
 class Upstream(NamedTuple):
@@ -52,6 +79,15 @@ class PgSettings:
     pg_hba: tuple[str, ...] = ()
     """pg_hba.conf lines; empty means pgwarden's loopback defaults."""
     pg_ident: tuple[str, ...] = ()
+    """pg_ident.conf lines; empty leaves an existing pg_ident.conf as it is."""
+    config_dir: Path | None = None
+    """Where postgresql.conf, postgresql.base.conf, pg_hba.conf and pg_ident.conf live; None: data_dir."""
+    custom_conf: Path | None = None
+    """The user's file pgwarden's postgresql.conf includes instead of postgresql.base.conf (never written)."""
+    bin_name: Mapping[str, str] = field(default_factory=dict)
+    """Alternative names of the binaries in bin_dir (`postgresql.bin_name`): {'pg_ctl': 'pg_ctl.wrapped'}."""
+    recovery_conf: Mapping[str, Any] = field(default_factory=dict)
+    """Recovery parameters (restore_command, recovery_min_apply_delay, ...) written into postgresql.conf."""
     pgpass: Path | None = None
     """Where pgwarden writes its pgpass file; defaults to ~/.pgpass_pgwarden_<name>."""
     pg_ctl_timeout: float = 60.0
@@ -62,11 +98,42 @@ class PgSettings:
     use_slots: bool = True
     use_unix_socket: bool = False
     """Connect locally through the first `unix_socket_directories` entry instead of TCP loopback."""
+    use_unix_socket_repl: bool = False
+    """Replicate (primary_conninfo, pg_basebackup, pg_rewind) through a unix socket from an upstream on
+    this host; see `pgwarden.postgres.libpq.upstream_host`."""
     log_file: Path | None = None
     """Where the postmaster's stderr goes (pg_ctl -l); defaults to <data_dir>/pgwarden-postgres.log."""
 
     def binary(self, name: str) -> str:
-        return str(self.bin_dir / name)
+        """The path of binary `name` (pg_ctl, initdb, ...) in bin_dir, renamed by `bin_name`."""
+        return str(self.bin_dir / (self.bin_name.get(name) or name))
+
+    @property
+    def conf_dir(self) -> Path:
+        return self.config_dir if self.config_dir is not None else self.data_dir
+
+    @property
+    def config_file(self) -> Path:
+        """pgwarden's own postgresql.conf."""
+        return self.conf_dir / "postgresql.conf"
+
+    @property
+    def hba_path(self) -> Path:
+        """The `hba_file` parameter when set (a file pgwarden then leaves alone), else conf_dir/pg_hba.conf."""
+        return _path_parameter(self.parameters.get("hba_file"), self.conf_dir / "pg_hba.conf")
+
+    @property
+    def ident_path(self) -> Path:
+        """The `ident_file` parameter when set (a file pgwarden then leaves alone), else conf_dir/pg_ident.conf."""
+        return _path_parameter(self.parameters.get("ident_file"), self.conf_dir / "pg_ident.conf")
+
+    @property
+    def manages_hba(self) -> bool:
+        return self.hba_path == self.conf_dir / "pg_hba.conf"
+
+    @property
+    def manages_ident(self) -> bool:
+        return self.ident_path == self.conf_dir / "pg_ident.conf"
 
     @property
     def pgpass_path(self) -> Path:
@@ -112,6 +179,11 @@ class PgSettings:
             if first:
                 return first
         return local_host(self.listen_addresses)
+
+
+def _path_parameter(value: Any, default: Path) -> Path:
+    """The file a parameter names (as given), else `default`."""
+    return Path(str(value)) if value not in (None, "") else default
 
 
 def local_host(listen_addresses: str) -> str:

@@ -14,6 +14,7 @@ module does not know raises `UnknownAction`: the simulator must never silently i
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Generator
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
@@ -23,6 +24,7 @@ from pgwarden.agent.member import member_json
 from pgwarden.agent.peers import peer_from_json
 from pgwarden.api.health import status_json
 from pgwarden.api.state import NodeState
+from pgwarden.core.decide import LOST_INITIALIZE_RACE
 from pgwarden.core.sync import DeleteSync, SetSsn, SyncStep, WriteSync
 from pgwarden.core.types import (
     AcquireLeader,
@@ -48,7 +50,16 @@ from pgwarden.core.types import (
     Wait,
 )
 from pgwarden.dcs.codec import _member_from_mapping as member_from_mapping
-from pgwarden.model import ClusterStatus, ClusterView, HistoryEntry, LocalPg, Member, WalReceiver, history_for_lineage
+from pgwarden.model import (
+    ClusterStatus,
+    ClusterView,
+    HistoryEntry,
+    LocalPg,
+    Member,
+    WalReceiver,
+    history_for_lineage,
+    timeline_to_claim,
+)
 from pgwarden.sim import pgops
 from pgwarden.sim.dcs_client import SimDcsError
 from pgwarden.sim.invariants import on_published
@@ -232,7 +243,7 @@ def _dispatch(agent: SimAgent, action: Action, cluster: ClusterView | None) -> E
             ok, message = yield from pgops.stop(world, name, "fast")
             if not ok:
                 return agent.outcome(action, False, message)
-            if action.role == "primary":
+            if action.role == "primary" and action.require_lock:
                 # execute._restart: only a lease renewed after the stop allows a writable start.
                 sent_global = world.now
                 try:
@@ -387,7 +398,7 @@ def _claim_timeline(agent: SimAgent, cluster: ClusterView | None) -> Generator[S
     if not pg.accepting:
         return None
     local = pg.timeline
-    target = max(local, cluster.highest_timeline) + 1
+    target, _ = timeline_to_claim(cluster, local)
     pg.reserved = pg.reserved | frozenset(range(local + 1, target))
     return replace(_status(cluster, None, cluster.status.retain_slots), timeline=target)
 
@@ -467,8 +478,12 @@ def _clone(agent: SimAgent, action: Clone, cluster: ClusterView | None) -> Exec:
 
 def _bootstrap(agent: SimAgent, action: Bootstrap) -> Exec:
     world, name, dcs = agent.world, agent.name, agent.dcs
-    if not (yield from dcs.initialize("", create_new=True)):
-        return agent.outcome(action, False, "failed to acquire initialize lock")
+    try:
+        won = yield from dcs.initialize("", create_new=True)
+    except SimDcsError as exc:
+        return agent.outcome_of(LOST_INITIALIZE_RACE, False, f"DCS error: {exc}")
+    if not won:
+        return agent.outcome_of(LOST_INITIALIZE_RACE, False, "failed to acquire initialize lock")
     ok, message = yield from pgops.initdb(world, name)
     if ok:
         ok, message = yield from pgops.start(world, name, "primary", None)
@@ -481,6 +496,7 @@ def _bootstrap(agent: SimAgent, action: Bootstrap) -> Exec:
             return agent.outcome(action, True, "initialized a new cluster", sent)
         message = "somebody else holds the leader key"
     yield from pgops.stop(world, name, "immediate")
-    yield from pgops.move_data_aside(world, name, permitted=True)
-    yield from dcs.cancel_initialization()
+    yield from pgops.move_data_aside(world, name, permitted=True)  # execute: removes what it created
+    with contextlib.suppress(SimDcsError):  # execute._bootstrap: logged, the outcome is the bootstrap's
+        yield from dcs.cancel_initialization()
     return agent.outcome(action, False, f"bootstrap failed: {message}")

@@ -39,7 +39,9 @@ strict-xfail regression test in tests/sim/test_sim.py."""
 NO_SAFE_CANDIDATE = frozenset({Why.RACE_LAGGING, Why.RACE_NOFAILOVER})
 
 # Stopped states the core deliberately stays in, waiting for an operator (not a liveness failure).
-OPERATOR_NEEDED = frozenset({Why.REWIND_NOT_ALLOWED, Why.REWIND_FAILED, Why.DATA_DIR_UNUSABLE, Why.SYSID_MISMATCH})
+# BOOTSTRAP_GAVE_UP: the agent exited (non-zero) after failing to bootstrap MAX_BOOTSTRAP_FAILURES times.
+OPERATOR_NEEDED = frozenset({Why.REWIND_NOT_ALLOWED, Why.REWIND_FAILED, Why.DATA_DIR_UNUSABLE, Why.SYSID_MISMATCH,
+                             Why.BOOTSTRAP_GAVE_UP})
 
 
 class Checker:

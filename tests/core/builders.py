@@ -217,7 +217,8 @@ def peer(name: str, *, lsn: LSN | None = LSN0, primary: bool = False, reachable:
 def memory(*, lease_in: float | None = None, start_deadline_in: float | None = None,
            rewind_failed: bool = False, start_failures: int = 0,
            slots_seen: Iterable[tuple[str, float]] = (), paused_when_last_seen: bool = False,
-           now: float = NOW) -> Memory:
+           bootstrap_failures: int = 0, clone_failures: int = 0, retry_in: float | None = None,
+           last_failure: str = "", now: float = NOW) -> Memory:
     """Memory with instants given relative to `now` (lease_in=20 means the lock deadline is now + 20)."""
     return Memory(
         lock_deadline=None if lease_in is None else now + lease_in,
@@ -226,6 +227,10 @@ def memory(*, lease_in: float | None = None, start_deadline_in: float | None = N
         start_failures=start_failures,
         slot_last_seen=tuple(sorted((name, now + rel) for name, rel in slots_seen)),
         paused_when_last_seen=paused_when_last_seen,
+        bootstrap_failures=bootstrap_failures,
+        clone_failures=clone_failures,
+        retry_at=None if retry_in is None else now + retry_in,
+        last_failure=last_failure,
     )
 
 

@@ -10,6 +10,7 @@ tokens separated by spaces; anything left out keeps the healthy default of `test
     dcs     down | leader=n1|none init=<sysid>|other|empty|none members=n1,n2:stopped,n3:clonefrom:nostream
             history=1@400,2@900 optime=120 retain=n4 failover=n1:n2@+60 paused
     node    me=n2 lease=20 start-deadline=-1 start-failures=2 rewind-failed seen=n4@-2000 was-paused
+            bootstrap-failures=1 clone-failures=2 retry=+5 failure='text'
             last=renew:ok@-1 task=promote shutdown request=restart:replica:pending:version=150001|reinit:from-leader
             wall=+30, any HaSettings field (use_pg_rewind, maximum_lag_on_failover=10, ...) and
             any tag (nofailover, failover_priority=2, replicatefrom=n3)
@@ -65,6 +66,7 @@ ACTION_ALIASES = {
     "slots": "ensure slots",
     "pre_promote": "pre_promote",
     "keepalive": "keepalive",
+    "race": "initialize race",
 }
 KIND_TO_ALIAS = {kind: alias for alias, kind in ACTION_ALIASES.items()}
 TASK_ALIASES = {"remove": TaskKind.REMOVE_DATA} | {k.name.lower(): k for k in TaskKind}
@@ -133,6 +135,7 @@ def build_pg(text: str) -> LocalPg | None:
     data_dir = kv.pop("datadir", None)
     pending_restart = _bool(kv.pop("pending_restart", "no"))
     version = kv.pop("version", None)
+    forked = kv.pop("forked", None)
     tl = _int(kv.pop("tl", "1"))
     if head == "primary":
         pg = b.pg_primary(lsn=_int(kv.pop("lsn", str(b.LSN0))), tl=tl, sysid=sysid, slots=slots)
@@ -157,6 +160,8 @@ def build_pg(text: str) -> LocalPg | None:
         pg = replace(pg, pending_restart=True)
     if version is not None:
         pg = replace(pg, server_version=_int(version))
+    if forked is not None:
+        pg = replace(pg, forked_timeline=_int(forked))
     return pg if data_dir is None else replace(pg, data_dir=DataDirState(data_dir))
 
 
@@ -178,6 +183,8 @@ def _member(spec: str, leader: str | None, timeline: int) -> Member:
             tags[key] = True
         elif key == "replicatefrom":
             tags[key] = value
+        elif key == "failover_priority":
+            tags[key] = _int(value)
         else:
             raise RowError(f"unknown member attribute {attr!r} in {spec!r}")
     return b.member(name, role=role, state=state, tl=tl, tags=Tags(**tags))
@@ -306,6 +313,13 @@ def build_node(text: str, now: float = b.NOW) -> NodeSpec:
         mem_args["rewind_failed"] = _bool(kv.pop("rewind_failed"))
     if "was_paused" in kv:
         mem_args["paused_when_last_seen"] = _bool(kv.pop("was_paused"))
+    for key in ("bootstrap_failures", "clone_failures"):
+        if key in kv:
+            mem_args[key] = _int(kv.pop(key))
+    if "retry" in kv:
+        mem_args["retry_in"] = float(kv.pop("retry"))
+    if "failure" in kv:
+        mem_args["last_failure"] = kv.pop("failure")
     if "seen" in kv:
         seen = (item.partition("@") for item in _names(kv.pop("seen")))
         mem_args["slots_seen"] = tuple((name, float(rel)) for name, _, rel in seen)

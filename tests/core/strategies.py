@@ -142,6 +142,10 @@ def memories(draw: st.DrawFn, now: float) -> Memory:
         start_failures=draw(st.integers(0, 4)),
         slot_last_seen=tuple(sorted(draw(st.dictionaries(names, st.floats(-4000.0, 0.0))).items())),
         paused_when_last_seen=draw(st.booleans()),
+        bootstrap_failures=draw(st.integers(0, 4)),
+        clone_failures=draw(st.integers(0, 4)),
+        retry_at=draw(st.none() | offsets.map(lambda d: now + d)),
+        last_failure=draw(st.sampled_from(["", 'FATAL: invalid value for parameter "shared_buffers"'])),
     )
 
 

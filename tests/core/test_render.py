@@ -7,7 +7,7 @@ import string
 import pytest
 
 from pgwarden.core import decide, render
-from pgwarden.core.render import _TEMPLATES
+from pgwarden.core.render import _TEMPLATES, render_race
 from pgwarden.core.types import Reason, Why
 from tests.core.test_tables import all_cases
 
@@ -40,7 +40,7 @@ GOLDEN = [
     (reason(Why.DIVERGED_REMOVE), "reinitializing due to diverged timelines"),
     (reason(Why.TASK_IN_PROGRESS, task="clone"), "clone in progress"),
     (reason(Why.SYSID_MISMATCH_RELEASE, mine="1", cluster="2"),
-     "released leader key voluntarily due to the system ID mismatch (1 != 2)"),
+     "released leader key voluntarily due to the system ID mismatch"),
     # A fact the template needs but the reason lacks renders empty, never raises.
     (reason(Why.LOCK_HELD), "no action. I am (), the leader with the lock"),
 ]
@@ -75,3 +75,22 @@ def test_decisions_supply_every_fact_their_line_needs() -> None:
         if lacking:
             missing.append(f"{case.where} {reason_.why.name} lacks {sorted(lacking)}")
     assert not missing, "\n".join(missing)
+
+
+# A race is logged once its acquisition is done (issue 11: a replica that lost the race logged
+# 'promoted self to leader by acquiring session lock' and then 'acquire leader failed').
+RACE_LINES = [
+    (reason(Why.RACE_HEALTHIEST, lsn="100"), True, "", "promoted self to leader by acquiring session lock"),
+    (reason(Why.RACE_PRIMARY_RECLAIM), True, "", "acquired session lock as a leader"),
+    (reason(Why.RACE_HEALTHIEST, lsn="100"), False, "somebody else holds the leader key",
+     "following new leader after trying and failing to obtain lock"),
+    (reason(Why.RACE_PRIMARY_RECLAIM), False, "somebody else holds the leader key",
+     "did not acquire session lock: another member got it first"),
+    (reason(Why.RACE_HEALTHIEST, candidate="n2"), False, "DCS error: etcd timed out",
+     "did not acquire session lock: DCS error: etcd timed out"),
+]
+
+
+@pytest.mark.parametrize(("given", "won", "detail", "text"), RACE_LINES)
+def test_golden_race_lines(given: Reason, won: bool, detail: str, text: str) -> None:
+    assert render_race(given, won, detail) == text

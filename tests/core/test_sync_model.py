@@ -16,6 +16,7 @@ the bounds below, including crashes between any two steps of a multi-step change
 from __future__ import annotations
 
 import os
+import random
 import sys
 from collections import deque
 from collections.abc import Iterator
@@ -228,8 +229,7 @@ def claimed(settings: SyncSettings) -> SyncState:
     """Where the guarantee starts: the primary has written /sync (its first step in synchronous mode).
     Before that, a non-strict cluster promises nothing (docs/synchronous.md); see test_sync_plan.py for
     the claim itself."""
-    return SyncState(leader=name(0), sync_standby=(), quorum=1 if settings.mode is SyncMode.QUORUM else 0,
-                     revision=1)
+    return SyncState(leader=name(0), sync_standby=(), quorum=0, revision=1)
 
 
 def explore(settings: SyncSettings, bounds: Bounds, limit: int = 3_000_000) -> tuple[int, set[int]]:
@@ -281,6 +281,7 @@ CASES = [
     case(ON, 3, strict=True),
     case(QUORUM, 3, disconnects=1),
     case(QUORUM, 3, strict=True, disconnects=1),
+    case(QUORUM, 3, count=2, disconnects=1),  # ANY 2 over 2 voters: Patroni's quorum 0
     case(ON, 4, count=2, max_lsn=1, nosync_flips=0),
     case(QUORUM, 4, count=2, max_lsn=1, disconnects=1, nosync_flips=0),
     case(QUORUM, 4, max_lsn=1, disconnects=1, nosync_flips=0),
@@ -290,6 +291,8 @@ CASES = [
 FULL_CASES = [
     case(QUORUM, 3),
     case(QUORUM, 3, strict=True),
+    case(QUORUM, 3, count=2),
+    case(QUORUM, 3, count=2, strict=True),
     case(ON, 4, count=2, nosync_flips=0),
     case(QUORUM, 4, count=2, nosync_flips=0),
     case(QUORUM, 4, nosync_flips=0),
@@ -317,3 +320,52 @@ def test_the_check_catches_a_planner_that_publishes_too_early(monkeypatch: pytes
     monkeypatch.setattr(sys.modules[__name__], "planner_cycle", careless)
     with pytest.raises(AssertionError, match="may promote"):
         explore(SyncSettings(mode=SyncMode.ON), Bounds(nodes=3, failovers=0))
+
+
+def test_the_check_catches_reading_quorum_with_the_old_meaning(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Mutation check (issue 12): a replica that counts itself towards `quorum` (pgwarden's old meaning)
+    instead of seeing `quorum` *other* voters (Patroni's) promotes alone with 2 voters and `ANY 1`."""
+    real = may_promote
+
+    def old_meaning(me: str, lsn: int, settings: SyncSettings, sync: SyncState | None,
+                    peers: list[PeerStatus]) -> object:
+        key = replace(sync, quorum=sync.quorum - 1) if sync is not None else None
+        return real(me, lsn, settings, key, peers)
+
+    monkeypatch.setattr(sys.modules[__name__], "may_promote", old_meaning)
+    with pytest.raises(AssertionError, match="may promote"):
+        explore(SyncSettings(mode=SyncMode.QUORUM), Bounds(nodes=3, disconnects=1, failovers=0))
+
+
+def random_walk(seed: int, mode: SyncMode = SyncMode.QUORUM, steps: int = 80) -> int:
+    """One random schedule in a larger world than `explore` can enumerate (4-6 nodes, up to 3
+    synchronous standbys, two failovers): the same events and the same check after each of them.
+    Returns the highest acknowledged position (commits do get acknowledged)."""
+    rng = random.Random(seed)
+    n = rng.randint(4, 6)
+    settings = SyncSettings(mode=mode, strict=rng.random() < 0.3, node_count=rng.randint(1, 3))
+    bounds = Bounds(nodes=n, max_lsn=8, disconnects=6, nosync_flips=3, failovers=2)
+    w = World(primary=0, flush=(0,) * n, alive=(True,) * n, connected=(True,) * n, nosync=(False,) * n,
+              ssn="", sync=claimed(settings), memory=SyncMemory(), acked=0, timeline=1,
+              disconnects=bounds.disconnects, nosync_flips=bounds.nosync_flips, failovers=bounds.failovers)
+    _PROMOTABLE.clear()
+    trail: tuple[World, ...] = ()
+    for _ in range(steps):
+        for c in promotable(w, settings):
+            assert w.flush[c] >= w.acked, f"seed {seed}: " + _story(w, trail, c, settings)
+        options = list(successors(w, settings, bounds))
+        # The planner runs often, as it does on a real primary (every cycle, sooner while it moves).
+        planned = planner_cycle(w, settings)
+        w = settle(planned if rng.random() < 0.4 else rng.choice(options))
+        trail = (*trail, w)[-12:]
+    return w.acked
+
+
+RANDOM_WALKS = int(os.environ.get("PGWARDEN_SYNC_WALKS", "200"))
+
+
+@pytest.mark.parametrize("mode", [SyncMode.QUORUM, SyncMode.ON])
+def test_random_walks_lose_no_acknowledged_commit(mode: SyncMode) -> None:
+    """Random schedules in larger worlds (PGWARDEN_SYNC_WALKS=5000 for a campaign)."""
+    reached = [random_walk(seed, mode) for seed in range(RANDOM_WALKS)]
+    assert max(reached) > 0

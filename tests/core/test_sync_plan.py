@@ -2,12 +2,13 @@
 
 The default world: this node n1 is a primary at LSN 100 with members n1..n3; `rows` lists the
 standbys streaming from it as `name:sync_state@flush_lsn` (state streaming unless `~` prefixes the
-name: catchup). `/sync` is written as `"a,b/q"` with leader n1 (q omitted: 0) or None.
+name: catchup). `/sync` is written as `"a,b/q"` with leader n1 (q omitted: 0) or None; `q` has Patroni's meaning (the
+number of voters other than the candidate that a candidate must see).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import pytest
 
@@ -23,6 +24,7 @@ from pgwarden.core.sync import (
     SyncWhy,
     WriteSync,
     eligible_standbys,
+    parse_ssn,
     plan_sync,
     render_sync,
 )
@@ -104,10 +106,10 @@ CASES: list[tuple[str, Situation, object, SyncWhy]] = [
                                                     memory=SyncMemory(timeline=1, seen_ssn="")),
      NoChange(), SyncWhy.WAIT_BARRIER),
     ("on: publish once past the barrier", Situation(ssn='FIRST 1 ("n2")', rows="n2:sync@100 n3",
-                                                    memory=SyncMemory(1, 'FIRST 1 ("n2")', (Legacy((), 1, 100),))),
+                                                    memory=SyncMemory(1, 'FIRST 1 ("n2")', (Legacy((), 0, 100),))),
      WriteSync(SyncState(ME, ("n2",), 0), 5), SyncWhy.PUBLISH),
     ("on: not before the barrier", Situation(ssn='FIRST 1 ("n2")', rows="n2:sync@90 n3",
-                                             memory=SyncMemory(1, 'FIRST 1 ("n2")', (Legacy((), 1, 100),))),
+                                             memory=SyncMemory(1, 'FIRST 1 ("n2")', (Legacy((), 0, 100),))),
      NoChange(), SyncWhy.WAIT_STANDBYS),
     ("on: not while its walsender says potential", Situation(ssn='FIRST 1 ("n2")', rows="n2:potential n3"),
      NoChange(), SyncWhy.WAIT_STANDBYS),
@@ -161,35 +163,43 @@ CASES: list[tuple[str, Situation, object, SyncWhy]] = [
      Situation(settings=STRICT, ssn=f'FIRST 1 ("{PLACEHOLDER}")', rows="n3"),
      SetSsn('FIRST 1 ("n3")'), SyncWhy.SET_SSN),
     # -- quorum
-    ("quorum: claim", Situation(settings=QUORUM, sync=None), WriteSync(SyncState(ME, (), 1), 0), SyncWhy.CLAIM_KEY),
-    ("quorum: ssn first", Situation(settings=QUORUM, sync=sync_key("/1")), SetSsn('ANY 1 ("n2","n3")'),
+    ("quorum: claim", Situation(settings=QUORUM, sync=None), WriteSync(SyncState(ME, (), 0), 0), SyncWhy.CLAIM_KEY),
+    ("quorum: ssn first", Situation(settings=QUORUM, sync=sync_key("")), SetSsn('ANY 1 ("n2","n3")'),
      SyncWhy.SET_SSN),
-    ("quorum: then voters and quorum", Situation(settings=QUORUM, ssn='ANY 1 ("n2","n3")', sync=sync_key("/1"),
-                                                 rows="n2:quorum n3:quorum",
-                                                 memory=SyncMemory(1, 'ANY 1 ("n2","n3")', (Legacy((), 1, 100),))),
-     WriteSync(SyncState(ME, ("n2", "n3"), 2), 5), SyncWhy.PUBLISH),
+    ("quorum: then voters and quorum (2 voters, ANY 1: quorum 1, as Patroni writes)",
+     Situation(settings=QUORUM, ssn='ANY 1 ("n2","n3")', sync=sync_key(""), rows="n2:quorum n3:quorum",
+               memory=SyncMemory(1, 'ANY 1 ("n2","n3")', (Legacy((), 0, 100),))),
+     WriteSync(SyncState(ME, ("n2", "n3"), 1), 5), SyncWhy.PUBLISH),
+    ("quorum: 2 voters, ANY 2: quorum 0, as Patroni writes",
+     Situation(settings=QUORUM2, ssn='ANY 2 ("n2","n3")', sync=sync_key(""), rows="n2:quorum n3:quorum",
+               memory=SyncMemory(1, 'ANY 2 ("n2","n3")', (Legacy((), 0, 100),))),
+     WriteSync(SyncState(ME, ("n2", "n3"), 0), 5), SyncWhy.PUBLISH),
+    ("quorum: 1 voter, ANY 1: quorum 0, as Patroni writes",
+     Situation(settings=QUORUM, members=("n1", "n2"), ssn='ANY 1 ("n2")', sync=sync_key(""), rows="n2:quorum",
+               memory=SyncMemory(1, 'ANY 1 ("n2")', (Legacy((), 0, 100),))),
+     WriteSync(SyncState(ME, ("n2",), 0), 5), SyncWhy.PUBLISH),
     ("quorum: a voter behind the barrier raises the quorum",
-     Situation(settings=QUORUM2, members=FIVE, ssn='ANY 2 ("n2","n3","n4","n5")', sync=sync_key("n2,n3,n4/3"),
+     Situation(settings=QUORUM2, members=FIVE, ssn='ANY 2 ("n2","n3","n4","n5")', sync=sync_key("n2,n3,n4/2"),
                rows="n2:quorum n3:quorum@90 n4:quorum@90 n5:quorum@90",
-               memory=SyncMemory(1, 'ANY 2 ("n2","n3","n4","n5")', (Legacy(("n2", "n3", "n4"), 3, 100),))),
-     WriteSync(SyncState(ME, ("n2", "n3", "n4", "n5"), 4), 5), SyncWhy.PUBLISH),
+               memory=SyncMemory(1, 'ANY 2 ("n2","n3","n4","n5")', (Legacy(("n2", "n3", "n4"), 2, 100),))),
+     WriteSync(SyncState(ME, ("n2", "n3", "n4", "n5"), 3), 5), SyncWhy.PUBLISH),
     ("quorum: 5 nodes, node count 2", Situation(settings=QUORUM2, members=FIVE, ssn='ANY 2 ("n2","n3","n4","n5")',
-                                                sync=sync_key("n2,n3,n4,n5/3"),
+                                                sync=sync_key("n2,n3,n4,n5/2"),
                                                 rows="n2:quorum n3:quorum n4:quorum n5:quorum"),
      NoChange(), SyncWhy.IN_SYNC),
     ("quorum: growing, the quorum rises before the ssn",
-     Situation(settings=QUORUM, ssn='ANY 1 ("n2","n3")', sync=sync_key("n2,n3/2"), members=(*FIVE[:3], "n4"),
+     Situation(settings=QUORUM, ssn='ANY 1 ("n2","n3")', sync=sync_key("n2,n3/1"), members=(*FIVE[:3], "n4"),
                rows="n2:quorum n3:quorum n4"),
-     WriteSync(SyncState(ME, ("n2", "n3"), 3), 5), SyncWhy.PREPARE_SSN_CHANGE),
+     WriteSync(SyncState(ME, ("n2", "n3"), 2), 5), SyncWhy.PREPARE_SSN_CHANGE),
     ("quorum: shrinking, the voter leaves first",
-     Situation(settings=QUORUM, ssn='ANY 1 ("n2","n3")', sync=sync_key("n2,n3/2"), rows="n2:quorum"),
-     WriteSync(SyncState(ME, ("n2",), 2), 5), SyncWhy.PREPARE_SSN_CHANGE),
+     Situation(settings=QUORUM, ssn='ANY 1 ("n2","n3")', sync=sync_key("n2,n3/1"), rows="n2:quorum"),
+     WriteSync(SyncState(ME, ("n2",), 1), 5), SyncWhy.PREPARE_SSN_CHANGE),
     ("quorum: the quorum comes down only once covered",
-     Situation(settings=QUORUM, ssn='ANY 1 ("n2")', sync=sync_key("n2/2"), rows="n2:quorum@100",
-               memory=SyncMemory(1, 'ANY 1 ("n2")', (Legacy(("n2",), 2, 100),))),
-     WriteSync(SyncState(ME, ("n2",), 1), 5), SyncWhy.PUBLISH),
-    ("quorum: not before", Situation(settings=QUORUM, ssn='ANY 1 ("n2")', sync=sync_key("n2/2"), rows="n2:quorum@99",
-                                     memory=SyncMemory(1, 'ANY 1 ("n2")', (Legacy(("n2",), 2, 100),))),
+     Situation(settings=QUORUM, ssn='ANY 1 ("n2")', sync=sync_key("n2/1"), rows="n2:quorum@100",
+               memory=SyncMemory(1, 'ANY 1 ("n2")', (Legacy(("n2",), 1, 100),))),
+     WriteSync(SyncState(ME, ("n2",), 0), 5), SyncWhy.PUBLISH),
+    ("quorum: not before", Situation(settings=QUORUM, ssn='ANY 1 ("n2")', sync=sync_key("n2/1"), rows="n2:quorum@99",
+                                     memory=SyncMemory(1, 'ANY 1 ("n2")', (Legacy(("n2",), 1, 100),))),
      NoChange(), SyncWhy.IN_SYNC),
     ("quorum: nofailover only to reach the count",
      Situation(settings=QUORUM2, members=(*FIVE[:3], "n4"), tags={"n4": Tags(nofailover=True)},
@@ -200,7 +210,7 @@ CASES: list[tuple[str, Situation, object, SyncWhy]] = [
      SetSsn(f'ANY 1 ("{PLACEHOLDER}")'), SyncWhy.SET_SSN),
     ("quorum from on: voters leave before the ssn becomes ANY",
      Situation(settings=QUORUM, ssn='FIRST 1 ("n2")', sync=sync_key("n2"), rows="n2:sync n3"),
-     WriteSync(SyncState(ME, ("n2",), 2), 5), SyncWhy.PREPARE_SSN_CHANGE),
+     WriteSync(SyncState(ME, ("n2",), 1), 5), SyncWhy.PREPARE_SSN_CHANGE),
     ("quorum from on: straight to ANY 2 (every ack still includes n2)",
      Situation(settings=QUORUM2, ssn='FIRST 1 ("n2")', sync=sync_key("n2"), rows="n2:sync n3"),
      SetSsn('ANY 2 ("n2","n3")'), SyncWhy.SET_SSN),
@@ -249,7 +259,7 @@ def test_a_fresh_memory_is_cautious() -> None:
     before the ssn in force has been seen settle."""
     first = Situation(ssn='FIRST 1 ("n2")', rows="n2:sync", memory=SyncMemory()).plan()
     assert (first.step, first.why) == (NoChange(), SyncWhy.WAIT_BARRIER)
-    assert first.memory.legacy == (Legacy((), 1, None),)
+    assert first.memory.legacy == (Legacy((), 0, None),)
     second = Situation(ssn='FIRST 1 ("n2")', rows="n2:sync", memory=first.memory).plan()
     assert second.step == WriteSync(SyncState(ME, ("n2",), 0), 5)
     assert second.memory.legacy == ()  # everyone is past the barrier: retired
@@ -264,3 +274,61 @@ def test_a_new_timeline_resets_the_memory() -> None:
 def test_again_soon_while_steps_remain() -> None:
     assert Situation().plan().again_soon
     assert not Situation(ssn='FIRST 1 ("n2")', sync=sync_key("n2"), rows="n2:sync n3").plan().again_soon
+
+
+def _settle(settings: SyncSettings, members: tuple[str, ...], tags: dict[str, Tags] | None = None,
+            ssn: str = "", sync: SyncState | None = None) -> tuple[str, SyncState, list[tuple[str, SyncState]]]:
+    """Run the planner, applying each step, until synchronous replication is in place. Every standby
+    streams at the primary's position, so barriers pass at once. Also returns each /sync written, with
+    the ssn in force when it was."""
+    memory = SyncMemory()
+    writes: list[tuple[str, SyncState]] = []
+    for _ in range(20):
+        names = {n.lower() for n in parse_ssn(ssn).names}
+        spec = " ".join(f"{m}:{'quorum' if m in names else 'async'}" for m in members if m != ME)
+        plan = Situation(settings=settings, ssn=ssn, sync=sync, rows=spec, members=members, tags=tags or {},
+                         memory=memory).plan()
+        memory = plan.memory
+        if isinstance(plan.step, SetSsn):
+            ssn = plan.step.value
+        elif isinstance(plan.step, WriteSync):
+            sync = replace(plan.step.state, revision=(sync.revision if sync else 0) + 1)
+            writes.append((ssn, plan.step.state))
+        elif plan.why is SyncWhy.IN_SYNC:
+            assert sync is not None
+            return ssn, sync, writes
+    raise AssertionError(f"no steady state: {ssn!r} {sync}")
+
+
+# Patroni 4.1.5's observed `quorum` values (contract 2.5): the number of voters other than the
+# candidate that a candidate must see, `|voters| - k` for `ANY k`.
+PATRONI_VALUES = [
+    ("2 voters, ANY 1", QUORUM, ("n1", "n2", "n3"), 'ANY 1 ("n2","n3")', 1),
+    ("2 voters, ANY 2", QUORUM2, ("n1", "n2", "n3"), 'ANY 2 ("n2","n3")', 0),
+    ("1 voter, ANY 1", QUORUM, ("n1", "n2"), 'ANY 1 ("n2")', 0),
+    ("4 voters, ANY 2", QUORUM2, FIVE, 'ANY 2 ("n2","n3","n4","n5")', 2),
+    ("4 voters, ANY 1", QUORUM, FIVE, 'ANY 1 ("n2","n3","n4","n5")', 3),
+]
+
+
+@pytest.mark.parametrize(("settings", "members", "ssn", "quorum"),
+                         [pytest.param(*row[1:], id=row[0]) for row in PATRONI_VALUES])
+def test_steady_state_quorum_is_patronis(settings: SyncSettings, members: tuple[str, ...], ssn: str,
+                                         quorum: int) -> None:
+    final_ssn, sync, _ = _settle(settings, members)
+    assert final_ssn == ssn
+    assert (set(sync.sync_standby), sync.quorum) == (set(members) - {ME}, quorum)
+
+
+def test_the_last_voter_left_after_the_other_turns_nosync_has_quorum_0() -> None:
+    """Patroni: a single remaining voter after the other became `nosync` -> quorum 0. On the way the
+    leaving voter goes first and the quorum stays high until the ssn change is covered."""
+    members = ("n1", "n2", "n3")
+    ssn, sync, _ = _settle(QUORUM, members)
+    assert (ssn, sync.quorum) == ('ANY 1 ("n2","n3")', 1)
+    ssn, sync, writes = _settle(QUORUM, members, tags={"n3": Tags(nosync=True)}, ssn=ssn, sync=sync)
+    assert (ssn, sync.sync_standby, sync.quorum) == ('ANY 1 ("n2")', ("n2",), 0)
+    assert [(ssn, w.sync_standby, w.quorum) for ssn, w in writes] == [
+        ('ANY 1 ("n2","n3")', ("n2",), 1),  # n3 leaves /sync first; n2 alone may not promote yet
+        ('ANY 1 ("n2")', ("n2",), 0),  # once the new ssn is in force and n2 is past its barrier
+    ]

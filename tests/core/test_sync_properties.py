@@ -52,10 +52,10 @@ tags = st.builds(Tags, nosync=st.booleans(), sync_priority=st.integers(0, 2), no
 sync_keys = st.one_of(st.none(), st.builds(
     SyncState, leader=st.sampled_from([ME, ME, "n2"]),
     sync_standby=st.lists(st.sampled_from(NAMES), unique=True, max_size=4).map(tuple),
-    quorum=st.integers(0, 4), revision=st.integers(1, 9)))
+    quorum=st.integers(-1, 3), revision=st.integers(1, 9)))
 memories = st.builds(SyncMemory, timeline=st.sampled_from([None, 1]), seen_ssn=st.one_of(st.none(), ssn_texts),
                      legacy=st.lists(st.builds(Legacy, voters=st.lists(st.sampled_from(NAMES), max_size=3).map(tuple),
-                                               quorum=st.integers(1, 3), barrier=st.one_of(st.none(), lsns)),
+                                               quorum=st.integers(0, 2), barrier=st.one_of(st.none(), lsns)),
                                      max_size=2).map(tuple))
 sync_settings = st.builds(SyncSettings, mode=st.sampled_from(list(SyncMode)), strict=st.booleans(),
                           node_count=st.integers(1, 3), maximum_lag_on_syncnode=st.sampled_from([-1, 0, 30]))
@@ -95,9 +95,9 @@ def test_planner_properties(situation: tuple[ClusterView, LocalPg, str, SyncSett
         assert added <= reported, "published a standby its walsender does not report synchronous"
         in_ssn = not added or (current is not None and added <= current.keys)
         assert in_ssn, "published a standby before it is in the ssn"
-        assert quorum_is_safe(_keys(step.state.sync_standby), max(1, step.state.quorum), ack_rule(current))
+        assert quorum_is_safe(_keys(step.state.sync_standby), step.state.quorum, ack_rule(current))
     if isinstance(step, SetSsn) and config.mode is not SyncMode.OFF:
         assert ours is not None
         new = parse_ssn(step.value)
         assert _keys(ours.sync_standby) <= new.keys, "removed from the ssn while still in /sync"
-        assert quorum_is_safe(_keys(ours.sync_standby), max(1, ours.quorum), ack_rule(new))
+        assert quorum_is_safe(_keys(ours.sync_standby), ours.quorum, ack_rule(new))

@@ -7,8 +7,9 @@ blank line. Commands (phrases in the row language of tests/core/cases/README.txt
     node <phrase>       replace me, settings and tags, task, shutdown, request, wall; memory tokens (lease=...,
                         lease=none for a fresh memory when the transcript switches to another node) set memory
     advance <seconds>   move `now` forward (and the wall clock with it)
-    outcome ok|fail [sent=<rel>]   report how the previous decision's action went (sent at the instant of
-                        that decision unless `sent` gives one relative to the current now)
+    outcome ok|fail [sent=<rel>] [kind=<alias>] [detail='<text>']   report how the previous decision's
+                        action went (sent at the instant of that decision unless `sent` gives one relative
+                        to the current now; `kind` for an outcome of another kind, e.g. race; `detail`)
     decide              run decide() and print the decision; its memory is fed into the next decision
 
 Each decision is fed forward exactly like the agent loop does: memory from the previous Decision, the
@@ -22,6 +23,7 @@ only diffs you understand.
 from __future__ import annotations
 
 import os
+import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -32,6 +34,7 @@ from pgwarden.core.types import Decision, Memory, Outcome
 from pgwarden.model import LocalPg
 from tests.core import builders as b
 from tests.core.rowlang import (
+    ACTION_ALIASES,
     NodeSpec,
     RowError,
     build_dcs,
@@ -109,14 +112,20 @@ class World:
     def _outcome(self, rest: str) -> Outcome:
         if self.previous is None:
             raise RowError("outcome before any decision")
-        result, *opts = rest.split()
+        result, *opts = shlex.split(rest)
         sent_at = self.previous_now
+        kind, detail = self.previous.action.kind, ""
         for opt in opts:
             key, _, value = opt.partition("=")
-            if key != "sent":
+            if key == "sent":
+                sent_at = self.now + float(value)
+            elif key == "kind":
+                kind = ACTION_ALIASES[value]
+            elif key == "detail":
+                detail = value
+            else:
                 raise RowError(f"unknown outcome option {opt!r}")
-            sent_at = self.now + float(value)
-        return Outcome(action=self.previous.action.kind, ok=result == "ok", sent_at=sent_at)
+        return Outcome(action=kind, ok=result == "ok", detail=detail, sent_at=sent_at)
 
     def _decide(self) -> list[str]:
         pg: LocalPg | None = build_pg(self.pg)
@@ -155,6 +164,14 @@ def describe_memory(m: Memory, now: float) -> str:
         parts.append("was-paused")
     if m.slot_last_seen:
         parts.append("seen=" + ",".join(f"{n}@{_rel(t - now)}" for n, t in m.slot_last_seen))
+    if m.bootstrap_failures:
+        parts.append(f"bootstrap-failures={m.bootstrap_failures}")
+    if m.clone_failures:
+        parts.append(f"clone-failures={m.clone_failures}")
+    if m.retry_at is not None:
+        parts.append(f"retry={_rel(m.retry_at - now)}")
+    if m.last_failure:
+        parts.append(f"failure={m.last_failure!r}")
     return " ".join(parts) or "-"
 
 

@@ -189,6 +189,8 @@ def test_host_loss_of_the_primary_fails_over_and_the_old_node_rejoins(
     wait_until(lambda: (new.get("/history")[1] or [[0]])[-1][0] == 1, 30, "history repaired by the leader")
     # The repair reads PostgreSQL's own history file: the promotion recorded that same switch point.
     assert new.get("/history")[1][-1][1] == history[-1][1]  # type: ignore[index]
+    # ... which the promotion could read, too (issue 11: it could not on PostgreSQL 15).
+    assert "history file unreadable" not in new.log_path.read_text(errors="replace")
 
 
 def test_postmaster_crash_on_the_primary_restarts_in_place(watched: tuple[LocalCluster, SplitBrainWatcher]) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import shutil
 import tempfile
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -64,6 +65,35 @@ def test_a_config_change_reaches_every_node(cluster: LocalCluster) -> None:
     assert status == 200, text
     wait_until(lambda: all(_setting(cluster, n, "work_mem") == "8MB" for n in cluster.nodes), 30,
                "work_mem reloaded on every node")
+
+
+def test_a_switchover_leaves_no_false_pending_restart_and_reads_the_history_file(cluster: LocalCluster) -> None:
+    """Issue 11: after a promotion the new primary rewrites postgresql.conf for its role and reloads it;
+    that must not show `pending_restart` (nothing changed that needs a restart), and the promotion must
+    have read the new timeline's history file (no 'history file unreadable' warning)."""
+    leader = cluster.wait_healthy(60)
+    candidate = next(n for n in cluster.nodes if n is not leader)
+    # A just-cloned replica may still be catching up: a switchover to it is refused until it has.
+    wait_until(lambda: candidate.get("/replica?lag=1MB")[0] == 200, 30, "the candidate to catch up")
+    log_start = candidate.log_path.stat().st_size
+    status, text = _request(leader, "POST", "/switchover", {"leader": leader.name, "candidate": candidate.name})
+    assert status == 200, text
+    wait_until(lambda: cluster.leader() is candidate, 60, "the switchover to take place")
+
+    def new_log() -> str:
+        with candidate.log_path.open("rb") as f:
+            f.seek(log_start)
+            return f.read().decode(errors="replace")
+
+    wait_until(lambda: "applied changed PostgreSQL configuration" in new_log(), 30,
+               "the new primary to reload its rewritten configuration")
+    time.sleep(4.5)  # two HA cycles (loop_wait 2) after the reload: the member key is republished each cycle
+    assert "pending_restart" not in (candidate.get("/patroni")[1] or {}), candidate.get("/patroni")
+    members = {m["name"]: m for m in (cluster.cluster_json() or {}).get("members", [])}
+    assert "pending_restart" not in members[candidate.name], members[candidate.name]
+    assert _setting(cluster, candidate, "transaction_read_only") == "off"
+    assert "history file unreadable" not in new_log()
+    cluster.wait_healthy(60)
 
 
 def test_a_restart_only_parameter_is_reported_as_pending_restart(cluster: LocalCluster) -> None:

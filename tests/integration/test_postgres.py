@@ -144,8 +144,15 @@ def test_move_data_dir_aside(sandbox: PgSandbox) -> None:
     _make_dir_as_postgres(sandbox, settings.data_dir, settings.data_dir / "PG_VERSION")
     moved = sandbox.run(settings, "move_data_dir_aside")
     assert moved.ok, moved.message
-    assert not settings.data_dir.exists()
-    assert [p.name.split(".failed.")[0] for p in sandbox.root.glob("broken.failed.*")] == ["broken"]
+    assert settings.data_dir.is_dir() and not list(settings.data_dir.iterdir())  # emptied, never renamed
+    copies = list(sandbox.root.glob("broken.failed.*"))
+    assert [p.name.split(".failed.")[0] for p in copies] == ["broken"]
+    assert (copies[0] / "PG_VERSION").read_text() == "keep me"
+    # Again (a second failure): still one copy, the first one.
+    (settings.data_dir / "PG_VERSION").write_text("later")
+    again = sandbox.run(settings, "move_data_dir_aside")
+    assert again.ok, again.message
+    assert list(sandbox.root.glob("broken.failed.*")) == copies
 
 
 def _make_dir_as_postgres(box: PgSandbox, directory: Path, file: Path | None = None) -> None:

@@ -1,9 +1,10 @@
 """Quorum commit on a real 5-node cluster: `synchronous_mode: quorum`, `synchronous_node_count: 2`.
 
 The primary lists every standby in `ANY 2 (...)` and publishes them in /sync with a quorum that makes
-every promotion set meet every acknowledgement set: 4 voters, any 2 confirm each commit, so quorum 3.
-Then the primary's host is lost under a steady write load: a new primary must take over with every
-acknowledged commit, and rebuild the quorum over the 3 standbys that are left (quorum 2).
+every promotion set (a candidate and `quorum` other voters) meet every acknowledgement set: 4 voters,
+any 2 confirm each commit, so quorum 2, the value Patroni writes (`voters - k`). Then the primary's
+host is lost under a steady write load: a new primary must take over with every acknowledged commit,
+and rebuild the quorum over the 3 standbys that are left (quorum 1).
 """
 
 from __future__ import annotations
@@ -37,8 +38,9 @@ COUNT = 2
 
 
 def safe_quorum(voters: int) -> int:
-    """The smallest quorum whose every voter set meets every set of COUNT confirming standbys."""
-    return voters - COUNT + 1
+    """Patroni's `quorum` for `ANY COUNT` over `voters`: how many voters other than the candidate it must
+    see so that the candidate and those always include one of any COUNT confirming standbys."""
+    return voters - COUNT
 
 
 @pytest.fixture(scope="module")

@@ -37,7 +37,7 @@ PG_USER = "postgres"
 REPO_ROOT = Path(__file__).resolve().parents[2]
 WORKER_TIMEOUT = 120.0
 
-_PATH_FIELDS = ("data_dir", "bin_dir", "pgpass", "log_file")
+_PATH_FIELDS = ("data_dir", "bin_dir", "pgpass", "log_file", "config_dir", "custom_conf")
 _CREDENTIAL_FIELDS = ("superuser", "replication", "rewind")
 _TUPLE_FIELDS = ("pg_hba", "pg_ident", "basebackup_options", "initdb_options")
 
@@ -73,7 +73,7 @@ def settings_to_json(settings: PgSettings) -> dict[str, Any]:
         if isinstance(value, Path):
             value = str(value)
         elif isinstance(value, Credentials):
-            value = {"username": value.username, "password": value.password}
+            value = dataclasses.asdict(value)  # the libpq options (sslmode, sslcert, ...) too
         elif isinstance(value, tuple):
             value = list(value)
         elif f.name == "parameters":

@@ -45,10 +45,6 @@ def test_a_good_config_has_no_problems() -> None:
     ("config", "fragment"),
     [
         ({"ttl": "abc"}, "ttl: expected an integer, found 'abc'"),
-        (
-            {"ttl": 30, "loop_wait": 10, "retry_timeout": 15},
-            "loop_wait (10) + 2*retry_timeout (15) must not exceed ttl (30)",
-        ),
         ({"ttl": 5}, "ttl: expected a number >= 20, found 5"),
         ({"synchronous_mode": "sometimes"}, "synchronous_mode: expected off, on or quorum"),
         ({"postgresql": {"parameters": "max_connections=5"}}, "postgresql.parameters: expected a mapping"),

@@ -7,7 +7,8 @@ from typing import Any
 
 import pytest
 
-from pgwarden.api.health import BadQuery, evaluate, parse_query, parse_size, status_json
+from pgwarden.agent.member import member_json
+from pgwarden.api.health import BadQuery, effective_role, evaluate, parse_query, parse_size, status_json
 from pgwarden.api.state import NodeState
 from pgwarden.model import (
     ClusterStatus,
@@ -102,7 +103,8 @@ def replica(pg: LocalPg = REPLICA_PG, **overrides: Any) -> NodeState:
 
 def standby_leader(pg: LocalPg = REPLICA_PG, **overrides: Any) -> NodeState:
     """n1 holding the lock of a standby cluster, replicating from a remote primary."""
-    return node(pg, cluster=cluster(config={"standby_cluster": {"host": "remote"}}), **overrides)
+    return node(pg, cluster=cluster(config={"standby_cluster": {"host": "remote"}}), standby_cluster=True,
+                **overrides)
 
 
 def not_streaming(receiver: WalReceiver | None) -> LocalPg:
@@ -295,6 +297,25 @@ def test_health_status_code(state: NodeState, path: str, query: dict[str, str], 
     assert evaluate(path, state, NOW, query).status == expected
 
 
+def test_a_streaming_replica_knows_its_lag_before_the_dcs_or_the_sender_tells_it() -> None:
+    """Issue 11: on a fresh cluster, /replica?lag=1MB answered 503 where /replica answered 200: with no
+    optime in the replica's view of the DCS and the sender's first message not in yet (latest_end_lsn
+    NULL), the lag was unknown. The receiver's own flushed position is a position the sender had."""
+    fresh = dataclasses.replace(REPLICA_PG, receive_lsn=LEADER_LSN, replay_lsn=LEADER_LSN - MB // 2,
+                                wal_receiver=WalReceiver(status="streaming", sender_host="10.0.0.1"))
+    no_optime = cluster(optime=None)
+    assert evaluate("/replica", replica(fresh, cluster=no_optime), NOW, {}).status == 200
+    assert evaluate("/replica", replica(fresh, cluster=no_optime), NOW, {"lag": "1MB"}).status == 200
+    assert evaluate("/readiness", replica(fresh, cluster=no_optime), NOW, {}).status == 200
+    # The replay backlog still counts, and a known optime further ahead still wins.
+    assert evaluate("/replica", replica(fresh, cluster=no_optime), NOW, {"lag": "256kB"}).status == 503
+    ahead = cluster(optime=LEADER_LSN + 10 * MB)
+    assert evaluate("/replica", replica(fresh, cluster=ahead), NOW, {"lag": "1MB"}).status == 503
+    # A receiver that does not stream proves nothing: the lag stays unknown.
+    waiting = dataclasses.replace(fresh, wal_receiver=WalReceiver(status="waiting"))
+    assert evaluate("/readiness", replica(waiting, cluster=no_optime), NOW, {}).status == 503
+
+
 def test_case_ids_are_unique() -> None:
     ids = [c[0] for c in CASES]
     assert len(ids) == len(set(ids))
@@ -406,7 +427,28 @@ def test_status_json_streaming_replica() -> None:
 
 def test_status_json_replica_that_does_not_stream_does_not_claim_to() -> None:
     body = status_json(replica(not_streaming(WalReceiver("waiting"))), NOW)
-    assert body["replication_state"] == "in archive recovery"
+    assert "replication_state" not in body  # as Patroni: no restore_command, no archive recovery
+
+
+def test_status_json_replica_restoring_from_the_archive_says_so() -> None:
+    """Issue 12 item 8: with a restore_command and no streaming WAL receiver, "in archive recovery" (as
+    Patroni), in the status JSON and in the member JSON alike; a streaming one stays "streaming"."""
+    for receiver in (None, WalReceiver("waiting"), WalReceiver("starting")):
+        pg = dataclasses.replace(not_streaming(receiver), restore_command=True)
+        assert status_json(replica(pg), NOW)["replication_state"] == "in archive recovery"
+        assert member_json(pg=pg, conn_url="c", api_url="a", tags=Tags(), task=None)["replication_state"] == \
+            "in archive recovery"
+        # pgwarden's deliberate difference: /replica is 200 only while streaming
+        assert evaluate("/replica", replica(pg), NOW, {"replication_state": "in archive recovery"}).status == 503
+    streaming = dataclasses.replace(REPLICA_PG, restore_command=True)
+    assert status_json(replica(streaming), NOW)["replication_state"] == "streaming"
+    assert member_json(pg=streaming, conn_url="c", api_url="a", tags=Tags(), task=None)["replication_state"] == \
+        "streaming"
+    primary = dataclasses.replace(PRIMARY_PG, restore_command=True)
+    assert "replication_state" not in status_json(node(primary), NOW)
+    assert "replication_state" not in member_json(pg=primary, conn_url="c", api_url="a", tags=Tags(), task=None)
+    plain = not_streaming(None)
+    assert "replication_state" not in member_json(pg=plain, conn_url="c", api_url="a", tags=Tags(), task=None)
 
 
 def test_status_json_archive_replica_reports_replayed_as_received() -> None:
@@ -484,3 +526,10 @@ def test_status_json_before_any_dcs_read() -> None:
 def test_status_json_never_contains_the_connection_url() -> None:
     secret = "postgres://admin:s3cret@127.0.0.1:5432/postgres"
     assert "s3cret" not in repr(status_json(node(conn_url=secret), NOW))
+
+
+def test_a_refused_standby_cluster_in_config_does_not_make_a_primary_a_standby_leader() -> None:
+    """The agent never adopts a /config with standby_cluster (config/support.py refuses it): its own
+    role is what it runs, not what /config asks for."""
+    state = node(PRIMARY_PG, cluster=cluster(config={"standby_cluster": {"host": "remote"}}))
+    assert effective_role(state, NOW) == "primary"

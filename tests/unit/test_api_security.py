@@ -261,3 +261,58 @@ def test_ssl_context_from_plain_http_and_errors(certs: Path) -> None:
     assert KEY_PASSWORD not in str(caught.value)
     with pytest.raises(TlsConfigError, match=r"restapi\.certfile/keyfile"):
         ssl_context_from(_restapi(certfile="/nonexistent.crt"))
+
+
+# -- a reload changes access rules, headers and TLS without restarting the agent (issue 20) ---------
+
+
+async def test_reload_applies_authentication_tls_and_headers_to_the_running_api(certs: Path) -> None:
+    from types import SimpleNamespace
+
+    from pgwarden.agent.loop import Agent
+    from pgwarden.api.listener import server_options_from
+    from pgwarden.api.security import tls_fingerprint
+
+    control = FakeControl(cast(Dcs, None))
+    plain = _restapi(http_extra_headers={"X-Plain": "1"})
+    runner = await start_api(StateHolder(PRIMARY), "127.0.0.1", 0, access=access_policy_from(plain),
+                             routes=management_routes(cast(AgentControl, control)),
+                             options=server_options_from(plain))  # fmt: skip
+    port = runner.addresses[0][1]
+    agent = SimpleNamespace(_api=runner, _api_tls=tls_fingerprint(plain), local=SimpleNamespace(restapi=plain))
+    context = _client_context(certs, with_certificate=False)
+    try:
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)) as session:
+            async with session.post(f"http://127.0.0.1:{port}/reload") as response:
+                assert response.status == 202 and response.headers["X-Plain"] == "1"
+            # The reload: authentication, TLS and HTTPS-only headers on the same port.
+            agent.local.restapi = _restapi(
+                listen=f"127.0.0.1:{port}", authentication={"username": "admin", "password": PASSWORD},
+                certfile=str(certs / "server.crt"), keyfile=str(certs / "server.key"),
+                http_extra_headers={"X-Plain": "1"}, https_extra_headers={"Strict-Transport-Security": "max-age=60"},
+            )  # fmt: skip
+            await Agent._reconfigure_api(agent)  # type: ignore[arg-type]
+            url = f"https://127.0.0.1:{port}/reload"
+            async with session.post(url, ssl=context) as response:
+                assert response.status == 401
+                assert response.headers["X-Plain"] == "1"
+                assert response.headers["Strict-Transport-Security"] == "max-age=60"
+            async with session.post(url, ssl=context, headers=GOOD) as response:
+                assert response.status == 202
+            # A rotated password: the old one is refused, the new one works.
+            agent.local.restapi = dataclasses.replace(
+                agent.local.restapi, authentication=dataclasses.replace(
+                    agent.local.restapi.authentication, password="rotated-" + PASSWORD))  # fmt: skip
+            await Agent._reconfigure_api(agent)  # type: ignore[arg-type]
+            async with session.post(url, ssl=context, headers=GOOD) as response:
+                assert response.status == 401
+            async with session.post(url, ssl=context, headers=basic("admin", "rotated-" + PASSWORD)) as response:
+                assert response.status == 202
+            # A broken TLS setting on reload: logged, the listener keeps its certificate.
+            agent.local.restapi = dataclasses.replace(agent.local.restapi, certfile="/nonexistent.crt")
+            await Agent._reconfigure_api(agent)  # type: ignore[arg-type]
+            async with session.get(f"https://127.0.0.1:{port}/patroni", ssl=context) as response:
+                assert response.status == 200 and "Strict-Transport-Security" in response.headers
+        assert [call[0] for call in control.calls] == ["reload", "reload", "reload"]
+    finally:
+        await stop_api(runner)

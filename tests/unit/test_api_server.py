@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import platform
 import time
 from collections.abc import AsyncIterator
 
@@ -11,6 +12,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import RawTestServer, TestClient
 
+import pgwarden
 from pgwarden.api.server import MAX_REQUEST_BODY, BasicAuthCredentials, Handler, build_app, start_api, stop_api
 from pgwarden.api.state import NodeState, StateHolder
 from pgwarden.model import ClusterView, DataDirState, LeaderKey, LocalPg, Member, Tags
@@ -34,6 +36,7 @@ PRIMARY = NodeState(
     next_cycle_deadline=NOW + 10,
 )
 AUTH = BasicAuthCredentials("admin", "pa:ss")
+ORIGINAL = f"pgwarden/{pgwarden.__version__} Python/{platform.python_version()}"  # server_tokens' default
 
 
 async def _echo(request: web.Request, holder: StateHolder) -> web.StreamResponse:
@@ -75,7 +78,7 @@ async def test_get_health_path_returns_status_json(client: Client) -> None:
     body = await response.json()
     assert body["role"] == "primary"
     assert body["xlog"] == {"location": 100}
-    assert response.headers["Server"] == "pgwarden"
+    assert response.headers["Server"] == ORIGINAL
 
 
 @pytest.mark.parametrize(("path", "status"), [("/primary", 200), ("/replica", 503), ("/nonsense", 503)])
@@ -189,9 +192,9 @@ async def test_the_real_server_limits_bodies_and_names_itself(holder: StateHolde
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)) as session:
             async with session.post(url, data=b"x" * 1000) as response:
                 assert (response.status, await response.text()) == (200, "1000")
-                assert response.headers["Server"] == "pgwarden"
+                assert response.headers["Server"] == ORIGINAL
             async with session.post(url, data=b"x" * (MAX_REQUEST_BODY + 1)) as response:
                 assert response.status == 413
-                assert response.headers["Server"] == "pgwarden"
+                assert response.headers["Server"] == ORIGINAL
     finally:
         await stop_api(runner)

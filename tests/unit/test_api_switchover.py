@@ -117,8 +117,8 @@ def test_check_switchover(
 @pytest.mark.parametrize(
     ("member", "fragment"),
     [
-        (_member("n2", nofailover=True), "has the nofailover tag"),
-        (_member("n2", state="starting"), "is not running (state: starting)"),
+        (_member("n2", nofailover=True), "switchover is not possible: no good candidates have been found"),
+        (_member("n2", state="starting"), "switchover is not possible: no good candidates have been found"),
     ],
 )
 def test_a_named_candidate_must_be_promotable_and_running(member: Member, fragment: str) -> None:

@@ -9,6 +9,9 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import os
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -166,7 +169,7 @@ def test_switchover_falls_back_to_the_dcs_without_the_endpoint(world: tuple[Etcd
     etcd, _ = world  # the fake answers 501 to everything not configured
     result = cli(etcd, "switchover", SCOPE, "--candidate", "b", "--force")
     assert result.exit_code == 0, result.output
-    assert "falling back to the DCS" in result.output
+    assert "Could not switchover using Patroni api, falling back to DCS" in result.output
     failover = aio.run(_read_cluster(etcd)).failover
     assert (failover.leader, failover.member) == ("a", "b")
 
@@ -246,6 +249,34 @@ def test_remove_needs_typed_confirmations(world: tuple[EtcdServer, dict[str, Fak
     etcd, _ = world
     result = cli(etcd, "remove", SCOPE, stdin="wrong\n")
     assert result.exit_code == 1 and "nothing was changed" in result.output
+
+
+async def _touch(etcd: EtcdServer, name: str, data: dict[str, Any]) -> None:
+    dcs = Etcd3Dcs(hosts=[etcd.host], namespace="/service", scope=SCOPE, name=name, ttl=60)
+    await dcs.connect()
+    await dcs.touch_member(data)
+    await dcs.close()
+
+
+def test_list_to_a_pipe_prints_every_cell_in_full(world: tuple[EtcdServer, dict[str, FakeMember]]) -> None:
+    """Issue 11: with stdout not a terminal (a script, a CI log), `list` cut cells short (`127.0.0…`,
+    `streami…`). It prints full width there, as patronictl does."""
+    etcd, _ = world
+    host = "replica-with-a-long-name.rack-17.datacenter-east.example.internal"
+    aio.run(_touch(etcd, "d-member-with-a-long-name", {
+        "conn_url": f"postgres://{host}:6543/postgres", "api_url": "http://127.0.0.1:1/patroni",
+        "state": "running", "role": "replica", "replication_state": "in archive recovery", "timeline": 1,
+        "xlog_location": 1000, "pending_restart": True,
+        "tags": {"nofailover": True, "clonefrom": True, "datacenter": "east-with-a-long-name-as-well"}}))
+    url = f"etcd3://127.0.0.1:{etcd.client_port}/service"
+    env = {**os.environ, "COLUMNS": "80", "TERM": "xterm-256color"}
+    done = subprocess.run([sys.executable, "-m", "pgwarden.cli.entry", "-d", url, "list", SCOPE, "-e"],
+                          capture_output=True, text=True, timeout=60, env=env, check=False)
+    assert done.returncode == 0, done.stderr
+    assert "…" not in done.stdout, done.stdout
+    for text in (f"{host}:6543", "in archive recovery", "streaming", "d-member-with-a-long-name",
+                 "east-with-a-long-name-as-well", "127.0.0.1:5433"):
+        assert text in done.stdout, done.stdout
 
 
 def test_unknown_cluster_and_missing_dcs_are_errors(etcd: EtcdServer) -> None:

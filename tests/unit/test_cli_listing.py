@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import yaml
 from rich.console import Console
 
+from pgwarden.agent.member import member_json as agent_member_json
 from pgwarden.cli.listing import (
     cluster_title,
     footer_lines,
@@ -21,13 +23,16 @@ from pgwarden.cli.listing import (
 from pgwarden.model import (
     ClusterStatus,
     ClusterView,
+    DataDirState,
     FailoverRequest,
     HistoryEntry,
     LeaderKey,
+    LocalPg,
     Member,
     SyncState,
     Tags,
     Versioned,
+    WalReceiver,
 )
 
 MB = 1024 * 1024
@@ -44,7 +49,7 @@ def _cluster(**fields: object) -> ClusterView:
         _member("b", 5433, role="replica", timeline=2, receive_lsn=99 * MB, replay_lsn=97 * MB,
                 replication_state="streaming"),
         _member("c", 5434, role="replica", timeline=2, receive_lsn=40 * MB, replay_lsn=40 * MB,
-                replication_state="stopped", tags=Tags(replicatefrom="b")),
+                tags=Tags(replicatefrom="b")),  # runs, but its WAL receiver does not stream right now
     )
     values: dict[str, object] = {
         "scope": "demo", "initialize": "7312", "leader": LeaderKey("a"), "members": members,
@@ -61,7 +66,7 @@ def test_rows_put_the_leader_first_and_show_real_streaming_and_lag_in_mb() -> No
     assert rows[0]["Role"] == "Leader" and rows[0]["Receive Lag"] is None
     assert (rows[1]["State"], rows[1]["Receive Lag"], rows[1]["Replay Lag"]) == ("streaming", 1, 3)
     assert rows[1]["Receive LSN"] == "0/6300000"
-    assert rows[2]["State"] == "stopped"  # running, but its WAL receiver does not stream
+    assert rows[2]["State"] == "running"  # running, but its WAL receiver does not stream right now
     assert rows[0]["Host"] == "127.0.0.1" and rows[1]["Host"] == "127.0.0.1:5433"
 
 
@@ -93,7 +98,7 @@ def test_machine_formats() -> None:
     columns, records = member_records(_cluster())
     parsed = json.loads(serialize(records, columns, "json"))
     assert parsed[0]["Cluster"] == "demo" and parsed[0]["Receive LSN"] is None and parsed[1]["Replay Lag"] == 3
-    assert yaml.safe_load(serialize(records, columns, "yaml"))[2]["State"] == "stopped"
+    assert yaml.safe_load(serialize(records, columns, "yaml"))[2]["State"] == "running"
     tsv = serialize(records, columns, "tsv").splitlines()
     assert tsv[0].split("\t")[:3] == ["Cluster", "Member", "Host"] and len(tsv) == 4
 
@@ -128,3 +133,31 @@ def test_history_rows_oldest_first() -> None:
                                 HistoryEntry(1, 300, "no recovery target specified", None, "a")))
     assert [r["TL"] for r in history_rows(cluster)] == [1, 2]
     assert history_rows(cluster)[0]["Timestamp"] == ""
+
+
+def test_a_replica_whose_wal_receiver_reconnects_is_running_not_stopped() -> None:
+    """Issue 11: `list` showed a running standby without a WAL receiver as `stopped`. The member JSON
+    carries `state: running` and no replication_state then (Patroni's shape); a "stopped" published by an
+    older agent is not a replication state either, and a really stopped replica stays `stopped`."""
+    standby = LocalPg(DataDirState.VALID, sysid="7312", running=True, accepting=True, in_recovery=True,
+                      standby_signal=True, timeline=2, receive_lsn=40 * MB, replay_lsn=40 * MB)
+    published = agent_member_json(pg=standby, conn_url="postgres://127.0.0.1:5434/postgres",
+                                  api_url="http://127.0.0.1:6434/patroni", tags=Tags(), task=None)
+    assert published["state"] == "running" and "replication_state" not in published
+    streaming = replace(standby, wal_receiver=WalReceiver(status="streaming", received_tli=2))
+    assert agent_member_json(pg=streaming, conn_url="", api_url="", tags=Tags(),
+                             task=None)["replication_state"] == "streaming"
+
+    def state_of(**fields: object) -> str:
+        members = (_member("a", 5432, role="primary", timeline=2, xlog_location=100 * MB),
+                   _member("c", 5434, role="replica", timeline=2, receive_lsn=40 * MB, **fields))
+        return str(member_rows(_cluster(members=members))[1].cells["State"])
+
+    assert state_of() == "running"
+    assert state_of(replication_state="stopped") == "running"  # an older pgwarden agent's member JSON
+    assert state_of(replication_state="in archive recovery") == "in archive recovery"
+    assert state_of(replication_state="streaming") == "streaming"
+    stopped = replace(_member("c", 5434, role="replica", replication_state="streaming"), state="stopped")
+    cluster = _cluster(members=(_member("a", 5432, role="primary", xlog_location=100 * MB), stopped))
+    row = member_rows(cluster)[1]
+    assert row.cells["State"] == "stopped" and row.style == "red"

@@ -162,3 +162,19 @@ def test_ctl_credentials_win_and_env_works(tmp_path: Path) -> None:
 def test_no_dcs_is_a_clear_error() -> None:
     with pytest.raises(TargetError, match="no DCS to read"):
         resolve_target(None, None, False, {})
+
+
+def test_the_cli_refuses_etcd_v2_as_the_agent_does() -> None:
+    """An `etcd:` section (or etcd:// URL) is etcd's v2 API in Patroni: reading v3 instead would show
+    an empty cluster, so the CLI refuses it like the agent (config/support.py)."""
+    import pytest
+
+    from pgwarden.cli.target import TargetError, parse_dcs_url
+    from pgwarden.cli.target import _etcd_section as etcd_section
+
+    with pytest.raises(TargetError, match="etcd v2 API is not supported yet"):
+        parse_dcs_url("etcd://127.0.0.1:2379")
+    with pytest.raises(TargetError, match="etcd v2 API is not supported yet"):
+        etcd_section({"etcd": {"host": "127.0.0.1:2379"}}, None)
+    section, _ = etcd_section({"etcd3": {"host": "127.0.0.1:2379"}}, None)
+    assert section == {"host": "127.0.0.1:2379"}

@@ -9,6 +9,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from pgwarden.core.sync import SyncMode, SyncSettings, may_promote
+from pgwarden.core.types import PeerStatus
 from pgwarden.dcs import codec
 from pgwarden.model import ClusterStatus, HistoryEntry, Member, PgState, SyncState, Tags
 
@@ -132,6 +134,27 @@ def test_sync_round_trip() -> None:
     assert json.loads(text) == {"leader": "n1", "sync_standby": "n2,n3", "quorum": 1}
     assert codec.sync_from_json(text, 9) == SyncState("n1", ("n2", "n3"), 1, revision=9)
     assert codec.sync_from_json('{"leader": "n1", "sync_standby": null}', 1).sync_standby == ()
+
+
+# (/sync as Patroni 4.1.5 writes it, candidate, peers' positions, decision): `quorum` keeps Patroni's
+# meaning through the codec (voters other than the candidate that it must see), so one key gives one
+# decision whichever implementation reads it.
+PATRONI_SYNC = [
+    ('{"leader": "n1", "sync_standby": "n2,n3", "quorum": 1}', "n2", {"n3": None}, False),  # 2 voters, ANY 1
+    ('{"leader": "n1", "sync_standby": "n2,n3", "quorum": 1}', "n2", {"n3": 90}, True),
+    ('{"leader": "n1", "sync_standby": "n2", "quorum": 0}', "n2", {"n3": None}, True),  # the other is nosync
+    ('{"leader": "n1", "sync_standby": "n2,n3", "quorum": 0}', "n2", {"n3": None}, True),  # 2 voters, ANY 2
+]
+
+
+@pytest.mark.parametrize(("text", "me", "positions", "allowed"), PATRONI_SYNC)
+def test_a_patroni_sync_key_keeps_its_meaning(text: str, me: str, positions: dict[str, int | None],
+                                              allowed: bool) -> None:
+    sync = codec.sync_from_json(text, 3)
+    assert sync.quorum == json.loads(text)["quorum"]
+    assert json.loads(codec.sync_to_json(sync)) == json.loads(text)
+    peers = [PeerStatus(n, reachable=lsn is not None, in_recovery=True, lsn=lsn) for n, lsn in positions.items()]
+    assert may_promote(me, 100, SyncSettings(mode=SyncMode.QUORUM), sync, peers).allowed is allowed
 
 
 def test_history_rows_of_three_to_five() -> None:

@@ -128,16 +128,12 @@ POSTGRES0_YML = textwrap.dedent("""\
       clonefrom: false
       nosync: false
       datacenter: eu-1
-
-    zookeeper:
-      hosts: ['z1:2181']
     """)
 
 
 @pytest.fixture
 def base() -> dict[str, Any]:
     data: dict[str, Any] = yaml.safe_load(POSTGRES0_YML)
-    del data["zookeeper"]
     return data
 
 
@@ -166,7 +162,7 @@ def test_patroni_style_yaml_loads_unchanged(tmp_path: Path) -> None:
     assert config.bootstrap.initdb == [{"encoding": "UTF8"}, "data-checksums"]
     assert config.watchdog.mode == "off"  # YAML reads a bare `off` as false
     assert config.tags.to_tags() == Tags(custom={"datacenter": "eu-1"})
-    assert config.other_keys == {"zookeeper": {"hosts": ["z1:2181"]}}  # other DCS sections are accepted
+    assert config.other_keys == {}
 
 
 def test_directory_of_files_is_deep_merged_in_sorted_order(tmp_path: Path, base: dict[str, Any]) -> None:
@@ -226,7 +222,7 @@ def test_pure_environment_configuration() -> None:
         "PATRONI_NAME": "pg0",
         "PATRONI_RESTAPI_LISTEN": "0.0.0.0:8008",
         "PATRONI_RESTAPI_CONNECT_ADDRESS": "10.0.0.5:8008",
-        "PATRONI_ETCD_HOST": "10.0.0.9:2379",
+        "PATRONI_ETCD3_HOST": "10.0.0.9:2379",
         "PATRONI_POSTGRESQL_LISTEN": "0.0.0.0:5432",
         "PATRONI_POSTGRESQL_CONNECT_ADDRESS": "10.0.0.5:5432",
         "PATRONI_POSTGRESQL_DATA_DIR": "/var/lib/postgresql/data",
@@ -235,7 +231,7 @@ def test_pure_environment_configuration() -> None:
     }
     config = load_local(None, environ)
 
-    assert config.etcd3 is None
+    assert config.etcd is None
     assert config.dcs.endpoints == ("http://10.0.0.9:2379",)
     assert api_url(config.restapi) == "http://10.0.0.5:8008/patroni"
     assert conn_url(config.postgresql) == "postgres://10.0.0.5:5432/postgres"
@@ -323,15 +319,13 @@ def test_env_value_of_the_wrong_type_is_reported_with_the_key_path(tmp_path: Pat
 @pytest.mark.parametrize(
     ("sections", "expected"),
     [
-        ({}, "etcd3: expected an etcd3 (or etcd) section giving the etcd v3 endpoints, found no DCS section"),
-        ({"consul": {"host": "c:8500"}}, "found only consul (not supported by pgwarden)"),
-        (
-            {"etcd": {"host": "a:2379"}, "etcd3": {"host": "a:2379"}},
-            "etcd3: expected exactly one of the sections etcd3 or etcd, found both",
-        ),
+        ({}, "etcd3: expected an etcd3 section giving the etcd v3 endpoints, found no DCS section"),
+        ({"consul": {"host": "c:8500"}}, "consul: consul is not supported by pgwarden yet (etcd v3 is)"),
+        ({"etcd": {"host": "a:2379"}}, "etcd: the etcd v2 API is not supported yet"),
+        ({"etcd": {"host": "a:2379"}, "etcd3": {"host": "a:2379"}}, "etcd: the etcd v2 API is not supported yet"),
     ],
 )
-def test_exactly_one_etcd_section_is_required(
+def test_an_etcd3_section_is_required_and_other_dcs_are_refused(
     tmp_path: Path, base: dict[str, Any], sections: dict[str, Any], expected: str
 ) -> None:
     data = {k: v for k, v in base.items() if k != "etcd3"} | sections
@@ -404,7 +398,8 @@ def test_bad_dynamic_values_fall_back_to_defaults_with_a_warning() -> None:
     assert set(config.slots) == {"good"}
     assert config.postgresql.use_slots is True and config.postgresql.use_pg_rewind is True
     assert warnings == [
-        "/config: postgresql.data_dir is a per-member setting; ignored in dynamic config",
+        "/config: postgresql.data_dir: a per-member setting, read only from each member's own configuration;"
+        " ignored",
         "/config: ttl: expected an integer, found 'abc' (string); using the default for ttl (30)",
         "/config: slots.bad: expected database and plugin for a logical slot, found {'type': 'logical'} (mapping);"
         " ignoring slots.bad",
@@ -538,10 +533,20 @@ def test_effective_config_is_frozen_and_complete(local: Any) -> None:
     assert config.conn_url == "postgres://127.0.0.1:5432/postgres"
 
 
-def test_cluster_wide_settings_in_the_local_file_are_ignored(tmp_path: Path, base: dict[str, Any]) -> None:
-    config = effective(load_local(write(tmp_path / "p.yml", base | {"ttl": 60}), {}), {})
-    assert config.ttl == 30
-    assert any(w.startswith("ttl: ignored in the local configuration") for w in config.warnings)
+def test_local_timing_wins_over_the_cluster_config(tmp_path: Path, base: dict[str, Any]) -> None:
+    """As in Patroni, a member's own ttl/loop_wait/retry_timeout win over /config, under the same rules."""
+    config = effective(load_local(write(tmp_path / "p.yml", base | {"ttl": "60", "loop_wait": 5.0}), {}),
+                       {"ttl": 30, "loop_wait": 10, "retry_timeout": 10})
+    assert (config.ttl, config.loop_wait, config.retry_timeout) == (60, 5, 10)
+    config = effective(load_local(write(tmp_path / "p.yml", base | {"loop_wait": 25}), {}), {})
+    assert (config.ttl, config.loop_wait, config.retry_timeout) == (30, 10, 10)
+    assert any("loop_wait (25)" in w for w in config.warnings)
+
+
+def test_cluster_wide_safety_settings_in_the_local_file_are_refused(tmp_path: Path, base: dict[str, Any]) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_local(write(tmp_path / "p.yml", base | {"synchronous_mode": True}), {})
+    assert caught.value.problems[0].startswith("synchronous_mode: a cluster-wide setting")
 
 
 # -- addresses ----------------------------------------------------------------------------------------
@@ -584,3 +589,27 @@ def test_modern_log_variables_win_over_legacy_ones(tmp_path: Path, base: dict[st
     environ = {"PATRONI_LOGLEVEL": "DEBUG", "PATRONI_LOG_LEVEL": "WARNING", "PATRONI_LOGFORMAT": "%(message)s"}
     config = load_local(write(tmp_path / "p.yml", base), environ)
     assert (config.log.level, config.log.format) == ("WARNING", "%(message)s")
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        {"postgresql": {"authentication": {"replication": "replicator:TopSecret-42"}}},
+        {"postgresql": {"authentication": {"superuser": {"username": "postgres", "password": ["TopSecret-42"]}}}},
+        {"postgresql": {"authentication": {"rewind": {"username": "r", "sslpassword": {"x": "TopSecret-42"}}}}},
+        {"restapi": {"authentication": {"username": "u", "password": {"TopSecret-42": 1}}}},
+        {"etcd3": {"hosts": ["127.0.0.1:2379"], "password": ["TopSecret-42"]}},
+    ],
+)
+def test_no_secret_value_in_any_validation_message(tmp_path: Path, base: dict[str, Any], extra: dict[str, Any],
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    """Issue 20: a password was echoed in validation errors (agent.log, validate-config)."""
+    data = copy.deepcopy(base)
+    for key, value in extra.items():
+        data[key] = {**data.get(key, {}), **value}
+        if key == "postgresql":
+            data[key]["authentication"] = {**base["postgresql"]["authentication"], **value["authentication"]}
+    problems = problems_of(tmp_path, data)
+    assert problems, "the value must be refused"
+    assert not any("TopSecret" in p for p in problems), problems
+    assert any("(not shown)" in p for p in problems), problems

@@ -81,3 +81,22 @@ async def test_a_failed_validation_keeps_the_configuration_and_is_retried() -> N
     fresh = sync.take()
     assert fresh is not None and fresh.loop_wait == 3
     await sync.close()
+
+
+async def test_a_refused_config_is_never_adopted_and_said_once(caplog: Any) -> None:
+    """/config with a key pgwarden refuses (a standby cluster) keeps the configuration the agent runs
+    with: a standby leader must not be run as a writable primary."""
+    checker, woken = FakeChecker(), []
+    sync = _sync(checker, woken)
+    refused = (LOCAL, {"loop_wait": 3, "standby_cluster": {"host": "10.0.0.1", "port": 5432}})
+    with caplog.at_level("ERROR", logger="pgwarden"):
+        sync.want(refused)
+        sync.want(refused)
+        await asyncio.sleep(0.02)
+    assert sync.take() is None and checker.calls == []
+    errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    assert len(errors) == 1 and "standby_cluster: standby clusters are not supported yet" in errors[0]
+    sync.want((LOCAL, {"loop_wait": 3}))  # the operator removes it: adopted
+    await asyncio.sleep(0.02)
+    fresh = sync.take()
+    assert fresh is not None and fresh.loop_wait == 3

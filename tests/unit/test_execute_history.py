@@ -17,6 +17,7 @@ from pgwarden.agent.execute import (
 )
 from pgwarden.model import ClusterStatus, ClusterView, HistoryEntry, history_for_lineage
 from pgwarden.postgres.controller import PgController
+from pgwarden.postgres.settings import Credentials, PgSettings
 
 REASON = "no recovery target specified"
 
@@ -113,3 +114,18 @@ def test_history_follows_postgresqls_own_lineage() -> None:
     assert same is None
     grown = history_for_lineage(current[:1], [(1, 0x100, ""), (2, 0x300, "")], "n2", "now")
     assert grown is not None and grown[0] == current[0] and (grown[1].new_leader, grown[1].timestamp) == ("n2", "now")
+
+
+async def test_the_controller_reads_the_history_file_of_a_promotion(tmp_path: Path) -> None:
+    """Issue 11: every promotion on PostgreSQL 15 logged 'history file unreadable' (the SQL it used,
+    pg_read_file(text, boolean), only exists from PostgreSQL 16). The file is read from pg_wal."""
+    (tmp_path / "pg_wal").mkdir()
+    (tmp_path / "pg_wal" / "00000003.history").write_text(
+        "1\t0/3000060\tno recovery target specified\n\n2\t0/5000028\tno recovery target specified\n")
+    (tmp_path / "pg_wal" / "00000004.history").write_text(
+        "# pgwarden: timeline 4 was used by another member of this cluster\n")
+    pg = PgController(PgSettings(data_dir=tmp_path, name="n1", scope="s", superuser=Credentials("postgres", None),
+                                 replication=Credentials("replicator", None)))
+    assert await pg.timeline_history(3) == [(1, 0x3000060, REASON), (2, 0x5000028, REASON)]
+    assert await pg.timeline_history(4) == []  # a placeholder has no rows
+    assert await pg.timeline_history(5) == []  # no file

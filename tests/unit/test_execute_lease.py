@@ -34,7 +34,8 @@ class FakePg:
         await asyncio.sleep(self.checkpoint_seconds)
         return PgResult(True, "checkpoint done")
 
-    async def stop(self, mode: str = "fast", timeout: float | None = None) -> PgResult:
+    async def stop(self, mode: str = "fast", timeout: float | None = None, kill_after: float | None = None
+                   ) -> PgResult:
         self.calls.append(("stop", mode, time.monotonic()))
         return PgResult(True, f"stopped ({mode})")
 
@@ -80,7 +81,8 @@ def fake_pg(monkeypatch: pytest.MonkeyPatch) -> FakePg:
 
 
 def _ctx(dcs: FakeDcs) -> ExecContext:
-    config = SimpleNamespace(local=SimpleNamespace(postgresql=SimpleNamespace(before_stop=None)))
+    config = SimpleNamespace(local=SimpleNamespace(postgresql=SimpleNamespace(before_stop=None)),
+                             primary_stop_timeout=0, synchronous_mode="off")
     return cast(ExecContext, SimpleNamespace(dcs=dcs, config=config, cluster=None))
 
 

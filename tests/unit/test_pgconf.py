@@ -84,7 +84,8 @@ def test_user_parameters_are_kept_but_minimums_and_forced_values_win() -> None:
     assert values["wal_level"] == "'replica'"
     assert values["work_mem"] == "'8MB'"
     assert values["port"] == "5432"
-    assert values["hba_file"] == "'/var/lib/pg/data/pg_hba.conf'"
+    assert values["hba_file"] == "'/etc/elsewhere'"  # the user's own file (Patroni: pg_hba is then ignored)
+    assert not settings.manages_hba and settings.manages_ident
 
 
 def test_logical_wal_level_is_respected() -> None:
@@ -101,6 +102,16 @@ def test_replica_conf_streams_from_the_upstream_through_its_slot() -> None:
                  "passfile=/home/pg/.pgpass_test", "sslmode=prefer"):
         assert part in conninfo
     assert "r:ep" not in conninfo and "password" not in conninfo
+
+
+def test_restart_only_parameters_stay_in_the_file_when_the_role_changes() -> None:
+    """Issue 11: PostgreSQL marks a restart-only parameter removed from the file as pending_restart,
+    even when its default is the running value; a promoted replica's rewritten file must keep them."""
+    restart_only = {"recovery_target_timeline"}
+    for upstream in (LEADER, None):
+        replica = conf_values(conf.render_postgresql_conf(make_settings(), "replica", upstream))
+        primary = conf_values(conf.render_postgresql_conf(make_settings(), "primary", None))
+        assert {name: primary.get(name) for name in restart_only} == {name: replica[name] for name in restart_only}
 
 
 def test_replica_without_slots_or_upstream() -> None:
@@ -257,7 +268,7 @@ def probe_row(**overrides: Any) -> list[Any]:
         "in_recovery": False, "version": 150006, "started": "2024-03-05 10:00:00+00", "wal_lsn": "0/5000000",
         "walfile": "000000030000000000000005", "receive_lsn": None, "replay_lsn": None, "paused": False,
         "replay_ts": None, "checkpoint_tli": 2, "receiver": None, "replication": [], "slots": [],
-        "pending": False, "history_tli": None, "ssn": "",
+        "pending": False, "history_tli": None, "ssn": "", "restore_command": False,
     }
     row.update(overrides)
     return list(row.values())
@@ -298,3 +309,11 @@ def test_probe_row_of_a_streaming_replica() -> None:
 def test_probe_row_of_a_replica_without_receiver_uses_the_checkpoint_timeline() -> None:
     pg = apply_probe_row(BASE, probe_row(in_recovery=True, wal_lsn=None, walfile=None, checkpoint_tli=4))
     assert pg.timeline == 4 and not pg.streaming
+
+
+def test_probe_row_of_a_replica_with_a_restore_command_is_in_archive_recovery() -> None:
+    archive = apply_probe_row(BASE, probe_row(in_recovery=True, wal_lsn=None, walfile=None, replay_lsn="0/5000000",
+                                              restore_command=True))
+    assert archive.restore_command and archive.replication_state == "in archive recovery"
+    plain = apply_probe_row(BASE, probe_row(in_recovery=True, wal_lsn=None, walfile=None, replay_lsn="0/5000000"))
+    assert not plain.restore_command and plain.replication_state is None

@@ -1,0 +1,425 @@
+"""What pgwarden does with each of Patroni's configuration keys: the one table, and its judge.
+
+Every key of Patroni's configuration, local (the YAML file and `PATRONI_*`) and dynamic (`/config`,
+`bootstrap.dcs`), is in exactly one of three classes, decided by the key and, where it matters, by
+its value:
+
+* IMPLEMENTED: pgwarden does what Patroni does with it.
+* REFUSED: pgwarden does not do it yet, and going on without it could lose data, open a second
+  writer or weaken security. `validate-config`, the agent's start, `edit-config` and `PATCH`/`PUT
+  /config` all fail with one line naming the key, what is missing and what to do instead; an agent
+  never starts half-configured, and one already running keeps the configuration it has.
+* HARMLESS: accepted and ignored with a logged warning that names the key, only where ignoring it can
+  do none of those things.
+
+A key that is in no Patroni or pgwarden schema is warned of as unknown (a typo must not pass
+unnoticed). `docs/compatibility.md` shows this table to users; `tests/unit/test_config_support.py`
+checks that every key of Patroni's schema is in it.
+
+Pure and light (no pydantic, no YAML): the agent judges a changed `/config` in-process.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+
+class Support(enum.Enum):
+    IMPLEMENTED = "implemented"
+    REFUSED = "refused"
+    HARMLESS = "harmless"
+
+
+Judge = Callable[[Any, Mapping[str, Any]], "Support | None"]
+"""(the key's value, the whole configuration) -> its class for that value; None: this rule does not
+apply to that value, try the next rule for the same path."""
+
+
+@dataclass(frozen=True)
+class KeyRule:
+    path: str
+    """Dotted key path; `*` stands for any one key (`postgresql.parameters.*`)."""
+    support: Support
+    note: str = ""
+    """REFUSED: what pgwarden does not do yet, then what to do instead. HARMLESS: why ignoring is safe."""
+    when: Callable[[Any, Mapping[str, Any]], bool] | None = None
+    """The rule applies only to values (given the whole configuration) for which this holds."""
+    opaque: bool = False
+    """An implemented key whose value is free-form (PostgreSQL parameters, custom tags): not walked."""
+
+    def applies(self, value: Any, root: Mapping[str, Any]) -> bool:
+        return self.when is None or self.when(value, root)
+
+
+@dataclass(frozen=True)
+class Verdict:
+    path: str
+    support: Support | None
+    """None: the key is in no schema (unknown)."""
+    note: str
+
+    @property
+    def message(self) -> str:
+        if self.support is Support.REFUSED:
+            return f"{self.path}: {self.note}"
+        if self.support is Support.HARMLESS:
+            return f"{self.path}: {self.note}; ignored"
+        return f"{self.path}: not a Patroni or pgwarden setting (a typo?); ignored"
+
+
+IMPL, REFUSE, HARM = Support.IMPLEMENTED, Support.REFUSED, Support.HARMLESS
+
+
+# -- value tests ---------------------------------------------------------------------------------------
+
+
+# Each value test's docstring says, for the compatibility table, which values it admits.
+
+
+def _is(*values: Any) -> Callable[[Any, Mapping[str, Any]], bool]:
+    wanted = {str(v).lower() for v in values}
+
+    def test(value: Any, _root: Mapping[str, Any]) -> bool:
+        return str(value).strip().lower() in wanted
+
+    test.__doc__ = " or ".join(f"`{v}`" for v in values)
+    return test
+
+
+def _empty(value: Any, _root: Mapping[str, Any]) -> bool:
+    """unset, empty, `false` or `0`"""
+    return value is None or value == {} or value == [] or value == "" or value is False or value == 0
+
+
+def _set(value: Any, root: Mapping[str, Any]) -> bool:
+    """set"""
+    return not _empty(value, root)
+
+
+def _mapping(value: Any, _root: Mapping[str, Any]) -> bool:
+    """a section (mapping)"""
+    return isinstance(value, Mapping)
+
+
+def _watchdog_off(value: Any, _root: Mapping[str, Any]) -> bool:
+    """mode `off`"""
+    return _watchdog_mode(value) == "off"
+
+
+def _watchdog_automatic(value: Any, _root: Mapping[str, Any]) -> bool:
+    """mode `automatic`, or no watchdog section"""
+    return _watchdog_mode(value) == "automatic"
+
+
+def _watchdog_required(value: Any, _root: Mapping[str, Any]) -> bool:
+    """mode `required`"""
+    return _watchdog_mode(value) == "required"
+
+
+def _names(value: Any) -> list[str]:
+    if isinstance(value, str):
+        return [part.strip() for part in value.split(",") if part.strip()]
+    if isinstance(value, list):
+        return [str(part) for part in value]
+    return []
+
+
+def _only_basebackup(value: Any, _root: Mapping[str, Any]) -> bool:
+    """`[basebackup]` (or unset)"""
+    return value is None or _names(value) in ([], ["basebackup"])
+
+
+def _bootstrap_method(root: Mapping[str, Any]) -> str:
+    bootstrap = root.get("bootstrap")
+    method = bootstrap.get("method") if isinstance(bootstrap, Mapping) else None
+    return str(method or "initdb")
+
+
+def _watchdog_mode(value: Any) -> str:
+    """The mode a `watchdog` section (or its absence) means; Patroni's default is automatic."""
+    mode = value.get("mode", "automatic") if isinstance(value, Mapping) else "automatic"
+    if mode is False:
+        return "off"
+    if mode is True:
+        return "automatic"
+    return str(mode).strip().lower()
+
+
+# -- the table -----------------------------------------------------------------------------------------
+
+_TLS_NOTE = "PostgreSQL connection options for this user (libpq)"
+_ROLE_KEYS = ("username", "password", "sslmode", "sslkey", "sslpassword", "sslcert", "sslrootcert", "sslcrl",
+              "sslcrldir", "sslnegotiation", "gssencmode", "channel_binding")
+
+_DCS_REFUSAL = ("is not supported by pgwarden yet (etcd v3 is); run the cluster on etcd v3 with an `etcd3:` "
+                "section, or keep Patroni on this cluster for now")
+
+LOCAL_RULES: tuple[KeyRule, ...] = (
+    KeyRule("name", IMPL), KeyRule("scope", IMPL), KeyRule("namespace", IMPL),
+    KeyRule("thread_pool_size", HARM, "pgwarden serves its REST API on asyncio, without a thread pool"),
+    KeyRule("thread_stack_size", HARM, "pgwarden serves its REST API on asyncio, without threads"),
+    # log
+    KeyRule("log", IMPL),
+    *(KeyRule(f"log.{key}", IMPL) for key in ("type", "level", "traceback_level", "format", "dateformat", "dir",
+                                              "mode", "file_num", "file_size", "deduplicate_heartbeat_logs")),
+    KeyRule("log.max_queue_size", HARM, "pgwarden writes each log record at once, without a queue, so none is "
+            "ever dropped"),
+    KeyRule("log.static_fields", IMPL, opaque=True),
+    KeyRule("log.loggers", IMPL, "as Patroni does; pgwarden's loggers are `pgwarden` and `pgwarden.*` (Patroni's "
+            "`patroni.*` names are accepted and change nothing)", opaque=True),
+    # restapi
+    KeyRule("restapi", IMPL),
+    *(KeyRule(f"restapi.{key}", IMPL) for key in ("listen", "connect_address", "authentication",
+                                               "authentication.username", "authentication.password",
+                                               "certfile", "keyfile", "keyfile_password", "cafile", "ciphers",
+                                               "verify_client", "allowlist", "allowlist_include_members",
+                                               "request_queue_size")),
+    KeyRule("restapi.server_tokens", IMPL, "as Patroni does, naming pgwarden: Original `pgwarden/<version> "
+            "Python/<version>`, Minimal `pgwarden/<version>`, ProductOnly `pgwarden`, on every answer"),
+    KeyRule("restapi.http_extra_headers", IMPL, opaque=True), KeyRule("restapi.https_extra_headers", IMPL, opaque=True),
+    KeyRule("restapi.thread_pool_size", HARM, "pgwarden serves its REST API on asyncio, without a thread pool"),
+    # ctl
+    KeyRule("ctl", IMPL),
+    *(KeyRule(f"ctl.{key}", IMPL) for key in ("authentication", "authentication.username", "authentication.password",
+                                           "insecure", "cacert", "certfile", "keyfile", "keyfile_password")),
+    # bootstrap
+    KeyRule("bootstrap", IMPL),
+    KeyRule("bootstrap.dcs", IMPL, opaque=True),  # judged with DYNAMIC_RULES (judge_local)
+    KeyRule("bootstrap.method", IMPL, when=_is("initdb")),
+    KeyRule("bootstrap.method", REFUSE, "custom bootstrap methods are not supported yet (only initdb); bootstrap with "
+            "initdb, or restore the backup into the data directory yourself and start pgwarden on it"),
+    KeyRule("bootstrap.initdb", IMPL, opaque=True),
+    KeyRule("bootstrap.post_bootstrap", IMPL), KeyRule("bootstrap.post_init", IMPL),
+    KeyRule("bootstrap.pg_hba", IMPL),
+    KeyRule("bootstrap.users", HARM, "removed in Patroni 4.0 and not supported; create users in post_bootstrap"),
+    KeyRule("bootstrap.*", HARM, "a custom bootstrap method's section that bootstrap.method does not select",
+            when=_mapping),
+    # DCS
+    KeyRule("etcd3", IMPL),
+    *(KeyRule(f"etcd3.{key}", IMPL) for key in ("host", "hosts", "url", "protocol", "username", "user", "password",
+                                             "cacert", "cert", "key", "key_password")),
+    *(KeyRule(f"etcd3.{key}", REFUSE, "etcd discovery through a proxy or DNS SRV records is not supported yet; "
+              "list the etcd endpoints in etcd3.hosts instead", when=_set) for key in ("proxy", "srv", "srv_suffix")),
+    *(KeyRule(f"etcd3.{key}", IMPL, when=_empty) for key in ("proxy", "srv", "srv_suffix")),
+    KeyRule("etcd", REFUSE, "the etcd v2 API is not supported yet: pgwarden would look for the cluster in etcd v3 and "
+            "find nothing there. Keep Patroni on this cluster, or move it to the v3 API first (an `etcd3:` "
+            "section with the same hosts)"),
+    *(KeyRule(name, REFUSE, f"{name} {_DCS_REFUSAL}") for name in ("consul", "zookeeper", "exhibitor", "kubernetes",
+                                                              "raft")),
+    KeyRule("citus", REFUSE, "Citus clusters are not supported by pgwarden; keep Patroni for Citus"),
+    # postgresql
+    KeyRule("postgresql", IMPL),
+    *(KeyRule(f"postgresql.{key}", IMPL) for key in (
+        "listen", "connect_address", "proxy_address", "data_dir", "config_dir", "bin_dir", "pgpass",
+        "custom_conf", "authentication", "pg_hba", "pg_ident", "callbacks", "use_unix_socket",
+        "use_unix_socket_repl", "pg_ctl_timeout", "use_pg_rewind", "remove_data_directory_on_rewind_failure",
+        "remove_data_directory_on_diverged_timelines", "pre_promote", "before_stop")),
+    KeyRule("postgresql.bin_name", IMPL, "as Patroni does, except that initdb always runs the `postgres` beside "
+            "it (it has no option for another) and pgwarden never runs pg_isready", opaque=True),
+    *(KeyRule(f"postgresql.authentication.{role}", IMPL) for role in ("superuser", "replication", "rewind")),
+    *(KeyRule(f"postgresql.authentication.{role}.{key}", IMPL) for role in ("superuser", "replication", "rewind")
+      for key in _ROLE_KEYS if key != "sslnegotiation"),
+    *(KeyRule(f"postgresql.authentication.{role}.sslnegotiation", IMPL, "passed to libpq 17 and newer; left out, "
+              "with a warning, where libpq is older and would refuse it (sslmode still decides TLS)")
+      for role in ("superuser", "replication", "rewind")),
+    *(KeyRule(f"postgresql.callbacks.{key}", IMPL) for key in ("on_start", "on_stop", "on_restart", "on_reload",
+                                                           "on_role_change")),
+    KeyRule("postgresql.parameters", IMPL, opaque=True),
+    *(KeyRule(f"postgresql.{kind}_{role}", IMPL, opaque=True) for kind in ("parameters", "pg_hba", "pg_ident")
+      for role in ("primary", "replica", "standby_leader")),
+    KeyRule("postgresql.basebackup", IMPL, opaque=True), KeyRule("postgresql.rewind", IMPL, opaque=True),
+    KeyRule("postgresql.recovery_conf", IMPL, opaque=True),
+    KeyRule("postgresql.create_replica_methods", IMPL, when=_only_basebackup),
+    KeyRule("postgresql.create_replica_methods", REFUSE, "replica creation methods other than basebackup are not "
+            "supported yet; use [basebackup] (its options go in postgresql.basebackup)"),
+    KeyRule("postgresql.replica_method", IMPL, when=_only_basebackup),
+    KeyRule("postgresql.replica_method", REFUSE, "replica creation methods other than basebackup are not supported "
+            "yet; use basebackup"),
+    KeyRule("postgresql.use_slots", HARM, "only the dynamic configuration sets use_slots (as in Patroni); set it "
+            "with edit-config"),
+    KeyRule("postgresql.*", HARM, "a replica creation method's section that create_replica_methods does not use",
+            when=_mapping),
+    # watchdog: judged as a whole, absent included (Patroni's default mode is automatic)
+    KeyRule("watchdog", IMPL, when=_watchdog_off, opaque=True),
+    KeyRule("watchdog", HARM, "mode automatic (Patroni's default): pgwarden has no watchdog support yet and runs "
+            "without one, as Patroni does when no watchdog device is present",
+            when=_watchdog_automatic, opaque=True),
+    KeyRule("watchdog", REFUSE, "mode required is not supported yet (pgwarden has no watchdog support and would "
+            "promote without fencing); set watchdog.mode to off or automatic, or keep Patroni on this host",
+            when=_watchdog_required, opaque=True),
+    KeyRule("watchdog", IMPL, opaque=True),  # another mode: validation says what it expected
+    # tags
+    KeyRule("tags", IMPL),
+    *(KeyRule(f"tags.{key}", IMPL) for key in ("nofailover", "failover_priority", "nosync", "sync_priority",
+                                            "clonefrom", "noloadbalance", "replicatefrom", "nostream")),
+    KeyRule("tags.*", IMPL, opaque=True),  # custom tags, published and matched by ?tag_ filters
+)
+"""The local configuration, as Patroni's schema has it (contract 6.2)."""
+
+_CLUSTER_WIDE_IN_LOCAL = ("a cluster-wide setting that Patroni reads only from /config, not from a member's own "
+                          "configuration: move it under bootstrap.dcs (a new cluster) or set it with edit-config")
+
+DYNAMIC_RULES: tuple[KeyRule, ...] = (
+    *(KeyRule(key, IMPL) for key in (
+        "ttl", "loop_wait", "retry_timeout", "maximum_lag_on_failover", "maximum_lag_on_syncnode",
+        "primary_start_timeout", "master_start_timeout", "primary_stop_timeout", "master_stop_timeout",
+        "max_timelines_history", "check_timeline", "synchronous_mode", "synchronous_mode_strict",
+        "synchronous_node_count", "pause", "member_slots_ttl")),
+    KeyRule("primary_race_backoff", IMPL, when=_empty),
+    KeyRule("primary_race_backoff", HARM, "pgwarden races for the leader key at once (the lag limit still "
+            "applies: no candidate further behind than maximum_lag_on_failover promotes)"),
+    KeyRule("failsafe_mode", IMPL, when=_empty),
+    KeyRule("failsafe_mode", REFUSE, "failsafe mode is not supported yet: without it the primary stops accepting "
+            "writes when the DCS is unreachable for the leader lease; set failsafe_mode: false, or keep Patroni "
+            "on this cluster"),
+    *(KeyRule(key, IMPL, when=_empty) for key in ("slots", "permanent_slots", "permanent_replication_slots")),
+    *(KeyRule(key, REFUSE, "permanent replication slots are not supported yet (they would be missing on a new "
+              "primary after a failover); remove them, or keep Patroni on this cluster")
+      for key in ("slots", "permanent_slots", "permanent_replication_slots")),
+    KeyRule("ignore_slots", IMPL, when=_empty),
+    KeyRule("ignore_slots", HARM, "pgwarden only ever drops the physical slots of former members that it created; "
+            "other slots are never touched", opaque=True),
+    KeyRule("standby_cluster", IMPL, when=_empty),
+    KeyRule("standby_cluster", REFUSE, "standby clusters are not supported yet: pgwarden would run this cluster as a "
+            "second primary cluster accepting writes; keep Patroni on a standby cluster for now"),
+    KeyRule("postgresql", IMPL),
+    *(KeyRule(f"postgresql.{key}", IMPL) for key in (
+        "use_pg_rewind", "use_slots", "pg_hba", "pg_ident", "pg_ctl_timeout",
+        "remove_data_directory_on_rewind_failure", "remove_data_directory_on_diverged_timelines")),
+    *(KeyRule(f"postgresql.{key}", IMPL, opaque=True)
+      for key in ("parameters", "recovery_conf", "basebackup", "rewind")),
+    *(KeyRule(f"postgresql.{kind}_{role}", IMPL, opaque=True) for kind in ("parameters", "pg_hba", "pg_ident")
+      for role in ("primary", "replica", "standby_leader")),
+    *(KeyRule(f"postgresql.{key}", HARM, "a per-member setting, read only from each member's own configuration")
+      for key in ("connect_address", "proxy_address", "listen", "config_dir", "data_dir", "pgpass",
+                  "authentication")),
+    KeyRule("pgwarden", IMPL),
+    KeyRule("pgwarden.lease_ttl", IMPL), KeyRule("pgwarden.keepalive_interval", IMPL),
+)
+"""The dynamic configuration (contract 6.3), plus pgwarden's own `pgwarden` section."""
+
+_TIMING_KEYS = ("ttl", "loop_wait", "retry_timeout")
+"""Local values of these win over /config in Patroni (contract 6.1): implemented in layering."""
+
+_SAFETY_KEYS = ("synchronous_mode", "synchronous_mode_strict", "synchronous_node_count", "maximum_lag_on_failover",
+                "maximum_lag_on_syncnode", "check_timeline", "failsafe_mode", "standby_cluster", "slots",
+                "permanent_slots", "permanent_replication_slots", "pause")
+"""Cluster-wide keys that a local file cannot set, and whose being ignored could lose data or open a
+second writer: refused there, so nobody believes they are in force."""
+
+LOCAL_TOP_LEVEL_DYNAMIC: tuple[KeyRule, ...] = (
+    *(KeyRule(key, IMPL) for key in _TIMING_KEYS),
+    *(KeyRule(key, REFUSE, _CLUSTER_WIDE_IN_LOCAL) for key in _SAFETY_KEYS),
+    *(KeyRule(key, HARM, _CLUSTER_WIDE_IN_LOCAL.replace(": move", " (move").replace("edit-config", "edit-config)"))
+      for key in ("primary_start_timeout", "master_start_timeout", "primary_stop_timeout", "master_stop_timeout",
+                  "primary_race_backoff", "max_timelines_history", "member_slots_ttl", "ignore_slots", "pgwarden")),
+)
+"""Dynamic keys written at the top level of a local file."""
+
+
+# -- judging a configuration ---------------------------------------------------------------------------
+
+
+def _match(rules: tuple[KeyRule, ...], path: tuple[str, ...], value: Any, root: Mapping[str, Any]) -> KeyRule | None:
+    """The first rule for `path` (exact names before `*`) that applies to `value`."""
+    for wildcard in (False, True):
+        for rule in rules:
+            parts = rule.path.split(".")
+            if len(parts) != len(path):
+                continue
+            if any(p != k and not (wildcard and p == "*") for p, k in zip(parts, path, strict=True)):
+                continue
+            if wildcard == ("*" in parts) and rule.applies(value, root):
+                return rule
+    return None
+
+
+def _walk(rules: tuple[KeyRule, ...], node: Mapping[str, Any], root: Mapping[str, Any],
+          prefix: tuple[str, ...]) -> Iterator[Verdict]:
+    for key, value in node.items():
+        path = (*prefix, str(key))
+        rule = _match(rules, path, value, root)
+        dotted = ".".join(path)
+        if rule is None:
+            yield Verdict(dotted, None, "")
+        elif rule.support is not Support.IMPLEMENTED:
+            yield Verdict(dotted, rule.support, rule.note)
+        elif isinstance(value, Mapping) and not rule.opaque:
+            yield from _walk(rules, value, root, path)
+
+
+def _selected_method_section(path: tuple[str, ...], root: Mapping[str, Any]) -> bool:
+    """`bootstrap.<name>` / `postgresql.<name>` that is the section of the method in use: its refusal is
+    the method's (bootstrap.method / create_replica_methods), not a second line."""
+    if path[0] == "bootstrap":
+        return path[1] == _bootstrap_method(root)
+    postgresql = root.get("postgresql")
+    methods = postgresql.get("create_replica_methods") if isinstance(postgresql, Mapping) else None
+    return path[1] in _names(methods)
+
+
+def judge_local(raw: Mapping[str, Any]) -> list[Verdict]:
+    """Every key of a local configuration (file merged with `PATRONI_*`) that is not simply implemented.
+    `bootstrap.dcs` is a dynamic configuration: `judge_dynamic` judges it."""
+    rules = LOCAL_RULES + LOCAL_TOP_LEVEL_DYNAMIC
+    verdicts = [v for v in _walk(rules, raw, raw, ()) if not _is_method_section(v, raw)]
+    if "watchdog" not in raw:
+        rule = _match(rules, ("watchdog",), None, raw)
+        if rule is not None and rule.support is not Support.IMPLEMENTED:
+            verdicts.append(Verdict("watchdog", rule.support, rule.note))
+    return verdicts
+
+
+def _is_method_section(verdict: Verdict, root: Mapping[str, Any]) -> bool:
+    path = tuple(verdict.path.split("."))
+    return (verdict.support is Support.HARMLESS and len(path) == 2 and path[0] in ("bootstrap", "postgresql")
+            and "section" in verdict.note and _selected_method_section(path, root))
+
+
+def judge_dynamic(raw: Mapping[str, Any]) -> list[Verdict]:
+    """Every key of a dynamic configuration (`/config`, `bootstrap.dcs`) that is not simply implemented."""
+    return list(_walk(DYNAMIC_RULES, raw, raw, ()))
+
+
+def refusals(verdicts: list[Verdict]) -> list[str]:
+    return [v.message for v in verdicts if v.support is Support.REFUSED]
+
+
+def warnings(verdicts: list[Verdict]) -> list[str]:
+    return [v.message for v in verdicts if v.support is not Support.REFUSED]
+
+
+def dynamic_refusals(raw: Any) -> list[str]:
+    """The refusal lines of a raw `/config` value (nothing for a value that is not a mapping: that one
+    is repaired to the defaults by validation.parse_dynamic, with a warning)."""
+    return refusals(judge_dynamic(raw)) if isinstance(raw, Mapping) else []
+
+
+# -- the table for users ------------------------------------------------------------------------------
+
+
+def compatibility_table() -> str:
+    """The table as Markdown (docs/compatibility.md holds it; a test keeps the two equal)."""
+    lines: list[str] = []
+    for title, rules in (("Local configuration (the YAML file, `PATRONI_*`)", LOCAL_RULES),
+                         ("Cluster-wide keys written in a local file", LOCAL_TOP_LEVEL_DYNAMIC),
+                         ("Dynamic configuration (`/config`, `bootstrap.dcs`)", DYNAMIC_RULES)):
+        lines += [f"### {title}", "", "| key | values | class | what pgwarden does |", "|---|---|---|---|"]
+        previous = ""
+        for rule in rules:
+            if rule.when is not None:
+                case = (rule.when.__doc__ or "").strip()
+            else:
+                case = "any other value" if rule.path == previous else "any"
+            note = rule.note or ("as Patroni does" if rule.support is IMPL else "")
+            lines.append(f"| `{rule.path}` | {case} | {rule.support.value} | {note} |")
+            previous = rule.path
+        lines.append("")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    print(compatibility_table())
