@@ -177,7 +177,9 @@ class Agent:
         self._api_dcs = await dcs_from_config(
             self.local.dcs.as_mapping(), namespace=self.local.namespace, scope=self.local.scope,
             name=self.local.name, ttl=self.config.ttl, readonly=True)
-        refused = await self._refused_cluster_config(self._dcs)
+        # One read before the first decision, for the start checks: a refused /config, a name in use.
+        cluster = await self._read_cluster_at_start(self._dcs)
+        refused = dynamic_refusals(cluster.config.value) if cluster and cluster.config else []
         ssl_context = None
         try:
             if refused:
@@ -192,7 +194,7 @@ class Agent:
             await self._dcs.close()
             await self._api_dcs.close()
             return 2
-        if await name_in_use(self._dcs, self.local.scope, self.local.name, self.config.retry_timeout):
+        if cluster is not None and await name_in_use(cluster, self.local.scope, self.local.name):
             log.critical(duplicate_name_line(self.local.name))
             await self._dcs.close()
             await self._api_dcs.close()
@@ -229,15 +231,14 @@ class Agent:
             log.info("pgwarden agent stopped")
         return self.state.exit_status
 
-    async def _refused_cluster_config(self, dcs: Dcs) -> list[str]:
-        """What pgwarden refuses in the cluster's `/config`, read once before the first decision: an
-        agent never starts half-configured (a standby cluster run as a primary one, say). An
-        unreachable DCS defers the judgement to ConfigSync, which never adopts a refused /config."""
+    async def _read_cluster_at_start(self, dcs: Dcs) -> ClusterView | None:
+        """The cluster as the start checks see it; None when the DCS cannot be read now. Then the
+        /config check is left to ConfigSync (which never adopts a refused /config) and the name check
+        is skipped."""
         try:
-            cluster = await bounded(dcs.get_cluster(), self.config.retry_timeout)
+            return await bounded(dcs.get_cluster(), self.config.retry_timeout)
         except (DcsError, TimeoutError):
-            return []
-        return dynamic_refusals(cluster.config.value) if cluster.config is not None else []
+            return None
 
     def request_stop(self) -> None:
         if not self.state.stopping:

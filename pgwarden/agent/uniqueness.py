@@ -15,8 +15,7 @@ from collections.abc import Mapping
 
 import aiohttp
 
-from pgwarden.aio import bounded
-from pgwarden.dcs import Dcs, DcsError
+from pgwarden.model import ClusterView
 
 ASK_TIMEOUT = 2.0
 
@@ -36,13 +35,9 @@ def answers_as(body: object, scope: str, name: str) -> bool:
     return about.get("name") == name and about.get("scope") in (None, scope)
 
 
-async def name_in_use(dcs: Dcs, scope: str, name: str, timeout: float) -> bool:
-    """True when `members/<name>` exists and its api_url answers as a running agent of that name.
-    An unreachable DCS or a silent api_url (a dead process's key still on its lease) is False."""
-    try:
-        cluster = await bounded(dcs.get_cluster(), timeout)
-    except (DcsError, TimeoutError):
-        return False
+async def name_in_use(cluster: ClusterView, scope: str, name: str) -> bool:
+    """True when `members/<name>` exists in `cluster` and its api_url answers as a running agent of
+    that name. A silent api_url (a dead process's key still on its lease) is False."""
     member = cluster.member(name)
     if member is None or not member.api_url:
         return False

@@ -20,12 +20,12 @@ from pydantic import ValidationError
 from pgwarden.config.errors import ConfigError, describe_validation_error
 from pgwarden.config.loader import read_raw
 from pgwarden.config.schema import Credentials, CtlConfig, EtcdConfig
+from pgwarden.config.support import ETCD2_REFUSAL
 from pgwarden.config.validation import validate_model
 
 DEFAULT_NAMESPACE = "/service"
 DCS_URL_SCHEMES = ("etcd3",)
-ETCD2_REFUSAL = ("the etcd v2 API is not supported yet: pgwarden would look for the cluster in etcd v3 and find "
-                 "nothing there")
+
 CONFIGURATION_VAR = "PATRONI_CONFIGURATION"
 
 

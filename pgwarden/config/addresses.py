@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import ipaddress
-from typing import TYPE_CHECKING, Protocol
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
     from pgwarden.config.schema import RestApiConfig
@@ -67,6 +68,22 @@ def proxy_url(proxy_address: str | None) -> str | None:
         return None
     host, port = parse_listen(proxy_address)
     return f"postgres://{url_host(host)}:{port}/postgres"
+
+
+def etcd_addresses(section: Mapping[str, Any]) -> list[str]:
+    """The etcd addresses Patroni's `etcd3` section names, in Patroni's order of forms: `url`, else
+    `hosts` (a list or a comma string), else `host` (one address or a comma string); [] for none.
+    Empty values never shadow the next form (a section built from the typed configuration carries
+    `hosts: []` next to the `host` the user wrote). The one reading of these forms: the typed
+    configuration (`EtcdConfig.endpoints`) and the DCS adapter (`dcs.etcd_hosts_from_config`) use it."""
+    if section.get("url"):
+        return [str(section["url"])]
+    for key in ("hosts", "host"):
+        value = section.get(key)
+        if value:
+            items = value.split(",") if isinstance(value, str) else [str(item) for item in value]
+            return [item.strip() for item in items if item.strip()]
+    return []
 
 
 def etcd_endpoint(address: str, protocol: str) -> str:

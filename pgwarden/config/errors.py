@@ -53,15 +53,25 @@ def key_path(loc: Sequence[str | int], prefix: str = "") -> str:
     return path or "(top level)"
 
 
-def describe_value(value: Any) -> str:
-    """A short, unambiguous rendering of a found value: its repr (cut) and its YAML-ish type."""
+_KINDS = {dict: "mapping", list: "list", str: "string", bool: "boolean", int: "integer", float: "number"}
+
+
+def _kind(value: Any) -> str:
+    """A value's YAML-ish type name."""
+    return _KINDS.get(type(value), type(value).__name__)
+
+
+def describe_value(value: Any, *, hidden: bool = False) -> str:
+    """A short, unambiguous rendering of a found value: its repr (cut) and its YAML-ish type; with
+    `hidden` (where a secret may be) its type only, never its text."""
     if value is None:
         return "nothing (null)"
+    if hidden:
+        return f"a {_kind(value)} (not shown)"
     text = repr(value)
     if len(text) > 60:
         text = text[:57] + "..."
-    kind = {dict: "mapping", list: "list", str: "string", bool: "boolean", int: "integer", float: "number"}
-    return f"{text} ({kind.get(type(value), type(value).__name__)})"
+    return f"{text} ({_kind(value)})"
 
 
 _SECRET_PARTS = ("authentication", "password", "passphrase", "secret", "token", "auth_data", "credential")
@@ -73,12 +83,6 @@ def is_secret_path(path: str) -> bool:
     return any(part in lowered for part in _SECRET_PARTS)
 
 
-def describe_hidden(value: Any) -> str:
-    """What was found where a secret may be: its kind only, never its text."""
-    kind = {dict: "mapping", list: "list", str: "string", bool: "boolean", int: "integer", float: "number"}
-    return "nothing (null)" if value is None else f"a {kind.get(type(value), type(value).__name__)} (not shown)"
-
-
 def describe_error(error: Any, prefix: str = "") -> tuple[str, str]:
     """One pydantic error dict -> (key path, message). No value found under a key that may hold a
     secret is ever repeated: messages end up in logs and terminals."""
@@ -86,7 +90,7 @@ def describe_error(error: Any, prefix: str = "") -> tuple[str, str]:
     if error["type"] == "missing":
         return path, f"{path}: expected a value (required key), found nothing"
     found = error.get("input")
-    shown = describe_hidden(found) if is_secret_path(path) else describe_value(found)
+    shown = describe_value(found, hidden=is_secret_path(path))
     return path, f"{path}: {_expected(error)}, found {shown}"
 
 

@@ -19,7 +19,8 @@ from typing import Annotated, Any, ClassVar, Literal
 
 from annotated_types import Ge, Le
 
-from pgwarden.config.addresses import etcd_endpoint, parse_listen
+from pgwarden.config.addresses import etcd_addresses, etcd_endpoint, parse_listen
+from pgwarden.config.dynamic import Seconds
 from pgwarden.config.gucs import Parameters
 from pgwarden.config.paths import check_data_dir
 from pgwarden.config.rules import After, Before, Section
@@ -52,15 +53,6 @@ def _null_as(empty: Callable[[], Any]) -> Callable[[Any], Any]:
 def _text(value: Any) -> Any:
     """Secrets and names that YAML may read as numbers (`password: 123456`) are meant as text."""
     return str(value) if isinstance(value, int | float) and not isinstance(value, bool) else value
-
-
-def _whole_seconds(value: Any) -> Any:
-    """Timing values as Patroni casts them: 10.0 and '10' are 10."""
-    if isinstance(value, float) and value.is_integer():
-        return int(value)
-    if isinstance(value, str) and value.strip().isdigit():
-        return int(value.strip())
-    return value
 
 
 def _comma_list(value: Any) -> Any:
@@ -104,7 +96,6 @@ Options = Annotated[list[Any] | dict[str, Any], Before(_options)]
 MAX_INT32 = 2**31 - 1
 Timeout = Annotated[int, Ge(0), Le(86400)]  # seconds: at most a day
 Priority = Annotated[int, Ge(0), Le(MAX_INT32)]
-TimingSeconds = Annotated[int, Before(_whole_seconds), Le(3600)]  # ttl, loop_wait, retry_timeout (dynamic.MAX_TIMING)
 
 
 # -- sections: each a frozen dataclass, built by keyword ---------------------------------------------
@@ -244,14 +235,10 @@ class EtcdConfig(Section):
 
     @property
     def endpoints(self) -> tuple[str, ...]:
-        """The etcd client URLs to use, in order: `url`, else `hosts`, else `host`, else `proxy`."""
-        if self.url:
-            return (self.url.rstrip("/"),)
-        if self.hosts:
-            return tuple(etcd_endpoint(h, self.protocol) for h in self.hosts)
-        if self.host:
-            return tuple(etcd_endpoint(h, self.protocol) for h in _comma_list(self.host))
-        return (etcd_endpoint(self.proxy or "", self.protocol),)
+        """The etcd client URLs to use, in order: `url`, else `hosts`, else `host` (`etcd_addresses`),
+        else `proxy`."""
+        addresses = etcd_addresses(self.as_mapping()) or [self.proxy or ""]
+        return tuple(etcd_endpoint(address, self.protocol) for address in addresses)
 
     def as_mapping(self) -> dict[str, Any]:
         """The section as Patroni's `etcd3` mapping (what `pgwarden.dcs.dcs_from_config` reads)."""
@@ -456,9 +443,9 @@ class LocalConfig(Section):
     postgresql: PostgresqlConfig
     tags: TagsConfig = field(default_factory=TagsConfig)
     watchdog: WatchdogConfig = field(default_factory=WatchdogConfig)
-    ttl: TimingSeconds | None = None
-    loop_wait: TimingSeconds | None = None
-    retry_timeout: TimingSeconds | None = None
+    ttl: Seconds | None = None
+    loop_wait: Seconds | None = None
+    retry_timeout: Seconds | None = None
     """As in Patroni, a member's own ttl/loop_wait/retry_timeout win over /config (layering.layer)."""
     other_keys: Mapping[str, Any] = field(default_factory=dict)
     """Top-level keys not modelled here (`support.py` judges them: cluster-wide settings misplaced in a

@@ -154,6 +154,10 @@ _TLS_NOTE = "PostgreSQL connection options for this user (libpq)"
 _ROLE_KEYS = ("username", "password", "sslmode", "sslkey", "sslpassword", "sslcert", "sslrootcert", "sslcrl",
               "sslcrldir", "sslnegotiation", "gssencmode", "channel_binding")
 
+ETCD2_REFUSAL = ("the etcd v2 API is not supported yet: pgwarden would look for the cluster in etcd v3 and find "
+                 "nothing there")
+"""Also the CLI's words for an `etcd:` section or an etcd:// URL (cli/target.py)."""
+
 _DCS_REFUSAL = ("is not supported by pgwarden yet (etcd v3 is); run the cluster on etcd v3 with an `etcd3:` "
                 "section, or keep Patroni on this cluster for now")
 
@@ -204,9 +208,8 @@ LOCAL_RULES: tuple[KeyRule, ...] = (
     *(KeyRule(f"etcd3.{key}", REFUSE, "etcd discovery through a proxy or DNS SRV records is not supported yet; "
               "list the etcd endpoints in etcd3.hosts instead", when=_set) for key in ("proxy", "srv", "srv_suffix")),
     *(KeyRule(f"etcd3.{key}", IMPL, when=_empty) for key in ("proxy", "srv", "srv_suffix")),
-    KeyRule("etcd", REFUSE, "the etcd v2 API is not supported yet: pgwarden would look for the cluster in etcd v3 and "
-            "find nothing there. Keep Patroni on this cluster, or move it to the v3 API first (an `etcd3:` "
-            "section with the same hosts)"),
+    KeyRule("etcd", REFUSE, f"{ETCD2_REFUSAL}. Keep Patroni on this cluster, or move it to the v3 API first (an "
+            "`etcd3:` section with the same hosts)"),
     *(KeyRule(name, REFUSE, f"{name} {_DCS_REFUSAL}") for name in ("consul", "zookeeper", "exhibitor", "kubernetes",
                                                               "raft")),
     KeyRule("citus", REFUSE, "Citus clusters are not supported by pgwarden; keep Patroni for Citus"),

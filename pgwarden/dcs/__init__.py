@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlsplit
 
+from pgwarden.config.addresses import etcd_addresses
 from pgwarden.dcs.base import Dcs, DcsError
 
 __all__ = ["Dcs", "DcsError", "dcs_from_config", "etcd_hosts_from_config"]
@@ -29,20 +30,9 @@ def _host_port(item: str) -> tuple[str, int]:
 
 
 def etcd_hosts_from_config(section: Mapping[str, Any]) -> list[tuple[str, int]]:
-    """The etcd endpoints named by Patroni's `etcd3` section: `url`, else `hosts` (list or comma string),
-    else `host` (one address or a comma string). Empty values never shadow the next form: a section
-    built from the typed configuration carries `hosts: []` next to the `host` the user wrote."""
-    items: Sequence[str]
-    if section.get("url"):
-        items = [str(section["url"])]
-    elif section.get("hosts"):
-        hosts = section["hosts"]
-        items = hosts.split(",") if isinstance(hosts, str) else [str(h) for h in hosts]
-    elif section.get("host"):
-        items = str(section["host"]).split(",")
-    else:
-        items = ["127.0.0.1:2379"]  # Patroni's default when nothing is configured
-    return [_host_port(item) for item in items if item.strip()]
+    """The etcd endpoints named by Patroni's `etcd3` section (`config.addresses.etcd_addresses`), as
+    (host, port); Patroni's default 127.0.0.1:2379 when it names none."""
+    return [_host_port(item) for item in etcd_addresses(section) or ["127.0.0.1:2379"]]
 
 
 def _check_supported(section: Mapping[str, Any]) -> None:

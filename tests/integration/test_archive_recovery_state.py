@@ -4,8 +4,6 @@ as Patroni does; without one it publishes none. Streaming again, it says "stream
 
 from __future__ import annotations
 
-import shutil
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -14,6 +12,7 @@ import psycopg
 import pytest
 
 from pgwarden.localcluster import ETCD_BIN, PG_BIN, LocalCluster, Node, wait_until
+from tests.support.cluster import running_cluster
 
 pytestmark = [
     pytest.mark.integration,
@@ -29,17 +28,8 @@ def _restore_command(node: Node) -> dict[str, Any]:
 
 @pytest.fixture
 def cluster() -> Iterator[LocalCluster]:
-    workdir = Path(tempfile.mkdtemp(prefix="pgwarden-it-archive-"))
-    workdir.chmod(0o755)
-    local = LocalCluster(workdir, scope="itarchive", etcd_ports=(0, 0), pg_base_port=0, api_base_port=0,
-                         extra_config=_restore_command)
-    try:
-        local.start()
-        local.wait_healthy(120)
+    with running_cluster("it-archive", "itarchive", extra_config=_restore_command) as local:
         yield local
-    finally:
-        local.stop()
-        shutil.rmtree(workdir, ignore_errors=True)
 
 
 def _sql(cluster: LocalCluster, node: Node, query: str) -> None:

@@ -7,12 +7,8 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
-import tempfile
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -20,7 +16,8 @@ from typing import Any
 import pytest
 import yaml
 
-from pgwarden.localcluster import ETCD_BIN, PG_BIN, LocalCluster, Node, wait_until
+from pgwarden.localcluster import ETCD_BIN, PG_BIN, LocalCluster, wait_until
+from tests.support.cluster import pgwarden, rest, running_cluster
 from tests.unit.test_config_support import DYNAMIC_REFUSALS, LOCAL_REFUSALS
 
 pytestmark = [
@@ -29,36 +26,12 @@ pytestmark = [
                        reason="needs etcd and PostgreSQL 15"),
 ]  # fmt: skip
 
-PGWARDEN = [os.environ.get("PGWARDEN_PYTHON", "/opt/pgwarden/venv/bin/python"), "-m", "pgwarden.cli.entry"]
-
-
-def rest(node: Node, method: str, path: str, body: Any = None) -> tuple[int, str]:
-    data = json.dumps(body).encode() if body is not None else None
-    call = urllib.request.Request(node.api_url + path, data=data, method=method,
-                                  headers={"Content-Type": "application/json"})
-    try:
-        with urllib.request.urlopen(call, timeout=30) as response:
-            return response.status, response.read().decode()
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.read().decode()
-
-
-def pgwarden(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([*PGWARDEN, *args], capture_output=True, text=True, timeout=60, check=False, cwd=cwd)
 
 
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[LocalCluster]:
-    workdir = Path(tempfile.mkdtemp(prefix="pgwarden-refusals-"))
-    workdir.chmod(0o755)
-    local = LocalCluster(workdir, size=2, scope="refusals", etcd_ports=(0, 0), pg_base_port=0, api_base_port=0)
-    try:
-        local.start()
-        local.wait_healthy(replicas=1)
+    with running_cluster("refusals", "refusals", size=2) as local:
         yield local
-    finally:
-        local.stop()
-        shutil.rmtree(workdir, ignore_errors=True)
 
 
 @pytest.mark.parametrize(("extra", "line"), LOCAL_REFUSALS[:6])

@@ -14,14 +14,9 @@ One cluster for the module (< 3 minutes in all).
 
 from __future__ import annotations
 
-import contextlib
 import json
-import shutil
 import subprocess
-import tempfile
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -31,6 +26,7 @@ from click.testing import CliRunner
 
 from pgwarden.cli.main import main
 from pgwarden.localcluster import ETCD_BIN, PG_BIN, LocalCluster, Node, wait_until
+from tests.support.cluster import print_logs_if_failed, rest, running_cluster
 
 pytestmark = [
     pytest.mark.integration,
@@ -44,27 +40,14 @@ SCOPE = "garbage"
 
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[LocalCluster]:
-    workdir = Path(tempfile.mkdtemp(prefix="pgwarden-garbage-"))
-    workdir.chmod(0o755)
-    local = LocalCluster(workdir, scope=SCOPE, etcd_ports=(0, 0), pg_base_port=0, api_base_port=0)
-    try:
-        local.start()
-        local.wait_healthy(120)
+    with running_cluster("garbage", SCOPE) as local:
         yield local
-    finally:
-        local.stop()
-        shutil.rmtree(workdir, ignore_errors=True)
 
 
 @pytest.fixture(autouse=True)
 def _logs_on_failure(cluster: LocalCluster, request: pytest.FixtureRequest) -> Iterator[None]:
     yield
-    report = getattr(request.node, "rep_call", None)
-    if report is not None and report.failed:
-        for node in cluster.nodes:
-            with contextlib.suppress(OSError):
-                print(f"==== {node.name} agent log (tail)")
-                print("\n".join(node.log_path.read_text(errors="replace").splitlines()[-40:]))
+    print_logs_if_failed(cluster, request)
 
 
 def etcdctl(cluster: LocalCluster, *args: str) -> str:
@@ -85,17 +68,6 @@ def put_raw(cluster: LocalCluster, name: str, text: str) -> None:
 def get_raw(cluster: LocalCluster, name: str) -> str | None:
     out = etcdctl(cluster, "get", key(name), "--print-value-only")
     return out[:-1] if out else None  # etcdctl adds a newline
-
-
-def rest(node: Node, method: str, path: str, body: Any = None) -> tuple[int, str]:
-    data = None if body is None else json.dumps(body).encode()
-    request = urllib.request.Request(node.api_url + path, data=data, method=method,
-                                     headers={"Content-Type": "application/json"})
-    try:
-        with urllib.request.urlopen(request, timeout=60) as response:
-            return response.status, response.read().decode()
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.read().decode()
 
 
 def pgwarden(cluster: LocalCluster, *args: str) -> Any:

@@ -9,7 +9,6 @@ expired and came back every few seconds and /cluster often listed one member onl
 
 from __future__ import annotations
 
-import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from pgwarden.localcluster import ETCD_BIN, PG_BIN, LocalCluster
-from tests.integration.test_config_refusals import rest
+from tests.support.cluster import rest, running_cluster
 
 pytestmark = [
     pytest.mark.integration,
@@ -28,16 +27,8 @@ pytestmark = [
 
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[LocalCluster]:
-    workdir = Path(tempfile.mkdtemp(prefix="pgwarden-bounds-"))
-    workdir.chmod(0o755)
-    local = LocalCluster(workdir, size=2, scope="bounds", etcd_ports=(0, 0), pg_base_port=0, api_base_port=0)
-    try:
-        local.start()
-        local.wait_healthy(replicas=1)
+    with running_cluster("bounds", "bounds", size=2) as local:
         yield local
-    finally:
-        local.stop()
-        local.remove()
 
 
 def _listed(cluster: LocalCluster) -> set[str]:

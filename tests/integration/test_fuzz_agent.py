@@ -13,11 +13,8 @@ tests/unit/test_fuzz_inputs.py.
 
 from __future__ import annotations
 
-import contextlib
 import json
-import shutil
 import subprocess
-import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -27,6 +24,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from pgwarden.localcluster import ETCD_BIN, PG_BIN, LocalCluster, Node, wait_until
+from tests.support.cluster import print_logs_if_failed, running_cluster
 
 pytestmark = [
     pytest.mark.integration,
@@ -44,26 +42,14 @@ PAUSE = 0.3
 
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[LocalCluster]:
-    workdir = Path(tempfile.mkdtemp(prefix="pgwarden-fuzzagent-"))
-    workdir.chmod(0o755)
-    local = LocalCluster(workdir, size=1, scope=SCOPE, etcd_ports=(0, 0), pg_base_port=0, api_base_port=0)
-    try:
-        local.start()
-        local.wait_healthy(120, replicas=0)
+    with running_cluster("fuzzagent", SCOPE, size=1) as local:
         yield local
-    finally:
-        local.stop()
-        shutil.rmtree(workdir, ignore_errors=True)
 
 
 @pytest.fixture(autouse=True)
 def _logs_on_failure(cluster: LocalCluster, request: pytest.FixtureRequest) -> Iterator[None]:
     yield
-    report = getattr(request.node, "rep_call", None)
-    if report is not None and report.failed:
-        with contextlib.suppress(OSError):
-            print("==== agent log (tail)")
-            print("\n".join(cluster.nodes[0].log_path.read_text(errors="replace").splitlines()[-60:]))
+    print_logs_if_failed(cluster, request, lines=60)
 
 
 def etcdctl(cluster: LocalCluster, *args: str, stdin: bytes | None = None) -> bytes:

@@ -14,7 +14,6 @@ import signal
 import stat
 import subprocess
 import sys
-import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -27,6 +26,7 @@ import pytest
 import yaml
 
 from pgwarden.localcluster import ETCD_BIN, PG_BIN, LocalCluster, Node, wait_until
+from tests.support.cluster import rest, running_cluster
 
 pytestmark = [
     pytest.mark.integration,
@@ -37,28 +37,8 @@ pytestmark = [
 
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[LocalCluster]:
-    workdir = Path(tempfile.mkdtemp(prefix="pgwarden-it-parity-"))
-    workdir.chmod(0o755)
-    local = LocalCluster(workdir, scope="parity", etcd_ports=(0, 0), pg_base_port=0, api_base_port=0)
-    try:
-        local.start()
-        local.wait_healthy(120)
+    with running_cluster("it-parity", "parity") as local:
         yield local
-    finally:
-        local.stop()
-        shutil.rmtree(workdir, ignore_errors=True)
-
-
-def _request(node: Node, method: str, path: str, body: dict[str, Any] | None = None,
-             timeout: float = 60) -> tuple[int, str]:
-    data = json.dumps(body).encode() if body is not None else None
-    request = urllib.request.Request(node.api_url + path, data=data, method=method,
-                                     headers={"Content-Type": "application/json"})
-    try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:
-            return response.status, response.read().decode()
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.read().decode()
 
 
 def _log(node: Node, start: int = 0) -> str:
@@ -74,7 +54,7 @@ def _config(node: Node) -> dict[str, Any]:
 
 
 def _patch(node: Node, patch: dict[str, Any]) -> dict[str, Any]:
-    status, text = _request(node, "PATCH", "/config", patch)
+    status, text = rest(node, "PATCH", "/config", patch)
     assert status == 200, text
     return dict(json.loads(text))
 
@@ -166,7 +146,7 @@ def test_timing_that_breaks_the_rule_is_accepted_and_adjusted_with_a_warning(clu
     assert "Warning: loop_wait (2) + 2*retry_timeout (11) exceeds ttl (20)" in done.stdout
     refused = subprocess.run([*cli, "-s", "retry_timeout=2"], capture_output=True, text=True, timeout=60)
     assert refused.returncode == 1 and "retry_timeout" in refused.stdout + refused.stderr
-    status, text = _request(leader, "PATCH", "/config", {"ttl": 10})
+    status, text = rest(leader, "PATCH", "/config", {"ttl": 10})
     assert status == 400 and "ttl" in text
     _patch(leader, {"retry_timeout": 5})
 
@@ -201,12 +181,12 @@ def test_paused_restart_starts_a_stopped_postgres_and_scheduling_is_refused(clus
         wait_until(lambda: replica.postmaster_pid() is None, 30, "the replica's PostgreSQL to stop")
         wait_until(lambda: replica.get("/patroni")[1].get("state") != "running", 10,  # type: ignore[union-attr]
                    "the agent to see it stopped")
-        status, text = _request(replica, "POST", "/restart", {})
+        status, text = rest(replica, "POST", "/restart", {})
         assert (status, text) == (200, "restarted successfully")
         wait_until(lambda: replica.get("/patroni")[1].get("state") == "running", 10,  # type: ignore[union-attr]
                    "PostgreSQL running again")
         when = (datetime.now(UTC) + timedelta(hours=1)).isoformat()
-        status, text = _request(leader, "POST", "/switchover",
+        status, text = rest(leader, "POST", "/switchover",
                                 {"leader": leader.name, "candidate": replica.name, "scheduled_at": when})
         assert (status, text) == (400, "Can't schedule switchover in the paused state")
     finally:
@@ -219,7 +199,7 @@ def test_paused_restart_starts_a_stopped_postgres_and_scheduling_is_refused(clus
 
 def test_exact_refusal_texts(cluster: LocalCluster) -> None:
     leader = cluster.wait_healthy(60)
-    assert _request(leader, "POST", "/reinitialize", {}) == (503, "I am the leader, can not reinitialize")
+    assert rest(leader, "POST", "/reinitialize", {}) == (503, "I am the leader, can not reinitialize")
 
 
 # -- item 6: a changed start timeout applies at once -------------------------------------------------
@@ -254,7 +234,7 @@ def test_a_leader_stopped_when_nobody_may_promote_releases_the_key(cluster: Loca
         config = yaml.safe_load(node.config_path.read_text())
         config["tags"] = {"nofailover": True}
         node.config_path.write_text(yaml.safe_dump(config, sort_keys=False))
-        assert _request(node, "POST", "/reload")[0] == 202
+        assert rest(node, "POST", "/reload")[0] == 202
 
     def tagged() -> bool:
         status, body = leader.get("/cluster")
@@ -273,6 +253,6 @@ def test_a_leader_stopped_when_nobody_may_promote_releases_the_key(cluster: Loca
         config = yaml.safe_load(node.config_path.read_text())
         config["tags"] = {}
         node.config_path.write_text(yaml.safe_dump(config, sort_keys=False))
-        _request(node, "POST", "/reload")
+        rest(node, "POST", "/reload")
     cluster.start_agent(leader)
     cluster.wait_healthy(120)

@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,7 +20,7 @@ import pytest
 import yaml
 
 from pgwarden.localcluster import ETCD_BIN, PG_BIN, LocalCluster, wait_until
-from tests.integration.test_config_refusals import pgwarden, rest
+from tests.support.cluster import pgwarden, rest, running_cluster
 
 pytestmark = [
     pytest.mark.integration,
@@ -32,16 +31,8 @@ pytestmark = [
 
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[LocalCluster]:
-    workdir = Path(tempfile.mkdtemp(prefix="pgwarden-params-"))
-    workdir.chmod(0o755)
-    local = LocalCluster(workdir, size=1, scope="params", etcd_ports=(0, 0), pg_base_port=0, api_base_port=0)
-    try:
-        local.start()
-        local.wait_healthy(replicas=0)
+    with running_cluster("params", "params", size=1) as local:
         yield local
-    finally:
-        local.stop()
-        local.remove()
 
 
 def _setting(cluster: LocalCluster, name: str) -> str:

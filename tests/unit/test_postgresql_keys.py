@@ -22,6 +22,7 @@ from pgwarden.postgres import conf
 from pgwarden.postgres.controller import PgController
 from pgwarden.postgres.settings import Credentials, PgSettings, Upstream
 from pgwarden.postgres.versions import for_version, server_major, wal_keep_size
+from tests.unit.test_pgconf import conf_values
 
 LEADER = Upstream("pg-1", "10.0.0.1", 5433)
 
@@ -37,15 +38,6 @@ def make_settings(**overrides: Any) -> PgSettings:
     }
     values.update(overrides)
     return PgSettings(**values)
-
-
-def conf_values(text: str) -> dict[str, str]:
-    out = {}
-    for line in text.splitlines():
-        name, sep, value = line.partition(" = ")
-        if sep:
-            out[name] = value
-    return out
 
 
 def local_config(**postgresql: Any) -> Any:
