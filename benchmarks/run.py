@@ -35,7 +35,7 @@ import aiohttp
 from pgwarden.config import load_local
 from pgwarden.drill import AgentRestarter, Drill, DrillOptions, Fault, Progress, Report, read_topology
 from pgwarden.drill.topology import multi_host_dsn
-from pgwarden.localcluster import DEMO_DCS, LocalCluster, Node
+from pgwarden.localcluster.cluster import DEMO_DCS, LocalCluster, Node
 
 TIMINGS: Mapping[str, Mapping[str, int] | None] = {
     "default": None,  # pgwarden's own defaults: no ttl/loop_wait/retry_timeout in bootstrap.dcs

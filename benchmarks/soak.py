@@ -53,7 +53,7 @@ from typing import Any
 import psycopg
 
 from pgwarden.drill.workload import Writer, current_timeline, prepare_table
-from pgwarden.localcluster import DEMO_DCS, LocalCluster, Node
+from pgwarden.localcluster.cluster import DEMO_DCS, LocalCluster, Node
 
 HOG_CODE = "while True:\n    pass\n"
 REST_TIMEOUT = 1.0

@@ -46,7 +46,9 @@ from pgwarden.config import load_local
 from pgwarden.drill import Drill, DrillOptions, Fault, read_topology
 from pgwarden.drill.runner import RunResult
 from pgwarden.drill.topology import multi_host_dsn
-from pgwarden.localcluster import DEMO_DCS, PG_BIN, LocalCluster, wait_until
+from pgwarden.localcluster.cluster import DEMO_DCS, LocalCluster
+from pgwarden.localcluster.postgres import PG_BIN
+from pgwarden.localcluster.processes import wait_until
 
 MODES = ("async", "on", "quorum")
 PGBENCH = str(Path(PG_BIN, "pgbench"))

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
-from typing import Any
+from typing import Any, Literal
 
 LSN = int
 """A WAL position as a byte offset (PostgreSQL's pg_lsn as an integer)."""
@@ -165,7 +165,7 @@ class ClusterStatus:
     """pgwarden's own field (Patroni ignores it): the highest timeline number a leader of this cluster
     has promoted to, written *before* the promotion. Unlike the `history` row (written after it), it
     survives a new primary losing the DCS right after promoting, so the next promotion can pick a
-    number nobody has used (see `agent.execute._claim_timeline`)."""
+    number nobody has used (see `engine.steps._claim_timeline`)."""
 
 
 def status_with_timeline_floor(status: ClusterStatus, floor: int) -> ClusterStatus:
@@ -210,6 +210,18 @@ class HistoryEntry:
     new_leader: str | None = None
 
 
+REPAIRED_REASON = "repaired from PostgreSQL's timeline history"
+
+
+def _lineage_rows(current: Sequence[HistoryEntry], lineage: Sequence[tuple[int, LSN, str]],
+                  stamp: str | None) -> list[HistoryEntry]:
+    """A row per lineage entry: the `current` row with that timeline and switch point (its timestamp
+    and leader kept), else a new one stamped `stamp`."""
+    matching = {(h.timeline, h.lsn): h for h in current}
+    return [matching.get((ended, lsn)) or HistoryEntry(ended, lsn, reason or REPAIRED_REASON, stamp, None)
+            for ended, lsn, reason in lineage]
+
+
 def history_for_lineage(current: Sequence[HistoryEntry], lineage: Sequence[tuple[int, LSN, str]], leader: str,
                         stamp: str | None, limit: int = 0) -> list[HistoryEntry] | None:
     """The `history` rows for the primary whose PostgreSQL timeline history is `lineage` (ended
@@ -218,21 +230,47 @@ def history_for_lineage(current: Sequence[HistoryEntry], lineage: Sequence[tuple
     PostgreSQL's own file is the truth: rows it lacks belong to other branches (a timeline number
     another member used, skipped by a reservation) and go; rows with another switch point for the
     same number are replaced. Rows that match keep their timestamp and leader; new ones get `stamp`,
-    and the last one (the timeline this primary ended) names `leader`.
+    and a new last one (the timeline this primary ended) names `leader`.
     """
     if not lineage:
         return None
-    matching = {(h.timeline, h.lsn): h for h in current}
-    rows = []
-    for index, (ended, lsn, reason) in enumerate(lineage):
-        last = index == len(lineage) - 1
-        rows.append(matching.get((ended, lsn)) or HistoryEntry(
-            ended, lsn, reason or "repaired from PostgreSQL's timeline history", stamp, leader if last else None))
+    rows = _lineage_rows(current, lineage, stamp)
+    if rows[-1].new_leader is None:
+        rows[-1] = replace(rows[-1], new_leader=leader)
     if limit > 0:
         rows = rows[-limit:]
     wanted = [(h.timeline, h.lsn) for h in rows]
     have = sorted((h.timeline, h.lsn) for h in current)
     return None if wanted == (have[-limit:] if limit > 0 else have) else rows
+
+
+def history_after_promotion(current: Sequence[HistoryEntry], lineage: Sequence[tuple[int, LSN, str]],
+                            decided: tuple[int, LSN, str], new_timeline: int | None, leader: str,
+                            stamp: str | None, limit: int = 0) -> list[HistoryEntry]:
+    """`history` after this member promoted to `new_timeline`: the one rule for its rows.
+
+    `lineage` is the new timeline's own history file. PostgreSQL switches timeline where its replay
+    ended, which may be later than where the decision saw it (past the old primary's shutdown
+    checkpoint after a switchover), and a promotion may skip numbers reserved elsewhere, so the file
+    is the truth: the rows are exactly its lineage (rows of other branches go), and the last one, the
+    timeline just ended, is this promotion's, naming `leader` (even when another branch had switched
+    at the same point: the replicas read "the newest row names the leader" as "history is current").
+    Only when the file cannot be read does the decision's `decided` row stand, appended to the rows
+    there are (replacing a row for the same timeline), its timeline taken as the one before
+    `new_timeline` when the decision's idea lagged.
+    """
+    if lineage:
+        ended, lsn, reason = lineage[-1]
+        rows = _lineage_rows(current, lineage[:-1], stamp)
+        rows.append(HistoryEntry(ended, lsn, reason or decided[2], stamp, leader))
+    else:
+        timeline, lsn, reason = decided
+        if new_timeline is not None and new_timeline - 1 > timeline:
+            timeline = new_timeline - 1
+        rows = [h for h in current if h.timeline != timeline]
+        rows.append(HistoryEntry(timeline, lsn, reason, stamp, leader))
+        rows.sort(key=lambda h: h.timeline)
+    return rows[-limit:] if limit > 0 else rows
 
 
 @dataclass(frozen=True, slots=True)
@@ -251,6 +289,99 @@ class Versioned:
 
     value: Mapping[str, Any]
     revision: int
+
+
+DEFAULT_TTL, DEFAULT_LOOP_WAIT, DEFAULT_MAXIMUM_LAG_ON_FAILOVER = 30, 10, 1048576
+"""Patroni's defaults for these /config settings (`DynamicView`, `config.dynamic.DynamicConfig`)."""
+MAX_TIMING = 3600
+"""ttl, loop_wait, retry_timeout, lease_ttl, primary_race_backoff: at most an hour (see config.dynamic)."""
+MAX_BYTES = 2**63 - 1
+"""Byte counts (maximum_lag_on_*): what an LSN difference (int64) can be."""
+
+SynchronousMode = Literal["off", "on", "quorum"]
+
+_TRUE_WORDS = frozenset({"on", "true", "yes", "1"})
+_FALSE_WORDS = frozenset({"off", "false", "no", "0"})
+
+
+def switch_of(value: Any) -> bool | None:
+    """A /config switch (`pause`, `failsafe_mode`, ...) read as Patroni reads one: a boolean, or
+    on/true/yes/1 and off/false/no/0 in any case (as a number or a string, surrounding blanks
+    ignored as the validator ignores them); None for anything else, which Patroni reads as off."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int | str):
+        word = str(value).strip().lower()
+        if word in _TRUE_WORDS:
+            return True
+        if word in _FALSE_WORDS:
+            return False
+    return None
+
+
+def synchronous_mode_of(value: Any) -> SynchronousMode | None:
+    """`synchronous_mode` as Patroni reads it: "quorum", "on" for a true switch (True, "on", "true",
+    "yes", 1, ...; `switch_of`), "off" for a false one; None for anything else (off for Patroni too,
+    and a value the validator refuses). The one reading: `DynamicView` and the agent's validated
+    `config.dynamic.DynamicConfig` both use it."""
+    if isinstance(value, str) and value.strip().lower() == "quorum":
+        return "quorum"
+    switch = switch_of(value)
+    return None if switch is None else "on" if switch else "off"
+
+
+def _count_of(value: Any, default: int, maximum: int) -> int:
+    """A whole number from 0 to `maximum` in /config (an int, a whole float, digits), else `default`."""
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if isinstance(value, str):
+        text = value.strip()  # (bounded below: int() refuses thousands of digits)
+        value = int(text) if text.isascii() and text.isdigit() and len(text) <= 40 else None
+    in_range = isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= maximum
+    return value if in_range else default
+
+
+@dataclass(frozen=True, slots=True)
+class DynamicView:
+    """The settings of the `config` key that the core, the REST API and the CLI read off a cluster,
+    parsed once. Values in the DCS are anybody's: one of the wrong type reads as its default (Patroni's),
+    never raises. The agent itself runs with the fully validated `config.dynamic.DynamicConfig`."""
+
+    paused: bool = False
+    synchronous_mode: SynchronousMode = "off"
+    """`synchronous_mode_of`: garbage reads as off."""
+    failsafe_mode: bool = False
+    standby_cluster: bool = False
+    """A non-empty `standby_cluster` section."""
+    ttl: int = DEFAULT_TTL
+    loop_wait: int = DEFAULT_LOOP_WAIT
+    maximum_lag_on_failover: int = DEFAULT_MAXIMUM_LAG_ON_FAILOVER
+
+    @property
+    def synchronous(self) -> bool:
+        """Synchronous mode is on (`on` or `quorum`)."""
+        return self.synchronous_mode != "off"
+
+    @property
+    def quorum(self) -> bool:
+        return self.synchronous_mode == "quorum"
+
+    @classmethod
+    def parse(cls, value: Any) -> DynamicView:
+        """The view of a `config` value (defaults for anything but a mapping)."""
+        if not isinstance(value, Mapping):
+            return cls()
+        standby = value.get("standby_cluster")
+        return cls(
+            paused=switch_of(value.get("pause")) is True,
+            synchronous_mode=synchronous_mode_of(value.get("synchronous_mode")) or "off",
+            failsafe_mode=switch_of(value.get("failsafe_mode")) is True,
+            standby_cluster=isinstance(standby, Mapping) and bool(standby),
+            ttl=_count_of(value.get("ttl"), DEFAULT_TTL, MAX_TIMING),
+            loop_wait=_count_of(value.get("loop_wait"), DEFAULT_LOOP_WAIT, MAX_TIMING),
+            maximum_lag_on_failover=_count_of(value.get("maximum_lag_on_failover"), DEFAULT_MAXIMUM_LAG_ON_FAILOVER,
+                                              MAX_BYTES),
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -273,6 +404,12 @@ class ClusterView:
     unreadable: Mapping[str, int] = field(default_factory=dict)
     """Keys that exist but hold a value that could not be decoded (`failover`, `config`, ...) -> their
     mod_revision: read as absent, yet still there to be replaced or deleted with compare-and-swap."""
+    dynamic: DynamicView = field(init=False, repr=False, compare=False)
+    """`config` parsed (the defaults when there is none): what everybody but `edit-config` and
+    `GET /config`, which show the document itself, reads of it. Derived, so `replace` keeps it true."""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "dynamic", DynamicView.parse(self.config.value if self.config else None))
 
     def member(self, name: str) -> Member | None:
         for m in self.members:
@@ -302,7 +439,7 @@ class ClusterView:
 
     @property
     def paused(self) -> bool:
-        return bool(self.config and self.config.value.get("pause"))
+        return self.dynamic.paused
 
 
 MAX_TIMELINE = 0xFFFFFFFF

@@ -7,7 +7,8 @@ from typing import Any
 
 import pytest
 
-from tests.support.etcd import EtcdServer, etcd_available
+from pgwarden.localcluster.etcd import etcd_available
+from tests.support.etcd import EtcdServer
 
 
 @pytest.fixture

@@ -21,12 +21,12 @@ import signal
 from collections.abc import Mapping
 
 from pgwarden.aio import bounded
+from pgwarden.engine.steps import HOOK_TIMEOUT
 from pgwarden.postgres.process import child_env
 
 log = logging.getLogger("pgwarden")
 
 CALLBACK_ACTIONS = ("on_start", "on_stop", "on_restart", "on_reload", "on_role_change")
-HOOK_TIMEOUT = 60.0
 
 
 class Callbacks:

@@ -17,8 +17,10 @@ from datetime import datetime
 from pgwarden.aio import bounded
 from pgwarden.api.control import ControlResult, RestartRequest
 from pgwarden.core import Decision, Outcome, render
-from pgwarden.core.types import OperatorRequest, Reinitialize, ReinitRequested, Restart, RestartRequested, Why
+from pgwarden.core.reasons import Why
+from pgwarden.core.snapshot import OperatorRequest, ReinitRequested, RestartRequested
 from pgwarden.dcs import Dcs, DcsError
+from pgwarden.engine.loop import RequestBook
 from pgwarden.model import ClusterView, PgState, Role
 
 log = logging.getLogger("pgwarden")
@@ -27,66 +29,51 @@ POLL = 0.1
 
 
 @dataclass
-class PendingRequest:
-    request: OperatorRequest
-    answer: asyncio.Future[ControlResult]
-    started: bool = False  # the core chose to carry it out; the answer follows its outcome
-
-
-@dataclass
 class RequestDesk:
-    """At most one operator request at a time, waiting for the next decision."""
+    """At most one operator request at a time, waiting for the next decision: the shared rules
+    (`engine.loop.RequestBook`, which the simulator runs too) plus the REST answer to give."""
 
-    pending: PendingRequest | None = None
+    book: RequestBook = field(default_factory=RequestBook)
+    reply: asyncio.Future[ControlResult] | None = None
+    """The REST request's answer, once the request is started or refused."""
     scheduled_restart: tuple[float, RestartRequested, str] | None = None  # (epoch, request, ISO text)
     wake: Callable[[], None] = field(default=lambda: None)
 
     def submit(self, request: OperatorRequest) -> asyncio.Future[ControlResult] | None:
-        if self.pending is not None:
+        if not self.book.submit(request):
             return None
-        future: asyncio.Future[ControlResult] = asyncio.get_running_loop().create_future()
-        self.pending = PendingRequest(request, future)
+        self.reply = asyncio.get_running_loop().create_future()
         self.wake()
-        return future
+        return self.reply
 
     def due_request(self, wall: float) -> OperatorRequest | None:
         """The request for this snapshot: a pending one, or a scheduled restart whose time has come."""
-        if self.pending is None and self.scheduled_restart is not None and self.scheduled_restart[0] <= wall:
+        if self.book.request is None and self.scheduled_restart is not None and self.scheduled_restart[0] <= wall:
             _, request, _ = self.scheduled_restart
             self.scheduled_restart = None
-            loop = asyncio.get_running_loop()
-            self.pending = PendingRequest(request, loop.create_future())
+            self.book.submit(request)
+            self.reply = asyncio.get_running_loop().create_future()
             log.info("scheduled restart is due")
-        return self.pending.request if self.pending and not self.pending.started else None
+        return self.book.due_request(wall)
 
-    def decided(self, decision: Decision) -> None:
-        """The core answered the pending request: started (the outcome will follow) or refused."""
-        pending = self.pending
-        if pending is None or pending.started:
-            return
-        wanted = Restart if isinstance(pending.request, RestartRequested) else Reinitialize
-        if isinstance(decision.action, wanted):
-            pending.started = True
-            if isinstance(pending.request, ReinitRequested):
-                self._answer(ControlResult(200, "reinitialize started"))
-            return
-        self._answer(ControlResult(503, refusal_text(decision)))
+    def answer(self, request: OperatorRequest, started: bool | None, decision: Decision) -> None:
+        """The core answered `request` (`RequestBook.decided`): started (a restart's answer follows its
+        outcome) or refused."""
+        if started is False:
+            self._answer(ControlResult(503, refusal_text(decision)))
+        elif started and isinstance(request, ReinitRequested):
+            self._answer(ControlResult(200, "reinitialize started"))
 
     def finished(self, outcome: Outcome) -> None:
-        pending = self.pending
-        if pending is None or not pending.started or outcome.action not in ("restart", "reinitialize"):
-            return
-        if outcome.action == "restart":
+        if isinstance(self.book.finished(outcome), RestartRequested):
             # Patroni's texts; the agent's log says why a restart failed.
             text = "restarted successfully" if outcome.ok else "restart failed"
             self._answer(ControlResult(200 if outcome.ok else 503, text))
-        else:
-            self.pending = None  # already answered when it started
 
     def _answer(self, result: ControlResult) -> None:
-        pending, self.pending = self.pending, None
-        if pending is not None and not pending.answer.done():
-            pending.answer.set_result(result)
+        reply, self.reply = self.reply, None
+        if reply is not None and not reply.done():
+            reply.set_result(result)
 
 
 def refusal_text(decision: Decision) -> str:

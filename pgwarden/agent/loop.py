@@ -41,29 +41,43 @@ from pgwarden.config.checker import CheckerError, ConfigChecker
 from pgwarden.config.gucs import CATALOG_QUERY, FILE_ERRORS_QUERY, GucCatalog, catalog_problems, refused_settings
 from pgwarden.config.schema import CONFLICTING_TAGS
 from pgwarden.config.support import dynamic_refusals
-from pgwarden.core import Decision, Memory, Outcome, Snapshot, decide, extended_wake, render
-from pgwarden.core.classify import needs_peer_statuses
-from pgwarden.core.render import render_race
-from pgwarden.core.types import (
+from pgwarden.core import Decision, Outcome, decide, extended_wake, render
+from pgwarden.core.actions import (
     AcquireLeader,
     Bootstrap,
     Clone,
     Demote,
     DemoteMode,
     Promote,
-    Reason,
     Reinitialize,
-    ReleaseLeader,
     RenewLeader,
     Restart,
     Shutdown,
     StartPostgres,
-    TaskInFlight,
     Wait,
-    Why,
-    keepalive_period,
 )
+from pgwarden.core.reasons import Reason, Why
+from pgwarden.core.render import render_race
+from pgwarden.core.snapshot import TaskInFlight, keepalive_period
 from pgwarden.dcs import Dcs, DcsError, dcs_from_config
+from pgwarden.engine.loop import (
+    NO_REPROBE,
+    Act,
+    CycleEnded,
+    Decided,
+    DecideFailed,
+    FetchPeers,
+    LoopBook,
+    LoopEffect,
+    Moment,
+    ProbeLocal,
+    PublishMember,
+    ReadCluster,
+    RefreshSettings,
+    Stopping,
+    cycle,
+    must_stop_after_failed_cycle,
+)
 from pgwarden.model import ClusterView, DataDirState, LocalPg
 from pgwarden.postgres.controller import PgController
 from pgwarden.postgres.datadir import become_subreaper, reap_orphaned_postgres
@@ -71,18 +85,19 @@ from pgwarden.postgres.exitwatch import ExitWatch
 from pgwarden.postgres.probe import Prober
 from pgwarden.postgres.settings import Upstream
 from pgwarden.postgres.versions import CHANGES as VERSION_CHANGES
+from pgwarden.rest_client import settings_from_config
 
 from .callbacks import Callbacks
 from .configsync import ConfigSync
 from .control import AgentControlImpl, RequestDesk
 from .dyncache import CACHE_NAME, cache_path, read_cache, write_cache
-from .execute import BACKGROUND, ExecContext, execute
+from .execute import BACKGROUND, ExecContext, execute, interpret_async
+from .heap import trim_heap
 from .logsetup import LogSetupError, configure_logging
 from .member import member_json
-from .memory import trim_heap
 from .peers import fetch_peers
+from .pgsettings import pg_settings
 from .uniqueness import duplicate_name_line, name_in_use
-from .wiring import ha_settings, pg_settings
 
 log = logging.getLogger("pgwarden")
 
@@ -91,10 +106,7 @@ EXIT_GAVE_UP = 3
 service manager should not restart it (the systemd unit's RestartPreventExitStatus). 2: refused
 configuration."""
 MONITOR_REARM = 1.0  # seconds between looks for a postmaster to watch while none is running
-READ_STOP_BUDGET = 0.5  # time kept, after a bounded DCS read, to stop PostgreSQL before the lock deadline
 POSTMASTER_CHECK = 0.1
-MIN_NAP_AFTER_FAILURE = 1.0
-MIN_NAP = 0.05
 CRASH_CONFIG_WAIT = 2.0  # how long a cycle with PostgreSQL down waits for a /config validation in flight
 
 
@@ -106,10 +118,10 @@ class _Background:
 
 @dataclass
 class AgentState:
-    """The agent's mutable bookkeeping, in one place (the core's memory is `memory`)."""
+    """The agent's mutable bookkeeping, in one place. What the simulator's loop shares with it (the
+    core's memory, outcomes, the keepalive's send time, the end of the last cycle) is in `book`."""
 
-    memory: Memory = field(default_factory=Memory)
-    outcomes: list[Outcome] = field(default_factory=list)
+    book: LoopBook = field(default_factory=LoopBook)
     cluster: ClusterView | None = None
     dcs_last_seen: float | None = None
     dcs_error: str | None = None
@@ -118,9 +130,7 @@ class AgentState:
     stopping: bool = False
     finished: bool = False
     next_cycle_deadline: float = 0.0
-    last_cycle_end: float = 0.0
     metrics: AgentMetrics = field(default_factory=AgentMetrics)
-    keepalive_sent_at: float | None = None  # send time of the last successful lease keepalive
     pg_observed_at: float | None = None  # monotonic instant of the probe behind `pg`
     exit_status: int = 0  # non-zero once the core gave up (a fatal Shutdown: bootstrap keeps failing)
     backoff_logged: tuple[str, str] | None = None  # the backoff (why, failures) whose line was logged last
@@ -143,7 +153,7 @@ class Agent:
         self.config_sync = ConfigSync(checker, (local, None), on_ready=self.wake.set)
         self.holder = StateHolder(self._node_state(time.monotonic()), wakeup=self.wake.set)
         self.holder.set_refresher(self._refresh_pg)
-        self.desk = RequestDesk(wake=self.wake.set)
+        self.desk = RequestDesk(book=self.state.book.requests, wake=self.wake.set)
         self.callbacks = Callbacks(local.postgresql.callbacks.as_mapping(), local.scope)
         self._dcs: Dcs | None = None
         self._api_dcs: Dcs | None = None
@@ -171,12 +181,12 @@ class Agent:
         become_subreaper()
         self._dcs = await dcs_from_config(
             self.local.dcs.as_mapping(), namespace=self.local.namespace, scope=self.local.scope,
-            name=self.local.name, ttl=self.config.lease_ttl)
+            name=self.local.name, ttl=self.config.ha.lease_ttl)
         # The REST handlers get their own connection: their reads must not consume the watch
         # notifications the HA loop relies on.
         self._api_dcs = await dcs_from_config(
             self.local.dcs.as_mapping(), namespace=self.local.namespace, scope=self.local.scope,
-            name=self.local.name, ttl=self.config.ttl, readonly=True)
+            name=self.local.name, ttl=self.config.ha.ttl, readonly=True)
         # One read before the first decision, for the start checks: a refused /config, a name in use.
         cluster = await self._read_cluster_at_start(self._dcs)
         refused = dynamic_refusals(cluster.config.value) if cluster and cluster.config else []
@@ -236,7 +246,7 @@ class Agent:
         /config check is left to ConfigSync (which never adopts a refused /config) and the name check
         is skipped."""
         try:
-            return await bounded(dcs.get_cluster(), self.config.retry_timeout)
+            return await bounded(dcs.get_cluster(), self.config.ha.retry_timeout)
         except (DcsError, TimeoutError):
             return None
 
@@ -286,7 +296,7 @@ class Agent:
     def control(self) -> AgentControlImpl:
         assert self._api_dcs is not None
         return AgentControlImpl(dcs=self._api_dcs, desk=self.desk, cluster=lambda: self.state.cluster,
-                                paused=lambda: self.config.paused, reload=self.reload_local_config,
+                                paused=lambda: bool(self.config.dynamic.pause), reload=self.reload_local_config,
                                 wake=self.wake.set)
 
     def _management_routes(self) -> Any:
@@ -361,12 +371,9 @@ class Agent:
             if self._trim_due:
                 trim_heap()  # after start-up, and after a new configuration: free pages go back
                 self._trim_due = False
-            nap = decision.wake_at - time.monotonic()
-            last = self.state.outcomes[-1] if self.state.outcomes else None
-            floor = MIN_NAP_AFTER_FAILURE if last is not None and not last.ok else MIN_NAP
             if self.state.finished:
                 break
-            await self._nap_after(decision, max(nap, floor - (time.monotonic() - started)))
+            await self._nap_after(decision, self.state.book.nap(decision, started, time.monotonic()))
 
     async def _cycle_failed(self) -> Decision:
         """A cycle raised: a bug. The fallback is fixed in advance and does not depend on the failing
@@ -374,10 +381,10 @@ class Agent:
         the keepalive (which stops when cycles stop completing) can never leave a writer behind."""
         log.exception("Unexpected exception raised, please report it as a BUG")
         now = time.monotonic()
-        deadline = self._published_lock_deadline(self.state.memory.lock_deadline is not None)
-        if self.state.pg.is_primary and (deadline is None or now >= deadline - 1.0):
+        deadline = self._published_lock_deadline(self.state.book.memory.lock_deadline is not None)
+        if must_stop_after_failed_cycle(self.state.pg.is_primary, deadline, now):
             await self._emergency_stop("the HA cycle is failing and the lease may run out")
-        return Decision(Wait(), Reason(Why.NO_ACTION), now + 1.0, self.state.memory)
+        return Decision(Wait(), Reason(Why.NO_ACTION), now + 1.0, self.state.book.memory)
 
     async def _emergency_stop(self, why: str) -> None:
         log.error("stopping PostgreSQL immediately: %s", why)
@@ -389,7 +396,7 @@ class Agent:
         deadline naps on while keepalives have moved that deadline on (`extended_wake`)."""
         while await self._nap(seconds) is False and not self.state.finished:
             now = time.monotonic()
-            deadline = self._published_lock_deadline(self.state.memory.lock_deadline is not None)
+            deadline = self._published_lock_deadline(self.state.book.memory.lock_deadline is not None)
             later = extended_wake(decision, deadline, now)
             if later is None:
                 return
@@ -407,51 +414,69 @@ class Agent:
         return woken
 
     async def _cycle(self) -> Decision:
+        """One HA cycle (`engine.loop.cycle`, which the simulator runs too), its effects done for real."""
+        return await interpret_async(cycle(self.state.book, self.local.name, decide), self._perform)
+
+    async def _perform(self, effect: LoopEffect) -> Any:
         dcs = self._require_dcs()
-        cluster = await self._read_cluster(dcs)
-        await self._refresh_config(dcs, cluster)
-        pg = await self._probe_pg()
-        if not pg.running and self.config_sync.validating:
-            # PostgreSQL is down (a crash, say) while a changed configuration is being validated: what
-            # happens now may depend on it (primary_start_timeout: 0 fails over instead of restarting in
-            # place), so wait for it, briefly, rather than decide with the one of before the change.
-            await self.config_sync.settle(CRASH_CONFIG_WAIT)
-            await self._refresh_config(dcs, cluster)
-        peers: tuple[Any, ...] = ()
-        if needs_peer_statuses(cluster, self.local.name, self.state.stopping) and cluster is not None:
-            assert self._http is not None
-            peers = await fetch_peers(self._http, cluster.members, self.local.name)
-        now, wall = time.monotonic(), time.time()
-        background = self._running_background()
-        request = self.desk.due_request(wall)
-        snapshot = Snapshot(
-            me=self.local.name, now=now, settings=ha_settings(self.config), pg=pg, dcs=cluster,
-            peers=peers, memory=self.state.memory, last=tuple(self.state.outcomes),
-            task=background.info if background else None, shutting_down=self.state.stopping,
-            wall=wall, request=request)
-        self.state.outcomes.clear()
-        decision = self._decide(snapshot)
-        self._log_decision(decision, snapshot.paused)
-        if request is not None:
-            self.desk.decided(decision)
-        self.state.memory = decision.memory
-        self.state.next_cycle_deadline = decision.wake_at
-        self.holder.publish(self._node_state(now))
-        await self._act(decision, cluster, snapshot.paused)
-        await self._seed_config(dcs, cluster)
-        await self._touch_member(dcs, cluster)
-        self.state.last_cycle_end = time.monotonic()
-        self._count(decision, cluster, self.state.last_cycle_end - now)
-        return decision
+        match effect:
+            case ReadCluster():
+                return await self._read_cluster(dcs)
+            case ProbeLocal():
+                return await self._probe_pg()
+            case RefreshSettings(cluster=cluster, pg=pg):
+                await self._refresh_config(dcs, cluster)
+                if not pg.running and self.config_sync.validating:
+                    # PostgreSQL is down (a crash, say) while a changed configuration is being validated:
+                    # what happens now may depend on it (primary_start_timeout: 0 fails over instead of
+                    # restarting in place), so wait for it, briefly, rather than decide with the old one.
+                    await self.config_sync.settle(CRASH_CONFIG_WAIT)
+                    await self._refresh_config(dcs, cluster)
+                return self.config.ha
+            case Stopping():
+                return self.state.stopping
+            case FetchPeers(cluster=cluster):
+                assert self._http is not None
+                rest = settings_from_config(self.local.ctl, self.local.restapi)
+                return await fetch_peers(self._http, cluster.members, self.local.name, settings=rest)
+            case Moment():
+                now, wall = time.monotonic(), time.time()
+                self.desk.due_request(wall)  # a scheduled restart whose time has come becomes the pending request
+                background = self._running_background()
+                return now, wall, background.info if background else None, self.state.stopping
+            case DecideFailed(error=error):
+                log.error("Unexpected exception in the decision core, please report it as a BUG", exc_info=error)
+                return None
+            case Decided(snapshot=snapshot, decision=decision, request=request, started=started):
+                self._log_decision(decision, snapshot.paused)
+                if request is not None:
+                    self.desk.answer(request, started, decision)
+                self.state.next_cycle_deadline = decision.wake_at
+                self.holder.publish(self._node_state(snapshot.now))
+                return None
+            case Act(decision=decision, snapshot=snapshot):
+                await self._act(decision, snapshot.dcs, snapshot.paused)
+                return None
+            case PublishMember(cluster=cluster):
+                await self._seed_config(dcs, cluster)
+                await self._touch_member(dcs, cluster)
+                return None
+            case CycleEnded(decision=decision, cluster=cluster, started=started_at):
+                self.state.book.last_cycle_end = end = time.monotonic()
+                self._count(decision, cluster, end - started_at)
+                return end
+            case _:
+                raise AssertionError(f"unhandled loop effect {effect!r}")
 
     def _count(self, decision: Decision, cluster: ClusterView | None, seconds: float) -> None:
         """Update pgwarden's own metrics from what this cycle decided and how its action went."""
         m = self.state.metrics
         m = replace(m, ha_cycles=m.ha_cycles + 1, last_cycle_seconds=seconds)
-        last = self.state.outcomes[-1] if self.state.outcomes else None
+        last = self.state.book.outcomes[-1] if self.state.book.outcomes else None
         ok = last is not None and last.ok and last.action == decision.action.kind
         if isinstance(decision.action, RenewLeader) and ok and last is not None:
-            m = replace(m, lease_renewals=m.lease_renewals.observe(max(0.0, self.state.last_cycle_end - last.sent_at)))
+            renewal = max(0.0, self.state.book.last_cycle_end - last.sent_at)
+            m = replace(m, lease_renewals=m.lease_renewals.observe(renewal))
         if isinstance(decision.action, Promote) and ok:
             planned = cluster is not None and cluster.failover is not None
             m = replace(m, promotions=m.promotions + 1, switchovers=m.switchovers + planned,
@@ -465,18 +490,6 @@ class Agent:
         elif not holds and cluster is not None:
             m = replace(m, leader_since=None)
         self.state.metrics = m
-
-    def _decide(self, snapshot: Snapshot) -> Decision:
-        try:
-            return decide(snapshot)
-        except Exception:
-            # A bug in the core. The fallback is fixed in advance: never renew, and stop writes before
-            # the lease we last proved can expire elsewhere.
-            log.exception("Unexpected exception in the decision core, please report it as a BUG")
-            deadline = snapshot.memory.lock_deadline
-            must_stop = snapshot.pg.is_primary and (deadline is None or snapshot.now >= deadline - 1)
-            action: Any = Demote(DemoteMode.IMMEDIATE_NOLOCK) if must_stop else Wait()
-            return Decision(action, Reason(Why.NO_ACTION), snapshot.now + 1, snapshot.memory)
 
     def _log_decision(self, decision: Decision, paused: bool, outcome: Outcome | None = None) -> None:
         line = decision_line(decision, outcome)
@@ -504,7 +517,7 @@ class Agent:
             self.state.background = _Background(task, TaskInFlight(kind, time.monotonic()))
             return
         outcome = await _safe_execute(action, ctx)
-        self.state.outcomes.append(outcome)
+        self.state.book.outcomes.append(outcome)
         self._notify(action, outcome)
         if isinstance(action, AcquireLeader):
             self._log_decision(decision, paused, outcome)  # the race's line says how it ended
@@ -514,7 +527,7 @@ class Agent:
             self.state.finished = True
             if action.fatal:
                 self.state.exit_status = EXIT_GAVE_UP
-        if not isinstance(action, (Wait, RenewLeader, AcquireLeader, ReleaseLeader)):
+        if not isinstance(action, NO_REPROBE):
             await self._probe_and_publish()  # PostgreSQL changed: publish the truth now, not at the next probe
 
     def _notify(self, action: Any, outcome: Outcome) -> None:
@@ -548,7 +561,7 @@ class Agent:
             log.info("%s finished: %s", action.kind, outcome.detail or "ok")
         else:
             log.warning("%s failed: %s", action.kind, outcome.detail)
-        self.state.outcomes.append(outcome)
+        self.state.book.outcomes.append(outcome)
         self.state.background = None
         self.desk.finished(outcome)
         self._notify(action, outcome)
@@ -564,10 +577,7 @@ class Agent:
     async def _read_cluster(self, dcs: Dcs) -> ClusterView | None:
         """One read of the scope. A leader bounds it by its lock deadline: a read that hangs until
         its timeout must never carry the leader past the point where it has to stop writes."""
-        budget = None
-        deadline = self._published_lock_deadline(self.state.memory.lock_deadline is not None)
-        if deadline is not None:
-            budget = read_budget(deadline - time.monotonic(), self.state.memory.paused_when_last_seen)
+        budget = self.state.book.read_budget(self.config.ha, time.monotonic())
         try:
             if budget is not None and budget <= 0:
                 raise DcsError("not reading the DCS: the lock deadline is too close")
@@ -605,8 +615,8 @@ class Agent:
             if fresh.warnings != self.config.warnings:
                 for warning in fresh.warnings:
                     log_config_warning(warning)
-            if fresh.lease_ttl != self.config.lease_ttl:
-                await dcs.set_ttl(fresh.lease_ttl)
+            if fresh.ha.lease_ttl != self.config.ha.lease_ttl:
+                await dcs.set_ttl(fresh.ha.lease_ttl)
             self.config = fresh
             self._timing_changed.set()
             self._trim_due = True
@@ -682,11 +692,11 @@ class Agent:
             return
         background = self._running_background()
         data = member_json(pg=self.state.pg, conn_url=self.config.conn_url, api_url=self.config.api_url,
-                           tags=self.config.tags, task=str(background.info.kind) if background else None,
+                           tags=self.config.ha.tags, task=str(background.info.kind) if background else None,
                            proxy_url=self.config.proxy_url)
         if self.desk.scheduled_restart is not None:
             data["scheduled_restart"] = {"schedule": self.desk.scheduled_restart[2]}
-        if self.config.paused:
+        if self.config.dynamic.pause:
             data["pause"] = True
         with contextlib.suppress(DcsError):
             await dcs.touch_member(data)
@@ -725,7 +735,7 @@ class Agent:
                 pg = self.state.pg
                 pid = pg.postmaster_pid if pg.running else None
                 # Without a postmaster, look again soon for one an action or a probe found meanwhile.
-                if not await watch.wait(pid, MONITOR_REARM if pid is None else self.config.loop_wait):
+                if not await watch.wait(pid, MONITOR_REARM if pid is None else self.config.ha.loop_wait):
                     continue
                 if self.state.finished:
                     break
@@ -748,17 +758,15 @@ class Agent:
         dcs = self._require_dcs()
         while not self.state.finished:
             await self._keepalive_nap()
-            stalled = time.monotonic() - self.state.last_cycle_end > 2 * self.config.loop_wait + 2
-            if self.state.last_cycle_end == 0.0 or stalled or self.state.stopping:
+            if not self.state.book.keepalive_allowed(time.monotonic(), self.config.ha.loop_wait, self.state.stopping):
                 continue
             sent = time.monotonic()
             try:
                 ok = await dcs.keepalive()
             except DcsError:
                 ok = False
-            self.state.outcomes.append(Outcome(action="keepalive", ok=ok, sent_at=sent))
+            self.state.book.outcomes.append(self.state.book.keepalive_done(ok, sent))
             if ok:
-                self.state.keepalive_sent_at = sent
                 self.holder.publish(self._node_state(time.monotonic()))
 
     async def _keepalive_nap(self) -> None:
@@ -767,7 +775,8 @@ class Agent:
         the short lease's period, not at the end of the old one (the new lease would lapse meanwhile)."""
         started = time.monotonic()
         while not self.state.finished:
-            period = keepalive_period(self.config.keepalive_interval, self.config.lease_ttl, leading=self._holds_lock())
+            period = keepalive_period(self.config.dynamic.pgwarden.keepalive_interval, self.config.ha.lease_ttl,
+                                      leading=self._holds_lock())
             left = started + period - time.monotonic()
             if left <= 0:
                 return
@@ -783,19 +792,13 @@ class Agent:
 
     def _published_lock_deadline(self, holds_lock: bool) -> float | None:
         """The core's lock deadline, moved on by keepalives sent since the last decision."""
-        deadline = self.state.memory.lock_deadline
-        if not holds_lock or deadline is None:
-            return None
-        sent = self.state.keepalive_sent_at
-        if sent is not None:
-            deadline = max(deadline, ha_settings(self.config).lock_deadline(sent))
-        return deadline
+        return self.state.book.published_lock_deadline(self.config.ha, holds_lock)
 
     async def _watch(self) -> None:
         dcs = self._require_dcs()
         while not self.state.finished:
             try:
-                if await dcs.wait_for_change(self.config.loop_wait):
+                if await dcs.wait_for_change(self.config.ha.loop_wait):
                     self.wake.set()
             except DcsError:
                 await asyncio.sleep(1.0)
@@ -808,9 +811,10 @@ class Agent:
             api_url=self.config.api_url, conn_url=self.config.conn_url, pg=self.state.pg, cluster=cluster,
             dcs_last_seen=self.state.dcs_last_seen,
             lock_deadline=self._published_lock_deadline(holds_lock),
-            tags=self.config.tags, paused=self.config.paused, standby_cluster=self.config.standby_cluster is not None,
-            maximum_lag_on_failover=self.config.maximum_lag_on_failover, ttl=self.config.ttl,
-            loop_wait=self.config.loop_wait,
+            tags=self.config.ha.tags, paused=bool(self.config.dynamic.pause),
+            standby_cluster=self.config.dynamic.standby_cluster is not None,
+            maximum_lag_on_failover=self.config.ha.maximum_lag_on_failover, ttl=self.config.ha.ttl,
+            loop_wait=self.config.ha.loop_wait,
             next_cycle_deadline=max(self.state.next_cycle_deadline, now),
             dcs_reachable=self.state.dcs_error is None,
             metrics=self.state.metrics,
@@ -830,22 +834,6 @@ def log_config_warning(warning: str) -> None:
     """A configuration warning: Patroni's own sentences (conflicting tags) verbatim, so log alerts
     written for Patroni match; pgwarden's own after a `configuration: ` prefix."""
     log.warning("%s" if warning.startswith(CONFLICTING_TAGS) else "configuration: %s", warning)
-
-
-def read_budget(left: float, paused: bool) -> float | None:
-    """How long a leader's DCS read may take, `left` seconds before its lock deadline: None for no
-    bound beyond the client's own timeout, 0 or less for no read at all.
-
-    Before the deadline the read must leave READ_STOP_BUDGET to stop PostgreSQL, so close to it there
-    is no read. Past it, an unpaused agent does not read either: the core stops a primary at once
-    without a read (a read hanging until its timeout would only delay that), and a keepalive that
-    proves a new lease brings the reads back. In maintenance mode, though, a primary keeps running
-    past its lease by design, and only a read can show it that the operator resumed and another
-    member took over (then it demotes): it reads normally, with the client's own timeout.
-    """
-    if left > READ_STOP_BUDGET:
-        return left - READ_STOP_BUDGET
-    return None if left <= 0 and paused else 0.0
 
 
 def _dump_tasks() -> None:

@@ -1,8 +1,10 @@
 """Ask the other members for their status (`GET <api_url>`), all in parallel, each under a short timeout.
 
-Used only when a leader race or a handover needs WAL positions. A peer that does not answer, answers
-with an error or with JSON we cannot read is simply `reachable=False`: it neither wins nor blocks a
-race (its position is unknown, and the atomic leader key settles ties).
+Used only when a leader race or a handover needs WAL positions. A peer that does not answer, or
+answers with something other than a status JSON we can read, is simply `reachable=False`: it neither
+wins nor blocks a race (its position is unknown, and the atomic leader key settles ties). The calls go
+through the members' REST client (`pgwarden.rest_client`); `peer_from_json`, the pure reading of an
+answer, is shared with the simulator.
 """
 
 from __future__ import annotations
@@ -13,8 +15,9 @@ from typing import Any
 
 import aiohttp
 
-from pgwarden.core.types import PeerStatus
+from pgwarden.core.snapshot import PeerStatus
 from pgwarden.model import Member
+from pgwarden.rest_client import RestClient, RestSettings
 
 PEER_TIMEOUT = 2.0
 
@@ -62,22 +65,22 @@ def _int_or_none(value: object) -> int | None:
     return None
 
 
-async def fetch_one(session: aiohttp.ClientSession, member: Member, timeout: float) -> PeerStatus:
-    if not member.api_url:
+async def fetch_one(client: RestClient, member: Member, timeout: float) -> PeerStatus:
+    body = await client.status(member.api_url, timeout=timeout) if member.api_url else None
+    if body is None:
         return PeerStatus(name=member.name, reachable=False)
     try:
-        async with asyncio.timeout(timeout), session.get(member.api_url) as response:
-            body = await response.json(content_type=None)
-        if not isinstance(body, Mapping):
-            raise ValueError("status is not a JSON object")
         return peer_from_json(member.name, body)
-    except (aiohttp.ClientError, TimeoutError, ValueError, OSError):
+    except ValueError:
         return PeerStatus(name=member.name, reachable=False)
 
 
 async def fetch_peers(session: aiohttp.ClientSession, members: Sequence[Member], me: str,
-                      timeout: float = PEER_TIMEOUT) -> tuple[PeerStatus, ...]:
-    """Statuses of every member but `me`, sorted by name."""
+                      timeout: float = PEER_TIMEOUT, settings: RestSettings | None = None) -> tuple[PeerStatus, ...]:
+    """Statuses of every member but `me`, sorted by name, asked over the agent's `session` with the
+    REST client `settings` (the CA, client certificate and credentials of `ctl`/`restapi`, as Patroni
+    asks its peers: with a private CA, peers would otherwise all look unreachable in a race)."""
+    client = RestClient(settings, session=session)
     others = sorted((m for m in members if m.name != me), key=lambda m: m.name)
-    results = await asyncio.gather(*(fetch_one(session, m, timeout) for m in others))
+    results = await asyncio.gather(*(fetch_one(client, m, timeout) for m in others))
     return tuple(results)

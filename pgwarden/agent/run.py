@@ -4,7 +4,7 @@ The agent lives for months, so what its process loads stays resident that long. 
 reached without the CLI's libraries (`pgwarden.cli.entry` routes `pgwarden agent CONFIG` here before
 click is imported; `pgwarden agent --help` still goes through click), validates the configuration in
 a child process (`config.checker`: no pydantic, no PyYAML here); the agent then gives back to the OS
-the memory start-up left free (`agent.memory.trim_heap`).
+the memory start-up left free (`agent.heap.trim_heap`).
 """
 
 from __future__ import annotations

@@ -10,12 +10,10 @@ yet when the check runs, so any such answer comes from another process.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Mapping
 
-import aiohttp
-
 from pgwarden.model import ClusterView
+from pgwarden.rest_client import RestClient
 
 ASK_TIMEOUT = 2.0
 
@@ -41,10 +39,6 @@ async def name_in_use(cluster: ClusterView, scope: str, name: str) -> bool:
     member = cluster.member(name)
     if member is None or not member.api_url:
         return False
-    try:
-        async with aiohttp.ClientSession() as session, asyncio.timeout(ASK_TIMEOUT), \
-                session.get(member.api_url) as response:
-            body = await response.json(content_type=None)
-    except (aiohttp.ClientError, TimeoutError, ValueError, OSError):
-        return False
+    async with RestClient() as client:
+        body = await client.status(member.api_url, timeout=ASK_TIMEOUT)
     return answers_as(body, scope, name)

@@ -167,8 +167,7 @@ def replication_lag(s: NodeState, mode: LagMode = "apply") -> int | None:
 
 def sync_mode(cluster: ClusterView) -> str:
     """The mode: "quorum" when /config says synchronous_mode: quorum, else "sync"."""
-    mode = cluster.config.value.get("synchronous_mode") if cluster.config else None
-    return "quorum" if mode == "quorum" else "sync"
+    return "quorum" if cluster.dynamic.quorum else "sync"
 
 
 def in_sync_key(cluster: ClusterView | None, name: str) -> bool:

@@ -81,7 +81,7 @@ def _failover_priority(s: NodeState, now: float) -> float:
 
 
 def _failsafe_enabled(s: NodeState, now: float) -> float:
-    return _flag(bool(s.cluster and s.cluster.config and s.cluster.config.value.get("failsafe_mode")))
+    return _flag(s.cluster is not None and s.cluster.dynamic.failsafe_mode)
 
 
 def _state_index(s: NodeState, now: float) -> float:

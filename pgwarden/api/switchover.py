@@ -23,7 +23,6 @@ from pgwarden.model import ClusterView, Member, PgState, Role
 
 Action = Literal["switchover", "failover"]
 FAILOVER_KEY = "failover"  # the key's name in ClusterView.unreadable (dcs.codec.FAILOVER)
-SYNC_MODES = frozenset({True, "on", "true", "quorum"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,13 +56,8 @@ def parse_switchover(body: Mapping[str, Any], action: Action, now: datetime) -> 
     return SwitchoverRequest(action, leader, candidate, schedule(raw_schedule, now, "switchover"))
 
 
-def _sync_mode(cluster: ClusterView) -> bool:
-    mode = cluster.config.value.get("synchronous_mode") if cluster.config else None
-    return mode in SYNC_MODES
-
-
 def _candidate_refusal(cluster: ClusterView, request: SwitchoverRequest, name: str) -> ControlResult | None:
-    if request.action == "switchover" and _sync_mode(cluster) and not in_sync_key(cluster, name):
+    if request.action == "switchover" and cluster.dynamic.synchronous and not in_sync_key(cluster, name):
         return ControlResult(412, "candidate name does not match with sync_standby")
     member = cluster.member(name)
     if member is None:
@@ -80,7 +74,7 @@ def _good_candidate(cluster: ClusterView, member: Member) -> bool:
     """A member the leader could hand over to: promotable, running, a replica, in sync when required."""
     if not (member.tags.can_promote and member.state == PgState.RUNNING and member.role == Role.REPLICA):
         return False
-    return not _sync_mode(cluster) or in_sync_key(cluster, member.name)
+    return not cluster.dynamic.synchronous or in_sync_key(cluster, member.name)
 
 
 def check_switchover(cluster: ClusterView, request: SwitchoverRequest, paused: bool) -> ControlResult | None:

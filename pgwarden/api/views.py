@@ -31,8 +31,7 @@ def _sync_role(cluster: ClusterView, name: str) -> str | None:
 def member_role(cluster: ClusterView, member: Member) -> str:
     """leader | standby_leader | sync_standby | quorum_standby | replica."""
     if cluster.leader and cluster.leader.name == member.name:
-        standby = bool(cluster.config and cluster.config.value.get("standby_cluster"))
-        return "standby_leader" if standby else "leader"
+        return "standby_leader" if cluster.dynamic.standby_cluster else "leader"
     return _sync_role(cluster, member.name) or "replica"
 
 

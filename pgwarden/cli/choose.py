@@ -15,15 +15,11 @@ class ChoiceError(ValueError):
     """A member, role or time that does not fit the cluster; the message says why."""
 
 
-def is_standby_cluster(cluster: ClusterView) -> bool:
-    return bool(cluster.config and cluster.config.value.get("standby_cluster"))
-
-
 def has_role(cluster: ClusterView, member: Member, role: str) -> bool:
     """patronictl's `-r` roles: leader (primary or standby leader), primary, standby-leader,
     replica/standby (every non-leader), any."""
     is_leader = member_role(cluster, member) in ("leader", "standby_leader")
-    standby = is_standby_cluster(cluster)
+    standby = cluster.dynamic.standby_cluster
     if role == "any":
         return True
     if role == "leader":

@@ -14,7 +14,7 @@ from pgwarden.cli.listing import render_table
 from pgwarden.cli.session import make_console
 from pgwarden.config import load_local
 from pgwarden.dcs import dcs_from_config
-from pgwarden.localcluster import LocalCluster
+from pgwarden.localcluster.cluster import LocalCluster
 
 
 def run_demo(workdir: Path, nodes: int, keep: bool) -> int:

@@ -31,9 +31,9 @@ from pgwarden.drill import (
     Report,
     RunResult,
     read_topology,
-    rest_auth,
 )
 from pgwarden.drill.topology import MemberInfo, multi_host_dsn, with_client_timeouts
+from pgwarden.rest_client import settings_from_config
 
 CONFIG_ENV = "PATRONICTL_CONFIG_FILE"
 RESTART_TIMEOUT = 60.0
@@ -83,7 +83,8 @@ def drill(config: Path | None, fault: str, repeat: int, as_json: bool, yes: bool
     options = DrillOptions(chosen, rate=rate, settle=settle, candidate=candidate, fault_timeout=fault_timeout,
                            heal_timeout=heal_timeout)
     workload_dsn = with_client_timeouts(dsn) if dsn else _config_dsn(local, topology.members, dbname)
-    runner = Drill(lambda: read_topology(local), workload_dsn, options, auth=rest_auth(local),
+    runner = Drill(lambda: read_topology(local), workload_dsn, options,
+                   rest=settings_from_config(local.ctl, local.restapi),
                    restarter=_shell_restarter(restart_cmd, console) if restart_cmd else None)
     report = _run(runner, repeat, console, live=not as_json)
     if as_json:

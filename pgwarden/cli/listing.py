@@ -26,7 +26,6 @@ EXTENDED_COLUMNS = ("Pending restart", "Pending restart reason", "Scheduled rest
 HISTORY_COLUMNS = ("TL", "LSN", "Reason", "Timestamp", "New Leader")
 NUMERIC_COLUMNS = frozenset({"TL", "Receive Lag", "Replay Lag", "LSN"})
 MB = 1024 * 1024
-DEFAULT_MAX_LAG = 1048576  # maximum_lag_on_failover's default: replicas beyond it are shown in yellow
 
 ROLE_TITLES = {
     "leader": "Leader",
@@ -109,8 +108,9 @@ def _reason_text(reason: Mapping[str, Any]) -> str:
     return "; ".join(parts)
 
 
-def member_row(cluster: ClusterView, member: Member, max_lag: int = DEFAULT_MAX_LAG) -> MemberRow:
-    """The cells of one member (all columns, extended ones included)."""
+def member_row(cluster: ClusterView, member: Member) -> MemberRow:
+    """The cells of one member (all columns, extended ones included); `lagging` beyond the cluster's
+    maximum_lag_on_failover (shown in yellow)."""
     role = member_role(cluster, member)
     state = str(member_state(member, role))
     is_leader = role in ("leader", "standby_leader")
@@ -128,20 +128,15 @@ def member_row(cluster: ClusterView, member: Member, max_lag: int = DEFAULT_MAX_
     }
     cells.update(_extended_cells(member))
     behind = None if is_leader or optime is None or member.lsn is None else optime - member.lsn
-    return MemberRow(cells, _member_style(role, state), lagging=behind is not None and behind > max_lag)
-
-
-def _max_lag(cluster: ClusterView) -> int:
-    value = cluster.config.value.get("maximum_lag_on_failover") if cluster.config else None
-    return value if isinstance(value, int) else DEFAULT_MAX_LAG
+    lagging = behind is not None and behind > cluster.dynamic.maximum_lag_on_failover
+    return MemberRow(cells, _member_style(role, state), lagging=lagging)
 
 
 def member_rows(cluster: ClusterView) -> list[MemberRow]:
     """Leader first, then by name."""
     leader = cluster.leader.name if cluster.leader else None
     ordered = sorted(cluster.members, key=lambda m: (m.name != leader, m.name))
-    max_lag = _max_lag(cluster)
-    return [member_row(cluster, m, max_lag) for m in ordered]
+    return [member_row(cluster, m) for m in ordered]
 
 
 def topology_order(cluster: ClusterView) -> list[tuple[int, Member]]:
@@ -176,10 +171,9 @@ def topology_order(cluster: ClusterView) -> list[tuple[int, Member]]:
 
 def topology_rows(cluster: ClusterView) -> list[MemberRow]:
     """`member_rows` in topology order, names indented under their upstream ("+ name")."""
-    max_lag = _max_lag(cluster)
     rows = []
     for depth, member in topology_order(cluster):
-        row = member_row(cluster, member, max_lag)
+        row = member_row(cluster, member)
         prefix = "  " * (depth - 1) + "+ " if depth else ""
         rows.append(MemberRow({**row.cells, "Member": prefix + member.name}, row.style, row.lagging))
     return rows

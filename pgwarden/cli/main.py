@@ -1,7 +1,7 @@
 """The `pgwarden` command: the agent, the patronictl-style cluster commands, validate-config, demo.
 
 `pgwarden agent CONFIG` runs a node. Every other command is a client: it reads the cluster from the
-DCS and acts through the members' REST API (see `pgwarden.cli.view`, `manage`, `editconfig`).
+DCS and acts through the members' REST API (see `pgwarden.cli.view`, `manage`, `edit_config_command`).
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ LAZY_COMMANDS: Mapping[str, str] = {
     "pause": "pgwarden.cli.manage:pause_cmd",
     "resume": "pgwarden.cli.manage:resume_cmd",
     "remove": "pgwarden.cli.manage:remove_cmd",
-    "edit-config": "pgwarden.cli.editconfig:edit_config_cmd",
+    "edit-config": "pgwarden.cli.edit_config_command:edit_config_cmd",
     "haproxy-config": "pgwarden.cli.routing:haproxy_config",
     "route": "pgwarden.cli.routing:route",
     "drill": "pgwarden.cli.drill:drill",

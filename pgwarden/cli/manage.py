@@ -16,14 +16,14 @@ import click
 
 from pgwarden.cli.ask import ask, confirm, confirm_or_abort, typed_confirmation
 from pgwarden.cli.choose import ROLE_CHOICES, ChoiceError, parse_schedule, select_members, switchover_candidates
-from pgwarden.cli.configedit import merge_patch
+from pgwarden.cli.config_patch import merge_patch
 from pgwarden.cli.listing import render_cluster
 from pgwarden.cli.options import force_option, target_options
 from pgwarden.cli.progress import follow_reinit
-from pgwarden.cli.rest import RestError, RestReply
 from pgwarden.cli.session import Ctl, CtlError, console, current_target, resolve_scope, run
 from pgwarden.dcs import DcsError
 from pgwarden.model import ClusterView, Member, PgState
+from pgwarden.rest_client import RestError, RestReply
 
 SWITCHOVER_TIMEOUT = 75.0  # the REST call waits up to 2*max(10, loop_wait) s for the new leader
 RESTART_TIMEOUT = 90.0  # a restart waits for PostgreSQL to stop and start (plus --timeout if given)
@@ -176,14 +176,9 @@ async def _switchover(ctl: Ctl, cluster: ClusterView, leader_opt: str | None, ca
     await _post_change(ctl, cluster, "switchover", body, targets, dcs_value, scheduled=when is not None)
 
 
-def _in_sync_mode(cluster: ClusterView) -> bool:
-    mode = cluster.config.value.get("synchronous_mode") if cluster.config else None
-    return mode in (True, "on", "quorum", "true")
-
-
 def _warn_async_candidate(cluster: ClusterView, candidate: str, force: bool) -> None:
     synced = cluster.sync.sync_standby if cluster.sync else ()
-    if not _in_sync_mode(cluster) or candidate in synced:
+    if not cluster.dynamic.synchronous or candidate in synced:
         return
     console.print(f"[bold yellow]Warning:[/bold yellow] {candidate} is not a synchronous standby "
                   f"(sync: {', '.join(synced) or 'none'}); transactions committed on the leader may be lost.")
@@ -524,8 +519,7 @@ async def _toggle_pause(ctl: Ctl, cluster: ClusterView, paused: bool, wait: bool
         raise CtlError("Cluster is already paused" if paused else "Cluster is not paused")
     await _patch_config(ctl, cluster, {"pause": True if paused else None})
     if wait:
-        loop_wait = cluster.config.value.get("loop_wait", 10) if cluster.config else 10
-        await _wait_for_pause(ctl, cluster, paused, 3 * float(loop_wait) + 30)
+        await _wait_for_pause(ctl, cluster, paused, 3 * cluster.dynamic.loop_wait + 30)
     state = "paused" if paused else "resumed"
     console.print(f"[green]Success:[/green] cluster management is {state}")
 

@@ -1,12 +1,11 @@
-"""`pgwarden haproxy-config` and `pgwarden route`: traffic follows the primary (register both in main)."""
+"""`pgwarden haproxy-config` and `pgwarden route`: traffic follows the primary (register both in main).
+
+Only the options are parsed here; what the commands run is `pgwarden.routing.run`."""
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 import os
-import signal
 import sys
 from pathlib import Path
 
@@ -44,8 +43,8 @@ def _load(config: Path | None) -> LocalConfig:
 def haproxy_config(config: Path | None, bind: str, primary_port: int, replica_port: int, stats_port: int,
                    replica_lag: str, admin_socket: str, check_interval_ms: int) -> None:
     """Print an HAProxy configuration for the cluster's members, as read from the DCS."""
-    from pgwarden.cli.routing_run import print_haproxy_config
     from pgwarden.routing.haproxy_config import HaproxyOptions
+    from pgwarden.routing.run import print_haproxy_config
 
     options = HaproxyOptions(bind=bind, primary_port=primary_port, replica_port=replica_port,
                              stats_port=stats_port, admin_socket=admin_socket,
@@ -76,7 +75,7 @@ def route(config: Path | None, name: str | None, haproxy_sockets: tuple[str, ...
           pgbouncer_databases_file: Path | None, pgbouncer_databases: tuple[str, ...], pgbouncer_options: str,
           etcd2_mirror: str | None, poll_interval: float, hold_timeout: float) -> None:
     """Watch the DCS and switch HAProxy / PgBouncer / the VIP key to the new primary the moment roles change."""
-    from pgwarden.cli.routing_run import RouteArgs, run_route
+    from pgwarden.routing.run import RouteOptions, run_route_until_signalled
 
     if not haproxy_sockets and not pgbouncer_conninfo and not etcd2_mirror:
         raise click.UsageError("nothing to drive: give --haproxy-socket, --pgbouncer or --etcd2-mirror")
@@ -85,17 +84,8 @@ def route(config: Path | None, name: str | None, haproxy_sockets: tuple[str, ...
     local = _load(config)
     logging.basicConfig(level=getattr(logging, local.log.level.upper(), logging.INFO),
                         format="%(asctime)s %(levelname)s: %(message)s", stream=sys.stderr)
-    args = RouteArgs(name=name or os.uname().nodename, haproxy_sockets=haproxy_sockets,
-                     pgbouncer_conninfo=pgbouncer_conninfo, pgbouncer_databases_file=pgbouncer_databases_file,
-                     pgbouncer_databases=pgbouncer_databases or ("*",), pgbouncer_options=pgbouncer_options,
-                     etcd2_mirror=etcd2_mirror, poll_interval=poll_interval, hold_timeout=hold_timeout)
-
-    async def main() -> int:
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            with contextlib.suppress(NotImplementedError):
-                loop.add_signal_handler(signum, stop.set)
-        return await run_route(local, args, stop)
-
-    sys.exit(aio.run(main()))
+    options = RouteOptions(name=name or os.uname().nodename, haproxy_sockets=haproxy_sockets,
+                           pgbouncer_conninfo=pgbouncer_conninfo, pgbouncer_databases_file=pgbouncer_databases_file,
+                           pgbouncer_databases=pgbouncer_databases or ("*",), pgbouncer_options=pgbouncer_options,
+                           etcd2_mirror=etcd2_mirror, poll_interval=poll_interval, hold_timeout=hold_timeout)
+    sys.exit(aio.run(run_route_until_signalled(local, options)))

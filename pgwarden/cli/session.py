@@ -20,10 +20,10 @@ from rich.markup import escape
 
 from pgwarden import aio
 from pgwarden.cli.options import META_CONFIG, META_DCS_URL, META_INSECURE
-from pgwarden.cli.rest import DEFAULT_TIMEOUT, RestClient, RestError, RestReply
 from pgwarden.cli.target import Target, TargetError, resolve_target
 from pgwarden.dcs import Dcs, DcsError, dcs_from_config
 from pgwarden.model import ClusterView, Member
+from pgwarden.rest_client import DEFAULT_TIMEOUT, RestClient, RestReply, Unreachable
 
 CTL_NAME = "pgwarden-ctl"  # the DCS client's own name; never written, the handle is read-only
 DCS_TIMEOUT = 5.0  # seconds per DCS request
@@ -98,10 +98,10 @@ class Ctl:
         """`method path` on `member`'s REST API; CtlError if the member cannot be reached."""
         if not member.api_url:
             raise CtlError(f"member {member.name} publishes no api_url")
-        try:
-            return await self.rest.request(member.api_url, method, path, body, timeout=timeout)
-        except RestError as exc:
-            raise CtlError(f"member {member.name}: {exc}") from None
+        reply = await self.rest.request(member.api_url, method, path, body, timeout=timeout)
+        if isinstance(reply, Unreachable):
+            raise CtlError(f"member {member.name}: {reply.reason}")
+        return reply
 
 
 def resolve_scope(target: Target, cluster_name: str | None) -> str:

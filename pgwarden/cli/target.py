@@ -22,6 +22,7 @@ from pgwarden.config.loader import read_raw
 from pgwarden.config.schema import Credentials, CtlConfig, EtcdConfig
 from pgwarden.config.support import ETCD2_REFUSAL
 from pgwarden.config.validation import validate_model
+from pgwarden.rest_client import RestSettings
 
 DEFAULT_NAMESPACE = "/service"
 DCS_URL_SCHEMES = ("etcd3",)
@@ -31,19 +32,6 @@ CONFIGURATION_VAR = "PATRONI_CONFIGURATION"
 
 class TargetError(Exception):
     """The configuration or the DCS URL cannot be used; the message says why."""
-
-
-@dataclass(frozen=True, slots=True)
-class RestSettings:
-    """How to call a member's REST API: Basic credentials and TLS material (`ctl`, else `restapi`)."""
-
-    username: str | None = None
-    password: str | None = None
-    cafile: str | None = None
-    certfile: str | None = None
-    keyfile: str | None = None
-    keyfile_password: str | None = None
-    insecure: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,7 +14,7 @@ from psycopg.rows import dict_row
 
 from pgwarden import __version__
 from pgwarden.cli.choose import ROLE_CHOICES, ChoiceError, pick_member
-from pgwarden.cli.configedit import to_yaml
+from pgwarden.cli.config_patch import to_yaml
 from pgwarden.cli.listing import (
     HISTORY_COLUMNS,
     history_rows,
@@ -31,9 +31,9 @@ from pgwarden.cli.options import (
     watch_interval,
     watch_options,
 )
-from pgwarden.cli.rest import RestError
 from pgwarden.cli.session import Ctl, CtlError, console, current_target, resolve_scope, run
 from pgwarden.model import ClusterView, Member
+from pgwarden.rest_client import RestError
 
 PG_CONNECT_TIMEOUT = 5  # seconds, for `query`
 

@@ -18,21 +18,26 @@ from annotated_types import Ge, Gt, Le
 
 from pgwarden.config.gucs import Parameters
 from pgwarden.config.rules import Before, Section
-
-SynchronousMode = Literal["off", "on", "quorum"]
+from pgwarden.model import (
+    DEFAULT_LOOP_WAIT,
+    DEFAULT_MAXIMUM_LAG_ON_FAILOVER,
+    DEFAULT_TTL,
+    MAX_BYTES,
+    MAX_TIMING,
+    SynchronousMode,
+    switch_of,
+    synchronous_mode_of,
+)
 
 MIN_TTL, MIN_LOOP_WAIT, MIN_RETRY_TIMEOUT = 20, 1, 3
 
 # Upper bounds of the numeric settings (issue 20): a value beyond them is a typo or an attack, never a
 # configuration. Unbounded, `ttl: 1e18` reached etcd's lease grant (an int64) and failed every renewal
 # while the leader kept serving. `parse_dynamic` repairs a value out of range to its default (with a
-# warning); PATCH/PUT /config and edit-config refuse it (`validation.config_problems`).
-MAX_TIMING = 3600
-"""ttl, loop_wait, retry_timeout, lease_ttl, primary_race_backoff: at most an hour."""
+# warning); PATCH/PUT /config and edit-config refuse it (`validation.config_problems`). MAX_TIMING and
+# MAX_BYTES live in the model, whose `DynamicView` reads timing and lag too.
 MAX_TIMEOUT = 86400
 """primary_start_timeout, primary_stop_timeout, pg_ctl_timeout: at most a day."""
-MAX_BYTES = 2**63 - 1
-"""Byte counts (maximum_lag_on_*): what an LSN difference (int64) can be."""
 MAX_SYNC_NODES = 64
 """synchronous_node_count."""
 MAX_TIMELINES = 2**32 - 1
@@ -77,13 +82,20 @@ def _duration(value: Any) -> Any:
 
 
 def _synchronous_mode(value: Any) -> Any:
-    # YAML reads bare on/off/true/false as booleans; Patroni's legacy form is a boolean.
-    words = {"true": "on", "yes": "on", "on": "on", "false": "off", "no": "off", "off": "off", "quorum": "quorum"}
-    if isinstance(value, bool):
-        return "on" if value else "off"
-    if isinstance(value, str) and value.strip().lower() in words:
-        return words[value.strip().lower()]
-    raise ValueError("expected off, on or quorum")
+    # YAML reads bare on/off/true/false as booleans; Patroni's legacy form is a boolean. The model's
+    # reading, so the REST API and the CLI (ClusterView.dynamic) answer as the agent runs.
+    mode = synchronous_mode_of(value)
+    if mode is None:
+        raise ValueError("expected off, on or quorum")
+    return mode
+
+
+def _switch(value: Any) -> Any:
+    # The model's reading (Patroni's), so the agent's `pause` is the cluster model's (ClusterView.paused).
+    switch = switch_of(value)
+    if switch is None and value is not None:
+        raise ValueError("expected a boolean (true/false)")
+    return switch
 
 
 def _slots(value: Any) -> Any:
@@ -165,10 +177,10 @@ class PgwardenTiming(Section):
 class DynamicConfig(Section):
     """`/config` with Patroni's defaults (contract 6.3). Build it with `validation.parse_dynamic`."""
 
-    ttl: Seconds = 30
-    loop_wait: Seconds = 10
+    ttl: Seconds = DEFAULT_TTL
+    loop_wait: Seconds = DEFAULT_LOOP_WAIT
     retry_timeout: Seconds = 10
-    maximum_lag_on_failover: Annotated[int, Ge(0), Le(MAX_BYTES)] = 1048576
+    maximum_lag_on_failover: Annotated[int, Ge(0), Le(MAX_BYTES)] = DEFAULT_MAXIMUM_LAG_ON_FAILOVER
     maximum_lag_on_syncnode: Annotated[int, Ge(-1), Le(MAX_BYTES)] = -1
     primary_start_timeout: NonNegativeSeconds = 300
     """Also read from the legacy `master_start_timeout` (DYNAMIC_ALIASES)."""
@@ -183,7 +195,7 @@ class DynamicConfig(Section):
     synchronous_mode_strict: bool = False
     synchronous_node_count: Annotated[int, Ge(1), Le(MAX_SYNC_NODES)] = 1
     failsafe_mode: bool = False
-    pause: bool | None = None
+    pause: Annotated[bool | None, Before(_switch)] = None
     member_slots_ttl: Annotated[int, Before(_duration), Ge(0), Le(MAX_SLOTS_TTL)] = 1800
     slots: Annotated[dict[str, SlotSpec], Before(_slots)] = field(default_factory=dict)
     """Also read from the legacy `permanent_slots` / `permanent_replication_slots`."""

@@ -4,7 +4,8 @@
 
 Local wins, except for the settings only the cluster may decide: the timing and HA settings, and
 `postgresql.use_slots` and the command-line GUCs below. Pure functions of already validated
-configuration (no YAML, no pydantic: the agent imports this module, see checker.py).
+configuration (no YAML, no pydantic: the agent imports this module, see checker.py). The decision
+core's settings are derived here, once, by `ha_settings_from`: the agent's and the simulator's.
 """
 
 from __future__ import annotations
@@ -16,8 +17,10 @@ from types import MappingProxyType
 from typing import Any
 
 from pgwarden.config.addresses import api_url, conn_url, proxy_url
-from pgwarden.config.dynamic import DynamicConfig, SlotSpec, StandbyClusterConfig, adjust_timing
+from pgwarden.config.dynamic import DynamicConfig, adjust_timing
 from pgwarden.config.schema import LocalConfig
+from pgwarden.core.snapshot import HaSettings
+from pgwarden.core.sync.plan import AckPoint, SyncMode, SyncSettings
 from pgwarden.model import Tags
 
 # GUCs passed as `-c` options (they outrank postgresql.conf), settable only in dynamic config:
@@ -36,6 +39,12 @@ CMDLINE_GUCS = frozenset({*INT_CMDLINE_GUCS, *FORCED_ON_GUCS, "wal_level", "trac
 DERIVED_GUCS = frozenset({"listen_addresses", "port", "cluster_name"})
 ROLES = ("primary", "replica", "standby_leader")
 DEFAULT_PG_CTL_TIMEOUT = 60
+# postgresql.* switches a member's own configuration decides over /config (Patroni layers them so).
+LOCAL_POSTGRESQL_SWITCHES = ("use_pg_rewind", "remove_data_directory_on_rewind_failure",
+                             "remove_data_directory_on_diverged_timelines")
+# synchronous_commit -> the pg_stat_replication position a commit waits for (on, local, off: flush).
+_ACK_POINTS: Mapping[str, AckPoint] = MappingProxyType({"remote_write": AckPoint.WRITE,
+                                                        "remote_apply": AckPoint.APPLY})
 # recovery_conf keys pgwarden sets itself (a replica must follow the member the HA loop chose, through
 # its own slot, onto the newest timeline) and the pre-12 recovery.conf keys standby.signal replaced.
 RESERVED_RECOVERY_KEYS: Mapping[str, str] = MappingProxyType({
@@ -53,30 +62,11 @@ class EffectiveConfig:
     name: str
     scope: str
     namespace: str
-    ttl: int
-    lease_ttl: int
-    keepalive_interval: float | None
-    """pgwarden.keepalive_interval; None: a seventh of the lease (core.types.keepalive_period)."""
-    loop_wait: int
-    retry_timeout: int
-    maximum_lag_on_failover: int
-    maximum_lag_on_syncnode: int
-    primary_start_timeout: int
-    primary_stop_timeout: int
-    primary_race_backoff: float
-    check_timeline: bool
-    max_timelines_history: int
-    paused: bool
-    synchronous_mode: str  # "off" | "on" | "quorum"
-    synchronous_mode_strict: bool
-    synchronous_node_count: int
-    failsafe_mode: bool
-    member_slots_ttl: int
-    use_slots: bool
-    use_pg_rewind: bool
-    remove_data_directory_on_rewind_failure: bool
-    remove_data_directory_on_diverged_timelines: bool
-    tags: Tags
+    dynamic: DynamicConfig
+    """/config (or bootstrap.dcs) with what the member's own configuration decides over it layered in
+    (its ttl/loop_wait/retry_timeout and LOCAL_POSTGRESQL_SWITCHES): the cluster-wide settings it runs with."""
+    ha: HaSettings
+    """The decision core's settings, derived from `dynamic` once (`ha_settings_from`)."""
     parameters: Mapping[str, Any]
     """postgresql parameters: dynamic <- local, with the enforced and derived values applied."""
     pg_hba: tuple[str, ...]
@@ -91,11 +81,7 @@ class EffectiveConfig:
     ones pgwarden sets itself (RESERVED_RECOVERY_KEYS, warned of)."""
     pg_ctl_timeout: int
     """`pg_ctl_timeout`: the local value, else the dynamic one, else 60 seconds."""
-    slots: Mapping[str, SlotSpec]
-    ignore_slots: tuple[Mapping[str, Any], ...]
-    standby_cluster: StandbyClusterConfig | None
     local: LocalConfig
-    dynamic: DynamicConfig
     warnings: tuple[str, ...]
 
     @property
@@ -134,41 +120,15 @@ def layer(local: LocalConfig, dynamic: DynamicConfig, dynamic_warnings: Sequence
     it said (see validation.parse_dynamic). Pure: no validation happens here."""
     warnings = list(dynamic_warnings)
     warnings += local.tags.conflicts()
-    dynamic = _local_timing(local, dynamic, warnings)
+    dynamic = _local_overrides(local, dynamic, warnings)
     parameters = _merged_parameters(local, dynamic, warnings)
     pg_local, pg_dynamic = local.postgresql, dynamic.postgresql
     return EffectiveConfig(
         name=local.name,
         scope=local.scope,
         namespace=local.namespace,
-        ttl=dynamic.ttl,
-        lease_ttl=dynamic.lease_ttl,
-        keepalive_interval=dynamic.pgwarden.keepalive_interval,
-        loop_wait=dynamic.loop_wait,
-        retry_timeout=dynamic.retry_timeout,
-        maximum_lag_on_failover=dynamic.maximum_lag_on_failover,
-        maximum_lag_on_syncnode=dynamic.maximum_lag_on_syncnode,
-        primary_start_timeout=dynamic.primary_start_timeout,
-        primary_stop_timeout=dynamic.primary_stop_timeout,
-        primary_race_backoff=dynamic.primary_race_backoff,
-        check_timeline=dynamic.check_timeline,
-        max_timelines_history=dynamic.max_timelines_history,
-        paused=bool(dynamic.pause),
-        synchronous_mode=dynamic.synchronous_mode,
-        synchronous_mode_strict=dynamic.synchronous_mode_strict,
-        synchronous_node_count=dynamic.synchronous_node_count,
-        failsafe_mode=dynamic.failsafe_mode,
-        member_slots_ttl=dynamic.member_slots_ttl,
-        use_slots=pg_dynamic.use_slots,
-        use_pg_rewind=_first_set(pg_local.use_pg_rewind, pg_dynamic.use_pg_rewind),
-        remove_data_directory_on_rewind_failure=_first_set(
-            pg_local.remove_data_directory_on_rewind_failure, pg_dynamic.remove_data_directory_on_rewind_failure
-        ),
-        remove_data_directory_on_diverged_timelines=_first_set(
-            pg_local.remove_data_directory_on_diverged_timelines,
-            pg_dynamic.remove_data_directory_on_diverged_timelines,
-        ),
-        tags=local.tags.to_tags(),
+        dynamic=dynamic,
+        ha=ha_settings_from(dynamic, tags=local.tags.to_tags(), parameters=parameters),
         parameters=MappingProxyType(parameters),
         pg_hba=tuple(pg_local.pg_hba if pg_local.pg_hba is not None else pg_dynamic.pg_hba or ()),
         bootstrap_pg_hba=tuple(local.bootstrap.pg_hba),
@@ -179,17 +139,58 @@ def layer(local: LocalConfig, dynamic: DynamicConfig, dynamic_warnings: Sequence
         recovery_conf=MappingProxyType(_recovery_conf(local, dynamic, warnings)),
         pg_ctl_timeout=next((t for t in (pg_local.pg_ctl_timeout, pg_dynamic.pg_ctl_timeout) if t is not None),
                             DEFAULT_PG_CTL_TIMEOUT),
-        slots=MappingProxyType(dict(dynamic.slots)),
-        ignore_slots=tuple(MappingProxyType(s) for s in dynamic.ignore_slots),
-        standby_cluster=dynamic.standby_cluster,
         local=local,
-        dynamic=dynamic,
         warnings=tuple(warnings),
     )
 
 
-def _first_set(*values: bool | None) -> bool:
-    return next((v for v in values if v is not None), False)
+def ha_settings_from(dynamic: DynamicConfig, *, tags: Tags, parameters: Mapping[str, Any] | None = None) -> HaSettings:
+    """The decision core's settings: the one derivation, for the agent (`layer`) and the simulator.
+
+    `dynamic` is /config as `validation.parse_dynamic` reads it, with what a member's own configuration
+    decides layered in (`layer` does that); `parameters` are the PostgreSQL parameters in force
+    (default: /config's own), which say what a commit waits for and the ssn kept outside synchronous mode.
+    """
+    pg = dynamic.postgresql
+    return HaSettings(
+        ttl=dynamic.ttl,
+        loop_wait=dynamic.loop_wait,
+        retry_timeout=dynamic.retry_timeout,
+        lease_ttl=dynamic.lease_ttl,
+        maximum_lag_on_failover=dynamic.maximum_lag_on_failover,
+        primary_start_timeout=dynamic.primary_start_timeout,
+        check_timeline=dynamic.check_timeline,
+        use_pg_rewind=bool(pg.use_pg_rewind),
+        remove_data_directory_on_rewind_failure=bool(pg.remove_data_directory_on_rewind_failure),
+        remove_data_directory_on_diverged_timelines=bool(pg.remove_data_directory_on_diverged_timelines),
+        use_slots=pg.use_slots,
+        member_slots_ttl=dynamic.member_slots_ttl,
+        max_timelines_history=dynamic.max_timelines_history,
+        tags=tags,
+        sync=_sync_settings(dynamic, pg.parameters if parameters is None else parameters),
+    )
+
+
+def _sync_settings(dynamic: DynamicConfig, parameters: Mapping[str, Any]) -> SyncSettings:
+    commit = str(parameters.get("synchronous_commit", "on")).lower()
+    return SyncSettings(
+        mode=SyncMode(dynamic.synchronous_mode),
+        strict=dynamic.synchronous_mode_strict,
+        node_count=dynamic.synchronous_node_count,
+        maximum_lag_on_syncnode=dynamic.maximum_lag_on_syncnode,
+        configured_ssn=str(parameters.get("synchronous_standby_names", "")),
+        ack=_ACK_POINTS.get(commit, AckPoint.FLUSH),
+    )
+
+
+def _local_overrides(local: LocalConfig, dynamic: DynamicConfig, warnings: list[str]) -> DynamicConfig:
+    """/config with the member's own timing and LOCAL_POSTGRESQL_SWITCHES (those it sets) layered in."""
+    dynamic = _local_timing(local, dynamic, warnings)
+    switches = {name: value for name in LOCAL_POSTGRESQL_SWITCHES
+                if (value := getattr(local.postgresql, name)) is not None}
+    if not switches:
+        return dynamic
+    return dataclasses.replace(dynamic, postgresql=dataclasses.replace(dynamic.postgresql, **switches))
 
 
 def _local_timing(local: LocalConfig, dynamic: DynamicConfig, warnings: list[str]) -> DynamicConfig:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from enum import StrEnum
 
-from pgwarden.core.types import Snapshot
+from pgwarden.core.snapshot import Snapshot
 from pgwarden.model import LSN, ClusterView, DataDirState, LocalPg
 
 

@@ -17,6 +17,27 @@ from collections.abc import Callable
 from dataclasses import replace
 from datetime import UTC, datetime
 
+from pgwarden.core.actions import (
+    AcquireLeader,
+    Action,
+    Bootstrap,
+    Clone,
+    Decision,
+    Demote,
+    DemoteMode,
+    EnsureSlots,
+    Follow,
+    Promote,
+    Reinitialize,
+    ReleaseLeader,
+    RemoveDataDirectory,
+    RenewLeader,
+    Restart,
+    Rewind,
+    Shutdown,
+    StartPostgres,
+    Wait,
+)
 from pgwarden.core.classify import (
     Lock,
     PgClass,
@@ -28,45 +49,23 @@ from pgwarden.core.classify import (
     was_primary,
 )
 from pgwarden.core.race import failover_possible, replica_race, within_lag
-from pgwarden.core.sync import (
-    NoChange,
-    SyncStep,
-    plan_sync,
-    pre_promote_step,
-    pre_promote_sync,
-    render_sync,
-    switchover_allowed,
+from pgwarden.core.reasons import Reason, Why
+from pgwarden.core.snapshot import ActionKind as K
+from pgwarden.core.snapshot import HaSettings, Memory, Outcome, ReinitRequested, RestartRequested, Snapshot
+from pgwarden.core.sync.plan import NoChange, SyncStep, plan_sync
+from pgwarden.core.sync.promotion import pre_promote_step, pre_promote_sync, switchover_allowed
+from pgwarden.core.sync.reasons import render_sync
+from pgwarden.model import (
+    LSN,
+    ClusterView,
+    DataDirState,
+    FailoverRequest,
+    Member,
+    PgState,
+    Role,
+    is_system_identifier,
+    timeline_to_claim,
 )
-from pgwarden.core.types import (
-    AcquireLeader,
-    Action,
-    Bootstrap,
-    Clone,
-    Decision,
-    Demote,
-    DemoteMode,
-    EnsureSlots,
-    Follow,
-    HaSettings,
-    Memory,
-    Outcome,
-    Promote,
-    Reason,
-    Reinitialize,
-    ReinitRequested,
-    ReleaseLeader,
-    RemoveDataDirectory,
-    RenewLeader,
-    Restart,
-    RestartRequested,
-    Rewind,
-    Shutdown,
-    Snapshot,
-    StartPostgres,
-    Wait,
-    Why,
-)
-from pgwarden.model import ClusterView, DataDirState, FailoverRequest, Member, PgState, Role, is_system_identifier
 
 # How often to look again while something is in motion (starting, a task running, DCS down).
 SHORT_NAP = 1.0
@@ -78,11 +77,19 @@ does not fix itself, and each attempt costs a new data directory's worth of writ
 RETRY_BACKOFF_FIRST = 5.0
 RETRY_BACKOFF_MAX = 30.0
 """Between failed bootstraps or clones: 5 s, 10 s, 20 s, then every 30 s (`retry_backoff`)."""
-LOST_INITIALIZE_RACE = "initialize race"
-"""The outcome kind of a Bootstrap that did not win the initialize key: not a failure of its own."""
 
 
 START_BACKOFF_MAX = 30.0
+
+
+def _optime(s: Snapshot, observed: LSN | None) -> LSN | None:
+    """The optime a renewal or a release writes to `/status`: what a running primary observed, else
+    the one the DCS has. Writing none would erase the only record of how far the cluster's WAL went,
+    and the next race, which checks maximum_lag_on_failover against it, would let any replica,
+    however far behind, promote (a renewal during a restart or a promotion, a release after a crash)."""
+    if observed is not None or s.dcs is None:
+        return observed
+    return s.dcs.status.optime
 
 
 def start_backoff(failures: int) -> float:
@@ -135,28 +142,29 @@ def _retrying(m: Memory) -> bool:
 
 
 def _absorb(m: Memory, last: Outcome, settings: HaSettings) -> Memory:
-    if last.action in ("renew leader", "acquire leader", "bootstrap", "promote") and last.ok:
+    if last.action in (K.RENEW_LEADER, K.ACQUIRE_LEADER, K.BOOTSTRAP, K.PROMOTE) and last.ok:
         m = replace(m, lock_deadline=settings.lock_deadline(last.sent_at))
-    elif last.action == "keepalive" and last.ok and m.lock_deadline is not None:
+    elif last.action == K.KEEPALIVE and last.ok and m.lock_deadline is not None:
         # The lease keepalive (apart from the HA cycle) extends a lock we already hold; it never
         # creates one.
         extended = settings.lock_deadline(last.sent_at)
         if extended > m.lock_deadline:
             m = replace(m, lock_deadline=extended)
-    elif last.action in ("demote", "release leader", "shutdown"):
+    elif last.action in (K.DEMOTE, K.RELEASE_LEADER, K.SHUTDOWN):
         m = replace(m, lock_deadline=None)
-    if last.action == "rewind":
+    if last.action == K.REWIND:
         m = replace(m, rewind_failed=not last.ok, diverged=m.diverged and not last.ok)
-    if last.action == "pre_promote" and not last.ok:
+    # K.REWIND_SOURCE_UNREACHABLE: nothing was tried; the next cycle rewinds again.
+    if last.action == K.PRE_PROMOTE_REFUSED and not last.ok:
         m = replace(m, promote_backoff_until=last.sent_at + settings.ttl, lock_deadline=None)
-    if last.action == "start":
+    if last.action == K.START:
         m = replace(m, start_failures=0 if last.ok else m.start_failures + 1)
-    if last.action in ("start", "restart"):
+    if last.action in (K.START, K.RESTART):
         retry_at = None if last.ok else last.sent_at + start_backoff(max(1, m.start_failures))
         m = replace(m, start_retry_at=retry_at)
-    if last.action in ("remove data directory", "reinitialize", "clone") and last.ok:
+    if last.action in (K.REMOVE_DATA, K.REINITIALIZE, K.CLONE) and last.ok:
         m = replace(m, rewind_failed=False, diverged=False)
-    if last.action in ("bootstrap", "clone", "reinitialize"):
+    if last.action in (K.BOOTSTRAP, K.CLONE, K.REINITIALIZE):
         m = _count_setup(m, last)
     return m
 
@@ -166,7 +174,7 @@ def _count_setup(m: Memory, last: Outcome) -> Memory:
     count the failure and set when the next attempt may start (exponential backoff)."""
     if last.ok:
         return replace(m, bootstrap_failures=0, clone_failures=0, retry_at=None, last_failure="")
-    if last.action == "bootstrap":
+    if last.action == K.BOOTSTRAP:
         failures, m = m.bootstrap_failures + 1, replace(m, bootstrap_failures=m.bootstrap_failures + 1)
     else:
         failures, m = m.clone_failures + 1, replace(m, clone_failures=m.clone_failures + 1)
@@ -253,7 +261,8 @@ def _renew(s: Snapshot, why: Why, *, nap: float | None = None, clear_failover: i
         if plan.again_soon:
             nap = SHORT_NAP if nap is None else min(nap, SHORT_NAP)
     repair = s.task is None and _history_incomplete(s)
-    action = RenewLeader(optime=s.pg.wal_lsn, create_slots=create, drop_slots=drop, write_initialize=sysid,
+    action = RenewLeader(optime=_optime(s, s.pg.wal_lsn), create_slots=create, drop_slots=drop,
+                         write_initialize=sysid,
                          clear_failover=clear_failover, sync_step=sync_step, repair_history=repair)
     return _d(s, action, why, nap=nap, memory=memory, name=s.me, **facts)
 
@@ -330,12 +339,12 @@ def guard_shutdown(s: Snapshot) -> Decision | None:
         return _d(s, Shutdown(release=False, optime=None, stop_postgres=False), Why.PAUSED_SHUTDOWN)
     if lock_state(s) is Lock.MINE:
         if failover_possible(s):
-            return _d(s, Shutdown(release=True, optime=s.pg.wal_lsn), Why.SHUTDOWN_HANDOVER)
+            return _d(s, Shutdown(release=True, optime=_optime(s, s.pg.wal_lsn)), Why.SHUTDOWN_HANDOVER)
         if not _promotable_members(s):
             # Nobody may take over (nofailover or failover_priority 0 everywhere): keeping the key
             # would only hide for a lease that there is no leader. As Patroni, release it.
-            return _d(s, Shutdown(release=True, optime=s.pg.wal_lsn), Why.SHUTDOWN_RELEASE)
-        return _d(s, Shutdown(release=False, optime=s.pg.wal_lsn), Why.SHUTDOWN_KEEP)
+            return _d(s, Shutdown(release=True, optime=_optime(s, s.pg.wal_lsn)), Why.SHUTDOWN_RELEASE)
+        return _d(s, Shutdown(release=False, optime=_optime(s, s.pg.wal_lsn)), Why.SHUTDOWN_KEEP)
     return _d(s, Shutdown(release=False, optime=None), Why.SHUTDOWN)
 
 
@@ -363,9 +372,12 @@ def guard_request(s: Snapshot) -> Decision | None:
     request = s.request
     if request is None:
         return None
-    if isinstance(request, RestartRequested):
-        return _restart(s, request)
-    return _reinitialize(s, request)
+    decision = _restart(s, request) if isinstance(request, RestartRequested) else _reinitialize(s, request)
+    if isinstance(decision.action, Wait) and s.pg.is_primary and lock_state(s) is Lock.OTHER and not s.paused:
+        # A refused request must not keep a primary running under another member's key: the table
+        # stops it (the request is answered with that reason).
+        return None
+    return decision
 
 
 def _restart(s: Snapshot, request: RestartRequested) -> Decision:
@@ -458,7 +470,7 @@ def guard_data_dir(s: Snapshot) -> Decision | None:
         # Patroni's words: "data dir empty" / "data dir not accessible".
         state = {DataDirState.MISSING: "empty", DataDirState.INACCESSIBLE: "not accessible"}.get(
             s.pg.data_dir, str(s.pg.data_dir))
-        return _d(s, ReleaseLeader(optime=None), Why.EMPTY_DATA_WITH_LOCK, data_dir=state)
+        return _d(s, ReleaseLeader(optime=_optime(s, None)), Why.EMPTY_DATA_WITH_LOCK, data_dir=state)
     m = s.memory
     if m.bootstrap_failures >= MAX_BOOTSTRAP_FAILURES:
         # As Patroni ("Failed to bootstrap cluster"): exit non-zero with the cause. `initialize` was
@@ -492,7 +504,7 @@ def guard_sysid(s: Snapshot) -> Decision | None:
         return None  # garbage in `initialize` proves no other cluster: the leader writes its own back
     mine, theirs = s.pg.sysid, cluster.initialize
     if lock_state(s) is Lock.MINE:
-        return _d(s, ReleaseLeader(optime=None), Why.SYSID_MISMATCH_RELEASE, mine=mine, cluster=theirs)
+        return _d(s, ReleaseLeader(optime=_optime(s, None)), Why.SYSID_MISMATCH_RELEASE, mine=mine, cluster=theirs)
     return _d(s, Wait(), Why.SYSID_MISMATCH, mine=mine, cluster=theirs)
 
 
@@ -510,10 +522,10 @@ def guard_paused(s: Snapshot) -> Decision | None:
     named = failover is not None and failover.member == s.me
     if lock is not Lock.OTHER and kind is PgClass.REPLICA and named:
         return None  # the named candidate of a switchover in maintenance mode takes the lock and promotes
-    if kind is PgClass.STOPPED and any(o.action == "demote" and o.ok for o in s.last):
+    if kind is PgClass.STOPPED and any(o.action == K.DEMOTE and o.ok for o in s.last):
         return None  # our own graceful demote of such a switchover: come back as a replica
     if lock is Lock.MINE:
-        return _d(s, ReleaseLeader(optime=None), Why.PAUSED_RELEASE)
+        return _d(s, ReleaseLeader(optime=_optime(s, None)), Why.PAUSED_RELEASE)
     if kind is PgClass.PRIMARY:
         mine = local_timeline(s.pg) or 0
         if is_system_identifier(cluster.initialize) and s.pg.sysid and cluster.initialize != s.pg.sysid:
@@ -553,7 +565,7 @@ def mine_primary(s: Snapshot) -> Decision:
         # Renewals failed for so long that the lease may expire elsewhere at any moment: stop writes
         # now, whatever this read says. The next cycles renew and start again if the key is still ours.
         return _d(s, Demote(DemoteMode.IMMEDIATE_NOLOCK), Why.LOCK_LOST, nap=0)
-    if any(o.action == "renew leader" and not o.ok for o in s.last):
+    if any(o.action == K.RENEW_LEADER and not o.ok for o in s.last):
         return _renew(s, Why.RENEW_RETRY, nap=SHORT_NAP)
     failover = _cluster(s).failover
     if failover is not None:
@@ -653,11 +665,13 @@ def mine_replica(s: Snapshot) -> Decision:
         if not isinstance(step, NoChange):
             # Synchronous mode: the standbys and `/sync` the new primary will honour are in place
             # before it accepts its first write (if the CAS fails, promotion waits a cycle).
-            return _d(s, RenewLeader(optime=None, sync_step=step), Why.SYNC_PRE_PROMOTE, nap=0, step=step.kind)
+            return _d(s, RenewLeader(optime=_optime(s, None), sync_step=step), Why.SYNC_PRE_PROMOTE, nap=0,
+                      step=step.kind)
     tl = local_timeline(s.pg) or 1
     entry = (tl, s.pg.lsn or 0, "no recovery target specified")
     assert s.memory.lock_deadline is not None  # _lock_valid
-    action = Promote(history_entry=entry, finish_by=s.memory.lock_deadline)
+    claim, ignored = timeline_to_claim(_cluster(s), tl)
+    action = Promote(history_entry=entry, finish_by=s.memory.lock_deadline, timeline=claim, ignored_timeline=ignored)
     return _d(s, action, Why.PROMOTE_WITH_LOCK, nap=0, name=s.me)
 
 
@@ -669,7 +683,7 @@ def mine_starting(s: Snapshot) -> Decision:
     if deadline is None:
         deadline = s.now + s.settings.primary_start_timeout
         memory = replace(memory, start_deadline=deadline)
-    return _d(s, RenewLeader(optime=None), Why.STARTING, nap=SHORT_NAP, memory=memory,
+    return _d(s, RenewLeader(optime=_optime(s, None)), Why.STARTING, nap=SHORT_NAP, memory=memory,
               left=f"{deadline - s.now:.0f}")
 
 
@@ -677,10 +691,10 @@ def mine_stopped(s: Snapshot) -> Decision:
     m = s.memory
     timed_out = m.start_deadline is not None and s.now > m.start_deadline
     if m.start_failures >= MAX_START_FAILURES or timed_out:
-        return _d(s, ReleaseLeader(optime=None), Why.START_FAILED_RELEASE, failures=m.start_failures)
+        return _d(s, ReleaseLeader(optime=_optime(s, None)), Why.START_FAILED_RELEASE, failures=m.start_failures)
     if s.settings.primary_start_timeout == 0:
         # The operator prefers a failover to a restart in place after a crash.
-        return _d(s, ReleaseLeader(optime=None), Why.CRASH_FAILOVER)
+        return _d(s, ReleaseLeader(optime=_optime(s, None)), Why.CRASH_FAILOVER)
     if not _lock_valid(s):
         return _renew(s, Why.START_PRIMARY_AFTER_CRASH, nap=0)
     left = _start_backoff(s)
@@ -797,7 +811,7 @@ def _off_lineage(s: Snapshot) -> bool:
     """Is my timeline older than the leader's and absent from its lineage (another branch, e.g. one
     whose number a promotion skipped because it was reserved)?
 
-    `history` is the leader's lineage as its PostgreSQL records it (agent.execute writes it from the
+    `history` is the leader's lineage as its PostgreSQL records it (the executor steps write it from the
     timeline history file), so once it is current for this leader, a missing row means "not an
     ancestor". It is current when its newest row names the leader, i.e. the leader wrote it after
     its promotion's checkpoint; before that a missing row only means the write is still to come.
@@ -844,8 +858,13 @@ def none_replica(s: Snapshot) -> Decision:
 
 def _race_with_failover_key(s: Snapshot, failover: FailoverRequest) -> Decision | None:
     """A switchover or failover is under way: its candidate takes the free lock, the others defer
-    to it while it is healthy, and the former leader does not race at all."""
+    to it while it is healthy, and the former leader does not race while someone can take over."""
     if failover.leader == s.me:
+        if _nobody_can_take_over(s, failover):
+            # The switchover's leader lost its lease before handing over (paused, cut off), and no
+            # member it was handing over to could promote without losing more than the configuration
+            # allows: an ordinary race, which the former leader, with every commit, may win (seed 4245).
+            return None
         return _d(s, Wait(), Why.FORMER_LEADER_WAITS, nap=SHORT_NAP)
     alive = [p.name for p in s.peers if p.name != s.me and p.is_running_primary]
     if alive:
@@ -866,6 +885,17 @@ def _race_with_failover_key(s: Snapshot, failover: FailoverRequest) -> Decision 
         if candidate is not None and promotable and healthy and candidate.reachable and candidate.in_recovery:
             return _d(s, Wait(), Why.CANDIDATE_DEFER, nap=SHORT_NAP, member=failover.member)
     return None  # no usable candidate: an ordinary race among the others
+
+
+def _nobody_can_take_over(s: Snapshot, failover: FailoverRequest) -> bool:
+    """Every member a switchover from this one hands over to (its candidate, else all) answered, and
+    none can take over: not a running replica, not promotable, or lagging past maximum_lag_on_failover.
+    A member that does not answer might still take over: then the former leader keeps waiting."""
+    others = [p for p in s.peers if p.name != s.me and (failover.member is None or p.name == failover.member)]
+    if not others or any(not p.reachable for p in others):
+        return False
+    return not any(p.in_recovery and not p.nofailover and p.failover_priority > 0 and within_lag(s, p.lsn)
+                   for p in others)
 
 
 def none_stopped(s: Snapshot) -> Decision:

@@ -11,8 +11,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from pgwarden.core.classify import switch_lsn
-from pgwarden.core.sync import may_promote, render_sync
-from pgwarden.core.types import PeerStatus, Reason, Snapshot, Why
+from pgwarden.core.reasons import Reason, Why
+from pgwarden.core.snapshot import PeerStatus, Snapshot
+from pgwarden.core.sync.promotion import may_promote
+from pgwarden.core.sync.reasons import render_sync
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,7 +43,7 @@ def replica_race(s: Snapshot) -> RaceVerdict:
         # lineage (it stopped at or before where its timeline ended): only then does the lag check
         # above measure what it lacks; WAL past that point is another branch, and its LSN says nothing.
         # (It used to be refused always, because it would have promoted to a timeline number already
-        # used; promotions now reserve their number, agent.execute._claim_timeline. Refusing always
+        # used; promotions now reserve their number, engine.steps._claim_timeline. Refusing always
         # deadlocked clusters whose only nodes left were behind: found by the simulator.)
         return _lose(Why.RACE_TIMELINE_BEHIND, mine=my_tl, cluster=s.dcs.timeline)
     sync = may_promote(s.me, my_lsn, settings.sync, s.dcs.sync, s.peers)

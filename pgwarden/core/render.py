@@ -6,7 +6,7 @@ the same words, so runbooks, log alerts and people's habits keep working.
 
 from __future__ import annotations
 
-from pgwarden.core.types import Reason, Why
+from pgwarden.core.reasons import Reason, Why
 
 _TEMPLATES: dict[Why, str] = {
     Why.LOCK_HELD: "no action. I am ({name}), the leader with the lock",

@@ -196,7 +196,7 @@ def member_from_json(name: str, text: str) -> Member:
         return _legacy_member(name, text) or _unparsed_member(name, text)
     if not isinstance(data, dict):
         return _unparsed_member(name, text)
-    return _member_from_mapping(name, data)
+    return member_from_mapping(name, data)
 
 
 def _unparsed_member(name: str, text: str) -> Member:
@@ -216,8 +216,10 @@ def _legacy_member(name: str, text: str) -> Member | None:
     return Member(name=name, conn_url=conn_url, api_url=api_url, raw={"conn_url": conn_url, "api_url": api_url})
 
 
-def _member_from_mapping(name: str, data: Mapping[str, Any]) -> Member:
-    """Field by field, so one bad field costs only that field."""
+def member_from_mapping(name: str, data: Mapping[str, Any]) -> Member:
+    """Decode a member's JSON object once it is parsed (`member_from_json` after the JSON text layer; the
+    simulator reads the agent's `member_json` mapping back with it). Field by field, so one bad field costs
+    only that field; never raises."""
     fields: dict[str, Any] = {}
     for field, parse in _MEMBER_FIELDS.items():
         if data.get(field) is None:

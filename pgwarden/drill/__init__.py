@@ -7,7 +7,7 @@ pure measurement logic, `topology` the cluster discovery and REST/DSN helpers.
 from pgwarden.drill.faults import Fault
 from pgwarden.drill.measure import Attempt, Measurement, measure
 from pgwarden.drill.runner import AgentRestarter, Drill, DrillOptions, Progress, Report, RunResult
-from pgwarden.drill.topology import DrillError, Topology, multi_host_dsn, read_topology, rest_auth
+from pgwarden.drill.topology import DrillError, Topology, multi_host_dsn, read_topology
 
 __all__ = [
     "AgentRestarter",
@@ -24,5 +24,4 @@ __all__ = [
     "measure",
     "multi_host_dsn",
     "read_topology",
-    "rest_auth",
 ]

@@ -18,7 +18,8 @@ from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 
-from pgwarden.drill.topology import DrillError, MemberInfo, RestAuth, rest_post
+from pgwarden.drill.topology import DrillError, MemberInfo, rest_call
+from pgwarden.rest_client import RestSettings, Unreachable
 
 
 class Fault(StrEnum):
@@ -49,25 +50,29 @@ class ApiAnswer:
         return 200 <= self.status < 300
 
 
-def request_switchover(leader: MemberInfo, candidate: str | None, auth: RestAuth | None,
+def request_switchover(leader: MemberInfo, candidate: str | None, settings: RestSettings,
                        timeout: float) -> ApiAnswer:
     """POST /switchover to the leader: `{"leader": ..., "candidate": ...}` (candidate optional)."""
     body: dict[str, str] = {"leader": leader.name}
     if candidate:
         body["candidate"] = candidate
-    return _post(leader, "/switchover", body, auth, timeout)
+    return _post(leader, "/switchover", body, settings, timeout)
 
 
-def request_failover(via: MemberInfo, candidate: str, auth: RestAuth | None, timeout: float) -> ApiAnswer:
+def request_failover(via: MemberInfo, candidate: str, settings: RestSettings, timeout: float) -> ApiAnswer:
     """POST /failover `{"candidate": ...}`; any member accepts it."""
-    return _post(via, "/failover", {"candidate": candidate}, auth, timeout)
+    return _post(via, "/failover", {"candidate": candidate}, settings, timeout)
 
 
-def _post(member: MemberInfo, path: str, body: dict[str, str], auth: RestAuth | None,
+def _post(member: MemberInfo, path: str, body: dict[str, str], settings: RestSettings,
           timeout: float) -> ApiAnswer:
+    """The answer; status 0 and the reason when the member cannot be reached."""
     started = time.monotonic()
-    status, text = rest_post(member.api_base, path, body, auth, timeout)
-    return ApiAnswer(status, text, time.monotonic() - started)
+    reply = rest_call(member, "POST", path, settings, body, timeout)
+    seconds = time.monotonic() - started
+    if isinstance(reply, Unreachable):
+        return ApiAnswer(0, reply.reason, seconds)
+    return ApiAnswer(reply.status, reply.text.strip(), seconds)
 
 
 def describe_refusal(fault: Fault, answer: ApiAnswer) -> str:

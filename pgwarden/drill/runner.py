@@ -40,12 +40,12 @@ from pgwarden.drill.topology import (
     DrillError,
     Health,
     MemberInfo,
-    RestAuth,
     Topology,
     cluster_health,
     primary_instance,
 )
 from pgwarden.drill.workload import Writer, current_timeline, prepare_table, server_address, stored_ids
+from pgwarden.rest_client import RestSettings
 
 AgentRestarter = Callable[[str], bool]
 """Restarts the agent of the named member after a host kill; False if it cannot (the user must)."""
@@ -185,9 +185,10 @@ class Report:
 class PrimaryWatcher:
     """Polls GET /primary on every member; notes when a primary instance other than `old` answers."""
 
-    def __init__(self, members: Sequence[MemberInfo], old: tuple[str, str | None]) -> None:
+    def __init__(self, members: Sequence[MemberInfo], old: tuple[str, str | None], rest: RestSettings) -> None:
         self.members = list(members)
         self.old = old
+        self.rest = rest
         self.current: str | None = old[0]
         self.new_at: float | None = None
         self.new_name: str | None = None
@@ -203,7 +204,7 @@ class PrimaryWatcher:
 
     def _loop(self) -> None:
         while not self._stop.is_set():
-            answering = [i for m in self.members if (i := primary_instance(m, 0.5)) is not None]
+            answering = [i for m in self.members if (i := primary_instance(m, self.rest, 0.5)) is not None]
             self.current = answering[0][0] if len(answering) == 1 else None
             fresh = [i for i in answering if i != self.old]
             if fresh and self.new_at is None:
@@ -219,7 +220,8 @@ class Drill:
     topology: Callable[[], Topology]
     dsn: str
     options: DrillOptions
-    auth: RestAuth | None = None
+    rest: RestSettings = field(default_factory=RestSettings)
+    """Credentials and TLS material for the members' REST APIs."""
     restarter: AgentRestarter | None = None
     progress: ProgressSink = lambda _p: None
     members: dict[str, MemberInfo] = field(default_factory=dict)
@@ -262,7 +264,7 @@ class Drill:
         writer.start()
         try:
             self._warm_up(writer, index, repeat)
-            watcher = PrimaryWatcher(members, old.instance)
+            watcher = PrimaryWatcher(members, old.instance, self.rest)
             watcher.start()
             try:
                 fault_at, answer = self._inject_and_follow(old_member, targets, writer, watcher, index, repeat)
@@ -345,17 +347,17 @@ class Drill:
         # The API may answer only once the switchover is complete: ask from a thread, follow meanwhile.
         call: Callable[[], ApiAnswer]
         if fault is Fault.SWITCHOVER:
-            call = lambda: request_switchover(old, self.options.candidate, self.auth,  # noqa: E731
+            call = lambda: request_switchover(old, self.options.candidate, self.rest,  # noqa: E731
                                               self.options.api_timeout)
         else:
             candidate = self.options.candidate or self._failover_candidate(old)
-            call = lambda: request_failover(old, candidate, self.auth, self.options.api_timeout)  # noqa: E731
+            call = lambda: request_failover(old, candidate, self.rest, self.options.api_timeout)  # noqa: E731
         thread = threading.Thread(target=lambda: answers.append(call()), name="drill-api", daemon=True)
         thread.start()
         return thread
 
     def _failover_candidate(self, old: MemberInfo) -> str:
-        health = cluster_health([m for m in self.members.values() if m.name != old.name])
+        health = cluster_health([m for m in self.members.values() if m.name != old.name], self.rest)
         streaming = sorted(s.name for s in health.statuses if s.is_streaming_replica)
         if not streaming:
             raise DrillError("no streaming replica to fail over to")
@@ -420,7 +422,7 @@ class Drill:
         started = time.monotonic()
         healed_since: float | None = None
         while True:
-            health = cluster_health(members)
+            health = cluster_health(members, self.rest)
             now = time.monotonic()
             if not health.healed:
                 healed_since = None

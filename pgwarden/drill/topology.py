@@ -8,10 +8,6 @@ connect) and how to ask a member how it is (its REST status document).
 from __future__ import annotations
 
 import asyncio
-import base64
-import json
-import urllib.error
-import urllib.request
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -22,6 +18,7 @@ from psycopg.conninfo import make_conninfo
 from pgwarden.aio import bounded
 from pgwarden.config import LocalConfig
 from pgwarden.dcs import DcsError, dcs_from_config
+from pgwarden.rest_client import RestClient, RestReply, RestSettings, Unreachable
 
 REST_TIMEOUT = 2.0
 DCS_TIMEOUT = 3.0
@@ -54,12 +51,6 @@ class MemberInfo:
         if not parts.hostname:
             return None
         return parts.hostname, parts.port or 5432
-
-    @property
-    def api_base(self) -> str:
-        """scheme://host:port of the REST API (the published api_url ends in `/patroni`)."""
-        parts = urlsplit(self.api_url)
-        return f"{parts.scheme or 'http'}://{parts.netloc}"
 
     @property
     def api_address(self) -> tuple[str, int] | None:
@@ -144,58 +135,21 @@ def with_client_timeouts(dsn: str) -> str:
 # REST
 
 
-@dataclass(frozen=True, slots=True)
-class RestAuth:
-    username: str
-    password: str
+def rest_call(member: MemberInfo, method: str, path: str, settings: RestSettings, body: Any = None,
+              timeout: float = REST_TIMEOUT) -> RestReply | Unreachable:
+    """`method path` on `member` through the members' REST client. The drill's threads are plain
+    synchronous code, so each call runs in a short event loop of its own."""
 
-    @property
-    def header(self) -> str:
-        token = base64.b64encode(f"{self.username}:{self.password}".encode()).decode()
-        return f"Basic {token}"
+    async def call() -> RestReply | Unreachable:
+        async with RestClient(settings) as client:
+            return await client.request(member.api_url, method, path, body, timeout=timeout)
 
-
-def rest_auth(local: LocalConfig) -> RestAuth | None:
-    """Credentials for management calls: `ctl.authentication`, else `restapi.authentication`."""
-    for creds in (local.ctl.authentication, local.restapi.authentication):
-        if creds is not None and creds.username and creds.password is not None:
-            return RestAuth(creds.username, creds.password)
-    return None
+    return asyncio.run(call())
 
 
-def rest_get(base_url: str, path: str, timeout: float = REST_TIMEOUT) -> tuple[int, dict[str, Any] | None]:
-    """(status, JSON body) of GET; (0, None) when the member does not answer."""
-    try:
-        with urllib.request.urlopen(base_url.rstrip("/") + path, timeout=timeout) as response:
-            return response.status, _json_or_none(response.read())
-    except urllib.error.HTTPError as exc:
-        return exc.code, _json_or_none(exc.read())
-    except (OSError, ValueError):
-        return 0, None
-
-
-def rest_post(base_url: str, path: str, body: Mapping[str, Any], auth: RestAuth | None,
-              timeout: float) -> tuple[int, str]:
-    """(status, response text) of a JSON POST; (0, reason) when the member cannot be reached."""
-    request = urllib.request.Request(base_url.rstrip("/") + path, data=json.dumps(body).encode(), method="POST",
-                                     headers={"Content-Type": "application/json"})
-    if auth is not None:
-        request.add_header("Authorization", auth.header)
-    try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:
-            return response.status, response.read().decode(errors="replace").strip()
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.read().decode(errors="replace").strip()
-    except (OSError, ValueError) as exc:
-        return 0, f"no answer from {base_url}: {exc}"
-
-
-def _json_or_none(raw: bytes) -> dict[str, Any] | None:
-    try:
-        value = json.loads(raw) if raw else None
-    except ValueError:
-        return None
-    return value if isinstance(value, dict) else None
+def _json_if_ok(reply: RestReply | Unreachable) -> Mapping[str, Any] | None:
+    """The JSON object of a 200 answer, else None."""
+    return reply.json_object() if isinstance(reply, RestReply) and reply.status == 200 else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -224,9 +178,9 @@ class MemberStatus:
         return self.name, self.postmaster_start_time
 
 
-def member_status(member: MemberInfo, timeout: float = REST_TIMEOUT) -> MemberStatus:
-    status, body = rest_get(member.api_base, "/patroni", timeout)
-    if status != 200 or body is None:
+def member_status(member: MemberInfo, settings: RestSettings, timeout: float = REST_TIMEOUT) -> MemberStatus:
+    body = _json_if_ok(rest_call(member, "GET", "/patroni", settings, timeout=timeout))
+    if body is None:
         return MemberStatus(member.name, reachable=False)
     timeline = body.get("timeline")
     return MemberStatus(
@@ -237,11 +191,11 @@ def member_status(member: MemberInfo, timeout: float = REST_TIMEOUT) -> MemberSt
     )
 
 
-def primary_instance(member: MemberInfo, timeout: float) -> tuple[str, str | None] | None:
+def primary_instance(member: MemberInfo, settings: RestSettings, timeout: float) -> tuple[str, str | None] | None:
     """The instance behind a 200 on `GET /primary`, or None if this member is not the primary now."""
-    status, body = rest_get(member.api_base, "/primary", timeout)
+    body = _json_if_ok(rest_call(member, "GET", "/primary", settings, timeout=timeout))
     # A 200 from an agent that has not yet noticed its postmaster died shows no running PostgreSQL.
-    if status != 200 or body is None or body.get("state") != "running":
+    if body is None or body.get("state") != "running":
         return None
     start = body.get("postmaster_start_time")
     return member.name, start if isinstance(start, str) else None
@@ -278,5 +232,5 @@ class Health:
         return ", ".join(parts)
 
 
-def cluster_health(members: Sequence[MemberInfo], timeout: float = REST_TIMEOUT) -> Health:
-    return Health(tuple(member_status(m, timeout) for m in members))
+def cluster_health(members: Sequence[MemberInfo], settings: RestSettings, timeout: float = REST_TIMEOUT) -> Health:
+    return Health(tuple(member_status(m, settings, timeout) for m in members))

@@ -69,7 +69,7 @@ def forked_timeline(names: Collection[str], read: _Reader, size: _Sizer, *, chec
         return None
     lineage = parse_timeline_history(read(f"{newest:08X}.history"))
     if not lineage:
-        return None  # a comment-only placeholder (agent.execute reserves numbers with them), or junk
+        return None  # a comment-only placeholder (the executor steps reserve numbers with them), or junk
     ends = {tli: end for tli, end, _reason in lineage}
     if replaying in ends and ends[replaying] >= replay_lsn:
         return None  # it forks off later: PostgreSQL switches to it on reaching the switch point

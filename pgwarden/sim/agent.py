@@ -14,54 +14,54 @@ from collections.abc import Callable, Generator
 from dataclasses import replace
 from typing import Any, TypeVar
 
-from pgwarden.config.dynamic import DEFAULT_LEASE_TTL, adjust_timing
-from pgwarden.core.classify import needs_peer_statuses
+from pgwarden.config.layering import ha_settings_from
+from pgwarden.config.validation import parse_dynamic
+from pgwarden.core.actions import Action, Decision, Demote, Shutdown
 from pgwarden.core.decide import extended_wake
-from pgwarden.core.types import (
-    AcquireLeader,
-    Action,
-    Decision,
-    Demote,
-    DemoteMode,
+from pgwarden.core.reasons import Why
+from pgwarden.core.snapshot import (
+    ActionKind,
     HaSettings,
-    Memory,
     OperatorRequest,
     Outcome,
-    PeerStatus,
-    Reason,
-    Reinitialize,
-    ReleaseLeader,
-    RenewLeader,
-    Restart,
-    RestartRequested,
-    Shutdown,
     Snapshot,
     TaskInFlight,
-    Wait,
-    Why,
     keepalive_period,
 )
+from pgwarden.engine.drive import interpret
+from pgwarden.engine.loop import (
+    NO_REPROBE,
+    Act,
+    CycleEnded,
+    Decided,
+    DecideFailed,
+    FetchPeers,
+    LoopBook,
+    LoopEffect,
+    Moment,
+    ProbeLocal,
+    PublishMember,
+    ReadCluster,
+    RefreshSettings,
+    Stopping,
+    cycle,
+    keepalive_stall_limit,
+)
+from pgwarden.engine.steps import BACKGROUND
 from pgwarden.model import ClusterView, LocalPg, Tags
-from pgwarden.sim import adapters
+from pgwarden.sim import observe
 from pgwarden.sim.dcs_client import FAST_LATENCY, SimDcsClient, SimDcsError
+from pgwarden.sim.effects import execute
+from pgwarden.sim.invariants import BLIND
 from pgwarden.sim.kernel import Nap, Proc, Step
 from pgwarden.sim.world import DCS_TIMEOUT, World
 
 DecideFn = Callable[[Snapshot], Decision]
 _T = TypeVar("_T")
 
-MIN_NAP_AFTER_FAILURE = 1.0  # pgwarden.agent.loop
-READ_STOP_BUDGET = 0.5  # pgwarden.agent.loop: time kept, after a bounded DCS read, to stop PostgreSQL
-# Actions after which the real loop does not re-probe PostgreSQL before writing the member key.
-REPROBE_NOT_NEEDED = (Wait, RenewLeader, AcquireLeader, ReleaseLeader)
-MIN_NAP = 0.05
 FOREVER = 1e12
 POSTMASTER_CHECK = 0.1
 PROBE_TIME = 0.005
-
-# Dynamic configuration keys the simulator changes, and the HaSettings field each one sets.
-DYNAMIC_FIELDS = ("maximum_lag_on_failover", "use_pg_rewind", "remove_data_directory_on_rewind_failure",
-                  "remove_data_directory_on_diverged_timelines", "check_timeline")
 
 
 class SimAgent:
@@ -72,32 +72,26 @@ class SimAgent:
         tags = world.nodes[name].tags
         self.local_settings = world.opts.settings if tags == Tags() else replace(world.opts.settings, tags=tags)
         # Before the first DCS read: the local settings with /config's defaults (Agent.config).
-        self.settings = settings_from_dynamic(self.local_settings, {}, world.opts.keepalive)
-        self.memory = Memory()
-        self.outcomes: list[Outcome] = []
+        self.settings, _ = settings_from_dynamic(self.local_settings, {}, world.opts.keepalive)
+        self.book = LoopBook()  # memory, outcomes, keepalive send time, request desk: the agent's own rules
         self.background: tuple[Proc, TaskInFlight] | None = None
         self.stopping = False
         self.finished = False
         self.cluster: ClusterView | None = None
         self.dcs_error: str | None = None
         self.last_why: Why | None = None
+        self.blind_stop = False
+        """The last decision stops writes right after a blind one (`invariants._blind_writers`)."""
         self.config_revision = -1
         self.keepalive_interval: float | None = None  # pgwarden.keepalive_interval (None: the default)
         self.dcs = SimDcsClient(world, name, self.settings.lease_ttl)
         self.main: Proc | None = None
         self.keeper: Proc | None = None
         self.pg: LocalPg | None = None  # the last probe (AgentState.pg)
-        self.last_cycle_end = 0.0  # local time; 0.0 until the first cycle ends
-        self.keepalive_sent_at: float | None = None
         self.woken = False  # set by wake(), consumed after each nap of the main loop
         self.ka_next: float | None = None  # global send time of the next virtual keepalive tick
         self.ka_pending: tuple[float, float] | None = None  # a virtual tick sent, its answer due
         self.ka_resume: str | tuple[float, float, float] | None = None  # how the keeper leaves virtual mode
-        # The REST control desk (pgwarden.agent.control): one pending operator request, given to the
-        # core until it is refused (dropped) or started (kept until its outcome arrives).
-        self.request: OperatorRequest | None = None
-        self.request_due = 0.0  # wall time from which a (scheduled) request is due
-        self.request_started = False
 
     # -- lifecycle ---------------------------------------------------------------------------------
 
@@ -127,32 +121,15 @@ class SimAgent:
             proc, _ = self.background
             self.world.kernel.kill(proc)
             self.background = None
-            self.outcomes.append(self.outcome_of(proc.name, False, "cancelled"))
+            self.book.outcomes.append(Outcome(ActionKind(proc.name), False, "cancelled", self.local_now()))
         self.wake()
 
     def submit(self, request: OperatorRequest, due: float = 0.0) -> bool:
         """POST /restart or /reinitialize reached this agent: False (409) when one is pending already."""
-        if self.request is not None or self.finished:
+        if self.finished or not self.book.requests.submit(request, due):
             return False
-        self.request, self.request_due, self.request_started = request, due, False
         self.wake()
         return True
-
-    def _due_request(self, wall: float) -> OperatorRequest | None:
-        """RequestDesk.due_request: the pending request if not started and due."""
-        request = self.request
-        if request is None or self.request_started or wall < self.request_due:
-            return None
-        return request
-
-    def _request_decided(self, decision: Decision) -> None:
-        """RequestDesk.decided: started when the core chose the matching action, else refused."""
-        wanted = Restart if isinstance(self.request, RestartRequested) else Reinitialize
-        if isinstance(decision.action, wanted):
-            self.request_started = True
-        else:
-            self.world.recorder.event(self.world.now, self.name, f"request refused: {decision.reason.why.name}")
-            self.request = None
 
     def wake(self) -> None:
         if self.main is not None and not self.finished:
@@ -169,12 +146,6 @@ class SimAgent:
     def local_now(self) -> float:
         return self.world.local_time(self.name)
 
-    def outcome(self, action: Action, ok: bool, detail: str = "", sent_at: float | None = None) -> Outcome:
-        return self.outcome_of(action.kind, ok, detail, sent_at)
-
-    def outcome_of(self, kind: str, ok: bool, detail: str, sent_at: float | None = None) -> Outcome:
-        return Outcome(action=kind, ok=ok, detail=detail, sent_at=self.local_now() if sent_at is None else sent_at)
-
     @property
     def task_label(self) -> str | None:
         return str(self.background[1].kind) if self.background is not None else None
@@ -187,11 +158,7 @@ class SimAgent:
             decision = yield from self._cycle()
             if self.finished:
                 break
-            now = self.local_now()
-            last = self.outcomes[-1] if self.outcomes else None
-            floor = MIN_NAP_AFTER_FAILURE if last is not None and not last.ok else MIN_NAP
-            nap = max(decision.wake_at - now, floor - (now - started))
-            yield from self._nap_after(decision, nap)
+            yield from self._nap_after(decision, self.book.nap(decision, started, self.local_now()))
 
     def _nap_after(self, decision: Decision, seconds: float) -> Generator[Step, None, None]:
         """Agent._nap_after: nap, or until woken; a leader's nap that ends only to renew before its
@@ -204,40 +171,61 @@ class SimAgent:
                 return
             self.catch_up()  # virtual keepalive ticks sent by now count, as they would for real
             now = self.local_now()
-            later = extended_wake(decision, self.published_lock_deadline(self.memory.lock_deadline is not None), now)
+            later = extended_wake(decision, self.published_lock_deadline(self.book.memory.lock_deadline is not None),
+                                  now)
             if later is None:
                 return
             seconds = later - now
 
     def _cycle(self) -> Generator[Step, None, Decision]:
-        world = self.world
-        cluster = yield from self._read_cluster()
-        self._refresh_config(cluster)
-        yield PROBE_TIME
-        world.refresh()
-        pg = self.pg = adapters.local_pg(world, self.name)
-        peers: tuple[PeerStatus, ...] = ()
-        if cluster is not None and needs_peer_statuses(cluster, self.name, self.stopping):
-            peers = yield from adapters.fetch_peers(world, self.name, cluster)
-        now = self.local_now()
-        request = None if self.request is None else self._due_request(world.wall_time(self.name))
-        snapshot = Snapshot(me=self.name, now=now, settings=self.settings, pg=pg, dcs=cluster, peers=peers,
-                            memory=self.memory, last=tuple(self.outcomes),
-                            task=self.background[1] if self.background else None, shutting_down=self.stopping,
-                            wall=world.wall_time(self.name), request=request)
-        self.outcomes.clear()
-        decision = self._decide(snapshot)
-        if request is not None:
-            self._request_decided(decision)
-        world.recorder.decision(world.now, self.name, now, decision)
-        self.last_why = decision.reason.why
-        self.memory = decision.memory
-        yield from self._act(decision.action, cluster)
-        if cluster is not None and not self.finished:
-            with contextlib.suppress(SimDcsError):
-                yield from self.dcs.touch_member(adapters.member(self, self.pg))
-        self.last_cycle_end = self.local_now()
-        return decision
+        """One HA cycle: the agent's own (`engine.loop.cycle`), its effects done in the simulated world."""
+        return (yield from interpret(cycle(self.book, self.name, self.decide), self._perform))
+
+    def _perform(self, effect: LoopEffect) -> Generator[Step, None, Any]:
+        world, name = self.world, self.name
+        match effect:
+            case ReadCluster():
+                return (yield from self._read_cluster())
+            case ProbeLocal():
+                yield PROBE_TIME
+                world.refresh()
+                self.pg = observe.local_pg(world, name)
+                return self.pg
+            case RefreshSettings(cluster=cluster):
+                self._refresh_config(cluster)
+                return self.settings
+            case Stopping():
+                return self.stopping
+            case FetchPeers(cluster=cluster):
+                return (yield from observe.fetch_peers(world, name, cluster))
+            case Moment():
+                task = self.background[1] if self.background else None
+                return self.local_now(), world.wall_time(name), task, self.stopping
+            case DecideFailed(error=error):
+                # The loop's fallback runs, and it is a violation: the core must never raise.
+                world.recorder.violation(world.now, "core-exception",
+                                         f"{name}: decide raised {type(error).__name__}: {error}")
+                return None
+            case Decided(snapshot=snapshot, decision=decision, started=started):
+                if started is False:
+                    world.recorder.event(world.now, name, f"request refused: {decision.reason.why.name}")
+                world.recorder.decision(world.now, name, snapshot.now, decision)
+                blind = self.last_why in BLIND
+                self.last_why = decision.reason.why
+                self.blind_stop = blind and isinstance(decision.action, Demote)
+                return None
+            case Act(decision=decision, snapshot=snapshot):
+                yield from self._act(decision.action, snapshot.dcs)
+                return None
+            case PublishMember():
+                if not self.finished and self.pg is not None:
+                    with contextlib.suppress(SimDcsError):
+                        yield from self.dcs.touch_member(observe.member(self, self.pg))
+                return None
+            case CycleEnded():
+                return self.local_now()
+            case _:
+                raise AssertionError(f"unhandled loop effect {effect!r}")
 
     def _keepalive(self) -> Generator[Step, None, None]:
         """pgwarden.agent.loop.Agent._keepalive: refresh the lease every `keepalive_period` while the
@@ -262,8 +250,7 @@ class SimAgent:
             if resume is None:
                 yield self._keepalive_period() / rate
             now = self.local_now()
-            stalled = now - self.last_cycle_end > 2 * self.settings.loop_wait + 2
-            if self.last_cycle_end == 0.0 or stalled or self.stopping or self.finished:
+            if self.finished or not self.book.keepalive_allowed(now, self.settings.loop_wait, self.stopping):
                 continue
             sent, sent_global = now, world.now
             try:
@@ -285,9 +272,8 @@ class SimAgent:
         self._keepalive_done(ok, sent, sent_global)
 
     def _keepalive_done(self, ok: bool, sent: float, sent_global: float) -> None:
-        self.record_keepalive(Outcome(action="keepalive", ok=ok, sent_at=sent))
+        self.record_keepalive(self.book.keepalive_done(ok, sent))
         if ok:
-            self.keepalive_sent_at = sent
             node = self.world.nodes[self.name]
             if self.dcs.holds_leader_on_lease():
                 node.lease_sent = max(node.lease_sent, sent_global)
@@ -328,9 +314,9 @@ class SimAgent:
         clock = world.nodes[self.name].clock
         offset, rate = clock.offset, clock.rate
         now, rtt = world.kernel.now, 2 * world.dcs_latency
-        limit = 2 * self.settings.loop_wait + 2
+        limit = keepalive_stall_limit(self.settings.loop_wait)
         step = self._keepalive_period() / rate  # constant while virtual: a role change ends virtual mode
-        last_cycle_end = self.last_cycle_end
+        last_cycle_end = self.book.last_cycle_end
         lease = self.dcs.lease
         lease_ok = lease is not None and lease[1] == self.dcs.ttl and world.etcd.lease_alive(lease[0])
         pending = self.ka_pending
@@ -388,11 +374,11 @@ class SimAgent:
         two: the latest successful one and, if the run ends with a failure, that failure. The core
         folds an ok keepalive as max(lock_deadline, deadline(sent)) and ignores a failed one, and the
         loop looks only at the last outcome's `ok`, so the fold is exact (a test compares traces)."""
-        out = self.outcomes
-        if self.world.opts.fold_keepalives and out and out[-1].action == "keepalive":
+        out = self.book.outcomes
+        if self.world.opts.fold_keepalives and out and out[-1].action == ActionKind.KEEPALIVE:
             tail = out.pop()
             best: Outcome | None = tail if tail.ok else None
-            if out and out[-1].action == "keepalive" and out[-1].ok and not tail.ok:
+            if out and out[-1].action == ActionKind.KEEPALIVE and out[-1].ok and not tail.ok:
                 best = out.pop()  # [ok, failed] so far
             if outcome.ok:
                 out.append(outcome)
@@ -402,13 +388,8 @@ class SimAgent:
         out.append(outcome)
 
     def published_lock_deadline(self, holds_lock: bool) -> float | None:
-        """Agent._published_lock_deadline: the core's deadline, moved on by keepalives since."""
-        deadline = self.memory.lock_deadline
-        if not holds_lock or deadline is None:
-            return None
-        if self.keepalive_sent_at is not None:
-            deadline = max(deadline, self.settings.lock_deadline(self.keepalive_sent_at))
-        return deadline
+        """The core's deadline, moved on by keepalives since (`LoopBook.published_lock_deadline`)."""
+        return self.book.published_lock_deadline(self.settings, holds_lock)
 
     def _read_cluster(self) -> Generator[Step, None, ClusterView | None]:
         """Agent._read_cluster: one read of the scope, which a leader bounds by its lock deadline (a
@@ -416,10 +397,7 @@ class SimAgent:
         writes): with less than READ_STOP_BUDGET left it does not read at all, and a read that does
         not answer within the budget counts as the DCS being unreachable. Past the deadline it reads
         normally in maintenance mode only (`read_budget`)."""
-        budget = None
-        deadline = self.published_lock_deadline(self.memory.lock_deadline is not None)
-        if deadline is not None:
-            budget = read_budget(deadline - self.local_now(), self.memory.paused_when_last_seen)
+        budget = self.book.read_budget(self.settings, self.local_now())
         try:
             if budget is not None and budget <= 0:
                 raise SimDcsError("not reading the DCS: the lock deadline is too close")
@@ -451,58 +429,37 @@ class SimAgent:
         if cluster is None or cluster.config is None or cluster.config.revision == self.config_revision:
             return
         self.config_revision = cluster.config.revision
-        self.settings = settings_from_dynamic(self.local_settings, cluster.config.value, self.world.opts.keepalive)
-        interval = keepalive_interval(cluster.config.value)
+        self.settings, interval = settings_from_dynamic(self.local_settings, cluster.config.value,
+                                                        self.world.opts.keepalive)
         if self.settings.lease_ttl != self.dcs.ttl or interval != self.keepalive_interval:
             self.end_virtual()
             self.dcs.set_ttl(self.settings.lease_ttl)
             self.keepalive_interval = interval
 
-    def _decide(self, snapshot: Snapshot) -> Decision:
-        try:
-            return self.decide(snapshot)
-        except Exception as exc:  # the loop's fallback, and a violation: the core must never raise
-            self.world.recorder.violation(self.world.now, "core-exception",
-                                          f"{self.name}: decide raised {type(exc).__name__}: {exc}")
-            deadline = snapshot.memory.lock_deadline
-            must_stop = snapshot.pg.is_primary and (deadline is None or snapshot.now >= deadline - 1)
-            action: Any = Demote(DemoteMode.IMMEDIATE_NOLOCK) if must_stop else Wait()
-            return Decision(action, Reason(Why.NO_ACTION), snapshot.now + 1, snapshot.memory)
-
     def _act(self, action: Action, cluster: ClusterView | None) -> Generator[Step, None, None]:
-        kind = adapters.BACKGROUND.get(type(action))
+        kind = BACKGROUND.get(type(action))
         if kind is not None:
             info = TaskInFlight(kind, self.local_now())
-            proc = self.world.kernel.spawn(adapters.execute(self, action, cluster), self.name, action.kind,
+            proc = self.world.kernel.spawn(execute(self, action, cluster), self.name, action.kind,
                                            on_exit=self._background_done)
             self.background = (proc, info)
             return
-        outcome = yield from adapters.execute(self, action, cluster)
-        self.outcomes.append(outcome)
+        outcome = yield from execute(self, action, cluster)
+        self.book.outcomes.append(outcome)
         if isinstance(action, Shutdown):
             self.end_virtual()
             self.finished = True
             self.world.recorder.event(self.world.now, self.name, "agent stopped")
-        if not isinstance(action, REPROBE_NOT_NEEDED):
+        if not isinstance(action, NO_REPROBE):
             # PostgreSQL changed: the member key gets the truth, not the cycle's probe.
             self.world.refresh()
-            self.pg = adapters.local_pg(self.world, self.name)
+            self.pg = observe.local_pg(self.world, self.name)
 
     def _background_done(self, outcome: Outcome) -> None:
-        self.outcomes.append(outcome)
+        self.book.outcomes.append(outcome)
         self.background = None
-        if self.request_started and outcome.action in ("restart", "reinitialize"):
-            self.request = None  # RequestDesk.finished
+        self.book.requests.finished(outcome)
         self.wake()
-
-
-def read_budget(left: float, paused: bool) -> float | None:
-    """pgwarden.agent.loop.read_budget: how long a leader's DCS read may take `left` seconds before its
-    lock deadline (None: no bound but the client's timeout; 0 or less: no read). Past the deadline
-    only an agent that last saw maintenance mode reads (normally)."""
-    if left > READ_STOP_BUDGET:
-        return left - READ_STOP_BUDGET
-    return None if left <= 0 and paused else 0.0
 
 
 def within(operation: Generator[Step, None, _T], limit: float, message: str) -> Generator[Step, None, _T]:
@@ -526,20 +483,11 @@ def within(operation: Generator[Step, None, _T], limit: float, message: str) -> 
         operation.close()
 
 
-def settings_from_dynamic(local: HaSettings, dynamic: Any, keepalive: bool = True) -> HaSettings:
-    """HaSettings from the simulator's /config value, with the real timing adjustment and the real
-    lease rule (`DynamicConfig.lease_ttl`: pgwarden.lease_ttl capped by ttl, ttl when null). Without a
-    keepalive (Patroni's behaviour) the lease is `ttl`."""
-    ttl, loop_wait, retry_timeout, _ = adjust_timing(
-        int(dynamic.get("ttl", local.ttl)), int(dynamic.get("loop_wait", local.loop_wait)),
-        int(dynamic.get("retry_timeout", local.retry_timeout)))
-    changes = {k: dynamic[k] for k in DYNAMIC_FIELDS if k in dynamic}
-    wanted = dict(dynamic.get("pgwarden") or {}).get("lease_ttl", DEFAULT_LEASE_TTL) if keepalive else None
-    lease_ttl = ttl if wanted is None else min(int(wanted), ttl)
-    return replace(local, ttl=ttl, lease_ttl=lease_ttl, loop_wait=loop_wait, retry_timeout=retry_timeout,
-                   **changes)
-
-
-def keepalive_interval(dynamic: Any) -> float | None:
-    value = dict(dynamic.get("pgwarden") or {}).get("keepalive_interval")
-    return None if value is None else float(value)
+def settings_from_dynamic(local: HaSettings, dynamic: Any, keepalive: bool = True) -> tuple[HaSettings, float | None]:
+    """HaSettings and the keepalive interval from the simulator's /config value, through the agent's own
+    reading (`parse_dynamic`) and derivation (`ha_settings_from`). Without a keepalive (Patroni's
+    behaviour) the lease is `ttl`."""
+    config, _ = parse_dynamic(dynamic or None, notes=False)
+    if not keepalive:
+        config = replace(config, pgwarden=replace(config.pgwarden, lease_ttl=None))
+    return ha_settings_from(config, tags=local.tags), config.pgwarden.keepalive_interval

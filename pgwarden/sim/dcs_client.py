@@ -121,8 +121,11 @@ class SimDcsClient:
 
     def holds_leader_on_lease(self) -> bool:
         """Is the leader key ours and attached to our current lease (so a keepalive extends it)?"""
-        key = self.world.etcd.get(LEADER)
-        return key is not None and self.lease is not None and key.value == self.name and key.lease == self.lease[0]
+        lease = self.lease
+        if lease is None:
+            return False
+        key = self.world.etcd.keys.get(LEADER)
+        return key is not None and key.lease == lease[0] and key.value == self.name
 
     def _with_lease(self, operation: Callable[[int], Op[_T]]) -> Op[_T]:
         try:

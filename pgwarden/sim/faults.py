@@ -13,7 +13,7 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from pgwarden.core.types import OperatorRequest, ReinitRequested, RestartRequested
+from pgwarden.core.snapshot import OperatorRequest, ReinitRequested, RestartRequested
 from pgwarden.model import FailoverRequest, Tags
 from pgwarden.sim import invariants
 from pgwarden.sim.etcd import FAILOVER
@@ -68,14 +68,31 @@ CONFIG_CHOICES: dict[str, tuple[Any, ...]] = {
 
 def initial_config(rng: random.Random) -> dict[str, Any]:
     """The bootstrap /config of a run (what `bootstrap.dcs` would hold)."""
-    return {
-        "ttl": 30, "loop_wait": 10, "retry_timeout": 10,
-        "maximum_lag_on_failover": rng.choice((1048576, 1048576, 4194304)),
-        "use_pg_rewind": rng.random() < 0.8,
-        "remove_data_directory_on_rewind_failure": rng.random() < 0.2,
-        "remove_data_directory_on_diverged_timelines": rng.random() < 0.2,
-        "check_timeline": rng.random() < 0.3,
-    }
+    lag = rng.choice((1048576, 1048576, 4194304))
+    switches = {"use_pg_rewind": rng.random() < 0.8,
+                "remove_data_directory_on_rewind_failure": rng.random() < 0.2,
+                "remove_data_directory_on_diverged_timelines": rng.random() < 0.2}
+    return {"ttl": 30, "loop_wait": 10, "retry_timeout": 10, "maximum_lag_on_failover": lag,
+            "check_timeline": rng.random() < 0.3, "postgresql": switches}
+
+
+POSTGRESQL_SWITCHES = ("use_pg_rewind", "remove_data_directory_on_rewind_failure",
+                       "remove_data_directory_on_diverged_timelines")
+"""/config keys that live in its `postgresql` section, where Patroni (and `parse_dynamic`) reads them."""
+
+
+def with_changes(value: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:
+    """`value` with `changes` applied where each key lives (`POSTGRESQL_SWITCHES` under `postgresql`)."""
+    changed = dict(value)
+    section = dict(changed.get("postgresql") or {})
+    for key, new in changes.items():
+        if key in POSTGRESQL_SWITCHES:
+            section[key] = new
+        else:
+            changed[key] = new
+    if section:
+        changed["postgresql"] = section
+    return changed
 
 
 # What operators do (with SimOptions.operations): through the DCS `failover` and `config` keys, as
@@ -371,8 +388,7 @@ def _change_config(world: World, changes: dict[str, Any]) -> None:
         return
     if "maximum_lag_on_failover" in changes and "maximum_lag_on_failover" in value:
         invariants.on_lag_limit_replaced(world, int(value["maximum_lag_on_failover"]))
-    value.update(changes)
-    store.put("config", value, writer="operator")
+    store.put("config", with_changes(value, changes), writer="operator")
 
 
 def crash_host(world: World, name: str) -> None:

@@ -10,38 +10,40 @@
 3. history: every promotion creates a timeline number never used before, a server's timeline never
    goes back while it keeps its data, no server streams WAL that diverged from its own;
 4. liveness: after the last fault heals, within the settle time, exactly one primary holds the leader
-   key and every other running server streams from it;
+   key and every other server streams from it, unless a named rule (`MEMBER_WAITS`, `CLUSTER_WAITS`)
+   recognises the state as one in which the core waits for an operator by design;
 5. no data directory is moved aside unless the configuration allows it.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from pgwarden.core.types import Why
+from pgwarden.core.reasons import Why
 from pgwarden.sim.postgres import Lineage, Proc, same_prefix
 
 RUNNING = Proc.RUNNING
 
 if TYPE_CHECKING:
-    from pgwarden.core.types import HaSettings
+    from pgwarden.core.snapshot import HaSettings
     from pgwarden.sim.world import World
 
 KNOWN_BUGS: dict[str, str] = {
+    "rewind-loop-at-switch-point": "a stopped replica whose control file's checkpoint is exactly the switch "
+    "point of its (older) timeline counts as diverged (decide._may_have_diverged: checkpoint >= ended_at); "
+    "pg_rewind answers 'no rewind required' and changes nothing, so the core decides the rewind again for ever "
+    "(CI seed 15364, 4 nodes). A rewind that found nothing to do should end the suspicion of divergence.",
+    "replica-ahead-of-leader": "after an excused no-watchdog overlap (a primary kept in maintenance mode while cut "
+    "off) and with check_timeline off, the old primary reclaims the free key on an older timeline; a member that "
+    "promoted meanwhile comes back as a replica on a newer timeline, which PostgreSQL cannot stream from the "
+    "leader, and the core decides FOLLOWING forever instead of rewinding it or waiting for the operator (CI seed "
+    "18719, 5 nodes)",
 }
 """Open bugs of the core or the agent found by the simulator, by id: a violation recognised as one of
 them carries its id (`Violation.known`), so campaigns can tell them from new findings. Each has a
-strict-xfail regression test in tests/sim/test_sim.py."""
-
-# With no leader, what every member may say when none can promote without losing more than the
-# configuration allows (the only up-to-date one is tagged nofailover, the others lag past
-# maximum_lag_on_failover): the cluster waits for the operator, as Patroni's does (seed 3129).
-NO_SAFE_CANDIDATE = frozenset({Why.RACE_LAGGING, Why.RACE_NOFAILOVER})
-
-# Stopped states the core deliberately stays in, waiting for an operator (not a liveness failure).
-# BOOTSTRAP_GAVE_UP: the agent exited (non-zero) after failing to bootstrap MAX_BOOTSTRAP_FAILURES times.
-OPERATOR_NEEDED = frozenset({Why.REWIND_NOT_ALLOWED, Why.REWIND_FAILED, Why.DATA_DIR_UNUSABLE, Why.SYSID_MISMATCH,
-                             Why.BOOTSTRAP_GAVE_UP})
+strict-xfail regression test (tests/sim/test_sim.py, tests/sim/test_liveness.py)."""
 
 
 class Checker:
@@ -50,10 +52,12 @@ class Checker:
     def __init__(self) -> None:
         self.overlap: frozenset[str] | None = None
         self.timelines: dict[str, int] = {}
-        self.max_timeline = 0
+        self.used_timelines: set[int] = set()  # every timeline number some server has had
         self.published: tuple[int, Lineage] | None = None
         self.lineages: dict[str, Lineage] = {}
         self.replaced_lag_limits: list[tuple[float, int]] = []  # (when, the maximum_lag_on_failover replaced)
+        self.last_rewind: dict[str, str] = {}  # node -> what its last pg_rewind said
+        self.rewind_failures: dict[str, str] = {}  # node -> how its last pg_rewind failed (none since: absent)
 
     def after_event(self, world: World) -> None:
         if not world.pg_changed and not world.opts.check_every_event:
@@ -96,6 +100,10 @@ class Checker:
         self.timelines.pop(name, None)
 
 
+BLIND = (Why.PAUSED_DCS_DOWN, Why.PAUSED_SHUTDOWN, Why.PAUSED_PRIMARY_WITHOUT_LOCK)
+"""Decisions that leave a primary running without knowing whether another member took over."""
+
+
 def _blind_writers(world: World, writers: list[str]) -> list[str]:
     """Writers kept running in maintenance mode while cut off from the DCS (their last read failed:
     PAUSED_DCS_DOWN) when another member promoted: only possible after an operator's action taken
@@ -115,9 +123,17 @@ def _blind_writers(world: World, writers: list[str]) -> list[str]:
 
     And one that just came back from such a cut-off to find maintenance mode on again and another
     member holding the key (PAUSED_PRIMARY_WITHOUT_LOCK, kept running as the contract says; seed
-    17058): it demotes as soon as that member runs as a primary, one cycle later."""
-    excused = (Why.PAUSED_DCS_DOWN, Why.PAUSED_SHUTDOWN, Why.PAUSED_PRIMARY_WITHOUT_LOCK)
-    return [n for n in writers if _last_why(world, n) in excused]
+    17058): it demotes as soon as that member runs as a primary, one cycle later.
+
+    Such a writer's first decision after it sees the DCS again is to stop: if the other member's
+    promotion completes in the instant of that decision, before the stop request (seed 3552), the
+    overlap is still the blind one's."""
+    return [n for n in writers if _last_why(world, n) in BLIND or _blind_stop(world, n)]
+
+
+def _blind_stop(world: World, name: str) -> bool:
+    agent = world.nodes[name].agent
+    return agent is not None and agent.blind_stop
 
 
 def _last_why(world: World, name: str) -> Why | None:
@@ -154,11 +170,12 @@ def on_lag_limit_replaced(world: World, old_limit: int) -> None:
 def on_promoted(world: World, name: str, parent_uid: int, fork: int) -> None:
     state = checker(world)
     pg = world.nodes[name].pg
-    reused = pg.timeline <= state.max_timeline
+    # A number above one in use is fine (a reservation skipped it); one some server had already is not.
+    reused = pg.timeline in state.used_timelines
     if reused:
         world.recorder.violation(world.now, "history", f"{name} promoted to timeline {pg.timeline}, a number "
-                                 f"already used (highest so far {state.max_timeline}): two histories share it")
-    state.max_timeline = max(state.max_timeline, pg.timeline)
+                                 f"already used (used so far {sorted(state.used_timelines)}): two histories share it")
+    state.used_timelines.add(pg.timeline)
     if state.published is None:
         return
     optime, lineage = state.published
@@ -195,7 +212,7 @@ def _appointed_by_operator(world: World, name: str) -> bool:
 
 def on_bootstrapped(world: World, name: str) -> None:
     state = checker(world)
-    state.max_timeline = max(state.max_timeline, world.nodes[name].pg.timeline)
+    state.used_timelines.update(range(1, world.nodes[name].pg.timeline + 1))
 
 
 def on_data_removed(world: World, name: str) -> None:
@@ -212,36 +229,151 @@ def on_data_replaced(world: World, name: str) -> None:
     checker(world).forget_data(name)
 
 
+REWIND_UNREACHABLE = "pg_rewind: source unreachable"
+"""How the simulated pg_rewind reports a source it could not reach (or lost): a transient failure."""
+
+
+def on_rewound(world: World, name: str, ok: bool, message: str) -> None:
+    checker(world).last_rewind[name] = message
+    failures = checker(world).rewind_failures
+    if ok:
+        failures.pop(name, None)
+    else:
+        failures[name] = message
+
+
+# ---------------------------------------------------------------------------------------------------
+# Liveness, and the unconverged states that are intended: the core waits for an operator.
+
+
+@dataclass(frozen=True, slots=True)
+class MemberWait:
+    """A named rule: a member that does not stream from the leader because the core waits, by design,
+    for an operator to act on it. `holds(world, member)` checks the member's last decision *and* the
+    configuration that makes waiting the documented behaviour (the same decision under a
+    configuration that allows the core to act is a liveness failure)."""
+
+    name: str
+    holds: Callable[[World, str], bool]
+
+
+@dataclass(frozen=True, slots=True)
+class ClusterWait:
+    """A named rule: no single primary, because no member may become one without an operator."""
+
+    name: str
+    holds: Callable[[World], bool]
+
+
+def _rewind_not_allowed(world: World, name: str) -> bool:
+    """A former primary that may have diverged, with use_pg_rewind off and
+    remove_data_directory_on_diverged_timelines off: the core neither rewinds nor discards its data,
+    it waits for the operator (Why.REWIND_NOT_ALLOWED)."""
+    s = _settings(world, name)
+    return (_last_why(world, name) is Why.REWIND_NOT_ALLOWED and not s.use_pg_rewind
+            and not s.remove_data_directory_on_diverged_timelines)
+
+
+def _rewind_failed(world: World, name: str) -> bool:
+    """pg_rewind ran against the leader and failed (not for want of reaching it: that is no failed
+    rewind, ActionKind.REWIND_SOURCE_UNREACHABLE, and the core tries again), and neither
+    remove_data_directory_on_rewind_failure nor ..._on_diverged_timelines allows the core to start over
+    from a base backup: it stays stopped for the operator (Why.REWIND_FAILED)."""
+    s = _settings(world, name)
+    failure = checker(world).rewind_failures.get(name, "")
+    return (_last_why(world, name) is Why.REWIND_FAILED and not failure.startswith(REWIND_UNREACHABLE)
+            and not s.remove_data_directory_on_rewind_failure and not s.remove_data_directory_on_diverged_timelines)
+
+
+# With no leader, what every member may say when none can promote without losing more than the
+# configuration allows (the only up-to-date one is tagged nofailover, the others lag past
+# maximum_lag_on_failover): the cluster waits for the operator, as Patroni's does (seed 3129).
+NO_SAFE_CANDIDATE = frozenset({Why.RACE_LAGGING, Why.RACE_NOFAILOVER})
+
+
+def _no_safe_candidate(world: World) -> bool:
+    """No leader key, no writer, and every member's agent runs and declines the race because it is
+    tagged nofailover or lags past maximum_lag_on_failover (Why.RACE_NOFAILOVER, Why.RACE_LAGGING):
+    promoting any of them would lose more than the configuration allows."""
+    return (world.etcd.leader_name is None and not any(node.pg.writable for node in world.nodes.values())
+            and all(_last_why(world, n) in NO_SAFE_CANDIDATE for n in world.nodes))
+
+
+MEMBER_WAITS = (
+    MemberWait("rewind-not-allowed", _rewind_not_allowed),
+    MemberWait("rewind-failed", _rewind_failed),
+)
+CLUSTER_WAITS = (
+    ClusterWait("no-safe-candidate", _no_safe_candidate),
+)
+
+
+def _rewind_loop_at_switch_point(world: World, name: str) -> str:
+    """The known bug rewind-loop-at-switch-point: a stopped replica whose last checkpoint lies exactly at
+    the point where its timeline ended is taken for diverged (`decide._may_have_diverged`), and pg_rewind,
+    which finds nothing to do, cannot change that."""
+    looping = _last_why(world, name) is Why.REWIND and "no rewind required" in checker(world).last_rewind.get(name, "")
+    return "rewind-loop-at-switch-point" if looping else ""
+
+
+def _replica_ahead_of_leader(world: World, name: str, leader: str) -> str:
+    """The known bug replica-ahead-of-leader: a running replica on a newer timeline than the leader's
+    primary, which the core takes for a healthy follower."""
+    pg, primary = world.nodes[name].pg, world.nodes[leader].pg
+    ahead = pg.accepting and pg.in_recovery and pg.timeline > primary.timeline
+    return "replica-ahead-of-leader" if ahead and _last_why(world, name) is Why.FOLLOWING else ""
+
+
+@dataclass(frozen=True, slots=True)
+class Liveness:
+    problems: tuple[tuple[str, str], ...]
+    """What keeps the cluster from converging that no rule explains, with the id of the known open bug
+    it is a symptom of ("" for a new finding). Empty: converged, or waiting for the operator."""
+    waits: tuple[str, ...]
+    """The intended waits found, as "rule" (cluster-wide) or "rule: member"."""
+
+
 def check_liveness(world: World) -> None:
-    """At the end of the settle time: one primary with the key, every other running server streams from it."""
-    for problem in liveness_problems(world):
-        world.recorder.violation(world.now, "liveness", problem)
+    """At the end of the settle time: one primary with the key, every other server streams from it, or
+    the core waits for the operator as a named rule says (recorded as a wait, not a violation)."""
+    found = liveness(world)
+    for problem, known in found.problems:
+        world.recorder.violation(world.now, "liveness", problem, known=known)
+    for wait in found.waits:
+        world.recorder.operator_wait(world.now, wait)
 
 
-def liveness_problems(world: World) -> list[str]:
-    """What keeps the cluster from the converged state right now (empty: converged)."""
+def liveness_problems(world: World) -> tuple[str, ...]:
+    """What keeps the cluster from the converged state right now (empty: converged, or waiting for the
+    operator by design)."""
+    return tuple(problem for problem, _ in liveness(world).problems)
+
+
+def liveness(world: World) -> Liveness:
     world.refresh()
     leader = world.etcd.leader_name
     writers = [n for n, node in world.nodes.items() if node.pg.writable]
-    if leader is None and not writers and all(_last_why(world, n) in NO_SAFE_CANDIDATE for n in world.nodes):
-        return []  # no member may promote without losing more than maximum_lag_on_failover: by design
     if leader is None or writers != [leader]:
-        return [f"no single primary {world.opts.settle:.0f}s after the last fault healed: leader key {leader}, "
-                f"writable {writers}"]
-    problems = []
+        for cluster_wait in CLUSTER_WAITS:
+            if cluster_wait.holds(world):
+                return Liveness((), (cluster_wait.name,))
+        return Liveness(((f"no single primary {world.opts.settle:.0f}s after the last fault healed: leader key "
+                          f"{leader}, writable {writers}", ""),), ())
+    problems: list[tuple[str, str]] = []
+    waits: list[str] = []
     for name, node in world.nodes.items():
-        if name == leader:
+        if name == leader or (node.pg.accepting and _streams_from(world, name, leader)):
             continue
-        agent = node.agent
-        why = agent.last_why if agent is not None else None
-        if node.pg.accepting and _streams_from(world, name, leader):
+        rule = next((r.name for r in MEMBER_WAITS if r.holds(world, name)), None)
+        if rule is not None:
+            waits.append(f"{rule}: {name}")
             continue
-        if why in OPERATOR_NEEDED:
-            continue
+        why = _last_why(world, name)
         state = f"pg {node.pg.proc.value}, following {node.pg.following}, streaming from {node.pg.streaming_from}"
-        problems.append(f"{name} does not stream from leader {leader} {world.opts.settle:.0f}s after the last fault "
-                        f"healed ({state}; last decision {why.name if why else None})")
-    return problems
+        known = _replica_ahead_of_leader(world, name, leader) or _rewind_loop_at_switch_point(world, name)
+        problems.append((f"{name} does not stream from leader {leader} {world.opts.settle:.0f}s after the last "
+                         f"fault healed ({state}; last decision {why.name if why else None})", known))
+    return Liveness(tuple(problems), tuple(waits))
 
 
 def _streams_from(world: World, name: str, leader: str) -> bool:

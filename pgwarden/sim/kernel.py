@@ -15,7 +15,7 @@ from __future__ import annotations
 import heapq
 from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,6 +27,12 @@ class Nap:
 
 Step = float | Nap
 ProcGen = Generator[Step, None, Any]
+
+
+class ChangeFlag(Protocol):
+    """Set by whatever an event changed that the per-event checks look at (`World.pg_changed`)."""
+
+    pg_changed: bool
 
 
 @dataclass(eq=False, slots=True)
@@ -68,14 +74,14 @@ class Kernel:
 
     now: float = 0.0
     seq: int = 0
-    heap: list[tuple[float, int, Callable[[], None] | None, Proc | None, int]] = field(default_factory=list)
+    heap: list[tuple[float, int, Callable[[], object] | None, Proc | None, int]] = field(default_factory=list)
     paused: set[str] = field(default_factory=set)
     held: dict[str, list[Proc]] = field(default_factory=dict)
     events: int = 0
     before_step: Callable[[str], None] | None = None
     """Called with the owner before each step of an owned process (the keepalive catch-up)."""
 
-    def at(self, t: float, callback: Callable[[], None]) -> None:
+    def at(self, t: float, callback: Callable[[], object]) -> None:
         """Run `callback` at global time `t` (never in the past)."""
         self.seq += 1
         heapq.heappush(self.heap, (t if t > self.now else self.now, self.seq, callback, None, 0))
@@ -111,9 +117,10 @@ class Kernel:
             if proc.alive:
                 self._schedule(proc, 0.0)
 
-    def run_until(self, end: float, after_event: Callable[[], None]) -> None:
+    def run_until(self, end: float, after_event: Callable[[], None], changed: ChangeFlag | None = None) -> None:
         """Process events up to global time `end`, calling `after_event` after each one that did
-        something (a stale process step, superseded by a wake-up, is not an event)."""
+        something (a stale process step, superseded by a wake-up, is not an event); with `changed`,
+        only after those that set its flag (most events change nothing the checks look at)."""
         heap = self.heap
         pop = heapq.heappop
         step = self._step
@@ -130,7 +137,8 @@ class Kernel:
                 self.now = t
                 self.events += 1
                 callback()
-            after_event()
+            if changed is None or changed.pg_changed:
+                after_event()
         self.now = max(self.now, end)
 
     # -- internals ---------------------------------------------------------------------------------
@@ -158,11 +166,14 @@ class Kernel:
             return
         if type(step) is Nap:
             if proc.wake_flag and step.seconds > 0:
-                proc.wake_flag = False
-                self._schedule(proc, 0.0)
-                return
+                delay = 0.0
+            else:
+                delay = step.seconds
+                proc.napping = True
             proc.wake_flag = False
-            proc.napping = True
-            self._schedule(proc, step.seconds)
-            return
-        self._schedule(proc, step)  # type: ignore[arg-type]
+        else:
+            delay = step  # type: ignore[assignment]
+        # _schedule, inlined: this is the hottest path of a run.
+        proc.token += 1
+        self.seq += 1
+        heapq.heappush(self.heap, (self.now + (delay if delay > 0.0 else 0.0), self.seq, None, proc, proc.token))

@@ -7,10 +7,17 @@ completing) are tied to the postmaster's incarnation, so a crash in between canc
 
 from __future__ import annotations
 
-from collections.abc import Generator
+from collections.abc import Callable, Generator
 
 from pgwarden.model import DataDirState
-from pgwarden.sim.invariants import on_bootstrapped, on_data_removed, on_data_replaced, on_promoted
+from pgwarden.sim.invariants import (
+    REWIND_UNREACHABLE,
+    on_bootstrapped,
+    on_data_removed,
+    on_data_replaced,
+    on_promoted,
+    on_rewound,
+)
 from pgwarden.sim.kernel import Step
 from pgwarden.sim.postgres import CHECKPOINT_RECORD, Proc, has_timeline, switch_point, timeline_history, truncate
 from pgwarden.sim.world import World
@@ -24,21 +31,50 @@ def _span(world: World, low: float, high: float) -> float:
     return world.rng.uniform(low, high)
 
 
-def start(world: World, name: str, role: str, follow: str | None) -> PgOp:
+def write_config(world: World, name: str, role: str, follow: str | None) -> None:
+    """PgController.write_config: standby.signal and primary_conninfo for `role`, read at the next start."""
+    pg = world.nodes[name].pg
+    pg.standby_signal = role != "primary"
+    pg.following = follow if role != "primary" else None
+
+
+def start(world: World, name: str) -> PgOp:
+    """Start with the configuration written last (`write_config`): a standby if standby.signal is there."""
     pg = world.nodes[name].pg
     if pg.running:
         return False, "postmaster already running"
     if pg.data is not DataDirState.VALID:
         return False, "no data directory"
-    pg.standby_signal = role != "primary"
-    pg.following = follow if role != "primary" else None
+    role = "replica" if pg.standby_signal else "primary"
     crashed = pg.control_state in ("in production", "in crash recovery", "in archive recovery")
     pg.proc, incarnation = Proc.STARTING, pg.incarnation
     world.pg_changed = True
     world.recorder.event(world.now, name, f"pg starting as {role}" + (" (crash recovery)" if crashed else ""))
-    yield _span(world, 1.0, 8.0) if crashed else _span(world, 0.3, 2.0)
-    if pg.incarnation != incarnation or pg.proc is not Proc.STARTING:
+    yield from _server_side(world, _span(world, 1.0, 8.0) if crashed else _span(world, 0.3, 2.0),
+                            lambda: _finish_start(world, name, incarnation))
+    if not _finish_start(world, name, incarnation):
         return False, "postmaster died during startup"
+    return True, "started"
+
+
+def _server_side(world: World, duration: float, finish: Callable[[], object]) -> Generator[Step, None, None]:
+    """Wait `duration` for the server to complete a transition. If the waiting task is cancelled
+    meanwhile (the agent stopped), the transition still completes when due: the postmaster goes on
+    without its pg_ctl (without this a stop or start cut short left the server "stopping" or
+    "starting" for good: seed 13914 of the CI campaign)."""
+    due = world.now + duration
+    try:
+        yield duration
+    except GeneratorExit:
+        world.kernel.at(due, finish)
+        raise
+
+
+def _finish_start(world: World, name: str, incarnation: int) -> bool:
+    """The postmaster of `incarnation` accepts connections (False: it died, or another took its place)."""
+    pg = world.nodes[name].pg
+    if pg.incarnation != incarnation or pg.proc is not Proc.STARTING:
+        return False
     world.refresh()
     pg.proc = Proc.RUNNING
     pg.in_recovery = pg.standby_signal
@@ -51,7 +87,7 @@ def start(world: World, name: str, role: str, follow: str | None) -> PgOp:
         pg.start_writes(world.now, world.opts.write_rate)
     world.recorder.event(world.now, name, f"pg running ({'replica' if pg.in_recovery else 'PRIMARY'}, "
                          f"tl {pg.timeline}, lsn {pg.lsn})")
-    return True, "started"
+    return True
 
 
 def stop(world: World, name: str, mode: str) -> PgOp:
@@ -64,18 +100,26 @@ def stop(world: World, name: str, mode: str) -> PgOp:
     pg.proc, incarnation = Proc.STOPPING, pg.incarnation
     world.pg_changed = True
     world.recorder.event(world.now, name, f"pg stopping ({mode})")
-    if mode == "immediate":
-        yield _span(world, 0.05, 0.3)
-    else:
-        yield _span(world, 0.2, 2.0) + node.slow_checkpoint
+    duration = _span(world, 0.05, 0.3) if mode == "immediate" else _span(world, 0.2, 2.0) + node.slow_checkpoint
+    yield from _server_side(world, duration, lambda: _finish_stop(world, name, incarnation, mode))
+    if not _finish_stop(world, name, incarnation, mode):
+        return True, "postmaster already gone"
+    return True, f"stopped ({mode})"
+
+
+def _finish_stop(world: World, name: str, incarnation: int, mode: str) -> bool:
+    """The postmaster of `incarnation` completes its shutdown (False: it was gone already)."""
+    node = world.nodes[name]
+    pg = node.pg
+    if mode != "immediate":
         node.slow_checkpoint = 0.0
     if pg.incarnation != incarnation:
-        return True, "postmaster already gone"
+        return False
     world.refresh()
     pg.shut_down(world.now, checkpoint=mode != "immediate")
     world.pg_changed = True
     world.recorder.event(world.now, name, f"pg stopped ({pg.control_state}, tl {pg.timeline}, lsn {pg.lsn})")
-    return True, f"stopped ({mode})"
+    return True
 
 
 def promote(world: World, name: str, timeout: float = PG_CTL_TIMEOUT) -> PgOp:
@@ -143,16 +187,22 @@ def set_follow(world: World, name: str, leader: str) -> PgOp:
 
 
 def rewind(world: World, name: str, source: str) -> PgOp:
-    """pg_rewind, deciding by timeline numbers as the real tool does."""
+    """pg_rewind, deciding by timeline numbers as the real tool does; the checker learns how it ended."""
+    ok, message = yield from _rewind(world, name, source)
+    on_rewound(world, name, ok, message)
+    return ok, message
+
+
+def _rewind(world: World, name: str, source: str) -> PgOp:
     pg, src = world.nodes[name].pg, world.nodes[source].pg
     if pg.running:
         return False, "pg_rewind: target server must be shut down"
     if not src.accepting or not world.link_ok(name, source):
         yield 2.0
-        return False, f"pg_rewind: could not connect to {source}"
+        return False, f"{REWIND_UNREACHABLE}: could not connect to {source}"
     yield _span(world, 2.0, 15.0)
     if not src.accepting or not world.link_ok(name, source) or pg.running:
-        return False, "pg_rewind: source went away"
+        return False, f"{REWIND_UNREACHABLE}: source went away"
     world.refresh()
     if pg.control_state in ("in production", "in crash recovery"):
         # pg_rewind (PG 13+) first runs single-user crash recovery on a primary that was not shut

@@ -81,7 +81,7 @@ class SimPg:
     sysid: str | None = None
     lineage: Lineage = ()
     reserved: frozenset[int] = frozenset()
-    """Timeline numbers with a placeholder history file in pg_wal (agent.execute._claim_timeline):
+    """Timeline numbers with a placeholder history file in pg_wal (engine.steps._claim_timeline):
     a promotion skips them. Gone with the data directory's WAL (rewind, base backup, initdb)."""
     lsn: LSN = 0
     checkpoint_lsn: LSN | None = None

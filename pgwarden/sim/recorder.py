@@ -10,7 +10,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 from pgwarden.core import render
-from pgwarden.core.types import Decision, Why
+from pgwarden.core.actions import Decision
+from pgwarden.core.reasons import Why
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,6 +37,9 @@ class Recorder:
     trace: list[TraceEntry] = field(default_factory=list)
     violations: list[Violation] = field(default_factory=list)
     excused: list[Violation] = field(default_factory=list)
+    waits: list[str] = field(default_factory=list)
+    """Unconverged ends that a named rule recognises as the core waiting for an operator
+    (`invariants.MEMBER_WAITS`, `invariants.CLUSTER_WAITS`): "rule" or "rule: member"."""
     decisions: int = 0
     _seen: set[tuple[object, ...]] = field(default_factory=set)
     _counts: dict[tuple[type, Why], int] = field(default_factory=dict)
@@ -84,6 +88,10 @@ class Recorder:
         found = Violation(at, invariant, detail, known)
         (self.excused if excused else self.violations).append(found)
         self.event(at, "*", ("EXCUSED " if excused else "VIOLATION ") + str(found))
+
+    def operator_wait(self, at: float, wait: str) -> None:
+        self.waits.append(wait)
+        self.event(at, "*", f"WAITING FOR THE OPERATOR (by design): {wait}")
 
     def render_trace(self, last: int | None = None) -> list[str]:
         entries = self.trace if last is None else self.trace[len(self.trace) - last:] if last > 0 else []

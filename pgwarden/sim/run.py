@@ -13,12 +13,13 @@ from dataclasses import dataclass, field
 from functools import partial
 
 from pgwarden.core import decide as real_decide
+from pgwarden.engine.steps import StepsFn
 from pgwarden.sim import faults as faults_mod
 from pgwarden.sim.agent import DecideFn, SimAgent
 from pgwarden.sim.etcd import EtcdStore
 from pgwarden.sim.faults import Fault, Schedule
 from pgwarden.sim.invariants import Checker, check_liveness, liveness_problems
-from pgwarden.sim.kernel import Clock, Kernel
+from pgwarden.sim.kernel import ChangeFlag, Clock, Kernel
 from pgwarden.sim.postgres import SimPg
 from pgwarden.sim.recorder import Recorder, Violation
 from pgwarden.sim.world import SimNode, SimOptions, World
@@ -31,6 +32,8 @@ class RunResult:
     schedule: Schedule
     violations: list[Violation]
     excused: list[Violation]
+    waits: list[str]
+    """How the run ended waiting for the operator by design (`invariants.MEMBER_WAITS`, `CLUSTER_WAITS`)."""
     actions: Counter[str]
     whys: Counter[str]
     events: int
@@ -49,6 +52,8 @@ class RunResult:
                  f"settle={self.options.settle}", f"initial /config: {self.config}", "schedule:"]
         lines += [f"  {f}" for f in self.schedule] or ["  (none)"]
         lines += ["violations:"] + [f"  {v}" for v in self.violations]
+        if self.waits:
+            lines += ["waiting for the operator by design:"] + [f"  {w}" for w in self.waits]
         if self.excused:
             lines += ["excused (no watchdog: agent paused past its lease, or cut off in maintenance mode):"]
             lines += [f"  {v}" for v in self.excused]
@@ -65,11 +70,13 @@ def schedule_for(seed: int, opts: SimOptions) -> Schedule:
 
 
 def run(seed: int, opts: SimOptions | None = None, *, schedule: Schedule | None = None,
-        decide: DecideFn = real_decide, keep_trace: bool = True) -> RunResult:
+        decide: DecideFn = real_decide, steps: StepsFn | None = None, keep_trace: bool = True) -> RunResult:
+    """`decide` and `steps` are the code under test: the real core and executor steps, or a mutant's."""
     opts = opts or SimOptions()
     if schedule is None:
         schedule = schedule_for(seed, opts)
     world = _build_world(seed, opts, keep_trace)
+    world.steps = steps
     for node in world.nodes.values():
         agent = SimAgent(world, node.name, decide)
         node.agent = agent
@@ -79,13 +86,14 @@ def run(seed: int, opts: SimOptions | None = None, *, schedule: Schedule | None 
     checker = world.checker
     assert isinstance(checker, Checker)
     after_event = partial(checker.after_event, world)
+    changed = None if opts.check_every_event else world
     if opts.stable_exit > 0:
-        _run_until_stable(world, after_event)
+        _run_until_stable(world, after_event, changed)
     else:
-        world.kernel.run_until(opts.end, after_event)
+        world.kernel.run_until(opts.end, after_event, changed)
     check_liveness(world)
     rec = world.recorder
-    return RunResult(seed, opts, schedule, rec.violations, rec.excused, rec.actions, rec.whys,
+    return RunResult(seed, opts, schedule, rec.violations, rec.excused, rec.waits, rec.actions, rec.whys,
                      world.kernel.events, rec.decisions, rec, dict(world.config))
 
 
@@ -93,16 +101,16 @@ STABLE_PROBE = 5.0
 """Seconds between liveness probes after the fault window (SimOptions.stable_exit)."""
 
 
-def _run_until_stable(world: World, after_event: Callable[[], None]) -> None:
+def _run_until_stable(world: World, after_event: Callable[[], None], changed: ChangeFlag | None) -> None:
     """Run through the fault window, then until the cluster has stayed converged for `stable_exit` seconds
     (or the settle time is over)."""
     opts = world.opts
-    world.kernel.run_until(opts.fault_window, after_event)
+    world.kernel.run_until(opts.fault_window, after_event, changed)
     converged_since: float | None = None
     t = opts.fault_window
     while t < opts.end:
         t = min(t + STABLE_PROBE, opts.end)
-        world.kernel.run_until(t, after_event)
+        world.kernel.run_until(t, after_event, changed)
         if liveness_problems(world):
             converged_since = None
         elif converged_since is None:
@@ -121,7 +129,7 @@ def _build_world(seed: int, opts: SimOptions, keep_trace: bool) -> World:
     world = World(opts=opts, rng=rng, kernel=kernel, recorder=Recorder(keep_trace=keep_trace))
     world.checker = Checker()
     world.config = faults_mod.initial_config(random.Random(f"config-{seed}"))
-    world.store = EtcdStore(
+    world.etcd = EtcdStore(
         scope="sim",
         schedule_expiry=lambda t, lease: kernel.at(t, lambda: _expire(world, lease)),
         on_leader_change=lambda revision, writer: _leader_changed(world, revision, writer),

@@ -7,10 +7,11 @@ agents (`sim.agent`) act on it only through the operations in `sim.dcs_client` a
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from pgwarden.core.types import HaSettings
+from pgwarden.core.snapshot import HaSettings
 from pgwarden.model import Tags
 from pgwarden.sim.etcd import EtcdStore
 from pgwarden.sim.kernel import Clock, Kernel
@@ -93,7 +94,8 @@ class World:
     kernel: Kernel
     recorder: Recorder
     nodes: dict[str, SimNode] = field(default_factory=dict)
-    store: EtcdStore | None = None
+    etcd: EtcdStore = field(init=False)
+    """The simulated etcd (set right after the world is built: its callbacks refer to the world)."""
     dcs_up: bool = True
     dcs_latency: float = 0.002
     blocked: set[frozenset[str]] = field(default_factory=set)
@@ -106,6 +108,8 @@ class World:
     overrides: dict[tuple[int, str], list[object]] = field(default_factory=dict)
     """Stacks of values that overlapping faults gave to one attribute (sim.faults._override)."""
     checker: object = None  # the invariants' incremental state (sim.invariants.Checker)
+    steps: Callable[..., Any] | None = None
+    """The executor's steps under test (`engine.steps.run` when None; a mutant's in tests)."""
     pg_changed: bool = True
     """Set by every change of a server's process state or WAL lineage (what the invariants checked after
     each event look at): the checker skips events that changed neither."""
@@ -113,11 +117,6 @@ class World:
     @property
     def now(self) -> float:
         return self.kernel.now
-
-    @property
-    def etcd(self) -> EtcdStore:
-        assert self.store is not None
-        return self.store
 
     # -- network ---------------------------------------------------------------------------------------
 
@@ -171,7 +170,8 @@ class World:
         return str(self.sysid_counter)
 
     def local_time(self, node: str) -> float:
-        return self.nodes[node].clock.local(self.kernel.now)
+        clock = self.nodes[node].clock
+        return clock.offset + clock.rate * self.kernel.now  # clock.local(now), inlined: called every step
 
     def wall_time(self, node: str) -> float:
         """A node's wall clock (only compared with instants an operator scheduled): NTP keeps it within

@@ -12,7 +12,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
 
-from pgwarden.core.types import (
+from pgwarden.core.snapshot import (
     HaSettings,
     Memory,
     OperatorRequest,

@@ -28,10 +28,10 @@ from enum import Enum
 from pathlib import Path
 from typing import Any
 
+from pgwarden.core.actions import Action, Decision
+from pgwarden.core.reasons import Why
 from pgwarden.core.render import render
-from pgwarden.core.types import (
-    Action,
-    Decision,
+from pgwarden.core.snapshot import (
     HaSettings,
     Memory,
     OperatorRequest,
@@ -42,7 +42,6 @@ from pgwarden.core.types import (
     Snapshot,
     TaskInFlight,
     TaskKind,
-    Why,
 )
 from pgwarden.model import LSN, ClusterView, DataDirState, FailoverRequest, LocalPg, Member, PgState, Role, Tags
 from tests.core import builders as b

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from hypothesis import strategies as st
 
-from pgwarden.core.types import (
+from pgwarden.core.snapshot import (
     HaSettings,
     Memory,
     OperatorRequest,

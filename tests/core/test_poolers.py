@@ -5,8 +5,9 @@ from __future__ import annotations
 from dataclasses import replace
 
 from pgwarden.core import decide
+from pgwarden.core.actions import Demote, RenewLeader
 from pgwarden.core.decide import POOLER_HOLD_WAIT
-from pgwarden.core.types import Demote, RenewLeader, Why
+from pgwarden.core.reasons import Why
 from pgwarden.model import RouterState
 from tests.core import builders as b
 

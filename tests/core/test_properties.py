@@ -15,9 +15,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pgwarden.core import decide, render
+from pgwarden.core.actions import Demote, Promote, Shutdown, StartPostgres
 from pgwarden.core.classify import Lock, PgClass, lock_state
 from pgwarden.core.decide import RULES, remember
-from pgwarden.core.types import Demote, Promote, Shutdown, Snapshot, StartPostgres
+from pgwarden.core.snapshot import Snapshot
 from pgwarden.model import DataDirState
 from tests.core.strategies import snapshots
 
@@ -48,8 +49,9 @@ def test_writes_are_only_enabled_under_a_valid_lease(s: Snapshot) -> None:
 @given(snapshots(with_task=False))
 def test_a_primary_that_cannot_prove_its_lease_is_stopped(s: Snapshot) -> None:
     """DCS unreadable, PostgreSQL accepting writes and no lease time left: the only answers are stopping it.
-    (Without a task in flight; with one, see the BUG row in cases/shutdown_tasks_slots.txt. Not in
-    maintenance mode, last seen: the operator owns PostgreSQL then, PAUSED_DCS_DOWN leaves it running.)"""
+    (Without a task in flight; with one, the row "task running on a primary, DCS down, lease over" in
+    cases/shutdown_tasks_slots.txt. Not in maintenance mode, last seen: the operator owns PostgreSQL
+    then, PAUSED_DCS_DOWN leaves it running.)"""
     deadline = remember(s).lock_deadline
     paused = s.memory.paused_when_last_seen
     if s.dcs is None and s.pg.is_primary and not paused and (deadline is None or s.now >= deadline):
@@ -60,7 +62,7 @@ def test_a_primary_that_cannot_prove_its_lease_is_stopped(s: Snapshot) -> None:
 @given(snapshots(with_task=False))
 def test_a_primary_never_keeps_running_under_another_nodes_key(s: Snapshot) -> None:
     """(With a readable data directory; a running primary whose data directory the probe cannot read is
-    a BUG row in cases/bootstrap.txt.)"""
+    covered by rows in cases/bootstrap.txt.)"""
     if s.dcs is None or lock_state(s) is not Lock.OTHER or not s.pg.is_primary or s.shutting_down:
         return
     if s.paused:

@@ -7,8 +7,8 @@ import string
 import pytest
 
 from pgwarden.core import decide, render
+from pgwarden.core.reasons import Reason, Why
 from pgwarden.core.render import _TEMPLATES, render_race
-from pgwarden.core.types import Reason, Why
 from tests.core.test_tables import all_cases
 
 

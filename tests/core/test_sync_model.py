@@ -24,23 +24,19 @@ from dataclasses import dataclass, replace
 
 import pytest
 
-from pgwarden.core.sync import (
+from pgwarden.core.snapshot import PeerStatus
+from pgwarden.core.sync.plan import (
     DeleteSync,
     NoChange,
     SetSsn,
-    Ssn,
-    SsnKind,
     SyncMemory,
     SyncMode,
     SyncSettings,
     WriteSync,
-    may_promote,
-    name_key,
-    parse_ssn,
     plan_sync,
-    pre_promote_sync,
 )
-from pgwarden.core.types import PeerStatus
+from pgwarden.core.sync.promotion import may_promote, pre_promote_sync
+from pgwarden.core.sync.ssn import Ssn, SsnKind, name_key, parse_ssn
 from pgwarden.model import (
     ClusterView,
     DataDirState,
@@ -275,7 +271,7 @@ def case(mode: SyncMode, nodes: int, *, strict: bool = False, count: int = 1, **
 
 ON, QUORUM = SyncMode.ON, SyncMode.QUORUM
 # Bounds sized for CI (a few seconds each on a shared 2-core machine). FULL_CASES widen them; run with
-# PGWARDEN_SYNC_MODEL=full (minutes) after changing pgwarden/core/sync.py.
+# PGWARDEN_SYNC_MODEL=full (minutes) after changing pgwarden/core/sync/.
 CASES = [
     case(ON, 3),
     case(ON, 3, strict=True),

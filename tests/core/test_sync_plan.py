@@ -1,4 +1,4 @@
-"""pgwarden.core.sync: the primary's planner, one situation per row, for each synchronous mode.
+"""pgwarden.core.sync.plan: the primary's planner, one situation per row, for each synchronous mode.
 
 The default world: this node n1 is a primary at LSN 100 with members n1..n3; `rows` lists the
 standbys streaming from it as `name:sync_state@flush_lsn` (state streaming unless `~` prefixes the
@@ -12,22 +12,20 @@ from dataclasses import dataclass, field, replace
 
 import pytest
 
-from pgwarden.core.sync import (
-    PLACEHOLDER,
-    Legacy,
+from pgwarden.core.sync.plan import (
     NoChange,
     SetSsn,
     SyncMemory,
     SyncMode,
     SyncPlan,
     SyncSettings,
-    SyncWhy,
     WriteSync,
     eligible_standbys,
-    parse_ssn,
     plan_sync,
-    render_sync,
 )
+from pgwarden.core.sync.reasons import SyncWhy, render_sync
+from pgwarden.core.sync.safety import Legacy
+from pgwarden.core.sync.ssn import PLACEHOLDER, parse_ssn
 from pgwarden.model import ClusterView, DataDirState, LeaderKey, LocalPg, Member, ReplicationRow, SyncState, Tags
 
 ME = "n1"

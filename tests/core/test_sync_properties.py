@@ -7,22 +7,9 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pgwarden.core.sync import (
-    PLACEHOLDER,
-    Legacy,
-    SetSsn,
-    Ssn,
-    SsnKind,
-    SyncMemory,
-    SyncMode,
-    SyncSettings,
-    WriteSync,
-    ack_rule,
-    name_key,
-    parse_ssn,
-    plan_sync,
-    quorum_is_safe,
-)
+from pgwarden.core.sync.plan import SetSsn, SyncMemory, SyncMode, SyncSettings, WriteSync, plan_sync
+from pgwarden.core.sync.safety import Legacy, ack_rule, quorum_is_safe
+from pgwarden.core.sync.ssn import PLACEHOLDER, Ssn, SsnKind, name_key, parse_ssn
 from pgwarden.model import ClusterView, DataDirState, LeaderKey, LocalPg, Member, ReplicationRow, SyncState, Tags
 
 ME = "n1"

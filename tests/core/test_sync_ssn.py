@@ -8,7 +8,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pgwarden.core.sync import ASYNC, PLACEHOLDER, AckRule, Ssn, SsnKind, SsnSyntaxError, ack_rule, parse_ssn
+from pgwarden.core.sync.safety import AckRule, ack_rule
+from pgwarden.core.sync.ssn import ASYNC, PLACEHOLDER, Ssn, SsnKind, SsnSyntaxError, parse_ssn
 
 P, Q = SsnKind.PRIORITY, SsnKind.QUORUM
 

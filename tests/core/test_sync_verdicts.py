@@ -1,4 +1,4 @@
-"""pgwarden.core.sync on replicas: who may promote, where a switchover may go, what a new primary
+"""pgwarden.core.sync.promotion on replicas: who may promote, where a switchover may go, what a new primary
 writes before it promotes."""
 
 from __future__ import annotations
@@ -7,25 +7,12 @@ import itertools
 
 import pytest
 
-from pgwarden.core.sync import (
-    PLACEHOLDER,
-    NoChange,
-    PrePromote,
-    SetSsn,
-    SyncMode,
-    SyncSettings,
-    SyncWhy,
-    WriteSync,
-    ack_rule,
-    may_promote,
-    parse_ssn,
-    pre_promote_step,
-    pre_promote_sync,
-    quorum_is_safe,
-    render_sync,
-    switchover_allowed,
-)
-from pgwarden.core.types import PeerStatus
+from pgwarden.core.snapshot import PeerStatus
+from pgwarden.core.sync.plan import NoChange, SetSsn, SyncMode, SyncSettings, WriteSync
+from pgwarden.core.sync.promotion import PrePromote, may_promote, pre_promote_step, pre_promote_sync, switchover_allowed
+from pgwarden.core.sync.reasons import SyncWhy, render_sync
+from pgwarden.core.sync.safety import ack_rule, quorum_is_safe
+from pgwarden.core.sync.ssn import PLACEHOLDER, parse_ssn
 from pgwarden.model import SyncState
 
 ON = SyncSettings(mode=SyncMode.ON)

@@ -1,4 +1,4 @@
-"""How decide() uses the synchronous-replication planner (pgwarden.core.sync): the leader's bookkeeping
+"""How decide() uses the synchronous-replication planner (pgwarden.core.sync.plan): the leader's bookkeeping
 rides on RenewLeader, a replica that synchronous mode forbids never races, and a new primary puts its
 synchronous state in place before promoting."""
 
@@ -7,8 +7,9 @@ from __future__ import annotations
 from dataclasses import replace
 
 from pgwarden.core import decide
-from pgwarden.core.sync import SetSsn, SyncMode, SyncSettings, WriteSync
-from pgwarden.core.types import AcquireLeader, Promote, RenewLeader, Wait, Why
+from pgwarden.core.actions import AcquireLeader, Promote, RenewLeader, Wait
+from pgwarden.core.reasons import Why
+from pgwarden.core.sync.plan import SetSsn, SyncMode, SyncSettings, WriteSync
 from pgwarden.model import ReplicationRow, SyncState
 from tests.core import builders as b
 

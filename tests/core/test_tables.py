@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from pgwarden.core import decide
-from pgwarden.core.types import Why
+from pgwarden.core.reasons import Why
 from tests.core.rowlang import Case, explain, load_table
 
 CASES_DIR = Path(__file__).parent / "cases"

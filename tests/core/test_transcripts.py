@@ -30,7 +30,8 @@ from pathlib import Path
 import pytest
 
 from pgwarden.core import decide, render
-from pgwarden.core.types import Decision, Memory, Outcome
+from pgwarden.core.actions import Decision
+from pgwarden.core.snapshot import Memory, Outcome
 from pgwarden.model import LocalPg
 from tests.core import builders as b
 from tests.core.rowlang import (

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import base64
 import json
-import shutil
-import tempfile
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -14,8 +12,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pgwarden.localcluster import ETCD_BIN, PG_BIN, running_cluster, wait_until
+from pgwarden.localcluster.etcd import ETCD_BIN
+from pgwarden.localcluster.postgres import PG_BIN
+from pgwarden.localcluster.processes import wait_until
 from tests.integration.test_api_management import request
+from tests.support.cluster import running_cluster
 
 pytestmark = [
     pytest.mark.integration,
@@ -55,28 +56,22 @@ def _set_auth(config: Path, password: str) -> None:
 
 
 def test_authentication_added_and_rotated_by_reload() -> None:
-    workdir = Path(tempfile.mkdtemp(prefix="pgwarden-reload-"))
-    workdir.chmod(0o755)
-    try:
-        with running_cluster(workdir, size=1, scope="reload", etcd_ports=(0, 0), pg_base_port=0,
-                             api_base_port=0) as cluster:  # fmt: skip
-            node = cluster.wait_healthy(replicas=0)
-            url = node.api_url
-            assert _status(url, {}) == 503  # no authentication configured: anyone passes the check
+    with running_cluster("reload", "reload", size=1, replicas=0) as cluster:
+        node = cluster.nodes[0]
+        url = node.api_url
+        assert _status(url, {}) == 503  # no authentication configured: anyone passes the check
 
-            _set_auth(node.config_path, "first-Secret-1")
-            assert request(node, "POST", "/reload", auth=False)[0] == 202
-            wait_until(lambda: _status(url, {}) == 401, 20, "unauthenticated POST /restart refused after reload")
-            assert _status(url, _basic("operator", "first-Secret-1")) == 503
-            assert request(node, "PATCH", "/config", {"ttl": 30}, auth=False)[0] == 401
+        _set_auth(node.config_path, "first-Secret-1")
+        assert request(node, "POST", "/reload", auth=False)[0] == 202
+        wait_until(lambda: _status(url, {}) == 401, 20, "unauthenticated POST /restart refused after reload")
+        assert _status(url, _basic("operator", "first-Secret-1")) == 503
+        assert request(node, "PATCH", "/config", {"ttl": 30}, auth=False)[0] == 401
 
-            _set_auth(node.config_path, "second-Secret-2")
-            status, _ = request(node, "POST", "/reload", auth=False)
-            assert status == 401
-            assert _post(url + "/reload", _basic("operator", "first-Secret-1")) == 202
-            wait_until(lambda: _status(url, _basic("operator", "first-Secret-1")) == 401, 20,
-                       "the old password refused after the rotation")  # fmt: skip
-            assert _status(url, _basic("operator", "second-Secret-2")) == 503
-    finally:
-        shutil.rmtree(workdir, ignore_errors=True)
+        _set_auth(node.config_path, "second-Secret-2")
+        status, _ = request(node, "POST", "/reload", auth=False)
+        assert status == 401
+        assert _post(url + "/reload", _basic("operator", "first-Secret-1")) == 202
+        wait_until(lambda: _status(url, _basic("operator", "first-Secret-1")) == 401, 20,
+                   "the old password refused after the rotation")  # fmt: skip
+        assert _status(url, _basic("operator", "second-Secret-2")) == 503
 

@@ -20,7 +20,9 @@ from pathlib import Path
 
 import pytest
 
-from pgwarden.localcluster import DEMO_DCS, ETCD_BIN, PG_BIN, LocalCluster
+from pgwarden.localcluster.cluster import DEMO_DCS, LocalCluster
+from pgwarden.localcluster.etcd import ETCD_BIN
+from pgwarden.localcluster.postgres import PG_BIN
 
 pytestmark = [
     pytest.mark.integration,

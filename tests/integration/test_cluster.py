@@ -19,7 +19,10 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from pgwarden.localcluster import ETCD_BIN, PG_BIN, LocalCluster, Node, wait_until
+from pgwarden.localcluster.cluster import LocalCluster, Node
+from pgwarden.localcluster.etcd import ETCD_BIN
+from pgwarden.localcluster.postgres import PG_BIN
+from pgwarden.localcluster.processes import wait_until
 
 pytestmark = [
     pytest.mark.integration,

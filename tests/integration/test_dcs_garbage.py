@@ -25,7 +25,10 @@ import pytest
 from click.testing import CliRunner
 
 from pgwarden.cli.main import main
-from pgwarden.localcluster import ETCD_BIN, PG_BIN, LocalCluster, Node, wait_until
+from pgwarden.localcluster.cluster import LocalCluster, Node
+from pgwarden.localcluster.etcd import ETCD_BIN
+from pgwarden.localcluster.postgres import PG_BIN
+from pgwarden.localcluster.processes import wait_until
 from tests.support.cluster import print_logs_if_failed, rest, running_cluster
 
 pytestmark = [

@@ -19,7 +19,9 @@ from pgwarden.cli.drill import drill
 from pgwarden.config import load_local
 from pgwarden.drill import Drill, DrillOptions, Fault, read_topology
 from pgwarden.drill.topology import multi_host_dsn
-from pgwarden.localcluster import ETCD_BIN, PG_BIN, LocalCluster
+from pgwarden.localcluster.cluster import LocalCluster
+from pgwarden.localcluster.etcd import ETCD_BIN
+from pgwarden.localcluster.postgres import PG_BIN
 
 pytestmark = [
     pytest.mark.integration,

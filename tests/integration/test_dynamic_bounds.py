@@ -15,7 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from pgwarden.localcluster import ETCD_BIN, PG_BIN, LocalCluster
+from pgwarden.localcluster.cluster import LocalCluster
+from pgwarden.localcluster.etcd import ETCD_BIN
+from pgwarden.localcluster.postgres import PG_BIN
 from tests.support.cluster import rest, running_cluster
 
 pytestmark = [

@@ -15,8 +15,10 @@ from pgwarden.dcs import dcs_from_config
 from pgwarden.dcs.base import DcsError
 from pgwarden.dcs.etcd3 import Etcd3Dcs
 from pgwarden.dcs.etcd_http import EtcdClient, KeyValue
+from pgwarden.localcluster.etcd import etcd_available
+from pgwarden.localcluster.ports import free_port
 from pgwarden.model import ClusterStatus, SyncState
-from tests.support.etcd import EtcdServer, etcd_available, free_port
+from tests.support.etcd import EtcdServer
 
 pytestmark = pytest.mark.integration
 

@@ -28,7 +28,11 @@ from typing import Any
 import pytest
 import yaml
 
-from pgwarden.localcluster import ETCD_BIN, PG_BIN, LocalCluster, Node, free_port, wait_until
+from pgwarden.localcluster.cluster import LocalCluster, Node
+from pgwarden.localcluster.etcd import ETCD_BIN
+from pgwarden.localcluster.ports import free_port
+from pgwarden.localcluster.postgres import PG_BIN
+from pgwarden.localcluster.processes import wait_until
 
 pytestmark = [
     pytest.mark.integration,

@@ -25,7 +25,10 @@ from typing import Any
 import pytest
 import yaml
 
-from pgwarden.localcluster import ETCD_BIN, PG_BIN, LocalCluster, Node, wait_until
+from pgwarden.localcluster.cluster import LocalCluster, Node
+from pgwarden.localcluster.etcd import ETCD_BIN
+from pgwarden.localcluster.postgres import PG_BIN
+from pgwarden.localcluster.processes import wait_until
 from tests.support.cluster import rest, running_cluster
 
 pytestmark = [

@@ -19,7 +19,10 @@ import psycopg
 import pytest
 import yaml
 
-from pgwarden.localcluster import ETCD_BIN, PG_BIN, LocalCluster, wait_until
+from pgwarden.localcluster.cluster import LocalCluster
+from pgwarden.localcluster.etcd import ETCD_BIN
+from pgwarden.localcluster.postgres import PG_BIN
+from pgwarden.localcluster.processes import wait_until
 from tests.support.cluster import pgwarden, rest, running_cluster
 
 pytestmark = [

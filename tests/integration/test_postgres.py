@@ -12,10 +12,11 @@ from pathlib import Path
 
 import pytest
 
+from pgwarden.localcluster.postgres import pg_available
 from pgwarden.model import DataDirState, LocalPg
 from pgwarden.postgres import PgSettings
 from pgwarden.postgres.settings import DEFAULT_BIN_DIR
-from tests.support.pg import PgSandbox, pg_available
+from tests.support.pg import PgSandbox
 
 pytestmark = [
     pytest.mark.integration,

@@ -24,9 +24,12 @@ from typing import Any
 import psycopg
 import pytest
 
-from pgwarden.localcluster import DEMO_DCS, ETCD_BIN, PG_BIN, RUN_AS, LocalCluster, Node, wait_until
+from pgwarden.localcluster.cluster import DEMO_DCS, LocalCluster, Node
+from pgwarden.localcluster.etcd import ETCD_BIN
+from pgwarden.localcluster.postgres import PG_BIN, PG_USER, pg_available
+from pgwarden.localcluster.processes import wait_until
 from pgwarden.postgres.conf import GENERATED_MARKER
-from tests.support.pg import PgSandbox, pg_available
+from tests.support.pg import PgSandbox
 
 pytestmark = [
     pytest.mark.integration,
@@ -51,7 +54,7 @@ DCS: dict[str, Any] = {
 
 def _chown(path: Path) -> None:
     if os.geteuid() == 0:
-        user = pwd.getpwnam(RUN_AS)
+        user = pwd.getpwnam(PG_USER)
         os.chown(path, user.pw_uid, user.pw_gid, follow_symlinks=False)
 
 

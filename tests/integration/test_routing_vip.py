@@ -28,7 +28,10 @@ from pathlib import Path
 
 import pytest
 
-from pgwarden.localcluster import ETCD_BIN, PG_BIN, LocalCluster, wait_until
+from pgwarden.localcluster.cluster import LocalCluster
+from pgwarden.localcluster.etcd import ETCD_BIN
+from pgwarden.localcluster.postgres import PG_BIN
+from pgwarden.localcluster.processes import wait_until
 
 VIP_MANAGER = shutil.which("vip-manager") or "/usr/bin/vip-manager"
 SUBNET = "10.213.7"

@@ -24,10 +24,12 @@ import psycopg
 import pytest
 from psycopg.conninfo import make_conninfo
 
-from pgwarden.localcluster import ETCD_BIN, LocalCluster, Node
+from pgwarden.localcluster.cluster import LocalCluster, Node
+from pgwarden.localcluster.etcd import ETCD_BIN
+from pgwarden.localcluster.postgres import PG_USER, pg_available
 from pgwarden.model import LocalPg
 from pgwarden.postgres import Credentials, PgSettings
-from tests.support.pg import PG_USER, PgSandbox, WorkerError, pg_available
+from tests.support.pg import PgSandbox, WorkerError
 
 pytestmark = [
     pytest.mark.integration,

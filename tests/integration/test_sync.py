@@ -34,7 +34,10 @@ import pytest
 
 from pgwarden.drill.measure import Attempt, acknowledged_ids, missing_ids
 from pgwarden.drill.workload import Writer, prepare_table, stored_ids
-from pgwarden.localcluster import DEMO_DCS, ETCD_BIN, PG_BIN, LocalCluster, Node, wait_until
+from pgwarden.localcluster.cluster import DEMO_DCS, LocalCluster, Node
+from pgwarden.localcluster.etcd import ETCD_BIN
+from pgwarden.localcluster.postgres import PG_BIN
+from pgwarden.localcluster.processes import wait_until
 
 pytestmark = [
     pytest.mark.integration,
@@ -192,6 +195,11 @@ class SteadyWriter:
     def acknowledged_since(self, moment: float) -> int:
         return sum(1 for a in self.writer.attempts() if a.ok and a.started >= moment)
 
+    def wait_acknowledged(self, count: int, timeout: float = 60) -> None:
+        """Wait until `count` writes started from now on are acknowledged."""
+        since = time.monotonic()
+        wait_until(lambda: self.acknowledged_since(since) >= count, timeout, f"{count} acknowledged writes")
+
     def lost(self) -> list[int]:
         """Acknowledged ids the current primary lacks."""
         acked = acknowledged_ids(self.attempts)
@@ -216,6 +224,30 @@ def stop_agents(cluster: LocalCluster, nodes: list[Node]) -> None:
             node.agent.send_signal(signal.SIGTERM)
     for node in nodes:
         cluster.stop_agent(node)
+
+
+def lock_held_cycles(node: Node) -> int:
+    """How many HA cycles `node` has ended holding the lock with nothing to change (synchronous
+    replication included: a cycle that changes ssn or /sync logs another line)."""
+    return node.log_path.read_text(errors="replace").count(f"no action. I am ({node.name}), the leader with the lock")
+
+
+def wait_lock_held_cycles(node: Node, cycles: int, timeout: float = 60) -> None:
+    """Wait for `cycles` more such cycles of `node`. With 2 or more, at least one of them read the DCS
+    and PostgreSQL after this call (a cycle already under way may log the first)."""
+    start = lock_held_cycles(node)
+    wait_until(lambda: lock_held_cycles(node) >= start + cycles, timeout,
+               f"{cycles} more HA cycles of {node.name} holding the lock with nothing to change")
+
+
+def dynamic_cache(node: Node) -> dict[str, Any] | None:
+    """The /config that `node`'s agent runs with: its copy in the data directory (patroni.dynamic.json,
+    rewritten as soon as the agent adopts a changed /config)."""
+    try:
+        value: dict[str, Any] = json.loads((node.data_dir / "patroni.dynamic.json").read_text())
+    except (OSError, ValueError):
+        return None
+    return value
 
 
 def dump_logs(cluster: LocalCluster, lines: int = 40) -> None:
@@ -282,10 +314,13 @@ def insert_timed(cluster: LocalCluster, node: Node, cancel_after: float,
         return time.monotonic() - started, notices
 
 
-def waiting_for_sync_rep(cluster: LocalCluster, node: Node) -> int:
-    """How many backends on `node` wait for synchronous replication (wait_event SyncRep)."""
+def waiting_for_sync_rep(cluster: LocalCluster, node: Node, longer_than: float = 0.0) -> int:
+    """How many backends on `node` wait for synchronous replication (wait_event SyncRep), in a
+    statement begun more than `longer_than` seconds ago."""
     with psycopg.connect(cluster.conninfo(node), autocommit=True, connect_timeout=SQL_TIMEOUT) as conn:
-        row = conn.execute("SELECT count(*) FROM pg_stat_activity WHERE wait_event = 'SyncRep'").fetchone()
+        row = conn.execute("SELECT count(*) FROM pg_stat_activity WHERE wait_event = 'SyncRep'"
+                           " AND clock_timestamp() - query_start > make_interval(secs => %s)",
+                           (longer_than,)).fetchone()
     return int(row[0]) if row else 0
 
 
@@ -326,7 +361,7 @@ def test_a_nosync_replica_is_not_made_synchronous_when_the_synchronous_one_goes(
                  lambda p: p.ssn == "" and p.sync is not None and not sync_standbys(p.sync))
     took, notices = insert_timed(on.local, primary, cancel_after=5)
     assert took < 2 and not notices, (took, notices)
-    time.sleep(5)  # two more cycles: still nobody
+    wait_lock_held_cycles(primary, 2)  # cycles that saw node2 gone: still nobody listed
     assert listed(primary_ssn(on.local, primary)) == set()
     on.local.start_agent(node2)
     wait_picture(on.local, primary, "node2 back in ssn and /sync", lambda p: p.settled("node1", {"node2"}))
@@ -336,9 +371,12 @@ def test_strict_mode_blocks_commits_without_a_standby_and_resumes_when_one_retur
     primary, node2, node3 = on.node("node1"), on.node("node2"), on.node("node3")
     patch_config(primary, {"synchronous_mode_strict": True})
     try:
-        time.sleep(3)  # the leader was woken by the PATCH; give it a cycle with the new setting
+        wait_until(lambda: (dynamic_cache(primary) or {}).get("synchronous_mode_strict") is True, 60,
+                   "the primary to run with synchronous_mode_strict")
         stop_agents(on.local, [node2, node3])
-        time.sleep(6)  # a non-strict primary would have dropped node2 by now (see the previous test)
+        # Cycles that saw both standbys gone: a non-strict primary drops node2 in the first of them
+        # (see the previous test); a strict one must keep it.
+        wait_lock_held_cycles(primary, 3)
         ssn = primary_ssn(on.local, primary)
         assert listed(ssn), f"strict mode must keep a synchronous standby (or the placeholder) in ssn: {ssn!r}"
         assert NOSYNC not in listed(ssn)
@@ -355,7 +393,9 @@ def test_strict_mode_blocks_commits_without_a_standby_and_resumes_when_one_retur
 
         waiter = threading.Thread(target=commit, daemon=True)
         waiter.start()
-        waiter.join(4)
+        # Waiting for twice its statement_timeout shows that the timeout does not end the wait.
+        wait_until(lambda: not waiter.is_alive() or waiting_for_sync_rep(on.local, primary, longer_than=2) == 1,
+                   60, "the commit to wait over 2 s for a synchronous standby (or to return)")
         assert waiter.is_alive(), f"a commit went through with no standby in strict mode: {outcome}"
         assert waiting_for_sync_rep(on.local, primary) == 1
         restarted = time.monotonic()
@@ -383,7 +423,7 @@ def test_switching_synchronous_mode_at_runtime_costs_no_write(on: OnCluster) -> 
     primary = on.node("node1")
     steps: list[str] = []
     with SteadyWriter(on.local, interval=0.05) as writer:
-        time.sleep(1)
+        writer.wait_acknowledged(20)
         for mode in ("off", "on", "off"):
             patch_config(primary, {"synchronous_mode": mode})
             if mode == "off":
@@ -392,7 +432,7 @@ def test_switching_synchronous_mode_at_runtime_costs_no_write(on: OnCluster) -> 
             else:
                 wait_picture(on.local, primary, "node2 in ssn and /sync", lambda p: p.settled("node1", {"node2"}))
             steps.append(mode)
-            time.sleep(1)
+            writer.wait_acknowledged(20)  # writes go on in this mode
     failed = [a for a in writer.attempts if not a.ok]
     slowest = max(a.latency for a in writer.attempts)
     print(f"\nruntime mode changes {steps}: {len(writer.attempts)} writes, {len(failed)} failed, "
@@ -410,7 +450,7 @@ def test_host_loss_promotes_the_synchronous_standby_without_losing_commits(on: O
     on.local.wait_healthy(60)
     wait_picture(on.local, old, "node2 in ssn and /sync", lambda p: p.settled("node1", {"node2"}))
     with SteadyWriter(on.local, interval=0.01) as writer:
-        time.sleep(2)
+        writer.wait_acknowledged(100)
         killed = time.monotonic()
         on.local.kill_host(old)
         wait_until(lambda: on.local.leader() is not None, 90, "a new primary")
@@ -422,7 +462,7 @@ def test_host_loss_promotes_the_synchronous_standby_without_losing_commits(on: O
     # The only replica left is nosync: the new primary must run without a synchronous standby.
     wait_picture(on.local, sync, "/sync written by node2 with no standby",
                  lambda p: p.sync is not None and p.sync.get("leader") == "node2" and not sync_standbys(p.sync))
-    time.sleep(5)
+    wait_lock_held_cycles(sync, 2)  # cycles that settled with node3 as the only replica left
     assert NOSYNC not in listed(primary_ssn(on.local, sync))
     # node3 first has to follow node2 on its new timeline before it counts as a healthy async replica.
     took = wait_until(lambda: nosync.get("/async")[0] == 200, 60, "node3's GET /async to answer 200")

@@ -17,7 +17,10 @@ from pathlib import Path
 
 import pytest
 
-from pgwarden.localcluster import DEMO_DCS, ETCD_BIN, PG_BIN, LocalCluster, wait_until
+from pgwarden.localcluster.cluster import DEMO_DCS, LocalCluster
+from pgwarden.localcluster.etcd import ETCD_BIN
+from pgwarden.localcluster.postgres import PG_BIN
+from pgwarden.localcluster.processes import wait_until
 from tests.integration.test_sync import (
     SteadyWriter,
     dump_logs,

@@ -1,1 +1,1 @@
-"""Test helpers shared by the test suites (real servers started and stopped by PID)."""
+"""Test-only fixtures on top of pgwarden.localcluster (real servers started and stopped by PID)."""

@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from pgwarden.localcluster import LocalCluster, Node
+from pgwarden.localcluster.cluster import LocalCluster, Node
 
 
 @contextlib.contextmanager

@@ -7,7 +7,7 @@ as JSON. When the tests already run as postgres, the worker is started directly.
 
 `PgSandbox` owns a temporary directory under /tmp (owned by postgres) that holds every data directory,
 socket and pgpass file of a test; `cleanup()` stops every postmaster it finds there by PID, then
-removes the directory.
+removes the directory. The postgres user, the binaries and the free ports are pgwarden.localcluster's.
 """
 
 from __future__ import annotations
@@ -17,10 +17,8 @@ import contextlib
 import dataclasses
 import json
 import os
-import pwd
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -29,37 +27,17 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from pgwarden.localcluster.ports import free_port
+from pgwarden.localcluster.postgres import PG_USER, current_user, give_to_pg_user
 from pgwarden.model import DataDirState, LocalPg, ReplicationRow, WalReceiver
 from pgwarden.postgres import Credentials, PgController, PgResult, PgSettings, Upstream, probe
-from pgwarden.postgres.settings import DEFAULT_BIN_DIR
 
-PG_USER = "postgres"
 REPO_ROOT = Path(__file__).resolve().parents[2]
 WORKER_TIMEOUT = 120.0
 
 _PATH_FIELDS = ("data_dir", "bin_dir", "pgpass", "log_file", "config_dir", "custom_conf")
 _CREDENTIAL_FIELDS = ("superuser", "replication", "rewind")
 _TUPLE_FIELDS = ("pg_hba", "pg_ident", "basebackup_options", "initdb_options")
-
-
-def pg_available() -> bool:
-    """True when PostgreSQL 15's binaries and the postgres user exist (and we can become it)."""
-    try:
-        pwd.getpwnam(PG_USER)
-    except KeyError:
-        return False
-    can_switch = os.geteuid() == 0 or _current_user() == PG_USER
-    return can_switch and (DEFAULT_BIN_DIR / "postgres").is_file()
-
-
-def _current_user() -> str:
-    return pwd.getpwuid(os.geteuid()).pw_name
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 # --------------------------------------------------------------------------------------------------
@@ -159,10 +137,7 @@ class PgSandbox:
 
     def __init__(self) -> None:
         self.root = Path(tempfile.mkdtemp(prefix="pgwarden-pgtest-", dir="/tmp"))
-        os.chmod(self.root, 0o700)
-        if os.geteuid() == 0:
-            user = pwd.getpwnam(PG_USER)
-            os.chown(self.root, user.pw_uid, user.pw_gid)
+        give_to_pg_user(self.root)
         self._pids: set[int] = set()
 
     def settings(self, name: str, **overrides: Any) -> PgSettings:
@@ -194,7 +169,7 @@ class PgSandbox:
         """Run one PgController method (or "probe" / "execute") as postgres; returns the JSON result."""
         request = {"settings": settings_to_json(settings), "op": op, "args": args}
         argv = [sys.executable, "-m", "tests.support.pg"]
-        if _current_user() != PG_USER:
+        if current_user() != PG_USER:
             argv = ["runuser", "-u", PG_USER, "--", *argv]
         env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
         done = subprocess.run(

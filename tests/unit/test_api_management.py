@@ -22,8 +22,9 @@ from pgwarden.api.server import build_app
 from pgwarden.api.state import StateHolder
 from pgwarden.dcs.base import Dcs
 from pgwarden.dcs.etcd3 import Etcd3Dcs
+from pgwarden.localcluster.etcd import etcd_available
 from pgwarden.model import ClusterView, LeaderKey
-from tests.support.etcd import EtcdServer, etcd_available
+from tests.support.etcd import EtcdServer
 from tests.unit.test_api_metrics import PRIMARY
 
 NAMESPACE = "/service"

@@ -23,8 +23,6 @@ from click.testing import CliRunner
 
 from pgwarden import aio
 from pgwarden.cli.main import main
-from pgwarden.cli.rest import RestClient, RestError
-from pgwarden.cli.target import RestSettings
 from pgwarden.dcs.etcd3 import Etcd3Dcs
 from tests.support.etcd import EtcdServer
 
@@ -284,30 +282,3 @@ def test_unknown_cluster_and_missing_dcs_are_errors(etcd: EtcdServer) -> None:
     assert result.exit_code == 1 and "Error: cluster 'nosuch' not found" in result.output
     result = CliRunner().invoke(main, ["list", "x"], env={"PATRONI_CONFIGURATION": ""})
     assert result.exit_code == 1 and "Error: no DCS to read" in result.output
-
-
-# -- the REST client alone -----------------------------------------------------------------------------
-
-
-async def test_rest_client_times_out_and_reports_unreachable_members() -> None:
-    async def slow(request: web.Request) -> web.Response:
-        await asyncio.sleep(5)
-        return web.Response(text="late")
-
-    app = web.Application()
-    app.router.add_get("/patroni", slow)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", 0).start()
-    port = runner.addresses[0][1]
-    try:
-        async with RestClient(RestSettings()) as client:
-            with pytest.raises(RestError, match=r"no answer within 0\.2s"):
-                await client.request(f"http://127.0.0.1:{port}/patroni", "GET", "/patroni", timeout=0.2)
-            with pytest.raises(RestError, match="not a REST API URL"):
-                await client.request("postgres://x", "GET", "/patroni")
-    finally:
-        await runner.cleanup()
-    async with RestClient(RestSettings()) as client:
-        with pytest.raises(RestError, match=f"127.0.0.1:{port}"):
-            await client.request(f"http://127.0.0.1:{port}/patroni", "GET", "/patroni", timeout=2)

@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from pgwarden.cli.choose import ChoiceError, parse_schedule, pick_member, select_members, switchover_candidates
-from pgwarden.cli.configedit import (
+from pgwarden.cli.config_patch import (
     EditError,
     apply_assignments,
     config_problems,
@@ -19,7 +19,7 @@ from pgwarden.cli.configedit import (
     set_path,
     unified_diff,
 )
-from pgwarden.cli.editconfig import diff_markup
+from pgwarden.cli.edit_config_command import diff_markup
 from pgwarden.cli.progress import amount_text, reinit_snapshot
 from pgwarden.cli.target import TargetError, parse_dcs_url, resolve_target
 from pgwarden.model import ClusterView, LeaderKey, Member, Tags

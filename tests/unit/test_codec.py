@@ -9,8 +9,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pgwarden.core.sync import SyncMode, SyncSettings, may_promote
-from pgwarden.core.types import PeerStatus
+from pgwarden.core.snapshot import PeerStatus
+from pgwarden.core.sync.plan import SyncMode, SyncSettings
+from pgwarden.core.sync.promotion import may_promote
 from pgwarden.dcs import codec
 from pgwarden.model import ClusterStatus, HistoryEntry, Member, PgState, SyncState, Tags
 

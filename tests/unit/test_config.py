@@ -451,7 +451,7 @@ def local(tmp_path: Path) -> Any:
 
 def test_before_bootstrap_the_bootstrap_dcs_section_is_the_dynamic_config(local: Any) -> None:
     config = effective(local, None)
-    assert config.primary_start_timeout == 120
+    assert config.ha.primary_start_timeout == 120
     assert config.parameters["max_connections"] == 200
     assert config.parameters["wal_level"] == "hot_standby"
     assert config.bootstrap_pg_hba == tuple(local.bootstrap.pg_hba)
@@ -471,12 +471,12 @@ def test_local_wins_over_dynamic_except_use_slots_and_cmdline_gucs(local: Any) -
     local = dataclasses.replace(local, postgresql=_with_local_settings(local.postgresql))
     config = effective(local, dynamic)
 
-    assert config.loop_wait == 5 and config.paused is True  # dynamic over defaults
-    assert config.use_pg_rewind is True  # local over dynamic
+    assert config.ha.loop_wait == 5 and config.dynamic.pause is True  # dynamic over defaults
+    assert config.ha.use_pg_rewind is True  # local over dynamic
     assert config.pg_hba == ("host all all 127.0.0.1/32 trust",)
     assert config.parameters["shared_buffers"] == "128MB"
     assert config.parameters["work_mem"] == "4MB"
-    assert config.use_slots is False  # only dynamic config sets it ...
+    assert config.ha.use_slots is False  # only dynamic config sets it ...
     assert config.parameters["max_connections"] == 300  # ... and the command-line GUCs
     assert config.parameters["max_wal_senders"] == 10  # their defaults
     assert any("max_locks_per_transaction" in w and "ignored" in w for w in config.warnings)
@@ -521,14 +521,14 @@ def test_effective_config_is_frozen_and_complete(local: Any) -> None:
     config = effective(local, {})
     assert isinstance(config, EffectiveConfig)
     with pytest.raises(dataclasses.FrozenInstanceError):
-        config.ttl = 1  # type: ignore[misc]
+        config.name = "x"  # type: ignore[misc]
     with pytest.raises(TypeError):
         config.parameters["work_mem"] = "1GB"  # type: ignore[index]
     assert (config.name, config.scope, config.namespace) == ("postgresql0", "batman", "/service/")
-    assert config.use_pg_rewind is False  # {} as /config: bootstrap.dcs no longer applies
-    assert config.remove_data_directory_on_rewind_failure is True
-    assert config.remove_data_directory_on_diverged_timelines is False
-    assert config.tags.custom == {"datacenter": "eu-1"}
+    assert config.ha.use_pg_rewind is False  # {} as /config: bootstrap.dcs no longer applies
+    assert config.ha.remove_data_directory_on_rewind_failure is True
+    assert config.ha.remove_data_directory_on_diverged_timelines is False
+    assert config.ha.tags.custom == {"datacenter": "eu-1"}
     assert config.api_url == "http://127.0.0.1:8008/patroni"
     assert config.conn_url == "postgres://127.0.0.1:5432/postgres"
 
@@ -537,9 +537,9 @@ def test_local_timing_wins_over_the_cluster_config(tmp_path: Path, base: dict[st
     """As in Patroni, a member's own ttl/loop_wait/retry_timeout win over /config, under the same rules."""
     config = effective(load_local(write(tmp_path / "p.yml", base | {"ttl": "60", "loop_wait": 5.0}), {}),
                        {"ttl": 30, "loop_wait": 10, "retry_timeout": 10})
-    assert (config.ttl, config.loop_wait, config.retry_timeout) == (60, 5, 10)
+    assert (config.ha.ttl, config.ha.loop_wait, config.ha.retry_timeout) == (60, 5, 10)
     config = effective(load_local(write(tmp_path / "p.yml", base | {"loop_wait": 25}), {}), {})
-    assert (config.ttl, config.loop_wait, config.retry_timeout) == (30, 10, 10)
+    assert (config.ha.ttl, config.ha.loop_wait, config.ha.retry_timeout) == (30, 10, 10)
     assert any("loop_wait (25)" in w for w in config.warnings)
 
 
@@ -582,7 +582,7 @@ def test_empty_sections_read_as_empty(tmp_path: Path, base: dict[str, Any]) -> N
     config = load_local(write(tmp_path / "p.yml", base), {})
     assert config.tags.to_tags() == Tags()
     assert config.postgresql.parameters == {} and config.postgresql.pg_hba is None
-    assert effective(config, None).use_slots is True
+    assert effective(config, None).ha.use_slots is True
 
 
 def test_modern_log_variables_win_over_legacy_ones(tmp_path: Path, base: dict[str, Any]) -> None:

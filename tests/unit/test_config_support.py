@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 import yaml
 
-from pgwarden.cli.configedit import config_problems as edit_config_problems
+from pgwarden.cli.config_patch import config_problems as edit_config_problems
 from pgwarden.config import ConfigError, load_local
 from pgwarden.config.loader import load_local_noting
 from pgwarden.config.support import (

@@ -7,14 +7,12 @@ from __future__ import annotations
 
 import asyncio
 import os
-import warnings
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
-from pgwarden.agent import execute
 from pgwarden.config import validate_file
 from pgwarden.config.paths import data_dir_problem
 from pgwarden.postgres.datadir import (
@@ -24,7 +22,7 @@ from pgwarden.postgres.datadir import (
     set_data_dir_aside,
     undo_created,
 )
-from pgwarden.postgres.process import PgResult, error_summary
+from pgwarden.postgres.process import error_summary
 
 
 def _data(path: Path) -> Path:
@@ -208,47 +206,6 @@ def test_error_summary_of_a_command_line_refusal_and_of_plain_output() -> None:
         "pg_basebackup: error: connection to server")
     assert error_summary("") == ""
     assert len(error_summary("x" * 1000)) == 400
-
-
-# -- the bootstrap's steps are made lazily -----------------------------------------------------------
-
-
-class _FakePg:
-    """A controller whose start fails: nothing after it may even be created."""
-
-    def __init__(self) -> None:
-        self.settings = type("S", (), {"initdb_options": []})()
-        self.calls: list[str] = []
-
-    async def initdb(self, options: object) -> PgResult:
-        self.calls.append("initdb")
-        return PgResult(True)
-
-    async def write_config(self, role: str) -> PgResult:
-        self.calls.append("configure")
-        return PgResult(True)
-
-    async def start(self) -> PgResult:
-        self.calls.append("start")
-        return PgResult.failed("FATAL: bad")
-
-    def create_roles(self) -> Any:
-        self.calls.append("create roles (coroutine made)")
-        raise AssertionError("create_roles must not be called after a failed start")
-
-    def run_post_bootstrap(self, script: str) -> Any:
-        raise AssertionError("post_bootstrap must not be called after a failed start")
-
-
-def test_a_failed_step_leaves_no_coroutine_unawaited() -> None:
-    pg = _FakePg()
-    ctx = type("C", (), {"config": type("E", (), {"local": type("L", (), {
-        "bootstrap": type("B", (), {"post_bootstrap": "/bin/true"})()})()})()})()
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")  # a "coroutine ... was never awaited" RuntimeWarning fails the test
-        step, ok, output = asyncio.run(execute._bootstrap_steps(pg, ctx))  # type: ignore[arg-type]
-    assert (step, ok, output) == ("start", False, "FATAL: bad")
-    assert pg.calls == ["initdb", "configure", "start"]
 
 
 def test_error_summary_keeps_the_clients_words_around_a_quoted_server_error() -> None:

@@ -17,6 +17,7 @@ from pgwarden.drill.topology import (
     multi_host_dsn,
     with_client_timeouts,
 )
+from pgwarden.rest_client import endpoint_url
 
 MEMBERS = (
     MemberInfo("a", "postgres://10.0.0.1:5432/postgres", "http://10.0.0.1:8008/patroni"),
@@ -45,7 +46,7 @@ def test_a_user_dsn_keeps_its_own_timeouts() -> None:
 
 
 def test_rest_calls_go_to_the_api_root_not_to_the_published_patroni_path() -> None:
-    assert MEMBERS[0].api_base == "http://10.0.0.1:8008"
+    assert endpoint_url(MEMBERS[0].api_url, "/primary") == "http://10.0.0.1:8008/primary"
     assert MEMBERS[1].pg_address == ("10.0.0.2", 5433)
 
 

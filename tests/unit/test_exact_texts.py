@@ -23,13 +23,14 @@ from pgwarden.api.requests import Refusal
 from pgwarden.api.switchover import SwitchoverRequest, check_switchover, parse_switchover, success_text
 from pgwarden.cli import manage
 from pgwarden.cli.listing import cluster_title, footer_lines
-from pgwarden.cli.rest import RestReply
 from pgwarden.cli.session import console
 from pgwarden.config.schema import TagsConfig
 from pgwarden.core import Decision, Memory, Outcome, render
+from pgwarden.core.actions import Reinitialize, Wait
+from pgwarden.core.reasons import Reason, Why
 from pgwarden.core.render import render_race
-from pgwarden.core.types import Reason, Wait, Why
 from pgwarden.model import ClusterView, LeaderKey, Member, SyncState, Tags, Versioned
+from pgwarden.rest_client import RestReply
 
 NOW = datetime(2030, 1, 1, 12, 0, tzinfo=UTC)
 
@@ -80,7 +81,7 @@ def _desk_finished(ok: bool) -> Callable[[], str]:
         desk = agent_control.RequestDesk()
         future = desk.submit(agent_control.RestartRequested())
         assert future is not None
-        desk.pending.started = True  # type: ignore[union-attr]
+        desk.book.started = True  # the core chose to restart
         desk.finished(Outcome(action="restart", ok=ok, detail="pg_ctl: could not start server", sent_at=0.0))
         return (await future).text
 
@@ -125,8 +126,10 @@ def _reinit_started() -> str:
         desk = agent_control.RequestDesk()
         future = desk.submit(agent_control.ReinitRequested())
         assert future is not None
-        desk.decided(Decision(agent_control.Reinitialize(source="n1", follow="n1"), Reason(Why.REINITIALIZE),
-                              0.0, Memory()))
+        decision = Decision(Reinitialize(source="n1", follow="n1"), Reason(Why.REINITIALIZE), 0.0, Memory())
+        request = desk.book.request
+        assert request is not None
+        desk.answer(request, desk.book.decided(decision), decision)
         return (await future).text
 
     return asyncio.run(run())

@@ -35,13 +35,14 @@ from pgwarden.config import support
 from pgwarden.config.errors import ConfigError, is_secret_path
 from pgwarden.config.loader import validate_local
 from pgwarden.config.validation import config_problems, parse_dynamic
+from pgwarden.core.actions import RenewLeader
 from pgwarden.core.decide import decide
-from pgwarden.core.types import RenewLeader
 from pgwarden.dcs import codec
 from pgwarden.dcs.etcd3 import Etcd3Dcs
+from pgwarden.localcluster.etcd import etcd_available
 from pgwarden.model import MAX_LSN, MAX_TIMELINE, Member, is_system_identifier
 from tests.core import builders as core_builders
-from tests.support.etcd import EtcdServer, etcd_available
+from tests.support.etcd import EtcdServer
 from tests.unit.test_api_management import CONFIG, FakeControl, member_json
 from tests.unit.test_api_metrics import PRIMARY
 

@@ -18,8 +18,10 @@ import pytest
 from pgwarden.api import state as api_state
 from pgwarden.api.state import NodeState, StateHolder
 from pgwarden.core import Decision, Memory, extended_wake
+from pgwarden.core.actions import Wait
 from pgwarden.core.decide import SHORT_NAP
-from pgwarden.core.types import KEEPALIVES_PER_LEASE, Reason, Wait, Why, keepalive_period
+from pgwarden.core.reasons import Reason, Why
+from pgwarden.core.snapshot import KEEPALIVES_PER_LEASE, keepalive_period
 from pgwarden.model import DataDirState, LocalPg, Tags
 from pgwarden.postgres.datadir import ControlData
 from pgwarden.postgres.exitwatch import ExitWatch

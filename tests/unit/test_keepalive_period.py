@@ -41,8 +41,8 @@ def _agent(dynamic: dict[str, Any]) -> tuple[Agent, CountingDcs]:
 
 async def test_a_shorter_lease_wakes_the_sleeping_keepalive() -> None:
     agent, dcs = _agent({"ttl": 600, "loop_wait": 10, "pgwarden": {"lease_ttl": 600}})
-    assert agent.config.lease_ttl == 600
-    agent.state.last_cycle_end = time.monotonic() + 3600  # the HA loop counts as alive throughout
+    assert agent.config.ha.lease_ttl == 600
+    agent.state.book.last_cycle_end = time.monotonic() + 3600  # the HA loop counts as alive throughout
     task = asyncio.create_task(agent._keepalive())
     try:
         await asyncio.sleep(1.5)
@@ -53,7 +53,7 @@ async def test_a_shorter_lease_wakes_the_sleeping_keepalive() -> None:
         agent._apply_pg_config = _nothing  # type: ignore[method-assign]
         changed = time.monotonic()
         await agent._refresh_config(cast(Any, dcs), None)
-        assert dcs.ttl == 4 and agent.config.lease_ttl == 4
+        assert dcs.ttl == 4 and agent.config.ha.lease_ttl == 4
         await asyncio.sleep(1.6)  # a member refreshes a 4 s lease every 4/3 s
         assert dcs.keepalives, "the keepalive still sleeps the period of the old lease"
         assert dcs.keepalives[0] - changed < 0.2  # 1.5 s after the last one: overdue by the new period
@@ -66,7 +66,7 @@ async def test_a_shorter_lease_wakes_the_sleeping_keepalive() -> None:
 
 async def test_a_longer_lease_does_not_delay_a_due_keepalive_more_than_its_period() -> None:
     agent, dcs = _agent({"ttl": 20, "loop_wait": 10, "retry_timeout": 5, "pgwarden": {"lease_ttl": 4}})
-    agent.state.last_cycle_end = time.monotonic() + 3600
+    agent.state.book.last_cycle_end = time.monotonic() + 3600
     task = asyncio.create_task(agent._keepalive())
     try:
         await asyncio.sleep(1.5)

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from psycopg.conninfo import conninfo_to_dict
 
-from pgwarden.agent import wiring
+from pgwarden.agent import pgsettings
 from pgwarden.cli.view import superuser_options
 from pgwarden.config.schema import RoleCredentials
 from pgwarden.drill.topology import MemberInfo, multi_host_dsn
@@ -313,11 +313,11 @@ async def test_post_bootstrap_gets_the_superuser_options_in_its_environment(tmp_
 # From the configuration; the CLI and the drill
 
 
-def test_wiring_passes_every_option_of_the_configuration() -> None:
+def test_pg_settings_pass_every_option_of_the_configuration() -> None:
     role = RoleCredentials(username="replicator", password="pw", sslpassword=SECRET, **TLS)
-    creds = wiring.credentials(role)
+    creds = pgsettings.credentials(role)
     assert creds == Credentials("replicator", "pw", sslpassword=SECRET, **TLS)
-    assert wiring.credentials(RoleCredentials(username="u")) == Credentials("u")
+    assert pgsettings.credentials(RoleCredentials(username="u")) == Credentials("u")
 
 
 def test_query_uses_the_configured_superuser_options() -> None:
@@ -355,7 +355,7 @@ def test_from_a_patroni_file_and_environment_to_the_adapter(tmp_path: Path) -> N
     }))
     environ = {"PATRONI_REPLICATION_SSLPASSWORD": SECRET, "PATRONI_REPLICATION_SSLMODE": "verify-ca",
                "PATRONI_REWIND_CHANNEL_BINDING": "require"}
-    settings = wiring.pg_settings(effective(load_local(path, environ), {}))
+    settings = pgsettings.pg_settings(effective(load_local(path, environ), {}))
     assert settings.superuser == Credentials("postgres", **TLS)
     assert settings.replication == Credentials("replicator", sslmode="verify-ca", sslpassword=SECRET)
     assert settings.rewind == Credentials("rewinder", sslcert="/rewind.crt", channel_binding="require")

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from pgwarden.agent.loop import decision_line
 from pgwarden.core import Decision, Memory, Outcome
-from pgwarden.core.types import AcquireLeader, Reason, Wait, Why
+from pgwarden.core.actions import AcquireLeader, Wait
+from pgwarden.core.reasons import Reason, Why
 
 RACE = Decision(AcquireLeader(), Reason(Why.RACE_HEALTHIEST, (("lsn", "100"),)), 0.0, Memory())
 

@@ -13,8 +13,8 @@ import pytest
 from pgwarden.agent.configsync import ConfigSync
 from pgwarden.agent.dyncache import CACHE_NAME, read_cache, write_cache
 from pgwarden.agent.uniqueness import answers_as
-from pgwarden.cli.configedit import config_problems as edit_config_problems
-from pgwarden.cli.configedit import timing_warnings
+from pgwarden.cli.config_patch import config_problems as edit_config_problems
+from pgwarden.cli.config_patch import timing_warnings
 from pgwarden.config import adjust_timing
 from pgwarden.config.checker import ConfigChecker
 from pgwarden.config.validation import config_problems
@@ -64,12 +64,15 @@ def test_values_under_the_minimums_stay_refused(value: dict[str, int], key: str)
 
 def test_a_cycle_can_wait_for_the_validation_of_a_changed_config() -> None:
     async def run() -> None:
-        sync = ConfigSync(cast(ConfigChecker, FakeChecker(delay=0.3)), (LOCAL, None), on_ready=lambda: None)
+        checker = FakeChecker()
+        checker.release.clear()  # the validation is in flight until released
+        sync = ConfigSync(cast(ConfigChecker, checker), (LOCAL, None), on_ready=lambda: None)
         sync.want((LOCAL, {"primary_start_timeout": 0}))
         assert sync.validating and sync.take() is None
+        asyncio.get_running_loop().call_later(0.3, checker.release.set)
         await sync.settle(5)
         fresh = sync.take()
-        assert fresh is not None and fresh.primary_start_timeout == 0
+        assert fresh is not None and fresh.ha.primary_start_timeout == 0
         assert sync.adopted_dynamic == {"primary_start_timeout": 0} and not sync.validating
 
     asyncio.run(run())

@@ -6,14 +6,12 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import pytest
 
-from pgwarden.agent.execute import _primary_kill_after
 from pgwarden.agent.member import member_json
-from pgwarden.agent.wiring import pg_settings
+from pgwarden.agent.pgsettings import pg_settings
 from pgwarden.config import ConfigError, effective
 from pgwarden.config.loader import validate_local
 from pgwarden.dcs import codec
@@ -215,7 +213,7 @@ def test_bin_name_keys_are_the_known_binaries() -> None:
         local_config(bin_name={"pgctl": "x"})
 
 
-def test_wiring_maps_the_postgresql_keys() -> None:
+def test_pg_settings_map_the_postgresql_keys() -> None:
     local = local_config(
         config_dir="/etc/postgresql/15/main", custom_conf="/etc/postgresql/custom.conf",
         bin_name={"pg_ctl": "pg_ctl15"}, pg_ident=["local-map a b"], pg_ctl_timeout=33,
@@ -256,22 +254,6 @@ def test_recovery_conf_is_written_for_both_roles_without_pgwardens_own_keys() ->
         assert values["restore_command"] == "'cp %f %p'"
         assert values["recovery_target_timeline"] == "'latest'"
         assert "host=x" not in values.get("primary_conninfo", "")
-
-
-def test_primary_stop_timeout_applies_to_a_primary_in_synchronous_mode(tmp_path: Path) -> None:
-    def kill_after(timeout: int, mode: str, replica: bool) -> float | None:
-        data = tmp_path / f"{timeout}-{mode}-{replica}"
-        data.mkdir()
-        if replica:
-            (data / "standby.signal").touch()
-        ctx: Any = SimpleNamespace(config=SimpleNamespace(primary_stop_timeout=timeout, synchronous_mode=mode))
-        return _primary_kill_after(ctx, PgController(make_settings(data_dir=data)))
-
-    assert kill_after(5, "on", replica=False) == 5.0
-    assert kill_after(5, "quorum", replica=False) == 5.0
-    assert kill_after(5, "off", replica=False) is None  # only in synchronous mode (Patroni)
-    assert kill_after(0, "on", replica=False) is None  # 0: no limit
-    assert kill_after(5, "on", replica=True) is None  # a replica's stop never is
 
 
 # --- proxy_address -------------------------------------------------------------------------------------

@@ -16,7 +16,7 @@ import click
 from rich.markup import escape
 
 from pgwarden.cli.ask import confirm_or_abort
-from pgwarden.cli.configedit import (
+from pgwarden.cli.config_patch import (
     EditError,
     apply_assignments,
     config_problems,

@@ -1,4 +1,6 @@
-"""`edit-config` as pure functions: apply `-s`/`-p` changes and patches, diff, and validate.
+"""A change to the dynamic configuration (`/config`), computed without IO: `-s`/`-p` changes and merge
+patches applied, the YAML the user reads and edits, the diff, and the validation. `edit_config_command`
+runs `edit-config` with these.
 
 Values on the command line are YAML scalars (`-s ttl=30` is the integer 30, `-s pause=true` a bool);
 `null` deletes a key. A patch (`--apply`) is a JSON merge patch (RFC 7386): mappings merge, `null`

@@ -1,4 +1,5 @@
-"""From the effective configuration to the settings values each part needs (pure translations)."""
+"""The PostgreSQL adapter's settings (`postgres.settings.PgSettings`) from the effective configuration:
+a pure translation. The decision core's settings come with the configuration (`EffectiveConfig.ha`)."""
 
 from __future__ import annotations
 
@@ -6,43 +7,8 @@ from pathlib import Path
 
 from pgwarden.config import EffectiveConfig, parse_listen
 from pgwarden.config.schema import RoleCredentials
-from pgwarden.core.sync import AckPoint, SyncMode, SyncSettings
-from pgwarden.core.types import HaSettings
 from pgwarden.postgres.libpq import options_of
 from pgwarden.postgres.settings import DEFAULT_BIN_DIR, Credentials, PgSettings, options_to_argv
-
-
-def ha_settings(cfg: EffectiveConfig) -> HaSettings:
-    return HaSettings(
-        ttl=cfg.ttl,
-        loop_wait=cfg.loop_wait,
-        retry_timeout=cfg.retry_timeout,
-        lease_ttl=cfg.lease_ttl,
-        maximum_lag_on_failover=cfg.maximum_lag_on_failover,
-        primary_start_timeout=cfg.primary_start_timeout,
-        check_timeline=cfg.check_timeline,
-        use_pg_rewind=cfg.use_pg_rewind,
-        remove_data_directory_on_rewind_failure=cfg.remove_data_directory_on_rewind_failure,
-        remove_data_directory_on_diverged_timelines=cfg.remove_data_directory_on_diverged_timelines,
-        use_slots=cfg.use_slots,
-        member_slots_ttl=cfg.member_slots_ttl,
-        max_timelines_history=cfg.max_timelines_history,
-        tags=cfg.tags,
-        sync=sync_settings(cfg),
-    )
-
-
-def sync_settings(cfg: EffectiveConfig) -> SyncSettings:
-    commit = str(cfg.parameters.get("synchronous_commit", "on")).lower()
-    ack = {"remote_write": AckPoint.WRITE, "remote_apply": AckPoint.APPLY}.get(commit, AckPoint.FLUSH)
-    return SyncSettings(
-        mode=SyncMode(cfg.synchronous_mode),
-        strict=cfg.synchronous_mode_strict,
-        node_count=cfg.synchronous_node_count,
-        maximum_lag_on_syncnode=cfg.maximum_lag_on_syncnode,
-        configured_ssn=str(cfg.parameters.get("synchronous_standby_names", "")),
-        ack=ack,
-    )
 
 
 def credentials(role: RoleCredentials) -> Credentials:
@@ -78,7 +44,7 @@ def pg_settings(cfg: EffectiveConfig, role: str = "replica") -> PgSettings:
         pg_ctl_timeout=float(cfg.pg_ctl_timeout),
         basebackup_options=options_to_argv(pg.basebackup),
         initdb_options=options_to_argv(cfg.local.bootstrap.initdb),
-        use_slots=cfg.use_slots,
+        use_slots=cfg.ha.use_slots,
         use_unix_socket=pg.use_unix_socket,
         use_unix_socket_repl=pg.use_unix_socket_repl,
     )

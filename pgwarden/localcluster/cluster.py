@@ -13,22 +13,22 @@ import os
 import pwd
 import shutil
 import signal
-import socket
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-ETCD_BIN = "/usr/bin/etcd"
-PG_BIN = "/usr/lib/postgresql/15/bin"
-RUN_AS = "postgres"
+from pgwarden.localcluster.etcd import LocalEtcd
+from pgwarden.localcluster.ports import pick_ports
+from pgwarden.localcluster.postgres import PG_BIN, PG_USER, give_to_pg_user, kill_postmaster_group
+from pgwarden.localcluster.processes import terminate, wait_until
+from pgwarden.postgres.datadir import postmaster_pid
 
 # Timings for a local cluster: the fastest Patroni allows (ttl >= 20, loop_wait + 2*retry <= ttl).
 DEMO_DCS: dict[str, Any] = {
@@ -42,29 +42,6 @@ DEMO_DCS: dict[str, Any] = {
         "parameters": {"max_connections": 100, "wal_keep_size": "128MB"},
     },
 }
-
-
-def port_is_free(port: int, host: str = "127.0.0.1") -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind((host, port))
-        except OSError:
-            return False
-    return True
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def pick_ports(preferred: list[int]) -> list[int]:
-    """The preferred ports if all are free, else as many free ephemeral ones (a 0 asks for that)."""
-    if all(p > 0 and port_is_free(p) for p in preferred):
-        return preferred
-    return [free_port() for _ in preferred]
 
 
 @dataclass
@@ -94,13 +71,7 @@ class Node:
         return f"http://127.0.0.1:{self.api_port}"
 
     def postmaster_pid(self) -> int | None:
-        try:
-            first = (self.data_dir / "postmaster.pid").read_text().splitlines()[0]
-            pid = int(first)
-            os.kill(pid, 0)
-            return pid
-        except (OSError, ValueError, IndexError):
-            return None
+        return postmaster_pid(self.data_dir)
 
     def get(self, path: str, timeout: float = 2.0) -> tuple[int, dict[str, Any] | None]:
         """(status, JSON body) of a REST GET; (0, None) when the agent does not answer."""
@@ -128,7 +99,7 @@ class LocalCluster:
     dcs: Mapping[str, Any] = field(default_factory=lambda: DEMO_DCS)
     python: str = sys.executable
     nodes: list[Node] = field(default_factory=list)
-    etcd: subprocess.Popen[bytes] | None = None
+    etcd: LocalEtcd | None = None
     extra_config: Callable[[Node], Mapping[str, Any]] | None = None
     agent_command: Sequence[str] | None = None
     """The command that runs one agent, its configuration file appended; None: this Python's
@@ -154,7 +125,7 @@ class LocalCluster:
                 node.config_path.write_text(yaml.safe_dump(self.node_config(node), sort_keys=False))
             else:
                 node.agent_args = tuple(self.write_config(node, self.node_config(node)))
-            _chown_tree(node.dir)
+            give_to_pg_user(node.dir)
 
     def node_config(self, node: Node) -> dict[str, Any]:
         config: dict[str, Any] = {
@@ -197,22 +168,13 @@ class LocalCluster:
 
     def start_etcd(self) -> None:
         client, peer = self.etcd_ports
-        data = self.workdir / "etcd"
-        log = open(self.workdir / "etcd.log", "ab")  # noqa: SIM115 - owned by the child process
-        self.etcd = subprocess.Popen(
-            [ETCD_BIN, "--name", "demo", "--data-dir", str(data),
-             "--listen-client-urls", f"http://127.0.0.1:{client}",
-             "--advertise-client-urls", f"http://127.0.0.1:{client}",
-             "--listen-peer-urls", f"http://127.0.0.1:{peer}",
-             "--initial-advertise-peer-urls", f"http://127.0.0.1:{peer}",
-             "--initial-cluster", f"demo=http://127.0.0.1:{peer}",
-             "--listen-metrics-urls", "", "--log-level", "warn", "--logger", "zap"],
-            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-        log.close()
-        wait_until(lambda: _http_ok(f"http://127.0.0.1:{client}/health"), 20, "etcd to become healthy")
+        self.etcd = LocalEtcd.spawn(name="demo", data_dir=self.workdir / "etcd", log_path=self.workdir / "etcd.log",
+                                    client_port=client, peer_port=peer)
+        self.etcd.wait_healthy(20)
 
     def stop_etcd(self) -> None:
-        _terminate(self.etcd, 10)
+        if self.etcd is not None:
+            self.etcd.stop(10)
         self.etcd = None
 
     def start_agent(self, node: Node) -> None:
@@ -220,7 +182,7 @@ class LocalCluster:
         kwargs: dict[str, Any] = {}
         env = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", "PYTHONUNBUFFERED": "1"}
         if os.geteuid() == 0:
-            user = pwd.getpwnam(RUN_AS)
+            user = pwd.getpwnam(PG_USER)
             kwargs.update(user=user.pw_uid, group=user.pw_gid, extra_groups=[])
             env["HOME"] = user.pw_dir
         else:
@@ -235,7 +197,7 @@ class LocalCluster:
 
     def stop_agent(self, node: Node, timeout: float = 60) -> None:
         """A clean stop (SIGTERM): the agent stops PostgreSQL and, as leader, hands the key over."""
-        _terminate(node.agent, timeout)
+        terminate(node.agent, timeout)
         node.agent = None
 
     def kill_host(self, node: Node) -> None:
@@ -247,15 +209,13 @@ class LocalCluster:
             node.agent.wait()
             node.agent = None
         if pid is not None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(pid, signal.SIGKILL)
+            kill_postmaster_group(pid)
         wait_until(lambda: node.postmaster_pid() is None, 10, f"{node.name}'s postmaster to die")
 
     def kill_postmaster(self, node: Node) -> None:
         pid = node.postmaster_pid()
         if pid is not None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(pid, signal.SIGKILL)
+            kill_postmaster_group(pid)
 
     def start(self) -> None:
         self.prepare()
@@ -270,13 +230,12 @@ class LocalCluster:
             with contextlib.suppress(ProcessLookupError):
                 node.agent.send_signal(signal.SIGTERM)  # type: ignore[union-attr]
         for node in self.nodes:
-            _terminate(node.agent, 30)
+            terminate(node.agent, 30)
             node.agent = None
         for node in self.nodes:
             pid = node.postmaster_pid()
             if pid is not None:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(pid, signal.SIGKILL)
+                kill_postmaster_group(pid)
         self.stop_etcd()
 
     def remove(self) -> None:
@@ -324,49 +283,6 @@ class LocalCluster:
                 "connect_timeout=2 target_session_attrs=read-write")
 
 
-def wait_until(predicate: Callable[[], bool], timeout: float, what: str, interval: float = 0.2) -> float:
-    """Poll until `predicate()`; returns the seconds it took. TimeoutError names what was awaited."""
-    start = time.monotonic()
-    while True:
-        if predicate():
-            return time.monotonic() - start
-        if time.monotonic() - start > timeout:
-            raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {what}")
-        time.sleep(interval)
-
-
-def _http_ok(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(url, timeout=1) as response:
-            return bool(response.status == 200)
-    except (OSError, ValueError):
-        return False
-
-
-def _terminate(proc: subprocess.Popen[bytes] | None, timeout: float) -> None:
-    if proc is None or proc.poll() is not None:
-        return
-    with contextlib.suppress(ProcessLookupError):
-        proc.send_signal(signal.SIGTERM)
-    try:
-        proc.wait(timeout)
-    except subprocess.TimeoutExpired:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
-
-
-def _chown_tree(path: Path) -> None:
-    if os.geteuid() != 0:
-        return
-    user = pwd.getpwnam(RUN_AS)
-    for root, dirs, files in os.walk(path):
-        os.chown(root, user.pw_uid, user.pw_gid)
-        for name in dirs + files:
-            os.chown(os.path.join(root, name), user.pw_uid, user.pw_gid)
-    os.chmod(path, 0o700)
-
-
 def _deep_merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
     out = dict(base)
     for key, value in override.items():
@@ -375,13 +291,3 @@ def _deep_merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[st
         else:
             out[key] = value
     return out
-
-
-@contextlib.contextmanager
-def running_cluster(workdir: Path, **kwargs: Any) -> Iterator[LocalCluster]:
-    cluster = LocalCluster(workdir, **kwargs)
-    try:
-        cluster.start()
-        yield cluster
-    finally:
-        cluster.stop()

@@ -1,9 +1,12 @@
-"""The IO behind `pgwarden haproxy-config` and `pgwarden route` (kept apart from click's option parsing)."""
+"""The routing processes' wiring: `pgwarden route` runs the sidecar until SIGTERM/SIGINT, and
+`pgwarden haproxy-config` prints a configuration read from the DCS (the click commands: cli/routing.py)."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import signal
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -50,7 +53,9 @@ async def print_haproxy_config(local: LocalConfig, options: HaproxyOptions) -> i
 
 
 @dataclass(frozen=True, slots=True)
-class RouteArgs:
+class RouteOptions:
+    """What one `pgwarden route` drives, and how often it looks."""
+
     name: str
     haproxy_sockets: tuple[str, ...] = ()
     pgbouncer_conninfo: str | None = None
@@ -62,36 +67,36 @@ class RouteArgs:
     hold_timeout: float = 15.0
 
 
-def build_pushers(local: LocalConfig, args: RouteArgs) -> tuple[list[Pusher], list[str]]:
-    """The pushers named on the command line, and their kinds (published in routers/<name>)."""
-    pushers: list[Pusher] = [HaproxyPusher(HaproxyRuntime(s)) for s in args.haproxy_sockets]
-    kinds = ["haproxy"] if args.haproxy_sockets else []
-    if args.pgbouncer_conninfo and args.pgbouncer_databases_file:
-        console = PgbouncerConsole(args.pgbouncer_conninfo)
-        pushers.append(PgbouncerPusher(console, args.pgbouncer_databases_file, args.pgbouncer_databases,
-                                       extra=args.pgbouncer_options))
+def build_pushers(local: LocalConfig, options: RouteOptions) -> tuple[list[Pusher], list[str]]:
+    """The pushers the options name, and their kinds (published in routers/<name>)."""
+    pushers: list[Pusher] = [HaproxyPusher(HaproxyRuntime(s)) for s in options.haproxy_sockets]
+    kinds = ["haproxy"] if options.haproxy_sockets else []
+    if options.pgbouncer_conninfo and options.pgbouncer_databases_file:
+        console = PgbouncerConsole(options.pgbouncer_conninfo)
+        pushers.append(PgbouncerPusher(console, options.pgbouncer_databases_file, options.pgbouncer_databases,
+                                       extra=options.pgbouncer_options))
         kinds.append("pgbouncer")
-    if args.etcd2_mirror:
+    if options.etcd2_mirror:
         key = f"{local.namespace.strip('/')}/{local.scope}/leader"
-        pushers.append(Etcd2LeaderMirror(args.etcd2_mirror, key))
+        pushers.append(Etcd2LeaderMirror(options.etcd2_mirror, key))
         kinds.append("vip")
     return pushers, kinds
 
 
-async def run_route(local: LocalConfig, args: RouteArgs, stop: asyncio.Event) -> int:
+async def run_route(local: LocalConfig, options: RouteOptions, stop: asyncio.Event) -> int:
     """Run the sidecar until `stop` is set."""
-    pushers, kinds = build_pushers(local, args)
+    pushers, kinds = build_pushers(local, options)
     section = local.dcs.as_mapping()
     try:
         dcs = await _dcs(local)
     except DcsError as exc:
         log.error("route: %s", exc)
         return 1
-    registry = RouterRegistry(etcd_hosts_from_config(section), dcs.prefix, args.name,
+    registry = RouterRegistry(etcd_hosts_from_config(section), dcs.prefix, options.name,
                               username=section.get("username") or section.get("user"),
                               password=section.get("password"), ssl_context=ssl_context_from_config(section))
     sidecar = RouteSidecar(dcs, pushers, registry=registry, kinds=kinds,
-                           timing=SidecarTiming(poll_interval=args.poll_interval, hold_timeout=args.hold_timeout))
+                           timing=SidecarTiming(poll_interval=options.poll_interval, hold_timeout=options.hold_timeout))
     log.info("route: watching %s for %s", dcs.prefix, ", ".join(p.name for p in pushers))
     try:
         await sidecar.run(stop)
@@ -99,3 +104,13 @@ async def run_route(local: LocalConfig, args: RouteArgs, stop: asyncio.Event) ->
         await registry.close()
         await dcs.close()
     return 0
+
+
+async def run_route_until_signalled(local: LocalConfig, options: RouteOptions) -> int:
+    """`run_route` until SIGTERM or SIGINT, which stop it cleanly (its DCS and registry connections closed)."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(signum, stop.set)
+    return await run_route(local, options, stop)

@@ -1,0 +1,228 @@
+"""What the decision core is shown: the settings, the observations and its own memory (Snapshot).
+
+Everything is a frozen value. The core never sees a connection, a clock or a logger: time is the
+`now` field (the agent's monotonic clock, sampled once after observation), and effects come back
+only as the next snapshot's `last` outcome and observations.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+from pgwarden.core.sync.plan import SyncMemory, SyncSettings
+from pgwarden.model import LSN, ClusterView, LocalPg, Tags
+
+
+@dataclass(frozen=True, slots=True)
+class HaSettings:
+    """The effective settings the core needs (after layering defaults, DCS /config, file and env)."""
+
+    ttl: int = 30
+    loop_wait: int = 10
+    retry_timeout: int = 10
+    lease_ttl: int = 30
+    """The leader key's lease in the DCS (pgwarden.lease_ttl capped by ttl); a keepalive refreshes it
+    apart from the HA cycle, and every renewal or keepalive outcome extends `lock_deadline`."""
+    maximum_lag_on_failover: int = 1048576
+    primary_start_timeout: int = 300
+    check_timeline: bool = False
+    use_pg_rewind: bool = False
+    remove_data_directory_on_rewind_failure: bool = False
+    remove_data_directory_on_diverged_timelines: bool = False
+    use_slots: bool = True
+    member_slots_ttl: int = 1800
+    max_timelines_history: int = 0
+    tags: Tags = field(default_factory=Tags)
+    sync: SyncSettings = field(default_factory=SyncSettings)
+
+    @property
+    def lease_margin(self) -> float:
+        """How long before the lease can expire elsewhere a leader must have stopped accepting writes.
+
+        The lease counts from when etcd received our keepalive, which is after we sent it; measuring
+        from the send instant already errs on the safe side. The margin is the time an immediate stop
+        of PostgreSQL may take, with room to spare: a fifth of the lease, at least 1.5 s.
+        """
+        return max(1.5, self.lease_ttl / 5)
+
+    def lock_deadline(self, renewal_sent_at: float) -> float:
+        """Until when a leader whose last successful renewal (or keepalive) was sent at
+        `renewal_sent_at` may accept writes."""
+        return renewal_sent_at + self.lease_ttl - self.lease_margin
+
+
+KEEPALIVES_PER_LEASE = 7
+"""The leader's default keepalive rate: seven per lease (every second for the default 7 s lease).
+A keepalive may be lost or stall (a 3 s etcd stall in the soak benchmark) with the lease still held."""
+
+
+def keepalive_period(interval: float | None, lease_ttl: float, *, leading: bool) -> float:
+    """Seconds between two lease keepalives (`interval`: pgwarden.keepalive_interval, None: default).
+
+    The leader's lease decides how soon a dead leader is replaced, so it is refreshed every
+    `interval`, by default KEEPALIVES_PER_LEASE times per lease. Any other member's lease only keeps
+    its member key alive: three refreshes per lease are plenty, and cost a fraction of the requests.
+    """
+    leader_period = interval if interval is not None else lease_ttl / KEEPALIVES_PER_LEASE
+    return leader_period if leading else max(leader_period, lease_ttl / 3)
+
+
+@dataclass(frozen=True, slots=True)
+class PeerStatus:
+    """What a peer's `GET /patroni` said (or that it did not answer) during this observation."""
+
+    name: str
+    reachable: bool
+    role: str | None = None
+    in_recovery: bool | None = None
+    lsn: LSN | None = None
+    timeline: int | None = None
+    nofailover: bool = False
+    failover_priority: int = 1
+    watchdog_failed: bool = False
+
+    @property
+    def is_running_primary(self) -> bool:
+        return self.reachable and self.in_recovery is False
+
+
+class ActionKind(StrEnum):
+    """What an action is, and what an `Outcome` reports on: a closed set. Each action's `kind`, plus the
+    outcomes that are no action of the core's: a lease keepalive (the loop sends them), a promotion the
+    pre_promote hook refused, a lost initialize race (no failure of this node), and a rewind whose
+    source could not be reached."""
+
+    WAIT = "wait"
+    BOOTSTRAP = "bootstrap"
+    CLONE = "clone"
+    ACQUIRE_LEADER = "acquire leader"
+    RENEW_LEADER = "renew leader"
+    PROMOTE = "promote"
+    DEMOTE = "demote"
+    START = "start"
+    FOLLOW = "follow"
+    REWIND = "rewind"
+    REMOVE_DATA = "remove data directory"
+    RELEASE_LEADER = "release leader"
+    SHUTDOWN = "shutdown"
+    ENSURE_SLOTS = "ensure slots"
+    RESTART = "restart"
+    REINITIALIZE = "reinitialize"
+    KEEPALIVE = "keepalive"
+    PRE_PROMOTE_REFUSED = "pre_promote"
+    LOST_INITIALIZE_RACE = "initialize race"
+    REWIND_SOURCE_UNREACHABLE = "rewind source unreachable"
+    """pg_rewind could not connect to its source: nothing was tried, so it is no failed rewind (a
+    partition or a restarting leader would otherwise leave the member stopped for good)."""
+
+
+class TaskKind(StrEnum):
+    """Long actions that run in the background while the loop keeps deciding (and renewing)."""
+
+    BOOTSTRAP = "bootstrap"
+    CLONE = "clone"
+    REWIND = "rewind"
+    START = "start"
+    STOP = "stop"
+    PROMOTE = "promote"
+    REMOVE_DATA = "remove data directory"
+    RESTART = "restart"
+    REINITIALIZE = "reinitialize"
+
+
+@dataclass(frozen=True, slots=True)
+class TaskInFlight:
+    kind: TaskKind
+    since: float
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """How the previous action went, as the executor saw it."""
+
+    action: ActionKind
+    ok: bool
+    detail: str = ""
+    sent_at: float = 0.0
+    """Monotonic instant at which the (first) request of the action was sent. For a lock renewal
+    this is what the lease deadline is counted from."""
+
+
+@dataclass(frozen=True, slots=True)
+class Memory:
+    """What the core chose to remember between cycles. Returned in every Decision, fed back next time."""
+
+    lock_deadline: float | None = None
+    """While this node believes it holds the leader lock: the instant by which it must have stopped
+    accepting writes (last successful renewal's send time + ttl - margin)."""
+    start_deadline: float | None = None  # a primary restarting in place must be up by then
+    rewind_failed: bool = False
+    start_failures: int = 0
+    slot_last_seen: tuple[tuple[str, float], ...] = ()  # member slots and when their member was last seen
+    paused_when_last_seen: bool = False  # maintenance mode as of the last successful DCS read
+    sync: SyncMemory = field(default_factory=SyncMemory)  # the synchronous-replication planner's
+    pooler_hold: tuple[int, float] | None = None
+    """(failover key revision, deadline): how long a switchover waits for connection poolers to pause."""
+    promote_backoff_until: float | None = None
+    """After the pre_promote script refused a promotion: no leader race before this instant."""
+    diverged: bool = False
+    """This node was stopped because it holds WAL the leader's timeline does not have; it must be
+    rewound (or re-cloned) before it may start again, whatever its control file suggests."""
+    bootstrap_failures: int = 0
+    """Bootstraps this node won the initialize race for and then failed (reset by a success or by a
+    usable data directory). At MAX_BOOTSTRAP_FAILURES the agent gives up and exits."""
+    clone_failures: int = 0
+    """Failed clones (or reinitializations) since the last success or usable data directory."""
+    retry_at: float | None = None
+    """After a failed bootstrap or clone: no new attempt before this instant (exponential backoff)."""
+    last_failure: str = ""
+    """Why the last bootstrap or clone failed, as the executor summed it up (for the operator)."""
+    start_retry_at: float | None = None
+    """After PostgreSQL failed to start (or restart): no new start before this instant (`start_backoff`)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """Everything observed for one decision."""
+
+    me: str
+    now: float
+    settings: HaSettings
+    pg: LocalPg
+    dcs: ClusterView | None  # None: the DCS could not be read
+    peers: tuple[PeerStatus, ...] = ()  # sorted by name; only collected when a race is possible
+    memory: Memory = field(default_factory=Memory)
+    last: tuple[Outcome, ...] = ()
+    """Outcomes reported since the previous decision, oldest first: the inline action's, and any
+    background task's that finished meanwhile."""
+    task: TaskInFlight | None = None
+    shutting_down: bool = False
+    wall: float = 0.0
+    """Wall-clock epoch seconds, only to compare with instants an operator scheduled (switchover).
+    Never used for leases or timeouts: those use `now`."""
+    request: OperatorRequest | None = None
+    """A local operation an operator asked for through the REST API, awaiting this decision."""
+
+    @property
+    def paused(self) -> bool:
+        return self.dcs is not None and self.dcs.paused
+
+
+@dataclass(frozen=True, slots=True)
+class RestartRequested:
+    """POST /restart, with its conditions (all must hold, else the restart is refused)."""
+
+    role: str | None = None
+    postgres_version: int | None = None  # restart only if the running server_version_num is below
+    restart_pending: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class ReinitRequested:
+    """POST /reinitialize."""
+
+    from_leader: bool = False
+
+
+OperatorRequest = RestartRequested | ReinitRequested

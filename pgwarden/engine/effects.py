@@ -1,0 +1,312 @@
+"""What an executor step asks the outside world to do: a closed union of frozen dataclasses.
+
+Each effect is answered by its interpreter with the value its docstring names. DCS failures are not
+answers: the interpreter throws `DcsFailed` into the step at the effect that failed, so a step's
+`try`/`except DcsFailed` reads like the code it replaced.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from pgwarden.model import ClusterStatus, HistoryEntry, SyncState
+
+PgRole = Literal["primary", "replica"]
+StopMode = Literal["fast", "immediate"]
+
+
+class DcsFailed(Exception):
+    """The DCS could not be reached or answered with an error (thrown into the step)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Result:
+    """How a PostgreSQL operation went. `summary` is the line worth showing (a failed command's
+    meaningful line, `postgres.process.error_summary`); `message` is everything it said."""
+
+    ok: bool
+    message: str = ""
+    summary: str = ""
+    unreachable: bool = False
+    """It failed before doing anything because the server it needed (the source to rewind or copy
+    from) could not be reached: a transient failure, not the operation's."""
+
+    @property
+    def short(self) -> str:
+        return self.summary or self.message
+
+
+@dataclass(frozen=True, slots=True)
+class Upstream:
+    """A member to stream or copy from, with the PostgreSQL address the cluster view gives it."""
+
+    member: str
+    host: str
+    port: int
+
+
+# -- the clock and the log ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Now:
+    """-> float: the agent's monotonic clock (what `Outcome.sent_at` and deadlines are measured in)."""
+
+
+@dataclass(frozen=True, slots=True)
+class WallStamp:
+    """-> str | None: the wall-clock time as ISO 8601 for a `history` row (None where unknown)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Log:
+    """-> None: one line in the agent's log."""
+
+    level: Literal["info", "warning", "error"]
+    text: str
+
+
+# -- the DCS -------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class AcquireLeaderKey:
+    """-> bool: create the leader key on this member's lease, if absent."""
+
+
+@dataclass(frozen=True, slots=True)
+class UpdateLeaderKey:
+    """-> bool: refresh the leader key (owner-checked), writing `status` to `/status` when given."""
+
+    status: ClusterStatus | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class DeleteLeaderKey:
+    """-> bool: release the leader key (owner-checked), writing `status` first when given."""
+
+    status: ClusterStatus | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class WriteInitialize:
+    """-> bool: write `initialize` (create it only if absent with `create_new`)."""
+
+    sysid: str
+    create_new: bool
+
+
+@dataclass(frozen=True, slots=True)
+class CancelInitialization:
+    """-> None: delete `initialize` (a failed bootstrap)."""
+
+
+@dataclass(frozen=True, slots=True)
+class SeedConfig:
+    """-> bool: write `/config` if its revision is still `revision` (0: absent)."""
+
+    value: Mapping[str, Any]
+    revision: int
+
+
+@dataclass(frozen=True, slots=True)
+class DeleteFailoverKey:
+    """-> None: delete `failover` if its revision is still `revision`."""
+
+    revision: int
+
+
+@dataclass(frozen=True, slots=True)
+class SetHistory:
+    """-> None: replace `history` with `rows`."""
+
+    rows: tuple[HistoryEntry, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class SetSyncKey:
+    """-> bool: write `/sync` if its revision is still `expected_revision`."""
+
+    state: SyncState
+    expected_revision: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class DeleteSyncKey:
+    """-> None: delete `/sync` if its revision is still `expected_revision`."""
+
+    expected_revision: int | None
+
+
+# -- the local PostgreSQL --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Probe:
+    """-> model.LocalPg: what a probe of the local PostgreSQL reports now."""
+
+
+@dataclass(frozen=True, slots=True)
+class StandbySignal:
+    """-> bool: the data directory holds `standby.signal` (PostgreSQL is, or starts as, a standby)."""
+
+
+@dataclass(frozen=True, slots=True)
+class StopPg:
+    """-> Result: stop PostgreSQL (`pg_ctl stop -m mode`), killing it after `kill_after` seconds if set."""
+
+    mode: StopMode
+    kill_after: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class StartPg:
+    """-> Result: start PostgreSQL with the configuration written last and wait until it accepts connections."""
+
+
+@dataclass(frozen=True, slots=True)
+class WritePgConfig:
+    """-> Result: write the configuration files for `role` (a replica streaming from `upstream`)."""
+
+    role: PgRole
+    upstream: Upstream | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class PromotePg:
+    """-> Result: `pg_ctl promote`, waiting at most `timeout` seconds for it to complete."""
+
+    timeout: float
+
+
+@dataclass(frozen=True, slots=True)
+class CheckpointPg:
+    """-> Result: CHECKPOINT, given up after `timeout` seconds when set."""
+
+    timeout: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class FollowUpstream:
+    """-> Result: point a running replica at `upstream` (configuration written, reloaded)."""
+
+    upstream: Upstream
+
+
+@dataclass(frozen=True, slots=True)
+class RewindPg:
+    """-> Result: pg_rewind from `upstream` (PostgreSQL stopped)."""
+
+    upstream: Upstream
+
+
+@dataclass(frozen=True, slots=True)
+class Basebackup:
+    """-> Result: pg_basebackup from `upstream` into the empty data directory."""
+
+    upstream: Upstream
+
+
+@dataclass(frozen=True, slots=True)
+class MoveDataAside:
+    """-> Result: move the data directory aside (the configuration allows it; the decision says so)."""
+
+
+@dataclass(frozen=True, slots=True)
+class EmptyDataDir:
+    """-> Result: empty the data directory, keeping no copy (an operator's reinitialize)."""
+
+
+@dataclass(frozen=True, slots=True)
+class EnsureSlots:
+    """-> Result: create the physical replication slots `names` that do not exist."""
+
+    names: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class DropSlots:
+    """-> Result: drop the replication slots `names`."""
+
+    names: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class WriteSsn:
+    """-> Result: `synchronous_standby_names = value` (ALTER SYSTEM and reload)."""
+
+    value: str
+
+
+@dataclass(frozen=True, slots=True)
+class ReadTimelineHistory:
+    """-> list[(ended timeline, switch LSN, reason)]: `timeline`'s history file in pg_wal, oldest row
+    first; [] when it cannot be read."""
+
+    timeline: int
+
+
+@dataclass(frozen=True, slots=True)
+class ReserveTimelines:
+    """-> tuple[int, ...]: write a placeholder history file for each of `timelines` that has none, so a
+    promotion skips those numbers; answers the numbers actually reserved."""
+
+    timelines: tuple[int, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class UnreserveTimelines:
+    """-> None: remove the placeholders of `timelines` (the promotion did not happen)."""
+
+    timelines: tuple[int, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class InspectDataDir:
+    """-> tuple[bool, str]: whether the data directory exists, and why it must not be taken over by a
+    new cluster ("" when it may)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Initdb:
+    """-> Result: initdb with the configured options."""
+
+
+@dataclass(frozen=True, slots=True)
+class CreateRoles:
+    """-> Result: create the configured superuser, replication and rewind roles (a new cluster)."""
+
+
+@dataclass(frozen=True, slots=True)
+class PostBootstrap:
+    """-> Result: run `bootstrap.post_bootstrap` if configured (ok when not)."""
+
+
+@dataclass(frozen=True, slots=True)
+class UndoBootstrap:
+    """-> Result: remove what a failed bootstrap created (the directory if it did not exist before,
+    else its contents)."""
+
+    existed: bool
+
+
+@dataclass(frozen=True, slots=True)
+class RunHook:
+    """-> Result: run the user's `pre_promote` or `before_stop` script (ok when none is configured),
+    killed after `timeout` seconds."""
+
+    name: Literal["pre_promote", "before_stop"]
+    timeout: float
+
+
+Effect = (
+    Now | WallStamp | Log
+    | AcquireLeaderKey | UpdateLeaderKey | DeleteLeaderKey | WriteInitialize | CancelInitialization | SeedConfig
+    | DeleteFailoverKey | SetHistory | SetSyncKey | DeleteSyncKey
+    | Probe | StandbySignal | StopPg | StartPg | WritePgConfig | PromotePg | CheckpointPg | FollowUpstream
+    | RewindPg | Basebackup | MoveDataAside | EmptyDataDir | EnsureSlots | DropSlots | WriteSsn
+    | ReadTimelineHistory | ReserveTimelines | UnreserveTimelines | InspectDataDir | Initdb | CreateRoles
+    | PostBootstrap | UndoBootstrap | RunHook
+)

@@ -1,0 +1,555 @@
+"""The executor's steps: one generator per action, yielding effects and ending in one `Outcome`.
+
+"The executor reports; the core decides" (style-anchors): each action is one fixed sequence of
+effects, with no retries and no fallbacks; if something fails, the next decision sees the failure
+and chooses what to do. The ordering rules that keep the cluster safe live here, once, for the agent
+and the simulator alike: renew before touching slots, refresh the lease before promoting, reserve
+the timeline number before the promotion takes it, release the key only after the stop, never start
+a primary after a stop without a renewal proving the key still ours.
+
+A step never does IO itself. It yields an effect (`pgwarden.engine.effects`) and receives the
+result; a DCS failure is thrown into it as `DcsFailed`. `run` turns one escaping from a step into a
+failed outcome, as the imperative executor did with a `DcsError`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Generator, Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any, TypeVar
+
+from pgwarden.core.actions import (
+    AcquireLeader,
+    Action,
+    Bootstrap,
+    Clone,
+    Demote,
+    DemoteMode,
+    EnsureSlots,
+    Follow,
+    Promote,
+    Reinitialize,
+    ReleaseLeader,
+    RemoveDataDirectory,
+    RenewLeader,
+    Restart,
+    Rewind,
+    Shutdown,
+    StartPostgres,
+    Wait,
+)
+from pgwarden.core.render import TAKEN_BY_ANOTHER
+from pgwarden.core.snapshot import ActionKind, HaSettings, Outcome, TaskKind
+from pgwarden.core.sync.plan import DeleteSync, SetSsn, SyncMode, SyncStep, WriteSync
+from pgwarden.engine import effects as fx
+from pgwarden.model import (
+    TIMELINE_RESERVE_MARGIN,
+    ClusterStatus,
+    ClusterView,
+    LocalPg,
+    history_after_promotion,
+    history_for_lineage,
+)
+
+_T = TypeVar("_T")
+StepGen = Generator[fx.Effect, Any, _T]
+"""A step: yields effects, receives their results, returns `_T`."""
+
+HOOK_TIMEOUT = 60.0
+"""Seconds a user's hook script (pre_promote, before_stop) may run without a tighter deadline."""
+STOP_REQUEST_RESERVE = 0.5
+"""Seconds of the lease a graceful demote keeps, after its CHECKPOINT and before_stop hook, to get the
+stop request (which ends new commits) to PostgreSQL before the lock deadline."""
+MIN_STEP_BEFORE_STOP = 0.2
+"""Below this many seconds left, the step before the stop is skipped rather than started."""
+
+BACKGROUND: Mapping[type, TaskKind] = {
+    Bootstrap: TaskKind.BOOTSTRAP,
+    Clone: TaskKind.CLONE,
+    Rewind: TaskKind.REWIND,
+    StartPostgres: TaskKind.START,
+    Promote: TaskKind.PROMOTE,
+    RemoveDataDirectory: TaskKind.REMOVE_DATA,
+    Restart: TaskKind.RESTART,
+    Reinitialize: TaskKind.REINITIALIZE,
+}
+"""Actions that may run for a long time: they run in the background while the loop keeps deciding
+(and, on a leader, renewing its lock)."""
+
+
+class UnknownAction(Exception):
+    """The core returned an action with no steps here: never silently ignored (a bug to fix here)."""
+
+
+@dataclass(frozen=True, slots=True)
+class StepContext:
+    """What a step knows besides its action: who it runs for, the cluster view the decision was made on,
+    and the settings that shape its effects."""
+
+    me: str
+    cluster: ClusterView | None
+    settings: HaSettings
+    primary_stop_timeout: float = 0.0
+    """Patroni's primary_stop_timeout: in synchronous mode, how long a primary's stop may take before
+    PostgreSQL is killed (0: never)."""
+    bootstrap_dcs: Mapping[str, Any] = field(default_factory=dict)
+    """`bootstrap.dcs`: the `/config` a new cluster starts with."""
+
+
+StepsFn = Callable[[Action, StepContext], StepGen[Outcome]]
+"""`run`'s type: what the simulator runs (the real steps, or a test's mutant of them)."""
+
+
+def run(action: Action, ctx: StepContext) -> StepGen[Outcome]:
+    """The steps of `action`; a DCS failure that escapes them becomes a failed outcome."""
+    try:
+        return (yield from _dispatch(action, ctx))
+    except fx.DcsFailed as exc:
+        return (yield from _outcome(action, False, f"DCS error: {exc}"))
+
+
+def _dispatch(action: Action, ctx: StepContext) -> StepGen[Outcome]:
+    match action:
+        case Wait():
+            return (yield from _outcome(action, True))
+        case Bootstrap():
+            return (yield from _bootstrap(action, ctx))
+        case Clone():
+            return (yield from _clone(action, ctx))
+        case AcquireLeader():
+            sent = yield fx.Now()
+            won = yield fx.AcquireLeaderKey()
+            return Outcome(action.kind, won, "" if won else TAKEN_BY_ANOTHER, sent)
+        case RenewLeader():
+            return (yield from _renew(action, ctx))
+        case Promote():
+            return (yield from _promote(action, ctx))
+        case Demote():
+            return (yield from _demote(action, ctx))
+        case StartPostgres():
+            return (yield from _start(action, ctx))
+        case Follow():
+            return (yield from _with_upstream(action, ctx, action.leader, fx.FollowUpstream))
+        case Rewind():
+            return (yield from _rewind(action, ctx))
+        case RemoveDataDirectory():
+            return (yield from _result(action, (yield fx.MoveDataAside())))
+        case ReleaseLeader():
+            released = yield fx.DeleteLeaderKey(status_document(ctx.cluster, action.optime))
+            return (yield from _outcome(action, released))
+        case Shutdown():
+            return (yield from _shutdown(action, ctx))
+        case Restart():
+            return (yield from _restart(action, ctx))
+        case EnsureSlots():
+            return (yield from _result(action, (yield fx.EnsureSlots(action.create))))
+        case Reinitialize():
+            return (yield from _reinitialize(action, ctx))
+        case _:
+            raise UnknownAction(f"no steps for the action {action!r}")
+
+
+# -- small pieces ----------------------------------------------------------------------------------------
+
+
+def _outcome(action: Action, ok: bool, detail: str = "", sent: float | None = None,
+             kind: ActionKind | None = None) -> StepGen[Outcome]:
+    """The action's outcome; `sent` (the first request's send time) defaults to now."""
+    if sent is None:
+        sent = yield fx.Now()
+    return Outcome(action=kind or action.kind, ok=ok, detail=detail, sent_at=sent)
+
+
+def _result(action: Action, result: fx.Result) -> StepGen[Outcome]:
+    return (yield from _outcome(action, result.ok, result.message))
+
+
+def upstream(cluster: ClusterView | None, member_name: str | None) -> fx.Upstream | None:
+    """`member_name`'s PostgreSQL address in the cluster view the decision was made on (None: unknown)."""
+    if member_name is None or cluster is None:
+        return None
+    member = cluster.member(member_name)
+    address = member.host_port if member else None
+    return None if address is None else fx.Upstream(member_name, address[0], address[1])
+
+
+def _with_upstream(action: Action, ctx: StepContext, member: str,
+                   effect: type[fx.FollowUpstream]) -> StepGen[Outcome]:
+    source = upstream(ctx.cluster, member)
+    if source is None:
+        return (yield from _outcome(action, False, f"no address known for {member}"))
+    return (yield from _result(action, (yield effect(source))))
+
+
+def _rewind(action: Rewind, ctx: StepContext) -> StepGen[Outcome]:
+    """pg_rewind from the leader. A source that could not be reached is reported as such, not as a
+    failed rewind: the core tries again rather than giving up on this member (Patroni checks that it
+    can connect to the leader before rewinding, and retries while it cannot)."""
+    source = upstream(ctx.cluster, action.source)
+    if source is None:
+        return (yield from _outcome(action, False, f"no address known for {action.source}"))
+    result: fx.Result = yield fx.RewindPg(source)
+    kind = ActionKind.REWIND_SOURCE_UNREACHABLE if result.unreachable and not result.ok else None
+    return (yield from _outcome(action, result.ok, result.message, kind=kind))
+
+
+def status_document(cluster: ClusterView | None, optime: int | None, retain: tuple[str, ...] = ()) -> ClusterStatus:
+    """The `/status` document to write with a renewal or a release: the optime the core chose to
+    publish (`decide._optime`: it never erases the one the DCS has), the slots to retain, and the
+    timeline number a promotion reserved, which only a promotion's claim ever changes."""
+    timeline = cluster.status.timeline if cluster is not None else None
+    return ClusterStatus(optime=optime, retain_slots=retain, timeline=timeline)
+
+
+def primary_kill_after(ctx: StepContext, standby: bool) -> float | None:
+    """`primary_stop_timeout`, as Patroni applies it: in synchronous mode (on or quorum), how long a
+    primary's stop may take before PostgreSQL is killed (SIGKILL). None (pg_ctl_timeout, no kill) for a
+    replica (`standby`: standby.signal present), outside synchronous mode, or when it is 0."""
+    limit = ctx.primary_stop_timeout
+    if limit <= 0 or ctx.settings.sync.mode is SyncMode.OFF or standby:
+        return None
+    return float(limit)
+
+
+def _stop(ctx: StepContext, mode: fx.StopMode) -> StepGen[fx.Result]:
+    standby = yield fx.StandbySignal()
+    result: fx.Result = yield fx.StopPg(mode, primary_kill_after(ctx, standby))
+    return result
+
+
+def _before_stop(timeout: float = HOOK_TIMEOUT) -> StepGen[None]:
+    result: fx.Result = yield fx.RunHook("before_stop", timeout)
+    if not result.ok:
+        yield fx.Log("warning", f"{result.message}; stopping PostgreSQL anyway")
+
+
+# -- the leader key ------------------------------------------------------------------------------------
+
+
+def _renew(action: RenewLeader, ctx: StepContext) -> StepGen[Outcome]:
+    sent = yield fx.Now()
+    existing = set(ctx.cluster.status.retain_slots) if ctx.cluster else set()
+    retain = tuple(sorted(set(action.create_slots) | existing))
+    if not (yield fx.UpdateLeaderKey(status_document(ctx.cluster, action.optime, retain))):
+        return Outcome(action.kind, False, "the leader key is no longer ours", sent)
+    notes: list[str] = []
+    if action.create_slots:
+        created: fx.Result = yield fx.EnsureSlots(action.create_slots)
+        if not created.ok:
+            notes.append(created.message)
+    if action.drop_slots:
+        dropped: fx.Result = yield fx.DropSlots(action.drop_slots)
+        if not dropped.ok:
+            notes.append(dropped.message)
+    if action.write_initialize:
+        yield fx.WriteInitialize(action.write_initialize, create_new=False)
+    if action.clear_failover is not None:
+        yield fx.DeleteFailoverKey(action.clear_failover)
+    if action.repair_history:
+        notes.append((yield from _repair_history(ctx)))
+    if action.sync_step is not None:
+        note = yield from _sync_step(action.sync_step)
+        if note:
+            notes.append(note)
+    return Outcome(action.kind, True, "; ".join(notes), sent)
+
+
+def _repair_history(ctx: StepContext) -> StepGen[str]:
+    """Make `history` say what PostgreSQL's own timeline history says (model.history_for_lineage):
+    rows a lost write left out are added, rows of other branches dropped."""
+    if ctx.cluster is None:
+        return ""
+    state: LocalPg = yield fx.Probe()
+    if state.timeline is None:
+        return ""
+    lineage = yield fx.ReadTimelineHistory(state.timeline)
+    stamp = yield fx.WallStamp()
+    rows = history_for_lineage(ctx.cluster.history, lineage, ctx.me, stamp, ctx.settings.max_timelines_history)
+    if rows is None:
+        return ""
+    yield fx.SetHistory(tuple(rows))
+    return f"history repaired up to timeline {state.timeline - 1}"
+
+
+def _sync_step(step: SyncStep) -> StepGen[str]:
+    """One step of the synchronous-replication planner; the next decision sees its effect."""
+    match step:
+        case SetSsn():
+            result: fx.Result = yield fx.WriteSsn(step.value)
+            return "" if result.ok else result.message
+        case WriteSync():
+            written = yield fx.SetSyncKey(step.state, step.expected_revision)
+            return "" if written else "/sync changed meanwhile (compare-and-swap failed)"
+        case DeleteSync():
+            yield fx.DeleteSyncKey(step.expected_revision)
+            return ""
+        case _:
+            return ""
+
+
+# -- promotion -----------------------------------------------------------------------------------------
+
+
+def _promote(action: Promote, ctx: StepContext) -> StepGen[Outcome]:
+    sent = yield fx.Now()
+    claim, reserved = yield from _claim_timeline(action, ctx)
+    if not (yield fx.UpdateLeaderKey(claim)):
+        yield from _unreserve(reserved)
+        return Outcome(action.kind, False, "lost leader before promote", sent)
+    hook: fx.Result = yield fx.RunHook("pre_promote", HOOK_TIMEOUT)
+    if not hook.ok:
+        # Fencing refused: give the lock up at once so that another member can take over.
+        yield fx.DeleteLeaderKey()
+        yield from _unreserve(reserved)
+        return Outcome(ActionKind.PRE_PROMOTE_REFUSED, False, hook.message, sent)
+    finish_by = max(action.finish_by, ctx.settings.lock_deadline(sent))
+    budget = finish_by - (yield fx.Now())
+    result: fx.Result | None = (yield fx.PromotePg(budget)) if budget >= 1 else None
+    if result is None or not result.ok:
+        # Too slow: stop it, so that it cannot complete later, when the lease may be somebody else's.
+        yield fx.StopPg("immediate")
+        yield from _unreserve(reserved)
+        detail = result.message if result is not None else "no lease time left to promote"
+        return Outcome(action.kind, False, f"promotion abandoned and PostgreSQL stopped: {detail}", sent)
+    yield fx.WritePgConfig("primary")  # no primary_conninfo / standby.signal left behind
+    # Without this checkpoint pg_rewind on the old primary would read the old timeline from our
+    # control file and conclude that nothing diverged.
+    yield fx.CheckpointPg()
+    if action.history_entry is not None and ctx.cluster is not None:
+        yield from _record_promotion(action.history_entry, ctx)
+    if ctx.cluster is not None and ctx.cluster.failover is not None:
+        yield fx.DeleteFailoverKey(ctx.cluster.failover.revision)
+    return Outcome(action.kind, True, "promoted", sent)
+
+
+def _record_promotion(decided: tuple[int, int, str], ctx: StepContext) -> StepGen[None]:
+    """Write the `history` row of the timeline this promotion ended (`history_after_promotion`)."""
+    assert ctx.cluster is not None
+    promoted: LocalPg = yield fx.Probe()
+    lineage = (yield fx.ReadTimelineHistory(promoted.timeline)) if promoted.timeline is not None else []
+    if promoted.timeline is not None and not lineage:
+        yield fx.Log("warning", f"timeline {promoted.timeline}: history file unreadable, recording the switch "
+                     f"point decided at {decided[1]}")
+    stamp = yield fx.WallStamp()
+    rows = history_after_promotion(ctx.cluster.history, lineage, decided, promoted.timeline, ctx.me, stamp,
+                                   ctx.settings.max_timelines_history)
+    yield fx.SetHistory(tuple(rows))
+
+
+def _claim_timeline(action: Promote, ctx: StepContext) -> StepGen[tuple[ClusterStatus | None, tuple[int, ...]]]:
+    """Reserve the timeline number the core chose (`Promote.timeline`, one no promotion in this cluster
+    has used), before promoting.
+
+    PostgreSQL numbers a new timeline 1 + the highest N with an `N.history` file in pg_wal, and tells
+    timelines apart by number only. The `history` row of a promotion is written after it; a new
+    primary that loses the DCS in between leaves no trace of its timeline there, and the next
+    promotion would reuse the number with different WAL. So the number is published in `/status`
+    first (with the ownership-checked renewal that precedes the promotion), and when the cluster has
+    used higher numbers than this server knows, comment-only history files fill the gap, so
+    PostgreSQL skips them. Checked on PostgreSQL 15: a running standby ignores such a file (it is not
+    a child of its timeline), the promotion takes the next number, and the new timeline's own
+    history names the real parent. A standby *started* with a placeholder above its timeline would
+    take it as the newest timeline and wait for its WAL for ever, so the files written are removed
+    again if this promotion does not happen (`_unreserve`).
+
+    Returns the status to publish and the timelines reserved.
+    """
+    if ctx.cluster is None or action.timeline is None:
+        return None, ()
+    local = (yield fx.Probe()).timeline
+    if local is None:
+        return None, ()
+    target = max(action.timeline, local + 1)  # PostgreSQL never takes a lower one
+    if action.ignored_timeline is not None:
+        yield fx.Log("warning", f"ignoring the cluster's timeline {action.ignored_timeline} as implausible (more "
+                     f"than {TIMELINE_RESERVE_MARGIN} beyond this server's timeline {local}): promoting to timeline "
+                     f"{target}")
+    reserved = yield fx.ReserveTimelines(tuple(range(local + 1, target)))
+    status = status_document(ctx.cluster, ctx.cluster.status.optime, ctx.cluster.status.retain_slots)  # as it is
+    return replace(status, timeline=target), reserved
+
+
+def _unreserve(reserved: tuple[int, ...]) -> StepGen[None]:
+    if reserved:
+        yield fx.UnreserveTimelines(reserved)
+
+
+# -- stopping ------------------------------------------------------------------------------------------------
+
+
+def _demote(action: Demote, ctx: StepContext) -> StepGen[Outcome]:
+    state: LocalPg = yield fx.Probe()
+    note = ""
+    if action.mode is DemoteMode.GRACEFUL:
+        # Runs inline in the HA loop, so the lease is only as good as `finish_by`: whatever comes before
+        # the stop request (which ends new commits at once) must leave it the time to get there.
+        note = yield from _checkpoint_before_stop(action.finish_by)
+        left = yield from _time_before_stop(action.finish_by)
+        if left is None or left >= MIN_STEP_BEFORE_STOP:
+            yield from _before_stop(HOOK_TIMEOUT if left is None else min(HOOK_TIMEOUT, left))
+        else:
+            yield fx.Log("warning", "no lease time left for the before_stop hook: stopping PostgreSQL without it")
+    stop_mode: fx.StopMode = "immediate" if action.mode in (DemoteMode.IMMEDIATE,
+                                                            DemoteMode.IMMEDIATE_NOLOCK) else "fast"
+    result = yield from _stop(ctx, stop_mode)
+    if not result.ok:
+        return (yield from _outcome(action, False, result.message))
+    if action.release:
+        yield fx.DeleteLeaderKey(status_document(ctx.cluster, state.wal_lsn))
+    return (yield from _outcome(action, True, f"stopped ({stop_mode}){note}"))
+
+
+def _time_before_stop(finish_by: float | None) -> StepGen[float | None]:
+    """Seconds a graceful demote may still spend before its stop request (None: no deadline known)."""
+    if finish_by is None:
+        return None
+    now = yield fx.Now()
+    return float(finish_by - now - STOP_REQUEST_RESERVE)
+
+
+def _checkpoint_before_stop(finish_by: float | None) -> StepGen[str]:
+    """The CHECKPOINT before a switchover's stop, which only shortens the shutdown checkpoint: bounded by
+    the lease (`finish_by`), skipped when too little of it is left. A note for the outcome."""
+    left = yield from _time_before_stop(finish_by)
+    if left is not None and left < MIN_STEP_BEFORE_STOP:
+        yield fx.Log("warning", "no lease time left for a checkpoint before the switchover's stop: stopping at once")
+        return "; checkpoint skipped (no lease time left)"
+    result: fx.Result = yield fx.CheckpointPg(left)
+    if result.ok:
+        return ""
+    yield fx.Log("warning", f"checkpoint before the switchover's stop: {result.message}; stopping PostgreSQL anyway")
+    return f"; checkpoint abandoned ({result.message})"
+
+
+def _shutdown(action: Shutdown, ctx: StepContext) -> StepGen[Outcome]:
+    if not action.stop_postgres:
+        return (yield from _outcome(action, True, "PostgreSQL left running (maintenance mode)"))
+    yield from _before_stop()
+    result = yield from _stop(ctx, "fast")
+    if action.release and result.ok:
+        yield fx.DeleteLeaderKey(status_document(ctx.cluster, action.optime))
+    return (yield from _outcome(action, result.ok, result.message))
+
+
+# -- starting ------------------------------------------------------------------------------------------------
+
+
+def _start(action: StartPostgres, ctx: StepContext) -> StepGen[Outcome]:
+    follow = upstream(ctx.cluster, action.follow)
+    if action.follow is not None and follow is None:
+        return (yield from _outcome(action, False, f"no address known for {action.follow}"))
+    written: fx.Result = yield fx.WritePgConfig("primary" if action.role == "primary" else "replica", follow)
+    if not written.ok:
+        return (yield from _outcome(action, False, written.message))
+    return (yield from _result(action, (yield fx.StartPg())))
+
+
+def _restart(action: Restart, ctx: StepContext) -> StepGen[Outcome]:
+    role: fx.PgRole = "primary" if action.role == "primary" else "replica"
+    written: fx.Result = yield fx.WritePgConfig(role, upstream(ctx.cluster, action.follow))
+    if not written.ok:
+        return (yield from _outcome(action, False, written.message))
+    yield from _before_stop()
+    stopped = yield from _stop(ctx, "fast")
+    if not stopped.ok:
+        return (yield from _outcome(action, False, stopped.message))
+    if role == "primary" and action.require_lock:
+        # The stop may have taken long (a shutdown checkpoint) and the DCS may have gone meanwhile:
+        # the lease may have lapsed and another member promoted. Only a renewal now allows a writable
+        # start; otherwise PostgreSQL stays stopped and the next HA cycle decides (a replica of the new
+        # leader, or a primary again once the key is proven ours).
+        try:
+            held = yield fx.UpdateLeaderKey()
+        except fx.DcsFailed as exc:
+            return (yield from _outcome(action, False, f"stopped, not started as a primary: leader key "
+                                        f"unconfirmed ({exc})"))
+        if not held:
+            return (yield from _outcome(action, False, "stopped, not started as a primary: the leader key is no "
+                                        "longer ours"))
+    started: fx.Result = yield fx.StartPg()
+    return (yield from _outcome(action, started.ok, "restarted successfully" if started.ok else started.message))
+
+
+def _clone(action: Clone | Reinitialize, ctx: StepContext) -> StepGen[Outcome]:
+    source = upstream(ctx.cluster, action.source)
+    if source is None:
+        return (yield from _outcome(action, False, f"no address known for {action.source}"))
+    copied: fx.Result = yield fx.Basebackup(source)
+    if not copied.ok:
+        return (yield from _outcome(action, False, copied.short))
+    written: fx.Result = yield fx.WritePgConfig("replica", upstream(ctx.cluster, action.follow) or source)
+    if not written.ok:
+        return (yield from _outcome(action, False, written.message))
+    return (yield from _result(action, (yield fx.StartPg())))
+
+
+def _reinitialize(action: Reinitialize, ctx: StepContext) -> StepGen[Outcome]:
+    if upstream(ctx.cluster, action.source) is None:
+        return (yield from _outcome(action, False, f"no address known for {action.source}"))
+    # The operator asked for this node's data to be replaced: no copy is kept (`.failed` copies of
+    # repeated reinitializations once filled a disk); the directory itself stays.
+    stopped = yield from _stop(ctx, "fast")
+    if not stopped.ok:
+        return (yield from _outcome(action, False, stopped.message))
+    emptied: fx.Result = yield fx.EmptyDataDir()
+    if not emptied.ok:
+        return (yield from _outcome(action, False, emptied.message))
+    return (yield from _clone(action, ctx))
+
+
+# -- a new cluster ---------------------------------------------------------------------------------------
+
+
+def _bootstrap(action: Bootstrap, ctx: StepContext) -> StepGen[Outcome]:
+    """The initialize race and, if won, a whole new cluster. Undone if any step fails: what this attempt
+    created is removed (no user data in it: never moved aside, never a directory that was there
+    before), `initialize` deleted so another node can try. Whether and when to try again is the core's
+    decision (backoff, giving up), from the outcome: a lost race is an outcome of its own kind."""
+    sent = yield fx.Now()
+    try:
+        won = yield fx.WriteInitialize("", create_new=True)
+    except fx.DcsFailed as exc:
+        return Outcome(ActionKind.LOST_INITIALIZE_RACE, False, f"DCS error: {exc}", sent)
+    if not won:
+        return Outcome(ActionKind.LOST_INITIALIZE_RACE, False, "failed to acquire initialize lock", sent)
+    existed, refused = yield fx.InspectDataDir()  # refused: e.g. an empty directory owned by root
+    if refused:
+        step, output, summary = "checking the data directory", refused, refused
+    else:
+        step, result = yield from _bootstrap_steps()
+        if result.ok:
+            sent = yield fx.Now()
+            if (yield fx.AcquireLeaderKey()):
+                yield fx.SeedConfig(dict(ctx.bootstrap_dcs), revision=0)
+                state: LocalPg = yield fx.Probe()
+                yield fx.WriteInitialize(state.sysid or "", create_new=False)
+                return Outcome(action.kind, True, "initialized a new cluster", sent)
+            step, result = "acquire leader", fx.Result(False, "somebody else holds the leader key")
+        output, summary = result.message, result.short
+    yield fx.Log("error", f"bootstrap failed at {step}: {output}; undoing")
+    if not refused:
+        yield fx.StopPg("immediate")
+        undone: fx.Result = yield fx.UndoBootstrap(existed)
+        if not undone.ok:
+            yield fx.Log("error", f"could not undo the failed bootstrap: {undone.message}")
+    try:
+        yield fx.CancelInitialization()
+    except fx.DcsFailed as exc:
+        yield fx.Log("error", f"could not delete the initialize key after the failed bootstrap: {exc}")
+    return (yield from _outcome(action, False, f"bootstrap failed at {step}: {summary}"))
+
+
+def _bootstrap_steps() -> StepGen[tuple[str, fx.Result]]:
+    """initdb, configure, start, create roles, post_bootstrap: the step reached and its result."""
+    steps: tuple[tuple[str, fx.Effect], ...] = (
+        ("initdb", fx.Initdb()),
+        ("configure", fx.WritePgConfig("primary")),
+        ("start", fx.StartPg()),
+        ("create roles", fx.CreateRoles()),
+        ("post_bootstrap", fx.PostBootstrap()),
+    )
+    for step, effect in steps:
+        result: fx.Result = yield effect
+        if not result.ok:
+            return step, result
+    return "done", fx.Result(True)
