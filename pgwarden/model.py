@@ -283,6 +283,47 @@ class RouterState:
     held_for: int | None = None  # the `failover` key revision for which it holds (pauses) traffic
 
 
+FAILSAFE_MAX_ENTRIES = 1000
+"""At most this many members in `/failsafe`, or slots in a `POST /failsafe` body (real clusters have a
+handful): more is garbage."""
+FAILSAFE_MAX_NAME = 256
+"""Characters of a member or slot name in `/failsafe` or a `POST /failsafe` body."""
+FAILSAFE_MAX_URL = 2048
+"""Characters of an api_url or conn_url there."""
+
+
+def is_plain_text(text: Any, limit: int) -> bool:
+    """`text` is a string of 1 to `limit` characters without control characters or lone surrogates: a
+    name or URL that can be logged, compared and sent on as it is (anything else from the DCS or a
+    request body is garbage)."""
+    if not isinstance(text, str) or not 0 < len(text) <= limit:
+        return False
+    if any(ord(ch) < 0x20 or 0x7F <= ord(ch) < 0xA0 for ch in text):
+        return False
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+@dataclass(frozen=True, slots=True)
+class FailsafePing:
+    """A leader's `POST /failsafe` (contract 2.8): it cannot reach the DCS and asks this member to
+    confirm that it may keep running. Validated by the REST API (`api.failsafe.parse_failsafe_ping`);
+    `as_json` is the body the leader sends."""
+
+    name: str
+    """The leader's member name."""
+    conn_url: str | None = None
+    api_url: str | None = None
+    slots: Mapping[str, LSN] = field(default_factory=dict)
+    """The leader's replication slots -> their LSN (what the replicas may advance theirs to)."""
+
+    def as_json(self) -> dict[str, Any]:
+        return {"name": self.name, "conn_url": self.conn_url, "api_url": self.api_url, "slots": dict(self.slots)}
+
+
 @dataclass(frozen=True, slots=True)
 class Versioned:
     """A JSON value read from the DCS with its revision, so it can be written back with compare-and-swap."""
@@ -404,6 +445,9 @@ class ClusterView:
     unreadable: Mapping[str, int] = field(default_factory=dict)
     """Keys that exist but hold a value that could not be decoded (`failover`, `config`, ...) -> their
     mod_revision: read as absent, yet still there to be replaced or deleted with compare-and-swap."""
+    failsafe: Mapping[str, str] | None = None
+    """The `failsafe` key, {member name: api_url}, which the leader keeps in failsafe mode (contract 2.8);
+    None: no key (or an unreadable one)."""
     dynamic: DynamicView = field(init=False, repr=False, compare=False)
     """`config` parsed (the defaults when there is none): what everybody but `edit-config` and
     `GET /config`, which show the document itself, reads of it. Derived, so `replace` keeps it true."""

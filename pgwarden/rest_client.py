@@ -1,11 +1,12 @@
 """The client of the members' REST APIs (the Patroni-compatible endpoints every agent serves).
 
-Its users: the agent (its peers' statuses in a leader race, the start's check for a duplicate name),
-the CLI (switchover, restart, reload, ...) and the drill. A member's address is its `api_url` as
-published in the DCS (`http(s)://host:port/patroni`): a `GET` of that very URL is its status document;
-any other endpoint replaces the path. Every call has an explicit timeout. A member that cannot be
-reached (refused, timed out, TLS failure, bad URL) is an `Unreachable` value; any HTTP answer, 4xx and
-5xx included, is a `RestReply` for the caller to interpret (the texts are the contract's).
+Its users: the agent (its peers' statuses in a leader race, the start's check for a duplicate name,
+a failsafe leader's pings), the CLI (switchover, restart, reload, ...) and the drill. A member's
+address is its `api_url` as published in the DCS (`http(s)://host:port/patroni`): a `GET` of that
+very URL is its status document; any other endpoint replaces the path. Every call has an explicit
+timeout. A member that cannot be reached (refused, timed out, TLS failure, bad URL) is an
+`Unreachable` value; any HTTP answer, 4xx and 5xx included, is a `RestReply` for the caller to
+interpret (the texts are the contract's).
 
 Credentials and TLS material are `RestSettings`: `ctl`'s, else `restapi`'s, as patronictl reads them.
 The agent imports this module, so it imports nothing of the CLI's (click, rich, pydantic).
@@ -17,13 +18,14 @@ import base64
 import json
 import ssl
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import aiohttp
 
 from pgwarden.config.schema import CtlConfig, RestApiConfig
+from pgwarden.model import LSN, MAX_LSN
 
 DEFAULT_TIMEOUT = 10.0  # seconds for a simple call (GET /patroni, POST /reload)
 CONNECT_TIMEOUT = 3.0  # seconds to open the TCP (and TLS) connection
@@ -70,10 +72,11 @@ class Unreachable:
 
 @dataclass(frozen=True, slots=True)
 class RestReply:
-    """An HTTP answer: status code and body text."""
+    """An HTTP answer: status code, body text and headers (names case-insensitive)."""
 
     status: int
     text: str
+    headers: Mapping[str, str] = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def ok(self) -> bool:
@@ -97,6 +100,37 @@ class RestReply:
     def describe(self) -> str:
         """'503 restart failed' style, for messages."""
         return f"{self.status} {self.text.strip()}".strip()
+
+
+@dataclass(frozen=True, slots=True)
+class FailsafeReply:
+    """A member's answer to a failsafe ping (`POST /failsafe`, contract 2.8): `accepted` only on 200;
+    `lsn` the member's received/replayed position from the `lsn` header (None when absent or not an
+    LSN); `detail` says what happened in words (no credentials)."""
+
+    accepted: bool
+    lsn: LSN | None
+    detail: str
+
+
+def _header_lsn(value: str | None) -> LSN | None:
+    """The `lsn` header: a decimal integer from 0 to 2**64 - 1, else None."""
+    text = (value or "").strip()
+    if not (text.isascii() and text.isdigit() and len(text) <= 20):
+        return None
+    lsn = int(text)
+    return lsn if lsn <= MAX_LSN else None
+
+
+def redacted_url(url: str) -> str:
+    """`url` without a user name or password in it (for messages)."""
+    try:
+        parts = urlsplit(url)
+        if parts.username is None and parts.password is None:
+            return url
+        return urlunsplit(parts._replace(netloc="***@" + parts.netloc.rpartition("@")[2]))
+    except ValueError:
+        return "<malformed URL>"
 
 
 def endpoint_url(api_url: str, path: str) -> str:
@@ -187,11 +221,26 @@ class RestClient:
         try:
             async with self._session.request(method, url, json=body, headers=self._headers, timeout=limits,
                                              ssl=tls) as response:
-                return RestReply(response.status, await response.text(errors="replace"))
+                return RestReply(response.status, await response.text(errors="replace"), response.headers)
         except TimeoutError:
             return Unreachable(f"{method} {url}: no answer within {timeout:g}s")
         except (aiohttp.ClientError, ssl.SSLError, OSError, ValueError) as exc:  # ValueError: a malformed URL
             return Unreachable(f"{method} {url}: {exc or type(exc).__name__}")
+
+    async def post_failsafe(self, api_url: str, body: Mapping[str, Any], *, timeout: float) -> FailsafeReply:
+        """A failsafe leader's ping (`body`: `model.FailsafePing.as_json()`) to the member at `api_url`.
+        Accepted only on 200; an unreachable member or any other answer is not, `detail` saying why."""
+        reply = await self.request(api_url, "POST", "/failsafe", dict(body), timeout=timeout)
+        if isinstance(reply, Unreachable):
+            reason = reply.reason
+            for url in (api_url, _failsafe_url(api_url)):  # an api_url may carry a user and password
+                if url:
+                    reason = reason.replace(url, redacted_url(url))
+            return FailsafeReply(False, None, f"unreachable: {_cut(reason)}")
+        if reply.status != 200:
+            return FailsafeReply(False, None, f"answered {_cut(reply.describe())}")
+        lsn = _header_lsn(reply.headers.get("lsn"))
+        return FailsafeReply(True, lsn, "accepted" if lsn is not None else "accepted, without a valid lsn header")
 
     def _tls_for(self, url: str) -> ssl.SSLContext | bool | Unreachable:
         """The TLS setting of a call to `url`, built once per client (it reads files)."""
@@ -200,3 +249,17 @@ class RestClient:
         if self._tls is None:
             self._tls = _tls_context(self.settings)
         return self._tls
+
+
+def _failsafe_url(api_url: str) -> str:
+    """The /failsafe URL of `api_url`, or "" when it is not a REST API's."""
+    try:
+        return endpoint_url(api_url, "/failsafe")
+    except ValueError:
+        return ""
+
+
+def _cut(text: str, limit: int = 200) -> str:
+    """A member's words, cut short: a detail must not carry a whole page."""
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."

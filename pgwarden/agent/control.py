@@ -15,13 +15,13 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from pgwarden.aio import bounded
-from pgwarden.api.control import ControlResult, RestartRequest
+from pgwarden.api.control import ControlResult, FailsafeAnswer, RestartRequest
 from pgwarden.core import Decision, Outcome, render
 from pgwarden.core.reasons import Why
 from pgwarden.core.snapshot import OperatorRequest, ReinitRequested, RestartRequested
 from pgwarden.dcs import Dcs, DcsError
 from pgwarden.engine.loop import RequestBook
-from pgwarden.model import ClusterView, PgState, Role
+from pgwarden.model import ClusterView, FailsafePing, PgState, Role
 
 log = logging.getLogger("pgwarden")
 
@@ -94,13 +94,15 @@ class AgentControlImpl:
     """Implements `pgwarden.api.control.AgentControl` for one agent."""
 
     def __init__(self, *, dcs: Dcs, desk: RequestDesk, cluster: Callable[[], ClusterView | None],
-                 paused: Callable[[], bool], reload: Callable[[], Awaitable[str]], wake: Callable[[], None]) -> None:
+                 paused: Callable[[], bool], reload: Callable[[], Awaitable[str]], wake: Callable[[], None],
+                 failsafe: Callable[[FailsafePing], FailsafeAnswer] | None = None) -> None:
         self._dcs = dcs
         self._desk = desk
         self._cluster = cluster
         self._paused = paused
         self._reload = reload
         self._wake = wake
+        self._failsafe = failsafe
 
     @property
     def dcs(self) -> Dcs:
@@ -156,6 +158,10 @@ class AgentControlImpl:
         if future is None:
             return ControlResult(503, "another operation is already in progress")
         return await bounded(asyncio.shield(future), 60)
+
+    def failsafe_ping(self, ping: FailsafePing) -> FailsafeAnswer:
+        """Accepted or refused by the agent's loop rule (`Agent._failsafe_ping`)."""
+        return self._failsafe(ping) if self._failsafe is not None else FailsafeAnswer(False, None)
 
     def wakeup(self) -> None:
         self._wake()

@@ -11,10 +11,12 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Awaitable, Callable, Generator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
+
+import aiohttp
 
 from pgwarden.aio import bounded
 from pgwarden.config import EffectiveConfig
@@ -24,14 +26,16 @@ from pgwarden.dcs.base import Dcs, DcsError
 from pgwarden.engine import effects as fx
 from pgwarden.engine.drive import resume
 from pgwarden.engine.steps import BACKGROUND, StepContext, run
-from pgwarden.model import ClusterView, DataDirState
+from pgwarden.model import ClusterView, DataDirState, FailsafePing
 from pgwarden.postgres.controller import PgController
 from pgwarden.postgres.datadir import directory_state, replace_problem
 from pgwarden.postgres.probe import probe
 from pgwarden.postgres.process import PgResult, error_summary
 from pgwarden.postgres.settings import Upstream
+from pgwarden.rest_client import RestSettings
 
 from .callbacks import run_hook
+from .fencing import Fencing, ping_failsafe
 from .pgsettings import pg_settings
 
 __all__ = ["BACKGROUND", "ExecContext", "execute", "interpret_async"]
@@ -44,6 +48,11 @@ class ExecContext:
     dcs: Dcs
     config: EffectiveConfig
     cluster: ClusterView | None
+    fencing: Fencing | None = None
+    """The agent's watchdog (None: no watchdog at all, e.g. in tests of other effects)."""
+    http: aiohttp.ClientSession | None = None
+    """For failsafe pings to the members' REST APIs."""
+    rest: RestSettings = field(default_factory=RestSettings)
 
 
 async def execute(action: Action, ctx: ExecContext) -> Outcome:
@@ -136,8 +145,25 @@ class _Effects:
                 return await dcs.set_sync(state, revision)
             case fx.DeleteSyncKey(expected_revision=revision):
                 return await dcs.delete_sync(revision)
+            case fx.SetFailsafeKey(members=members):
+                return await dcs.set_failsafe(None if members is None else dict(members))
+            case fx.PingFailsafe(targets=targets, timeout=timeout):
+                return await self._ping(targets, timeout)
+            case fx.ArmWatchdog(timeout=timeout):
+                return self.ctx.fencing.arm(timeout) if self.ctx.fencing else fx.Result(False, "no watchdog")
+            case fx.DisarmWatchdog():
+                if self.ctx.fencing is not None:
+                    self.ctx.fencing.disarm()
+                return None
             case _:
                 return await self._postgres(effect, pg)
+
+    async def _ping(self, targets: tuple[tuple[str, str], ...], timeout: float) -> tuple[fx.PingAnswer, ...]:
+        config = self.ctx.config
+        if self.ctx.http is None:
+            return tuple(fx.PingAnswer(name, False, "no HTTP client") for name, _ in targets)
+        ping = FailsafePing(name=config.name, conn_url=config.conn_url, api_url=config.api_url)
+        return await ping_failsafe(self.ctx.http, self.ctx.rest, ping, targets, timeout)
 
     async def _postgres(self, effect: fx.Effect, pg: PgController) -> Any:
         match effect:

@@ -30,6 +30,7 @@ import aiohttp
 from pgwarden import __version__
 from pgwarden.aio import bounded
 from pgwarden.api import NodeState, StateHolder
+from pgwarden.api.control import FailsafeAnswer
 from pgwarden.api.listener import server_options_from
 from pgwarden.api.management import ManagementSettings, management_routes
 from pgwarden.api.security import TlsConfigError, access_policy_from, ssl_context_from, tls_fingerprint
@@ -70,6 +71,7 @@ from pgwarden.engine.loop import (
     LoopBook,
     LoopEffect,
     Moment,
+    MomentSample,
     ProbeLocal,
     PublishMember,
     ReadCluster,
@@ -78,7 +80,7 @@ from pgwarden.engine.loop import (
     cycle,
     must_stop_after_failed_cycle,
 )
-from pgwarden.model import ClusterView, DataDirState, LocalPg
+from pgwarden.model import ClusterView, DataDirState, FailsafePing, LocalPg
 from pgwarden.postgres.controller import PgController
 from pgwarden.postgres.datadir import become_subreaper, reap_orphaned_postgres
 from pgwarden.postgres.exitwatch import ExitWatch
@@ -92,6 +94,7 @@ from .configsync import ConfigSync
 from .control import AgentControlImpl, RequestDesk
 from .dyncache import CACHE_NAME, cache_path, read_cache, write_cache
 from .execute import BACKGROUND, ExecContext, execute, interpret_async
+from .fencing import Fencing
 from .heap import trim_heap
 from .logsetup import LogSetupError, configure_logging
 from .member import member_json
@@ -151,6 +154,7 @@ class Agent:
         self.wake = asyncio.Event()
         self._timing_changed = asyncio.Event()  # a new effective configuration: the keepalive measures its period again
         self.config_sync = ConfigSync(checker, (local, None), on_ready=self.wake.set)
+        self.fencing = Fencing(local.watchdog)
         self.holder = StateHolder(self._node_state(time.monotonic()), wakeup=self.wake.set)
         self.holder.set_refresher(self._refresh_pg)
         self.desk = RequestDesk(book=self.state.book.requests, wake=self.wake.set)
@@ -238,6 +242,7 @@ class Agent:
             await self.callbacks.close()
             await self._dcs.close()
             await self._api_dcs.close()
+            self.fencing.close()
             log.info("pgwarden agent stopped")
         return self.state.exit_status
 
@@ -297,7 +302,20 @@ class Agent:
         assert self._api_dcs is not None
         return AgentControlImpl(dcs=self._api_dcs, desk=self.desk, cluster=lambda: self.state.cluster,
                                 paused=lambda: bool(self.config.dynamic.pause), reload=self.reload_local_config,
-                                wake=self.wake.set)
+                                wake=self.wake.set, failsafe=self._failsafe_ping)
+
+    def _failsafe_ping(self, ping: FailsafePing) -> FailsafeAnswer:
+        """POST /failsafe: the loop's rule (`LoopBook.accept_failsafe_ping`), on the last probe and the task
+        in flight, without an await between the check and the record. Accepted: the HA loop looks again now
+        (a member racing for the key it saw expire must learn that the leader lives)."""
+        pg = self.state.pg
+        background = self._running_background()
+        accepted = self.state.book.accept_failsafe_ping(
+            ping.name, self.local.name, time.monotonic(), enabled=self.config.ha.failsafe_mode,
+            primary=pg.is_primary, task=background.info if background else None)
+        if accepted:
+            self.holder.publish(self._node_state(time.monotonic()))
+        return FailsafeAnswer(accepted, pg.lsn if accepted else None)
 
     def _management_routes(self) -> Any:
         return management_routes(self.control(), ManagementSettings(config_problems=self._config_problems))
@@ -342,6 +360,7 @@ class Agent:
             log.error("reload: name, scope and namespace cannot change at runtime; restart the agent")
             return "name, scope and namespace cannot change at runtime"
         self.local = fresh
+        self.fencing.reconfigure(fresh.watchdog)
         await self._reconfigure_api()
         self.callbacks = Callbacks(fresh.postgresql.callbacks.as_mapping(), fresh.scope)
         if fresh.log != self._applied_log:
@@ -443,7 +462,8 @@ class Agent:
                 now, wall = time.monotonic(), time.time()
                 self.desk.due_request(wall)  # a scheduled restart whose time has come becomes the pending request
                 background = self._running_background()
-                return now, wall, background.info if background else None, self.state.stopping
+                return MomentSample(now, wall, background.info if background else None, self.state.stopping,
+                                    watchdog_failed=self.fencing.failed())
             case DecideFailed(error=error):
                 log.error("Unexpected exception in the decision core, please report it as a BUG", exc_info=error)
                 return None
@@ -510,7 +530,8 @@ class Agent:
 
     async def _act(self, decision: Decision, cluster: ClusterView | None, paused: bool = False) -> None:
         action = decision.action
-        ctx = ExecContext(dcs=self._require_dcs(), config=self.config, cluster=cluster)
+        ctx = ExecContext(dcs=self._require_dcs(), config=self.config, cluster=cluster, fencing=self.fencing,
+                          http=self._http, rest=settings_from_config(self.local.ctl, self.local.restapi))
         kind = BACKGROUND.get(type(action))
         if kind is not None:
             task = asyncio.create_task(self._run_background(action, ctx), name=f"action-{kind}")
@@ -765,8 +786,12 @@ class Agent:
                 ok = await dcs.keepalive()
             except DcsError:
                 ok = False
-            self.state.book.outcomes.append(self.state.book.keepalive_done(ok, sent))
+            self.state.book.outcomes.append(self.state.book.keepalive_done(ok, sent, dcs.leads_on_lease()))
+            if self.state.book.wake_after_keepalive(self.config.ha, ok):
+                self.wake.set()
             if ok:
+                if self.state.book.may_feed_watchdog(self.config.ha, sent, time.monotonic()):
+                    self.fencing.feed()
                 self.holder.publish(self._node_state(time.monotonic()))
 
     async def _keepalive_nap(self) -> None:
@@ -775,8 +800,10 @@ class Agent:
         the short lease's period, not at the end of the old one (the new lease would lapse meanwhile)."""
         started = time.monotonic()
         while not self.state.finished:
-            period = keepalive_period(self.config.dynamic.pgwarden.keepalive_interval, self.config.ha.lease_ttl,
-                                      leading=self._holds_lock())
+            ha = self.config.ha
+            period = keepalive_period(self.config.dynamic.pgwarden.keepalive_interval, ha.lease_ttl,
+                                      leading=self._holds_lock(),
+                                      watchdog_timeout=ha.watchdog_timeout if ha.watchdog.active else None)
             left = started + period - time.monotonic()
             if left <= 0:
                 return
@@ -818,6 +845,8 @@ class Agent:
             next_cycle_deadline=max(self.state.next_cycle_deadline, now),
             dcs_reachable=self.state.dcs_error is None,
             metrics=self.state.metrics,
+            watchdog_failed=self.fencing.failed(),
+            failsafe_mode_is_active=self.state.book.failsafe_active(self.config.ha, now),
             pg_observed_at=self.state.pg_observed_at,
         )
 

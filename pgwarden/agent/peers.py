@@ -48,7 +48,8 @@ def peer_from_json(name: str, body: Mapping[str, Any]) -> PeerStatus:
         timeline=_int_or_none(body.get("timeline")),
         nofailover=bool(tags.get("nofailover", False)),
         failover_priority=_priority(tags),
-        watchdog_failed=bool(body.get("watchdog_failed", False)),
+        watchdog_failed=body.get("watchdog_failed") is True,
+        failsafe_active=body.get("failsafe_mode_is_active") is True,
     )
 
 

@@ -4,7 +4,8 @@ The management handlers validate a request, then either write the DCS themselves
 key: plain compare-and-swap writes, exactly what patronictl does too) or hand a local operation
 (restart, reload, reinitialize) to the agent through `AgentControl`. The agent turns such a request
 into an input of its next decision, so the decision core, not the HTTP handler, decides whether and
-how it happens (e.g. a restart is refused while a bootstrap runs).
+how it happens (e.g. a restart is refused while a bootstrap runs). A leader's failsafe ping
+(`POST /failsafe`) is answered at once by `failsafe_ping`, without waiting for a decision.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from pgwarden.dcs.base import Dcs
-from pgwarden.model import ClusterView
+from pgwarden.model import LSN, ClusterView, FailsafePing
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,6 +34,16 @@ class ControlResult:
 
     status: int
     text: str
+
+
+@dataclass(frozen=True, slots=True)
+class FailsafeAnswer:
+    """This member's answer to a leader's failsafe ping (contract 2.8): `accepted` -> 200 "Accepted"
+    with the header `lsn` (this replica's received/replayed position, when known); refused -> 500
+    "Running as a leader"."""
+
+    accepted: bool
+    lsn: LSN | None = None
 
 
 class AgentControl(Protocol):
@@ -62,6 +73,12 @@ class AgentControl(Protocol):
 
     async def reinitialize(self, *, force: bool, from_leader: bool) -> ControlResult:
         """POST /reinitialize: wipe (move aside) and re-clone this replica. 200 "reinitialize started"."""
+        ...
+
+    def failsafe_ping(self, ping: FailsafePing) -> FailsafeAnswer:
+        """POST /failsafe from a leader that lost the DCS (the body validated). Synchronous on purpose:
+        whether to accept and recording the ping happen without an await in between, so two pings (or
+        a ping and the HA loop) never interleave there."""
         ...
 
     def wakeup(self) -> None:

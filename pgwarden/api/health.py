@@ -431,6 +431,8 @@ def _postgres_fields(s: NodeState, now: float) -> dict[str, Any]:
         out["pause"] = True
     if s.cluster is not None and s.cluster.leader is None:
         out["cluster_unlocked"] = True
+    if s.failsafe_mode_is_active:
+        out["failsafe_mode_is_active"] = True
     if s.dcs_last_seen is not None:
         out["dcs_last_seen"] = int(s.dcs_last_seen)
     return out

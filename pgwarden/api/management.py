@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
-from pgwarden.api import dynamic_config, switchover
+from pgwarden.api import dynamic_config, failsafe, switchover
 from pgwarden.api.control import AgentControl
 from pgwarden.api.http import Request, Response, StreamResponse, json_response
 from pgwarden.api.metrics import metrics_registry, render
@@ -100,6 +100,12 @@ def management_routes(control: AgentControl, settings: ManagementSettings | Loca
         force, from_leader = parse_reinitialize(await json_object(request, optional=True))
         return reply(await control.reinitialize(force=force, from_leader=from_leader))
 
+    async def get_failsafe(request: Request, holder: StateHolder) -> StreamResponse:
+        return failsafe.get_failsafe(holder.get())
+
+    async def post_failsafe(request: Request, holder: StateHolder) -> StreamResponse:
+        return await failsafe.post_failsafe(request, holder.get(), control)
+
     async def get_metrics(request: Request, holder: StateHolder) -> StreamResponse:
         registry = registries.setdefault(id(holder), metrics_registry(holder, s.monotonic))
         await holder.fresh()  # the collector renders holder.get(): make that a recent probe
@@ -122,6 +128,8 @@ def management_routes(control: AgentControl, settings: ManagementSettings | Loca
         ("DELETE", "restart"): delete_restart,
         ("POST", "reload"): post_reload,
         ("POST", "reinitialize"): post_reinitialize,
+        ("GET", "failsafe"): get_failsafe,
+        ("POST", "failsafe"): post_failsafe,
         ("GET", "metrics"): get_metrics,
         ("GET", "openapi.json"): get_openapi,
     }

@@ -84,6 +84,11 @@ def _failsafe_enabled(s: NodeState, now: float) -> float:
     return _flag(s.cluster is not None and s.cluster.dynamic.failsafe_mode)
 
 
+def _failsafe_member(s: NodeState, now: float) -> float:
+    failsafe = s.cluster.failsafe if s.cluster is not None else None
+    return _flag(failsafe is not None and s.name in failsafe)
+
+
 def _state_index(s: NodeState, now: float) -> float:
     state = pg_state(s)
     return float(POSTGRES_STATES.index(state)) if state in POSTGRES_STATES else float(len(POSTGRES_STATES))
@@ -125,6 +130,8 @@ PATRONI_GAUGES: tuple[tuple[str, str, Value], ...] = (
     ("patroni_failsafe_mode_is_active", "1 if failsafe mode keeps the leader running without the DCS.",
      lambda s, now: _flag(s.failsafe_mode_is_active)),
     ("patroni_failsafe_mode_enabled", "1 if failsafe_mode is enabled in /config, 0 otherwise.", _failsafe_enabled),
+    ("patroni_failsafe_member", "1 if this node is listed in /failsafe (may take part in failsafe mode), 0 otherwise.",
+     _failsafe_member),
     ("patroni_postgres_timeline", "PostgreSQL timeline (0 when unknown).",
      lambda s, now: float(s.pg.timeline or 0) if s.pg.accepting else 0.0),
     ("patroni_postgres_state", "PostgreSQL state as an index: " + ", ".join(

@@ -185,9 +185,31 @@ def _operation_paths() -> dict[str, Any]:
     }  # fmt: skip
 
 
+def _failsafe_path() -> dict[str, Any]:
+    disabled = {"502": _text("failsafe mode is not enabled in /config."), "503": _text("No DCS read yet.")}
+    ping = {
+        "name": {"type": "string", "description": "The leader's member name."},
+        "conn_url": _STRING,
+        "api_url": _STRING,
+        "slots": {"type": "object", "additionalProperties": {"type": "integer"},
+                  "description": "The leader's replication slots -> LSN (bytes)."},
+    }  # fmt: skip
+    accepted = {**_text("Accepted"), "headers": {"lsn": {
+        "description": "This replica's received/replayed WAL position (bytes).", "schema": {"type": "integer"}}}}
+    return {"/failsafe": {
+        "get": _op("Failsafe mode: the members the leader lists in /failsafe ({name: api_url}), from the "
+                   "latest DCS read.", {"200": _json("The /failsafe mapping."), **disabled}),
+        "post": _op("A leader that cannot reach the DCS asks this member to confirm it may keep running.", {
+            "200": accepted, "400": _text("Bad body (names the key)."), "411": _text("No Content-Length."),
+            "500": _text("Running as a leader"), **disabled}, unsafe=True,
+            requestBody=_body(ping, ["name"], optional=False)),
+    }}  # fmt: skip
+
+
 def openapi_document(version: str) -> dict[str, Any]:
     """The OpenAPI 3.1 document of pgwarden `version`'s REST API."""
-    paths = _health_paths() | _read_paths() | _config_path() | _switchover_paths() | _operation_paths()
+    paths = (_health_paths() | _read_paths() | _config_path() | _switchover_paths() | _operation_paths()
+             | _failsafe_path())
     return {
         "openapi": "3.1.0",
         "info": {

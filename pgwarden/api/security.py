@@ -2,7 +2,7 @@
 
 Every endpoint that changes something is checked, in Patroni's order:
 1. `restapi.allowlist` (IPs, CIDRs or host names) and `allowlist_include_members` (the hosts of
-   every member's api_url and conn_url) -> 403;
+   every member's api_url and conn_url; not for POST /failsafe) -> 403;
 2. with `verify_client` optional or required, a client certificate -> 403;
 3. `restapi.authentication` (HTTP Basic) -> 401 with `WWW-Authenticate: Basic realm="Patroni"`.
 Reads (GET, HEAD, OPTIONS) are never checked: load balancers and monitoring must not need secrets.
@@ -186,12 +186,14 @@ class AccessGuard:
         self._clock = clock
         self._resolved: dict[str, tuple[float, frozenset[IpAddress]]] = {}
 
-    async def refusal(self, request: Request, state: NodeState) -> Response | None:
-        """None when the request may change things, else the 403 or 401 response."""
+    async def refusal(self, request: Request, state: NodeState, *, members: bool = True) -> Response | None:
+        """None when the request may change things, else the 403 or 401 response. `members`: whether
+        `allowlist_include_members` applies (not to POST /failsafe, contract 4.1)."""
         policy = self.policy
-        if policy.allowlist or policy.allowlist_include_members:
+        members = members and policy.allowlist_include_members
+        if policy.allowlist or members:
             address = client_address(request.remote)
-            if address is None or not await self._allowed(address, state):
+            if address is None or not await self._allowed(address, state, members):
                 return Response(status=403, text=f"access denied: {address or 'unknown address'} "
                                                      "is not allowed by restapi.allowlist")  # fmt: skip
         if policy.client_certificate_required and not _peer_certificate(request):
@@ -203,9 +205,9 @@ class AccessGuard:
             )  # fmt: skip
         return None
 
-    async def _allowed(self, address: IpAddress, state: NodeState) -> bool:
+    async def _allowed(self, address: IpAddress, state: NodeState, members: bool) -> bool:
         entries: list[str] = list(self.policy.allowlist)
-        if self.policy.allowlist_include_members:
+        if members:
             entries += sorted(member_hosts(state))
         names: list[str] = []
         for entry in entries:

@@ -54,6 +54,10 @@ App = Callable[[Request], Awaitable[StreamResponse]]
 """The whole API as one request handler (what aiohttp's low-level server runs)."""
 
 READ_METHODS = frozenset({hdrs.METH_GET, hdrs.METH_HEAD, hdrs.METH_OPTIONS})
+MEMBERS_ALLOWLIST_EXEMPT = frozenset({"failsafe"})
+"""First path segments whose unsafe requests are checked without `allowlist_include_members` (only
+`restapi.allowlist`, the client certificate and the credentials): contract 4.1 for POST /failsafe, which
+a leader sends exactly when it cannot read the DCS."""
 MAX_REQUEST_BODY = 64 * 1024  # management bodies are small JSON documents
 SHUTDOWN_TIMEOUT = 3.0  # seconds in-flight requests get when the server stops
 TLS_HANDSHAKE_TIMEOUT = 10.0  # a connection counts against the limit only once its handshake is done
@@ -145,7 +149,8 @@ class _Router:
             handler = self.routes.get((hdrs.METH_GET, segment))
         if handler is not None:
             if method not in READ_METHODS:
-                refusal = await self.access.refusal(request, self.holder.get())
+                refusal = await self.access.refusal(request, self.holder.get(),
+                                                    members=segment not in MEMBERS_ALLOWLIST_EXEMPT)
                 if refusal is not None:
                     return refusal
             return await handler(request, self.holder)

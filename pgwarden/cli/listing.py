@@ -203,10 +203,13 @@ def cluster_title(cluster: ClusterView) -> str:
 
 
 def footer_lines(cluster: ClusterView) -> list[str]:
-    """What `list` says under the table: maintenance mode, a scheduled switchover, no leader."""
+    """What `list` says under the table: maintenance mode, failsafe mode, a scheduled switchover, no leader."""
     lines = []
     if cluster.paused:
         lines.append("[yellow]Maintenance mode: on[/yellow]")
+    if cluster.dynamic.failsafe_mode:
+        listed = ", ".join(sorted(cluster.failsafe)) if cluster.failsafe else "not written yet"
+        lines.append(f"Failsafe mode: on (/failsafe: {listed})")
     failover = cluster.failover
     if failover is not None and failover.scheduled_at:
         lines.append(f"Switchover scheduled at: {failover.scheduled_at}")

@@ -18,8 +18,8 @@ from typing import Any
 
 from pgwarden.config.addresses import api_url, conn_url, proxy_url
 from pgwarden.config.dynamic import DynamicConfig, adjust_timing
-from pgwarden.config.schema import LocalConfig
-from pgwarden.core.snapshot import HaSettings
+from pgwarden.config.schema import LocalConfig, WatchdogConfig
+from pgwarden.core.snapshot import HaSettings, WatchdogMode, WatchdogSettings
 from pgwarden.core.sync.plan import AckPoint, SyncMode, SyncSettings
 from pgwarden.model import Tags
 
@@ -128,7 +128,8 @@ def layer(local: LocalConfig, dynamic: DynamicConfig, dynamic_warnings: Sequence
         scope=local.scope,
         namespace=local.namespace,
         dynamic=dynamic,
-        ha=ha_settings_from(dynamic, tags=local.tags.to_tags(), parameters=parameters),
+        ha=ha_settings_from(dynamic, tags=local.tags.to_tags(), parameters=parameters,
+                            watchdog=watchdog_settings(local.watchdog)),
         parameters=MappingProxyType(parameters),
         pg_hba=tuple(pg_local.pg_hba if pg_local.pg_hba is not None else pg_dynamic.pg_hba or ()),
         bootstrap_pg_hba=tuple(local.bootstrap.pg_hba),
@@ -144,12 +145,14 @@ def layer(local: LocalConfig, dynamic: DynamicConfig, dynamic_warnings: Sequence
     )
 
 
-def ha_settings_from(dynamic: DynamicConfig, *, tags: Tags, parameters: Mapping[str, Any] | None = None) -> HaSettings:
+def ha_settings_from(dynamic: DynamicConfig, *, tags: Tags, parameters: Mapping[str, Any] | None = None,
+                     watchdog: WatchdogSettings | None = None) -> HaSettings:
     """The decision core's settings: the one derivation, for the agent (`layer`) and the simulator.
 
     `dynamic` is /config as `validation.parse_dynamic` reads it, with what a member's own configuration
     decides layered in (`layer` does that); `parameters` are the PostgreSQL parameters in force
-    (default: /config's own), which say what a commit waits for and the ssn kept outside synchronous mode.
+    (default: /config's own), which say what a commit waits for and the ssn kept outside synchronous mode;
+    `watchdog` the member's own `watchdog` section (off when not given).
     """
     pg = dynamic.postgresql
     return HaSettings(
@@ -168,7 +171,14 @@ def ha_settings_from(dynamic: DynamicConfig, *, tags: Tags, parameters: Mapping[
         max_timelines_history=dynamic.max_timelines_history,
         tags=tags,
         sync=_sync_settings(dynamic, pg.parameters if parameters is None else parameters),
+        failsafe_mode=dynamic.failsafe_mode,
+        watchdog=watchdog or WatchdogSettings(),
     )
+
+
+def watchdog_settings(section: WatchdogConfig) -> WatchdogSettings:
+    """The core's view of a member's `watchdog` section (the device and driver are the adapter's)."""
+    return WatchdogSettings(mode=WatchdogMode(section.mode), safety_margin=section.safety_margin)
 
 
 def _sync_settings(dynamic: DynamicConfig, parameters: Mapping[str, Any]) -> SyncSettings:

@@ -104,21 +104,6 @@ def _mapping(value: Any, _root: Mapping[str, Any]) -> bool:
     return isinstance(value, Mapping)
 
 
-def _watchdog_off(value: Any, _root: Mapping[str, Any]) -> bool:
-    """mode `off`"""
-    return _watchdog_mode(value) == "off"
-
-
-def _watchdog_automatic(value: Any, _root: Mapping[str, Any]) -> bool:
-    """mode `automatic`, or no watchdog section"""
-    return _watchdog_mode(value) == "automatic"
-
-
-def _watchdog_required(value: Any, _root: Mapping[str, Any]) -> bool:
-    """mode `required`"""
-    return _watchdog_mode(value) == "required"
-
-
 def _names(value: Any) -> list[str]:
     if isinstance(value, str):
         return [part.strip() for part in value.split(",") if part.strip()]
@@ -136,16 +121,6 @@ def _bootstrap_method(root: Mapping[str, Any]) -> str:
     bootstrap = root.get("bootstrap")
     method = bootstrap.get("method") if isinstance(bootstrap, Mapping) else None
     return str(method or "initdb")
-
-
-def _watchdog_mode(value: Any) -> str:
-    """The mode a `watchdog` section (or its absence) means; Patroni's default is automatic."""
-    mode = value.get("mode", "automatic") if isinstance(value, Mapping) else "automatic"
-    if mode is False:
-        return "off"
-    if mode is True:
-        return "automatic"
-    return str(mode).strip().lower()
 
 
 # -- the table -----------------------------------------------------------------------------------------
@@ -245,15 +220,8 @@ LOCAL_RULES: tuple[KeyRule, ...] = (
             "with edit-config"),
     KeyRule("postgresql.*", HARM, "a replica creation method's section that create_replica_methods does not use",
             when=_mapping),
-    # watchdog: judged as a whole, absent included (Patroni's default mode is automatic)
-    KeyRule("watchdog", IMPL, when=_watchdog_off, opaque=True),
-    KeyRule("watchdog", HARM, "mode automatic (Patroni's default): pgwarden has no watchdog support yet and runs "
-            "without one, as Patroni does when no watchdog device is present",
-            when=_watchdog_automatic, opaque=True),
-    KeyRule("watchdog", REFUSE, "mode required is not supported yet (pgwarden has no watchdog support and would "
-            "promote without fencing); set watchdog.mode to off or automatic, or keep Patroni on this host",
-            when=_watchdog_required, opaque=True),
-    KeyRule("watchdog", IMPL, opaque=True),  # another mode: validation says what it expected
+    # watchdog: every mode, device and driver (default: the Linux watchdog API; testing: Patroni's FIFO)
+    KeyRule("watchdog", IMPL, opaque=True),
     # tags
     KeyRule("tags", IMPL),
     *(KeyRule(f"tags.{key}", IMPL) for key in ("nofailover", "failover_priority", "nosync", "sync_priority",
@@ -274,10 +242,7 @@ DYNAMIC_RULES: tuple[KeyRule, ...] = (
     KeyRule("primary_race_backoff", IMPL, when=_empty),
     KeyRule("primary_race_backoff", HARM, "pgwarden races for the leader key at once (the lag limit still "
             "applies: no candidate further behind than maximum_lag_on_failover promotes)"),
-    KeyRule("failsafe_mode", IMPL, when=_empty),
-    KeyRule("failsafe_mode", REFUSE, "failsafe mode is not supported yet: without it the primary stops accepting "
-            "writes when the DCS is unreachable for the leader lease; set failsafe_mode: false, or keep Patroni "
-            "on this cluster"),
+    KeyRule("failsafe_mode", IMPL),
     *(KeyRule(key, IMPL, when=_empty) for key in ("slots", "permanent_slots", "permanent_replication_slots")),
     *(KeyRule(key, REFUSE, "permanent replication slots are not supported yet (they would be missing on a new "
               "primary after a failover); remove them, or keep Patroni on this cluster")
@@ -368,12 +333,7 @@ def judge_local(raw: Mapping[str, Any]) -> list[Verdict]:
     """Every key of a local configuration (file merged with `PATRONI_*`) that is not simply implemented.
     `bootstrap.dcs` is a dynamic configuration: `judge_dynamic` judges it."""
     rules = LOCAL_RULES + LOCAL_TOP_LEVEL_DYNAMIC
-    verdicts = [v for v in _walk(rules, raw, raw, ()) if not _is_method_section(v, raw)]
-    if "watchdog" not in raw:
-        rule = _match(rules, ("watchdog",), None, raw)
-        if rule is not None and rule.support is not Support.IMPLEMENTED:
-            verdicts.append(Verdict("watchdog", rule.support, rule.note))
-    return verdicts
+    return [v for v in _walk(rules, raw, raw, ()) if not _is_method_section(v, raw)]
 
 
 def _is_method_section(verdict: Verdict, root: Mapping[str, Any]) -> bool:

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from pgwarden.core.reasons import Reason
-from pgwarden.core.snapshot import ActionKind, Memory
+from pgwarden.core.snapshot import ActionKind, Memory, WatchdogMode
 from pgwarden.core.sync.plan import SyncStep
 from pgwarden.model import LSN
 
@@ -64,7 +64,33 @@ class RenewLeader:
     sync_step: SyncStep | None = None
     """One step of synchronous-replication bookkeeping (synchronous_standby_names or `/sync`), done
     only after the renewal succeeded: a primary that lost its lease never touches either."""
+    watchdog: bool = False
+    """Arm (or keep alive) the watchdog after the renewal succeeded; False: make sure it is disarmed
+    (watchdog off, or maintenance mode, where Patroni disables it too)."""
+    failsafe: FailsafeKeyWrite | None = None
+    """Rewrite (or delete) `/failsafe` after the renewal succeeded: it differs from what it should be."""
     kind: ActionKind = ActionKind.RENEW_LEADER
+
+
+@dataclass(frozen=True, slots=True)
+class FailsafeKeyWrite:
+    """The `/failsafe` key as the leader keeps it: member name -> api_url (None: delete the key)."""
+
+    members: tuple[tuple[str, str], ...] | None
+
+
+@dataclass(frozen=True, slots=True)
+class FailsafeRound:
+    """Failsafe mode, the DCS unreachable: `POST /failsafe` to every member in `targets` (name, api_url)
+    at once. The outcome is ok only if every one of them accepted; its send time then extends the lock
+    deadline like a renewal's (`decide._absorb`): a member that accepted does not race us for a lease."""
+
+    targets: tuple[tuple[str, str], ...]
+    timeout: float = 2.0
+    """Seconds each member may take to answer: Patroni's 2 s, less when the lease leaves less."""
+    watchdog: bool = False
+    """Keep the watchdog alive once every member accepted."""
+    kind: ActionKind = ActionKind.FAILSAFE_PING
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,6 +110,8 @@ class Promote:
     with the renewal before promoting, the numbers between reserved (see engine.steps._claim_timeline)."""
     ignored_timeline: int | None = None
     """A number the cluster used that was ignored as implausible when choosing `timeline` (logged)."""
+    watchdog: WatchdogMode = WatchdogMode.OFF
+    """Arm the watchdog before promoting; `required`: never promote without it (the key is released)."""
     kind: ActionKind = ActionKind.PROMOTE
 
 
@@ -217,6 +245,7 @@ Action = (
     | Restart
     | Reinitialize
     | EnsureSlots
+    | FailsafeRound
 )
 
 

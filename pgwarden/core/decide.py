@@ -13,7 +13,7 @@ Nothing here does IO, reads a clock, logs, or keeps state between calls.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import replace
 from datetime import UTC, datetime
 
@@ -26,6 +26,8 @@ from pgwarden.core.actions import (
     Demote,
     DemoteMode,
     EnsureSlots,
+    FailsafeKeyWrite,
+    FailsafeRound,
     Follow,
     Promote,
     Reinitialize,
@@ -51,7 +53,15 @@ from pgwarden.core.classify import (
 from pgwarden.core.race import failover_possible, replica_race, within_lag
 from pgwarden.core.reasons import Reason, Why
 from pgwarden.core.snapshot import ActionKind as K
-from pgwarden.core.snapshot import HaSettings, Memory, Outcome, ReinitRequested, RestartRequested, Snapshot
+from pgwarden.core.snapshot import (
+    HaSettings,
+    Memory,
+    Outcome,
+    ReinitRequested,
+    RestartRequested,
+    Snapshot,
+    WatchdogMode,
+)
 from pgwarden.core.sync.plan import NoChange, SyncStep, plan_sync
 from pgwarden.core.sync.promotion import pre_promote_step, pre_promote_sync, switchover_allowed
 from pgwarden.core.sync.reasons import render_sync
@@ -69,6 +79,12 @@ from pgwarden.model import (
 
 # How often to look again while something is in motion (starting, a task running, DCS down).
 SHORT_NAP = 1.0
+FAILSAFE_PING_TIMEOUT = 2.0
+"""Seconds a member may take to answer a failsafe ping (Patroni's)."""
+FAILSAFE_STOP_RESERVE = 0.5
+FAILSAFE_MIN_TIMEOUT = 0.2
+"""A failsafe round keeps FAILSAFE_STOP_RESERVE of the lease to stop PostgreSQL after it; with less
+than FAILSAFE_MIN_TIMEOUT left for the answers, no round is started."""
 MAX_START_FAILURES = 3
 MAX_BOOTSTRAP_FAILURES = 3
 """Failed bootstraps (won the initialize race, then initdb, the start or a later step failed) after
@@ -90,6 +106,39 @@ def _optime(s: Snapshot, observed: LSN | None) -> LSN | None:
     if observed is not None or s.dcs is None:
         return observed
     return s.dcs.status.optime
+
+
+def failsafe_targets(cluster: ClusterView, me: str) -> tuple[tuple[str, str], ...]:
+    """The members (name, api_url) a leader cut off from the DCS must reach in failsafe mode: every one
+    the `/failsafe` key lists, and every member with a REST address, which the leader's next renewal
+    writes there (`failsafe_key`). Both: the key in the DCS may already be the one this leader wrote
+    after the read (members that came back from an outage), and each member it lists may race once the
+    leader key expires; pinging fewer would let one of them promote beside us (simulator seed 625).
+    Never this member itself."""
+    listed = dict(cluster.failsafe or {})
+    for m in cluster.members:
+        if m.api_url:
+            listed.setdefault(m.name, m.api_url)
+    return tuple(sorted((name, url) for name, url in listed.items() if name != me))
+
+
+def failsafe_key(s: Snapshot) -> tuple[tuple[str, str], ...] | None:
+    """What the leader keeps in `/failsafe`: every member with a REST address, itself included (None:
+    failsafe mode is off, no key)."""
+    if not s.settings.failsafe_mode:
+        return None
+    return tuple(sorted((m.name, m.api_url) for m in _cluster(s).members if m.api_url))
+
+
+def _failsafe_leader(s: Snapshot) -> str | None:
+    """The leader whose `POST /failsafe` this member accepted less than a lease ago, if any: it was
+    running as the primary, cut off from the DCS but not from us, and it goes on writing only as long as
+    every member it pings accepts, each acceptance counting as a renewal of its lease. So we do not race
+    it while the acceptance is fresh, whatever the DCS says of its key."""
+    ping = s.failsafe_ping
+    if not s.settings.failsafe_mode or ping is None or ping.leader == s.me:
+        return None
+    return ping.leader if s.now < ping.received_at + s.settings.lease_ttl else None
 
 
 def start_backoff(failures: int) -> float:
@@ -126,6 +175,16 @@ def remember(s: Snapshot) -> Memory:
         m = _absorb(m, last, s.settings)
     if s.dcs is not None and m.paused_when_last_seen != s.dcs.paused:
         m = replace(m, paused_when_last_seen=s.dcs.paused)
+    if s.dcs is not None:
+        targets = failsafe_targets(s.dcs, s.me) if s.settings.failsafe_mode else ()
+        if targets != m.failsafe_members or m.failsafe_active:
+            m = replace(m, failsafe_members=targets, failsafe_active=False)
+    if m.lock_deadline is not None and s.now >= m.lock_deadline and not s.pg.is_primary:
+        # The lease may be somebody else's by now and no writer is left to stop: forget it. Kept, it would
+        # also keep the loop from reading the DCS (`engine.loop.read_budget`: no read past the deadline),
+        # and only a keepalive proving our leader key could bring the reads back (simulator seed 1,
+        # tests/sim/test_sim.py, once keepalives of a lease without our key stopped counting).
+        m = replace(m, lock_deadline=None)
     lock = lock_state(s)
     if lock in (Lock.OTHER, Lock.NONE) and (m.lock_deadline is not None or m.start_deadline is not None):
         m = replace(m, lock_deadline=None, start_deadline=None)
@@ -150,13 +209,28 @@ def _absorb(m: Memory, last: Outcome, settings: HaSettings) -> Memory:
         extended = settings.lock_deadline(last.sent_at)
         if extended > m.lock_deadline:
             m = replace(m, lock_deadline=extended)
+    elif last.action == K.FAILSAFE_PING:
+        # Every listed member accepted a ping sent while we held the lease: none of them races us for
+        # a lease from its receipt (`_failsafe_leader`), and nobody else may race at all, so it proves
+        # the lock as a keepalive would. Like a keepalive it never creates a lock, nor revives a lapsed one.
+        held = m.lock_deadline is not None and last.sent_at < m.lock_deadline
+        if last.ok and held:
+            assert m.lock_deadline is not None
+            m = replace(m, lock_deadline=max(m.lock_deadline, settings.lock_deadline(last.sent_at)),
+                        failsafe_active=True)
+        elif m.failsafe_active:
+            m = replace(m, failsafe_active=False)
     elif last.action in (K.DEMOTE, K.RELEASE_LEADER, K.SHUTDOWN):
-        m = replace(m, lock_deadline=None)
+        m = replace(m, lock_deadline=None, failsafe_active=False)
     if last.action == K.REWIND:
         m = replace(m, rewind_failed=not last.ok, diverged=m.diverged and not last.ok)
     # K.REWIND_SOURCE_UNREACHABLE: nothing was tried; the next cycle rewinds again.
     if last.action == K.PRE_PROMOTE_REFUSED and not last.ok:
         m = replace(m, promote_backoff_until=last.sent_at + settings.ttl, lock_deadline=None)
+    if last.action == K.WATCHDOG_FAILED:
+        # No race for a ttl (Patroni's backoff after a refused promotion); on a leader the renewal's
+        # outcome makes the next decision demote (`mine_primary`).
+        m = replace(m, promote_backoff_until=last.sent_at + settings.ttl)
     if last.action == K.START:
         m = replace(m, start_failures=0 if last.ok else m.start_failures + 1)
     if last.action in (K.START, K.RESTART):
@@ -261,10 +335,24 @@ def _renew(s: Snapshot, why: Why, *, nap: float | None = None, clear_failover: i
         if plan.again_soon:
             nap = SHORT_NAP if nap is None else min(nap, SHORT_NAP)
     repair = s.task is None and _history_incomplete(s)
+    wanted = failsafe_key(s)
+    have = tuple(sorted(cluster.failsafe.items())) if cluster.failsafe is not None else None
+    failsafe = FailsafeKeyWrite(wanted) if wanted != have else None
     action = RenewLeader(optime=_optime(s, s.pg.wal_lsn), create_slots=create, drop_slots=drop,
                          write_initialize=sysid,
-                         clear_failover=clear_failover, sync_step=sync_step, repair_history=repair)
+                         clear_failover=clear_failover, sync_step=sync_step, repair_history=repair,
+                         watchdog=_watchdog_on(s), failsafe=failsafe)
     return _d(s, action, why, nap=nap, memory=memory, name=s.me, **facts)
+
+
+def _watchdog_on(s: Snapshot) -> bool:
+    return _watchdog_wanted(s) is not WatchdogMode.OFF
+
+
+def _watchdog_wanted(s: Snapshot) -> WatchdogMode:
+    """The watchdog mode a leader runs with now: off in maintenance mode (Patroni disables it there:
+    the operator may stop the agent, and a primary left running must not reset its host)."""
+    return WatchdogMode.OFF if s.paused else s.settings.watchdog.mode
 
 
 def _history_incomplete(s: Snapshot) -> bool:
@@ -446,6 +534,8 @@ def guard_dcs_down(s: Snapshot) -> Decision | None:
     if s.pg.is_primary and s.memory.lock_deadline is not None:
         if _lock_valid(s):
             left = s.memory.lock_deadline - s.now
+            if s.settings.failsafe_mode:
+                return _failsafe_ping(s, left)
             return _d(s, Wait(), Why.DCS_DOWN_LEADER_WAITING, nap=min(SHORT_NAP, left), left=f"{left:.1f}")
         # Immediate, not fast: a fast stop's shutdown checkpoint could outlast the lease.
         return _d(s, Demote(DemoteMode.IMMEDIATE_NOLOCK), Why.LEASE_AT_RISK, nap=0)
@@ -453,6 +543,21 @@ def guard_dcs_down(s: Snapshot) -> Decision | None:
         # Primary without a known lease: it cannot prove it may write, so it must stop.
         return _d(s, Demote(DemoteMode.IMMEDIATE_NOLOCK), Why.LEASE_AT_RISK, nap=0)
     return _d(s, Wait(), Why.DCS_DOWN, nap=SHORT_NAP)
+
+
+def _failsafe_ping(s: Snapshot, left: float) -> Decision:
+    """Failsafe mode, the DCS unreachable, the lease still ours: ask every member to accept us as the
+    leader (each round that all accept extends the lease, `_absorb`); a round that fails changes
+    nothing, so the next rounds try again until the lock deadline, where the primary stops as without
+    failsafe mode (`LEASE_AT_RISK`)."""
+    targets = s.memory.failsafe_members
+    why = Why.FAILSAFE_ACTIVE if s.memory.failsafe_active else Why.FAILSAFE_PING
+    # The round runs inline in the HA loop: it must end in time to stop PostgreSQL at the deadline.
+    timeout = min(FAILSAFE_PING_TIMEOUT, left - FAILSAFE_STOP_RESERVE)
+    if timeout < FAILSAFE_MIN_TIMEOUT:
+        return _d(s, Wait(), Why.DCS_DOWN_LEADER_WAITING, nap=min(SHORT_NAP, left), left=f"{left:.1f}")
+    ping = FailsafeRound(targets=targets, timeout=timeout, watchdog=_watchdog_on(s))
+    return _d(s, ping, why, nap=min(SHORT_NAP, left), members=len(targets), left=f"{left:.1f}")
 
 
 def guard_data_dir(s: Snapshot) -> Decision | None:
@@ -565,6 +670,10 @@ def mine_primary(s: Snapshot) -> Decision:
         # Renewals failed for so long that the lease may expire elsewhere at any moment: stop writes
         # now, whatever this read says. The next cycles renew and start again if the key is still ours.
         return _d(s, Demote(DemoteMode.IMMEDIATE_NOLOCK), Why.LOCK_LOST, nap=0)
+    if any(o.action == K.WATCHDOG_FAILED for o in s.last) and _watchdog_wanted(s) is WatchdogMode.REQUIRED:
+        # Mode required: no writes without fencing. Immediate, and the key released so that another
+        # member (one whose watchdog works) takes over.
+        return _d(s, Demote(DemoteMode.IMMEDIATE), Why.WATCHDOG_DEMOTE, nap=0)
     if any(o.action == K.RENEW_LEADER and not o.ok for o in s.last):
         return _renew(s, Why.RENEW_RETRY, nap=SHORT_NAP)
     failover = _cluster(s).failover
@@ -656,6 +765,9 @@ def _candidate_ready(s: Snapshot, name: str) -> bool:
 
 
 def mine_replica(s: Snapshot) -> Decision:
+    if any(o.action == K.WATCHDOG_FAILED for o in s.last) and _watchdog_wanted(s) is WatchdogMode.REQUIRED:
+        # Mode required and no watchdog: give the key up so that a member with one takes over.
+        return _d(s, ReleaseLeader(optime=_optime(s, None)), Why.WATCHDOG_NO_RACE, nap=SHORT_NAP)
     if not _lock_valid(s):
         # Only a lease renewed in this incarnation proves we may promote.
         return _renew(s, Why.PROMOTE_WITH_LOCK, nap=0)
@@ -665,13 +777,14 @@ def mine_replica(s: Snapshot) -> Decision:
         if not isinstance(step, NoChange):
             # Synchronous mode: the standbys and `/sync` the new primary will honour are in place
             # before it accepts its first write (if the CAS fails, promotion waits a cycle).
-            return _d(s, RenewLeader(optime=_optime(s, None), sync_step=step), Why.SYNC_PRE_PROMOTE, nap=0,
-                      step=step.kind)
+            renew = RenewLeader(optime=_optime(s, None), sync_step=step, watchdog=_watchdog_on(s))
+            return _d(s, renew, Why.SYNC_PRE_PROMOTE, nap=0, step=step.kind)
     tl = local_timeline(s.pg) or 1
     entry = (tl, s.pg.lsn or 0, "no recovery target specified")
     assert s.memory.lock_deadline is not None  # _lock_valid
     claim, ignored = timeline_to_claim(_cluster(s), tl)
-    action = Promote(history_entry=entry, finish_by=s.memory.lock_deadline, timeline=claim, ignored_timeline=ignored)
+    action = Promote(history_entry=entry, finish_by=s.memory.lock_deadline, timeline=claim, ignored_timeline=ignored,
+                     watchdog=_watchdog_wanted(s))
     return _d(s, action, Why.PROMOTE_WITH_LOCK, nap=0, name=s.me)
 
 
@@ -683,8 +796,8 @@ def mine_starting(s: Snapshot) -> Decision:
     if deadline is None:
         deadline = s.now + s.settings.primary_start_timeout
         memory = replace(memory, start_deadline=deadline)
-    return _d(s, RenewLeader(optime=_optime(s, None)), Why.STARTING, nap=SHORT_NAP, memory=memory,
-              left=f"{deadline - s.now:.0f}")
+    renew = RenewLeader(optime=_optime(s, None), watchdog=_watchdog_on(s))
+    return _d(s, renew, Why.STARTING, nap=SHORT_NAP, memory=memory, left=f"{deadline - s.now:.0f}")
 
 
 def mine_stopped(s: Snapshot) -> Decision:
@@ -841,6 +954,11 @@ def none_primary(s: Snapshot) -> Decision:
 
 
 def none_replica(s: Snapshot) -> Decision:
+    blocked = _failsafe_blocks_race(s)
+    if blocked is not None:
+        return blocked
+    if s.watchdog_failed and _watchdog_wanted(s) is WatchdogMode.REQUIRED:
+        return _d(s, Wait(), Why.WATCHDOG_NO_RACE, nap=SHORT_NAP)
     backoff = s.memory.promote_backoff_until
     if backoff is not None and s.now < backoff:
         return _d(s, Wait(), Why.PRE_PROMOTE_BACKOFF, nap=min(SHORT_NAP * 5, backoff - s.now),
@@ -854,6 +972,30 @@ def none_replica(s: Snapshot) -> Decision:
     if verdict.may_acquire:
         return Decision(AcquireLeader(), verdict.reason, s.now, s.memory)
     return Decision(Wait(), verdict.reason, s.now + SHORT_NAP, s.memory)
+
+
+def _failsafe_blocks_race(s: Snapshot) -> Decision | None:
+    """Failsafe mode: no race while the leader's ping is fresh (it may still be writing, cut off from the
+    DCS only), and none for a member `/failsafe` does not list (the leader never asked it, so it cannot
+    know whether the leader still writes)."""
+    leader = _failsafe_leader(s)
+    if leader is not None:
+        return _d(s, Wait(), Why.FAILSAFE_LEADER, nap=SHORT_NAP, name=s.me, leader=leader)
+    listed = _cluster(s).failsafe
+    if s.settings.failsafe_mode and listed is not None and s.me not in listed and not _failsafe_over(s, listed):
+        return _d(s, Wait(), Why.FAILSAFE_NOT_LISTED, nap=SHORT_NAP)
+    return None
+
+
+def _failsafe_over(s: Snapshot, listed: Mapping[str, str]) -> bool:
+    """Can a member `/failsafe` does not list see that no leader runs on failsafe pings? Yes when a member
+    it does list, a running replica (whose status carries `failsafe_mode_is_active`), answers that it
+    accepted none for a lease: a leader keeps writing only while every listed member accepts, so its lease
+    has lapsed. Without this, a stale
+    `/failsafe` (written while the others' member keys had expired) barred every member that could take
+    over, for ever (simulator seed 51)."""
+    return any(p.reachable and p.in_recovery is True and p.name in listed and p.name != s.me
+               and not p.failsafe_active for p in s.peers)
 
 
 def _race_with_failover_key(s: Snapshot, failover: FailoverRequest) -> Decision | None:

@@ -17,6 +17,14 @@ _TEMPLATES: dict[Why, str] = {
     Why.DCS_DOWN_LEADER_WAITING:
         "DCS is not accessible; continuing as leader while the lease is safe ({left}s left)",
     Why.DCS_DOWN: "DCS is not accessible",
+    Why.FAILSAFE_PING: "DCS is not accessible; failsafe mode: asking {members} member(s) to keep me as the leader "
+                       "({left}s left)",
+    Why.FAILSAFE_ACTIVE: "continue to run as a leader because failsafe mode is enabled and all members are "
+                         "accessible",
+    Why.FAILSAFE_LEADER: "no action. I am ({name}), a secondary, and the leader ({leader}) runs in failsafe mode",
+    Why.FAILSAFE_NOT_LISTED: "not racing for the lock: failsafe mode is enabled and I am not listed in /failsafe",
+    Why.WATCHDOG_DEMOTE: "Demoting self because watchdog could not be activated",
+    Why.WATCHDOG_NO_RACE: "Not promoting self because watchdog could not be activated",
     Why.FOLLOWING: "no action. I am ({name}), a secondary, and following a leader ({leader})",
     Why.FOLLOW_NEW_LEADER: "I am ({name}), a secondary: changing upstream to ({leader})",
     Why.NOT_LEADER_PRIMARY: "demoting self because I do not have the lock and I was a leader",

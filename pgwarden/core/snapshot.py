@@ -7,11 +7,41 @@ only as the next snapshot's `last` outcome and observations.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from enum import StrEnum
 
 from pgwarden.core.sync.plan import SyncMemory, SyncSettings
 from pgwarden.model import LSN, ClusterView, LocalPg, Tags
+
+
+class WatchdogMode(StrEnum):
+    OFF = "off"
+    AUTOMATIC = "automatic"
+    """Arm the watchdog when there is one; go on without it (and say so) when there is none."""
+    REQUIRED = "required"
+    """Never lead without an armed watchdog."""
+
+
+@dataclass(frozen=True, slots=True)
+class WatchdogSettings:
+    """Patroni's `watchdog` section, as far as the core and the executor need it (the device and the
+    driver are the adapter's)."""
+
+    mode: WatchdogMode = WatchdogMode.OFF
+    safety_margin: int = 5
+    """Seconds of the lease the watchdog leaves unused; -1: half the lease (Patroni's meaning)."""
+
+    @property
+    def active(self) -> bool:
+        return self.mode is not WatchdogMode.OFF
+
+    def margin(self, lease_ttl: int) -> float:
+        return lease_ttl / 2 if self.safety_margin < 0 else float(self.safety_margin)
+
+    def wanted_timeout(self, lease_ttl: int) -> int:
+        """Patroni's timeout: the lease minus the safety margin, in whole seconds (rounded down)."""
+        return int(lease_ttl - self.margin(lease_ttl))
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,6 +65,32 @@ class HaSettings:
     max_timelines_history: int = 0
     tags: Tags = field(default_factory=Tags)
     sync: SyncSettings = field(default_factory=SyncSettings)
+    failsafe_mode: bool = False
+    """Patroni's `failsafe_mode`: a leader that cannot reach the DCS keeps running while every member
+    listed in `/failsafe` accepts its `POST /failsafe` (see `decide.guard_dcs_down`)."""
+    watchdog: WatchdogSettings = field(default_factory=WatchdogSettings)
+
+    @property
+    def watchdog_timeout(self) -> int:
+        """The watchdog's timeout: Patroni's `lease - safety_margin`, but never shorter than the time a
+        leader may go on writing without a renewal (`lock_deadline`), rounded up, nor longer than the
+        lease less a second.
+
+        The lower bound is pgwarden's: with its short lease, Patroni's default margin (5 s of a 7 s lease)
+        would reset the host after a 2 s DCS stall that the lease rides out; the orderly demotion at the
+        lock deadline must come first, the reset only when the agent cannot do it (frozen, hung). Safety
+        does not rest on the margin: the watchdog is fed only while the renewal that feeds it proves the
+        lease for longer than the timeout (`may_feed_watchdog`), so the reset always comes before the
+        lease can lapse elsewhere."""
+        orderly = math.ceil(self.lease_ttl - self.lease_margin)
+        return max(1, min(self.lease_ttl - 1, max(self.watchdog.wanted_timeout(self.lease_ttl), orderly)))
+
+    def may_feed_watchdog(self, renewal_sent_at: float, now: float) -> bool:
+        """May a renewal (or keepalive, or accepted failsafe round) sent at `renewal_sent_at` keep the
+        watchdog alive at `now`? Fed at `now`, it resets the host by `now + timeout`; the lease that
+        renewal proved lapses elsewhere at `renewal_sent_at + lease_ttl` at the earliest. Only while the
+        first comes before the second: an answer that took too long proves too little to feed on."""
+        return now + self.watchdog_timeout <= renewal_sent_at + self.lease_ttl
 
     @property
     def lease_margin(self) -> float:
@@ -57,15 +113,24 @@ KEEPALIVES_PER_LEASE = 7
 A keepalive may be lost or stall (a 3 s etcd stall in the soak benchmark) with the lease still held."""
 
 
-def keepalive_period(interval: float | None, lease_ttl: float, *, leading: bool) -> float:
+def keepalive_period(interval: float | None, lease_ttl: float, *, leading: bool,
+                     watchdog_timeout: float | None = None) -> float:
     """Seconds between two lease keepalives (`interval`: pgwarden.keepalive_interval, None: default).
 
     The leader's lease decides how soon a dead leader is replaced, so it is refreshed every
     `interval`, by default KEEPALIVES_PER_LEASE times per lease. Any other member's lease only keeps
     its member key alive: three refreshes per lease are plenty, and cost a fraction of the requests.
+    A leader with an armed watchdog (`watchdog_timeout`) feeds it after each keepalive, so at least
+    WATCHDOG_FEEDS_PER_TIMEOUT of them fall within the timeout, whatever `interval` says: one late or
+    lost keepalive must not reset the host.
     """
     leader_period = interval if interval is not None else lease_ttl / KEEPALIVES_PER_LEASE
+    if watchdog_timeout is not None:
+        leader_period = min(leader_period, watchdog_timeout / WATCHDOG_FEEDS_PER_TIMEOUT)
     return leader_period if leading else max(leader_period, lease_ttl / 3)
+
+
+WATCHDOG_FEEDS_PER_TIMEOUT = 3
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,6 +146,9 @@ class PeerStatus:
     nofailover: bool = False
     failover_priority: int = 1
     watchdog_failed: bool = False
+    failsafe_active: bool = False
+    """It reports `failsafe_mode_is_active`: it accepted a failsafe ping less than a lease ago (or it is a
+    leader running on them)."""
 
     @property
     def is_running_primary(self) -> bool:
@@ -115,6 +183,10 @@ class ActionKind(StrEnum):
     REWIND_SOURCE_UNREACHABLE = "rewind source unreachable"
     """pg_rewind could not connect to its source: nothing was tried, so it is no failed rewind (a
     partition or a restarting leader would otherwise leave the member stopped for good)."""
+    FAILSAFE_PING = "failsafe ping"
+    WATCHDOG_FAILED = "watchdog"
+    """Mode `required` and the watchdog could not be armed: no promotion (the key is released), or, on
+    a leader, a demotion."""
 
 
 class TaskKind(StrEnum):
@@ -180,6 +252,12 @@ class Memory:
     """Why the last bootstrap or clone failed, as the executor summed it up (for the operator)."""
     start_retry_at: float | None = None
     """After PostgreSQL failed to start (or restart): no new start before this instant (`start_backoff`)."""
+    failsafe_members: tuple[tuple[str, str], ...] = ()
+    """The other members a leader must reach while the DCS is unreachable (failsafe mode): `/failsafe`
+    (name, api_url) as last seen, else the members with a REST address."""
+    failsafe_active: bool = False
+    """The leader runs on failsafe pings: the DCS is unreachable and every listed member accepted the
+    last round (reset by the next successful DCS read or a failed round)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -203,10 +281,23 @@ class Snapshot:
     Never used for leases or timeouts: those use `now`."""
     request: OperatorRequest | None = None
     """A local operation an operator asked for through the REST API, awaiting this decision."""
+    failsafe_ping: FailsafePingSeen | None = None
+    """The last `POST /failsafe` this member accepted (failsafe mode): a leader cut off from the DCS
+    that still reaches us; we do not race it while it is fresh (`decide._failsafe_leader`)."""
+    watchdog_failed: bool = False
+    """Mode `required` and this node's watchdog device is unusable: it must not race."""
 
     @property
     def paused(self) -> bool:
         return self.dcs is not None and self.dcs.paused
+
+
+@dataclass(frozen=True, slots=True)
+class FailsafePingSeen:
+    """A leader's `POST /failsafe` that this member accepted, and when (monotonic, `Snapshot.now`'s clock)."""
+
+    leader: str
+    received_at: float
 
 
 @dataclass(frozen=True, slots=True)

@@ -7,7 +7,7 @@ any failure to reach the store into `DcsError`; a lost race (key already exists,
 owner differs) is an ordinary `False`, never an exception.
 
 Key layout, identical to Patroni's: `/<namespace>/<scope>/{initialize,config,leader,members/<name>,
-status,failover,sync,history}`.
+status,failover,sync,history,failsafe}`.
 """
 
 from __future__ import annotations
@@ -88,6 +88,11 @@ class Dcs(abc.ABC):
     async def keepalive(self) -> bool:
         """Refresh this agent's lease (member key, and leader key if held). False if the lease is gone."""
 
+    def leads_on_lease(self) -> bool:
+        """Is our leader key on the lease the keepalive refreshes (acquired or renewed on it, not released)?
+        A keepalive on a lease granted after the leader key expired proves nothing about that key."""
+        return False
+
     # -- members -----------------------------------------------------------------------------------
     @abc.abstractmethod
     async def touch_member(self, data: Mapping[str, Any]) -> bool:
@@ -126,3 +131,8 @@ class Dcs(abc.ABC):
     @abc.abstractmethod
     async def set_history(self, history: Sequence[HistoryEntry]) -> bool:
         """Overwrite `history` (only the leader writes it, right after a promotion)."""
+
+    @abc.abstractmethod
+    async def set_failsafe(self, value: Mapping[str, str] | None) -> bool:
+        """Overwrite `failsafe` with `{member name: api_url}`, or delete it when None (only the leader
+        writes it, in failsafe mode: a plain write, no compare-and-swap)."""

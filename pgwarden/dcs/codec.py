@@ -2,10 +2,10 @@
 
 Every backend stores the same text under the same keys, so decoding lives here once. Nothing here
 does IO. The rule for reading: a value somebody else wrote must never crash us. A malformed member
-becomes a `Member` in state `unknown` that keeps the text; a malformed `failover`, `sync`, `status`
-or `history` is treated as absent, and the decoder says why in a note (`DecodedCluster.notes`; the DCS
-client logs each once), keeping the key's revision in `ClusterView.unreadable` so that it can still be
-replaced or deleted. Numbers are checked for range (timelines 1..2**32-1, LSNs 0..2**64-1) and timelines
+becomes a `Member` in state `unknown` that keeps the text; a malformed `failover`, `sync`, `status`,
+`history` or `failsafe` is treated as absent, and the decoder says why in a note (`DecodedCluster.notes`;
+the DCS client logs each once), keeping the key's revision in `ClusterView.unreadable` so that it can
+still be replaced or deleted. Numbers are checked for range (timelines 1..2**32-1, LSNs 0..2**64-1) and timelines
 for plausibility against each other (`TIMELINE_RESERVE_MARGIN`): garbage must never start a cascade.
 """
 
@@ -19,6 +19,9 @@ from typing import Any, TypeVar
 from urllib.parse import parse_qs, urlsplit, urlunsplit
 
 from pgwarden.model import (
+    FAILSAFE_MAX_ENTRIES,
+    FAILSAFE_MAX_NAME,
+    FAILSAFE_MAX_URL,
     LSN,
     MAX_LSN,
     MAX_TIMELINE,
@@ -35,6 +38,7 @@ from pgwarden.model import (
     SyncState,
     Tags,
     Versioned,
+    is_plain_text,
     lsn_from_text,
 )
 
@@ -47,6 +51,7 @@ STATUS = "status"
 FAILOVER = "failover"
 SYNC = "sync"
 HISTORY = "history"
+FAILSAFE = "failsafe"
 LEGACY_OPTIME = "optime/leader"
 
 UNPARSED_KEY = "_unparsed"
@@ -439,6 +444,33 @@ def history_to_json(history: Sequence[HistoryEntry]) -> str:
     return json.dumps(rows, separators=(",", ":"))
 
 
+# -- failsafe ----------------------------------------------------------------------------------------
+
+
+def failsafe_from_json(text: str, notes: list[str] | None = None) -> dict[str, str]:
+    """`{member name: api_url}`; raises MalformedValue for anything but a JSON object of at most
+    FAILSAFE_MAX_ENTRIES entries. An entry whose name or URL is not plain text of bounded length
+    (`model.is_plain_text`: FAILSAFE_MAX_NAME, FAILSAFE_MAX_URL) is dropped, with a note in `notes`."""
+    data = _object(text)
+    if len(data) > FAILSAFE_MAX_ENTRIES:
+        raise MalformedValue(f"{len(data)} entries, more than {FAILSAFE_MAX_ENTRIES}")
+    kept: dict[str, str] = {}
+    dropped: list[str] = []
+    for name, url in data.items():
+        if is_plain_text(name, FAILSAFE_MAX_NAME) and is_plain_text(url, FAILSAFE_MAX_URL):
+            kept[name] = url
+        else:
+            dropped.append(name)
+    if dropped and notes is not None:
+        notes.append(f"{FAILSAFE!r}: ignored {len(dropped)} entries that are not a member name with its API URL: "
+                     f"{_short(dropped[:3])}")
+    return kept
+
+
+def failsafe_to_json(value: Mapping[str, str]) -> str:
+    return _dumps(dict(value))
+
+
 # -- the whole scope -----------------------------------------------------------------------------------
 
 
@@ -464,6 +496,7 @@ def decode_cluster(scope: str, kvs: KeyValues, *, revision: int = 0) -> DecodedC
     history = _plausible_history(history or (), members, notes)
     members = _plausible_members(members, history, notes)
     status = _plausible_status(status or _legacy_status(kvs, notes), history, members, notes)
+    failsafe = _decode_optional(kvs, FAILSAFE, lambda text, _: failsafe_from_json(text, notes), notes, unreadable)
     view = ClusterView(
         scope=scope,
         initialize=kvs[INITIALIZE][0] if INITIALIZE in kvs else None,
@@ -477,6 +510,7 @@ def decode_cluster(scope: str, kvs: KeyValues, *, revision: int = 0) -> DecodedC
         routers=_routers(kvs),
         revision=revision,
         unreadable=unreadable,
+        failsafe=failsafe,
     )
     return DecodedCluster(view=view, notes=tuple(notes))
 

@@ -89,6 +89,7 @@ class Etcd3Dcs(Dcs):
         self._timeout = timeout
         self._readonly = readonly
         self._lease: _Lease | None = None
+        self._leader_lease: int | None = None  # the lease our leader key was last written or confirmed on
         self._member_written: tuple[str, int] | None = None  # (JSON, lease id) of the last member write
         self._status_written: str | None = None
         self._timeline_floor = 0  # the highest reserved timeline read or written (model.status_with_timeline_floor)
@@ -189,6 +190,9 @@ class Etcd3Dcs(Dcs):
     async def keepalive(self) -> bool:
         _, replaced = await self._fresh_lease()
         return not replaced
+
+    def leads_on_lease(self) -> bool:
+        return self._lease is not None and self._lease.id == self._leader_lease
 
     # -- reading -----------------------------------------------------------------------------------
     async def get_cluster(self) -> ClusterView:
@@ -314,6 +318,7 @@ class Etcd3Dcs(Dcs):
                                                 [op_put(key, self.name.encode(), lease_id)])
             if succeeded:
                 self._note_own_write(revision)
+                self._leader_lease = lease_id
             return succeeded
 
         return await self._with_lease(attempt)
@@ -336,6 +341,8 @@ class Etcd3Dcs(Dcs):
             )
             if succeeded:
                 self._note_own_write(revision)
+        if succeeded:
+            self._leader_lease = lease_id
         if succeeded and status_text is not None:
             self._status_written = status_text
         return succeeded
@@ -346,6 +353,7 @@ class Etcd3Dcs(Dcs):
         succeeded, revision = await self._txn("delete leader", [compare_value(key, self.name.encode())],
                                                 [*status_ops, op_delete(key)])
         if succeeded:
+            self._leader_lease = None
             self._note_own_write(revision)
             if status_text is not None:
                 self._status_written = status_text
@@ -415,3 +423,8 @@ class Etcd3Dcs(Dcs):
 
     async def set_history(self, history: Sequence[HistoryEntry]) -> bool:
         return await self._cas_put(codec.HISTORY, codec.history_to_json(history), None)
+
+    async def set_failsafe(self, value: Mapping[str, str] | None) -> bool:
+        if value is None:
+            return await self._cas_delete(codec.FAILSAFE, None)
+        return await self._cas_put(codec.FAILSAFE, codec.failsafe_to_json(value), None)

@@ -301,6 +301,46 @@ class RunHook:
     timeout: float
 
 
+# -- fencing and failsafe ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class SetFailsafeKey:
+    """-> bool: write `/failsafe` = {name: api_url} (None: delete it)."""
+
+    members: tuple[tuple[str, str], ...] | None
+
+
+@dataclass(frozen=True, slots=True)
+class PingFailsafe:
+    """-> tuple[PingAnswer, ...]: `POST /failsafe` to every target (name, api_url) at once, each
+    bounded by `timeout` seconds, one answer per target (a member that did not answer is refused)."""
+
+    targets: tuple[tuple[str, str], ...]
+    timeout: float
+
+
+@dataclass(frozen=True, slots=True)
+class PingAnswer:
+    name: str
+    accepted: bool
+    detail: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class ArmWatchdog:
+    """-> Result: open the watchdog if it is not open, set `timeout` if it differs, and keep it alive
+    (idempotent: on a leader every renewal asks for it). Not ok: it could not be armed (the message
+    says why); what was opened is closed again."""
+
+    timeout: int
+
+
+@dataclass(frozen=True, slots=True)
+class DisarmWatchdog:
+    """-> None: close the watchdog cleanly (magic close) if it is armed; nothing otherwise."""
+
+
 Effect = (
     Now | WallStamp | Log
     | AcquireLeaderKey | UpdateLeaderKey | DeleteLeaderKey | WriteInitialize | CancelInitialization | SeedConfig
@@ -309,4 +349,5 @@ Effect = (
     | RewindPg | Basebackup | MoveDataAside | EmptyDataDir | EnsureSlots | DropSlots | WriteSsn
     | ReadTimelineHistory | ReserveTimelines | UnreserveTimelines | InspectDataDir | Initdb | CreateRoles
     | PostBootstrap | UndoBootstrap | RunHook
+    | SetFailsafeKey | PingFailsafe | ArmWatchdog | DisarmWatchdog
 )

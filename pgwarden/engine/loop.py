@@ -18,9 +18,11 @@ from typing import Any
 from pgwarden.core.actions import (
     AcquireLeader,
     Action,
+    Bootstrap,
     Decision,
     Demote,
     DemoteMode,
+    Promote,
     Reinitialize,
     ReleaseLeader,
     RenewLeader,
@@ -31,6 +33,7 @@ from pgwarden.core.classify import needs_peer_statuses
 from pgwarden.core.reasons import Reason, Why
 from pgwarden.core.snapshot import (
     ActionKind,
+    FailsafePingSeen,
     HaSettings,
     Memory,
     OperatorRequest,
@@ -38,11 +41,16 @@ from pgwarden.core.snapshot import (
     PeerStatus,
     RestartRequested,
     Snapshot,
+    TaskInFlight,
+    TaskKind,
 )
 from pgwarden.model import ClusterView, LocalPg
 
 READ_STOP_BUDGET = 0.5
 """Seconds kept, after a bounded DCS read, to stop PostgreSQL before the lock deadline."""
+FAILSAFE_ROUND_RESERVE = 1.0
+"""In failsafe mode, seconds a leader's DCS read also leaves for a round of failsafe pings (answered
+in milliseconds on a LAN) before the deadline: a read that hangs must not eat the time to ask the members."""
 MIN_NAP = 0.05
 MIN_NAP_AFTER_FAILURE = 1.0
 """A cycle whose last action failed waits at least this long before the next (no busy retry loop)."""
@@ -54,7 +62,7 @@ NO_REPROBE = (Wait, RenewLeader, AcquireLeader, ReleaseLeader)
 """Actions that leave PostgreSQL as it was: the member key may be written from the cycle's probe."""
 
 
-def read_budget(left: float, paused: bool) -> float | None:
+def read_budget(left: float, paused: bool, reserve: float = 0.0) -> float | None:
     """How long a leader's DCS read may take, `left` seconds before its lock deadline: None for no
     bound beyond the client's own timeout, 0 or less for no read at all.
 
@@ -64,9 +72,10 @@ def read_budget(left: float, paused: bool) -> float | None:
     proves a new lease brings the reads back. In maintenance mode, though, a primary keeps running
     past its lease by design, and only a read can show it that the operator resumed and another
     member took over (then it demotes): it reads normally, with the client's own timeout.
+    `reserve`: seconds more to leave before the deadline (FAILSAFE_ROUND_RESERVE in failsafe mode).
     """
-    if left > READ_STOP_BUDGET:
-        return left - READ_STOP_BUDGET
+    if left > READ_STOP_BUDGET + reserve:
+        return left - READ_STOP_BUDGET - reserve
     return None if left <= 0 and paused else 0.0
 
 
@@ -146,6 +155,10 @@ class LoopBook:
     last_cycle_end: float = 0.0
     """When the last cycle ended (0.0 until the first has)."""
     requests: RequestBook = field(default_factory=RequestBook)
+    failsafe_ping: FailsafePingSeen | None = None
+    """The last `POST /failsafe` this member accepted (`accept_failsafe_ping`)."""
+    racing: bool = False
+    """The decision being carried out may make this member a primary (a race, a promotion, a bootstrap)."""
 
     def take_outcomes(self) -> tuple[Outcome, ...]:
         """The outcomes for the next snapshot (each shown to the core once)."""
@@ -155,6 +168,37 @@ class LoopBook:
 
     def adopt(self, decision: Decision) -> None:
         self.memory = decision.memory
+        self.racing = isinstance(decision.action, AcquireLeader | Promote | Bootstrap)
+
+    def accept_failsafe_ping(self, leader: str, me: str, now: float, *, enabled: bool, primary: bool,
+                             task: TaskInFlight | None) -> bool:
+        """A leader's `POST /failsafe` (failsafe mode, it cannot reach the DCS): accept it, and remember it
+        for the core (`Snapshot.failsafe_ping`: no race while it is fresh), unless this member is, or may
+        be about to become, a primary itself: then it refuses (Patroni's 500 "Running as a leader") and
+        the pinging leader must stop. Checked and recorded in one step, with no wait in between, and
+        never while a decision to race or promote is being carried out (`racing`): an acceptance and a
+        race of this member can never both happen. Refused, too, when failsafe mode is off here: the
+        core would not honour the acceptance."""
+        promoting = task is not None and task.kind in (TaskKind.PROMOTE, TaskKind.BOOTSTRAP)
+        if not enabled or leader == me or primary or self.memory.lock_deadline is not None or self.racing or promoting:
+            return False
+        self.failsafe_ping = FailsafePingSeen(leader, now)
+        return True
+
+    def failsafe_active(self, settings: HaSettings, now: float) -> bool:
+        """For the REST API (`failsafe_mode_is_active`): the leader runs on accepted pings, or this member
+        accepted a leader's ping less than a lease ago."""
+        if not settings.failsafe_mode:
+            return False
+        ping = self.failsafe_ping
+        return self.memory.failsafe_active or (ping is not None and now < ping.received_at + settings.lease_ttl)
+
+    def may_feed_watchdog(self, settings: HaSettings, sent: float, now: float) -> bool:
+        """After a successful lease keepalive sent at `sent`: may it keep the watchdog alive? Only on a
+        leader (the keepalive then refreshed the leader key's lease) and only while that keepalive proves
+        the lease for longer than the watchdog's timeout (`HaSettings.may_feed_watchdog`)."""
+        return (settings.watchdog.active and self.memory.lock_deadline is not None
+                and settings.may_feed_watchdog(sent, now))
 
     def published_lock_deadline(self, settings: HaSettings, holds_lock: bool) -> float | None:
         """The core's lock deadline, moved on by keepalives sent since the last decision."""
@@ -170,7 +214,8 @@ class LoopBook:
         deadline = self.published_lock_deadline(settings, self.memory.lock_deadline is not None)
         if deadline is None:
             return None
-        return read_budget(deadline - now, self.memory.paused_when_last_seen)
+        reserve = FAILSAFE_ROUND_RESERVE if settings.failsafe_mode else 0.0
+        return read_budget(deadline - now, self.memory.paused_when_last_seen, reserve)
 
     def keepalive_allowed(self, now: float, loop_wait: float, stopping: bool) -> bool:
         """The keepalive only extends what a live HA loop holds: not before the first cycle, not once
@@ -179,8 +224,17 @@ class LoopBook:
             return False
         return now - self.last_cycle_end <= keepalive_stall_limit(loop_wait)
 
-    def keepalive_done(self, ok: bool, sent: float) -> Outcome:
-        """Record a keepalive; its outcome goes to the next decision like any other's."""
+    def wake_after_keepalive(self, settings: HaSettings, ok: bool) -> bool:
+        """Should a keepalive's outcome cut the HA loop's nap short? A leader's failed keepalive in
+        failsafe mode: the DCS may be gone, and the time left to ask the members is the lease's."""
+        return not ok and settings.failsafe_mode and self.memory.lock_deadline is not None
+
+    def keepalive_done(self, ok: bool, sent: float, leads_on_lease: bool = True) -> Outcome:
+        """Record a keepalive; its outcome goes to the next decision like any other's. On a leader it counts
+        only if the leader key is on the lease it refreshed (`leads_on_lease`): after the key expired with
+        its lease (a long DCS outage ridden out in failsafe mode), a keepalive of the new lease proves nothing
+        about the key, and must not extend the lock (simulator seed 19883)."""
+        ok = ok and (leads_on_lease or self.memory.lock_deadline is None)
         if ok:
             self.keepalive_sent_at = sent
         return Outcome(action=ActionKind.KEEPALIVE, ok=ok, sent_at=sent)
@@ -233,8 +287,19 @@ class FetchPeers:
 
 @dataclass(frozen=True, slots=True)
 class Moment:
-    """-> tuple[float, float, TaskInFlight | None, bool]: the monotonic clock, the wall clock, the
-    background task in flight and whether the agent is stopping, sampled once after observation."""
+    """-> MomentSample: the clocks and the agent's own state, sampled once after observation."""
+
+
+@dataclass(frozen=True, slots=True)
+class MomentSample:
+    now: float
+    """The monotonic clock."""
+    wall: float
+    task: TaskInFlight | None
+    """The background task in flight."""
+    stopping: bool
+    watchdog_failed: bool = False
+    """Mode required and the watchdog device unusable (the driver's probe)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -298,10 +363,14 @@ def cycle(book: LoopBook, me: str, decide: DecideFn) -> Generator[LoopEffect, An
     peers: tuple[PeerStatus, ...] = ()
     if cluster is not None and needs_peer_statuses(cluster, me, (yield Stopping())):
         peers = yield FetchPeers(cluster)
-    now, wall, task, stopping = yield Moment()
-    request = book.requests.due_request(wall)
-    snapshot = Snapshot(me=me, now=now, settings=settings, pg=pg, dcs=cluster, peers=peers, memory=book.memory,
-                        last=book.take_outcomes(), task=task, shutting_down=stopping, wall=wall, request=request)
+    moment: MomentSample = yield Moment()
+    request = book.requests.due_request(moment.wall)
+    # The failsafe ping is read here, in the same step as the decision: no acceptance can slip in between
+    # (`LoopBook.accept_failsafe_ping`).
+    snapshot = Snapshot(me=me, now=moment.now, settings=settings, pg=pg, dcs=cluster, peers=peers,
+                        memory=book.memory, last=book.take_outcomes(), task=moment.task, shutting_down=moment.stopping,
+                        wall=moment.wall, request=request, failsafe_ping=book.failsafe_ping,
+                        watchdog_failed=moment.watchdog_failed)
     try:
         decision = decide(snapshot)
     except Exception as exc:
@@ -313,5 +382,5 @@ def cycle(book: LoopBook, me: str, decide: DecideFn) -> Generator[LoopEffect, An
     yield Act(decision, snapshot)
     if cluster is not None:
         yield PublishMember(cluster)
-    book.last_cycle_end = yield CycleEnded(decision, cluster, now)
+    book.last_cycle_end = yield CycleEnded(decision, cluster, moment.now)
     return decision

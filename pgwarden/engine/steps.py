@@ -26,6 +26,7 @@ from pgwarden.core.actions import (
     Demote,
     DemoteMode,
     EnsureSlots,
+    FailsafeRound,
     Follow,
     Promote,
     Reinitialize,
@@ -39,7 +40,7 @@ from pgwarden.core.actions import (
     Wait,
 )
 from pgwarden.core.render import TAKEN_BY_ANOTHER
-from pgwarden.core.snapshot import ActionKind, HaSettings, Outcome, TaskKind
+from pgwarden.core.snapshot import ActionKind, HaSettings, Outcome, TaskKind, WatchdogMode
 from pgwarden.core.sync.plan import DeleteSync, SetSsn, SyncMode, SyncStep, WriteSync
 from pgwarden.engine import effects as fx
 from pgwarden.model import (
@@ -136,7 +137,10 @@ def _dispatch(action: Action, ctx: StepContext) -> StepGen[Outcome]:
             return (yield from _result(action, (yield fx.MoveDataAside())))
         case ReleaseLeader():
             released = yield fx.DeleteLeaderKey(status_document(ctx.cluster, action.optime))
+            yield fx.DisarmWatchdog()  # no longer the leader (and PostgreSQL is no primary: the core checked)
             return (yield from _outcome(action, released))
+        case FailsafeRound():
+            return (yield from _failsafe_ping(action, ctx))
         case Shutdown():
             return (yield from _shutdown(action, ctx))
         case Restart():
@@ -232,7 +236,15 @@ def _renew(action: RenewLeader, ctx: StepContext) -> StepGen[Outcome]:
     retain = tuple(sorted(set(action.create_slots) | existing))
     if not (yield fx.UpdateLeaderKey(status_document(ctx.cluster, action.optime, retain))):
         return Outcome(action.kind, False, "the leader key is no longer ours", sent)
+    refused = yield from _keep_watchdog(action.watchdog, ctx, sent)
+    if refused is not None:
+        return Outcome(ActionKind.WATCHDOG_FAILED, False, refused, sent)
     notes: list[str] = []
+    if action.failsafe is not None:
+        try:
+            yield fx.SetFailsafeKey(action.failsafe.members)
+        except fx.DcsFailed as exc:
+            notes.append(f"/failsafe not written: {exc}")
     if action.create_slots:
         created: fx.Result = yield fx.EnsureSlots(action.create_slots)
         if not created.ok:
@@ -252,6 +264,38 @@ def _renew(action: RenewLeader, ctx: StepContext) -> StepGen[Outcome]:
         if note:
             notes.append(note)
     return Outcome(action.kind, True, "; ".join(notes), sent)
+
+
+def _keep_watchdog(on: bool, ctx: StepContext, sent: float) -> StepGen[str | None]:
+    """After a renewal (or failsafe round) sent at `sent` succeeded: arm or keep alive the watchdog (`on`),
+    else make sure it is disarmed. Returns why it could not be armed when the mode requires it.
+
+    It is fed only while that renewal proves the lease for longer than the watchdog's timeout
+    (`HaSettings.may_feed_watchdog`): fed on a late answer, the watchdog could reset the host only after
+    the lease had lapsed and another member had promoted."""
+    if not on:
+        yield fx.DisarmWatchdog()
+        return None
+    now = yield fx.Now()
+    if not ctx.settings.may_feed_watchdog(sent, now):
+        yield fx.Log("warning", f"the lease renewal took {now - sent:.1f}s: too late to keep the watchdog alive on it")
+        return None
+    armed: fx.Result = yield fx.ArmWatchdog(ctx.settings.watchdog_timeout)
+    if armed.ok or ctx.settings.watchdog.mode is not WatchdogMode.REQUIRED:
+        return None
+    return f"watchdog could not be activated: {armed.message}"
+
+
+def _failsafe_ping(action: FailsafeRound, ctx: StepContext) -> StepGen[Outcome]:
+    """Failsafe mode with the DCS unreachable: ask every listed member to accept this primary as the
+    leader. Ok only if all accepted (then the watchdog is kept alive on it, as on a renewal)."""
+    sent = yield fx.Now()
+    answers: tuple[fx.PingAnswer, ...] = yield fx.PingFailsafe(action.targets, action.timeout)
+    refused = [f"{a.name} ({a.detail})" if a.detail else a.name for a in answers if not a.accepted]
+    if refused or len(answers) != len(action.targets):
+        return Outcome(action.kind, False, f"not accepted by {', '.join(refused) or 'every member'}", sent)
+    yield from _keep_watchdog(action.watchdog, ctx, sent)
+    return Outcome(action.kind, True, f"accepted by {len(answers)} member(s)", sent)
 
 
 def _repair_history(ctx: StepContext) -> StepGen[str]:
@@ -296,10 +340,23 @@ def _promote(action: Promote, ctx: StepContext) -> StepGen[Outcome]:
     if not (yield fx.UpdateLeaderKey(claim)):
         yield from _unreserve(reserved)
         return Outcome(action.kind, False, "lost leader before promote", sent)
+    if action.watchdog is not WatchdogMode.OFF:
+        armed: fx.Result = yield fx.ArmWatchdog(ctx.settings.watchdog_timeout)
+        if not armed.ok and action.watchdog is WatchdogMode.REQUIRED:
+            # Patroni's rule: with mode required, no promotion without fencing. The key goes at once, so
+            # that a member whose watchdog works takes over.
+            yield fx.DeleteLeaderKey()
+            yield from _unreserve(reserved)
+            return Outcome(ActionKind.WATCHDOG_FAILED, False, f"not promoting: watchdog could not be activated: "
+                           f"{armed.message}", sent)
+        if not armed.ok:
+            yield fx.Log("warning", f"watchdog could not be activated ({armed.message}): promoting without it "
+                         "(watchdog mode automatic)")
     hook: fx.Result = yield fx.RunHook("pre_promote", HOOK_TIMEOUT)
     if not hook.ok:
         # Fencing refused: give the lock up at once so that another member can take over.
         yield fx.DeleteLeaderKey()
+        yield fx.DisarmWatchdog()
         yield from _unreserve(reserved)
         return Outcome(ActionKind.PRE_PROMOTE_REFUSED, False, hook.message, sent)
     finish_by = max(action.finish_by, ctx.settings.lock_deadline(sent))
@@ -308,6 +365,7 @@ def _promote(action: Promote, ctx: StepContext) -> StepGen[Outcome]:
     if result is None or not result.ok:
         # Too slow: stop it, so that it cannot complete later, when the lease may be somebody else's.
         yield fx.StopPg("immediate")
+        yield fx.DisarmWatchdog()
         yield from _unreserve(reserved)
         detail = result.message if result is not None else "no lease time left to promote"
         return Outcome(action.kind, False, f"promotion abandoned and PostgreSQL stopped: {detail}", sent)
@@ -393,7 +451,8 @@ def _demote(action: Demote, ctx: StepContext) -> StepGen[Outcome]:
                                                             DemoteMode.IMMEDIATE_NOLOCK) else "fast"
     result = yield from _stop(ctx, stop_mode)
     if not result.ok:
-        return (yield from _outcome(action, False, result.message))
+        return (yield from _outcome(action, False, result.message))  # still a writer: the watchdog stays armed
+    yield fx.DisarmWatchdog()  # the safepoint: PostgreSQL accepts no writes any more
     if action.release:
         yield fx.DeleteLeaderKey(status_document(ctx.cluster, state.wal_lsn))
     return (yield from _outcome(action, True, f"stopped ({stop_mode}){note}"))
@@ -423,9 +482,12 @@ def _checkpoint_before_stop(finish_by: float | None) -> StepGen[str]:
 
 def _shutdown(action: Shutdown, ctx: StepContext) -> StepGen[Outcome]:
     if not action.stop_postgres:
+        yield fx.DisarmWatchdog()  # the agent goes: nobody would keep it alive
         return (yield from _outcome(action, True, "PostgreSQL left running (maintenance mode)"))
     yield from _before_stop()
     result = yield from _stop(ctx, "fast")
+    if result.ok:
+        yield fx.DisarmWatchdog()
     if action.release and result.ok:
         yield fx.DeleteLeaderKey(status_document(ctx.cluster, action.optime))
     return (yield from _outcome(action, result.ok, result.message))

@@ -39,6 +39,7 @@ from pgwarden.engine.loop import (
     LoopBook,
     LoopEffect,
     Moment,
+    MomentSample,
     ProbeLocal,
     PublishMember,
     ReadCluster,
@@ -49,7 +50,7 @@ from pgwarden.engine.loop import (
 )
 from pgwarden.engine.steps import BACKGROUND
 from pgwarden.model import ClusterView, LocalPg, Tags
-from pgwarden.sim import observe
+from pgwarden.sim import fencing, observe
 from pgwarden.sim.dcs_client import FAST_LATENCY, SimDcsClient, SimDcsError
 from pgwarden.sim.effects import execute
 from pgwarden.sim.invariants import BLIND
@@ -71,6 +72,8 @@ class SimAgent:
         self.decide = decide
         tags = world.nodes[name].tags
         self.local_settings = world.opts.settings if tags == Tags() else replace(world.opts.settings, tags=tags)
+        if world.watchdog.active:
+            self.local_settings = replace(self.local_settings, watchdog=world.watchdog)
         # Before the first DCS read: the local settings with /config's defaults (Agent.config).
         self.settings, _ = settings_from_dynamic(self.local_settings, {}, world.opts.keepalive)
         self.book = LoopBook()  # memory, outcomes, keepalive send time, request desk: the agent's own rules
@@ -200,7 +203,7 @@ class SimAgent:
                 return (yield from observe.fetch_peers(world, name, cluster))
             case Moment():
                 task = self.background[1] if self.background else None
-                return self.local_now(), world.wall_time(name), task, self.stopping
+                return MomentSample(self.local_now(), world.wall_time(name), task, self.stopping)
             case DecideFailed(error=error):
                 # The loop's fallback runs, and it is a violation: the core must never raise.
                 world.recorder.violation(world.now, "core-exception",
@@ -271,12 +274,21 @@ class SimAgent:
             yield DCS_TIMEOUT - rtt
         self._keepalive_done(ok, sent, sent_global)
 
-    def _keepalive_done(self, ok: bool, sent: float, sent_global: float) -> None:
-        self.record_keepalive(self.book.keepalive_done(ok, sent))
+    def _keepalive_done(self, ok: bool, sent: float, sent_global: float, answered: float | None = None) -> None:
+        """A keepalive sent at `sent` (local; `sent_global`) was answered at global time `answered` (None:
+        now; a replayed virtual tick's answer lies in the past)."""
+        self.record_keepalive(self.book.keepalive_done(ok, sent, self.dcs.holds_leader_on_lease()))
+        if self.book.wake_after_keepalive(self.settings, ok):
+            self.wake()
         if ok:
-            node = self.world.nodes[self.name]
+            world = self.world
+            node = world.nodes[self.name]
             if self.dcs.holds_leader_on_lease():
                 node.lease_sent = max(node.lease_sent, sent_global)
+            at = world.now if answered is None else answered
+            if node.watchdog_timeout is not None and self.book.may_feed_watchdog(
+                    self.settings, sent, node.clock.local(at)):
+                fencing.feed(world, self.name, at)
 
     def _steady(self) -> bool:
         """Would the next keepalive surely succeed in one fast round trip, the world staying as it is?"""
@@ -345,7 +357,7 @@ class SimAgent:
             assert lease is not None
             world.etcd.refresh(sent, lease[0])
         if last_ok is not None:
-            self._keepalive_done(True, *last_ok)
+            self._keepalive_done(True, *last_ok, answered=last_ok[1] + rtt)
         return plain
 
     def end_virtual(self) -> None:
@@ -422,7 +434,9 @@ class SimAgent:
         return self.cluster is not None and self.cluster.led_by(self.name)
 
     def _keepalive_period(self) -> float:
-        return keepalive_period(self.keepalive_interval, self.settings.lease_ttl, leading=self._leading())
+        s = self.settings
+        return keepalive_period(self.keepalive_interval, s.lease_ttl, leading=self._leading(),
+                                watchdog_timeout=s.watchdog_timeout if s.watchdog.active else None)
 
     def _refresh_config(self, cluster: ClusterView | None) -> None:
         """The effective settings: local ones overridden by the DCS /config (kept while it is away)."""
@@ -490,4 +504,4 @@ def settings_from_dynamic(local: HaSettings, dynamic: Any, keepalive: bool = Tru
     config, _ = parse_dynamic(dynamic or None, notes=False)
     if not keepalive:
         config = replace(config, pgwarden=replace(config.pgwarden, lease_ttl=None))
-    return ha_settings_from(config, tags=local.tags), config.pgwarden.keepalive_interval
+    return ha_settings_from(config, tags=local.tags, watchdog=local.watchdog), config.pgwarden.keepalive_interval

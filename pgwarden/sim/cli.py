@@ -35,7 +35,7 @@ def parser() -> argparse.ArgumentParser:
                    help="end a run once it has stayed converged this many seconds after the faults (0: never)")
     p.add_argument("--workers", type=int, default=None, help="worker processes (default: one per core)")
     p.add_argument("--classic", action="store_true",
-                   help="faults only, no operator actions or member tags (the schedules of the pinned seeds)")
+                   help="faults only, no operator actions, member tags or fencing (the schedules of the pinned seeds)")
     p.add_argument("--mutant", choices=sorted(MUTANTS), help="run a deliberately unsafe core variant")
     p.add_argument("--replay", action="store_true", help="run only --seed, print its schedule and trace")
     p.add_argument("--shrink", action="store_true", help="with --replay: shrink the failing schedule")
@@ -46,7 +46,7 @@ def parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
     opts = SimOptions(fault_window=args.minutes * 60.0, settle=args.settle, operations=not args.classic,
-                      stable_exit=args.stable_exit)
+                      fencing=not args.classic, stable_exit=args.stable_exit)
     decide = MUTANTS[args.mutant].decide if args.mutant else real_decide
     if args.replay:
         opts = replace(opts, nodes=nodes_for(args.seed, args.nodes))

@@ -16,7 +16,18 @@ from collections.abc import Callable, Generator
 from typing import TypeVar
 
 from pgwarden.model import ClusterStatus, ClusterView, HistoryEntry, Member, SyncState, status_with_timeline_floor
-from pgwarden.sim.etcd import CONFIG, FAILOVER, HISTORY, INITIALIZE, LEADER, STATUS, SYNC, EtcdStore, member_key
+from pgwarden.sim.etcd import (
+    CONFIG,
+    FAILOVER,
+    FAILSAFE,
+    HISTORY,
+    INITIALIZE,
+    LEADER,
+    STATUS,
+    SYNC,
+    EtcdStore,
+    member_key,
+)
 from pgwarden.sim.kernel import Step
 from pgwarden.sim.world import DCS_TIMEOUT, World
 
@@ -260,6 +271,13 @@ class SimDcsClient:
     def set_history(self, history: list[HistoryEntry]) -> Op[bool]:
         rows = tuple(history)
         return (yield from self._rpc(lambda: self.world.etcd.put(HISTORY, rows, writer=self.name)))
+
+    def set_failsafe(self, members: tuple[tuple[str, str], ...] | None) -> Op[bool]:
+        """Etcd3Dcs.set_failsafe: put `/failsafe` (None: delete it)."""
+        store = self.world.etcd
+        if members is None:
+            return (yield from self._rpc(lambda: store.delete(FAILSAFE, writer=self.name)))
+        return (yield from self._rpc(lambda: store.put(FAILSAFE, members, writer=self.name)))
 
     def delete_failover(self, revision: int | None = None) -> Op[bool]:
         store = self.world.etcd

@@ -17,7 +17,7 @@ from pgwarden.engine import effects as fx
 from pgwarden.engine.drive import interpret
 from pgwarden.engine.steps import StepContext, StepGen, run
 from pgwarden.model import ClusterView, DataDirState
-from pgwarden.sim import pgops
+from pgwarden.sim import fencing, pgops
 from pgwarden.sim.dcs_client import SimDcsError
 from pgwarden.sim.invariants import REWIND_UNREACHABLE, on_published
 from pgwarden.sim.kernel import Step
@@ -88,6 +88,20 @@ def _perform(agent: SimAgent, action: Action, effect: fx.Effect) -> Generator[St
             return (yield from dcs.set_sync(state, revision))
         case fx.DeleteSyncKey(expected_revision=revision):
             return (yield from dcs.delete_sync(revision))
+        case fx.SetFailsafeKey(members=members):
+            return (yield from dcs.set_failsafe(members))
+        case fx.PingFailsafe(targets=targets, timeout=timeout):
+            node, sent = world.nodes[name], world.now
+            answers = yield from fencing.ping(agent, targets, timeout / node.clock.rate)
+            if all(a.accepted for a in answers):
+                node.lease_sent = max(node.lease_sent, sent)  # an accepted round proves the lease like a renewal
+            return answers
+        case fx.ArmWatchdog(timeout=timeout):
+            fencing.arm(agent, timeout)
+            return fx.Result(True)
+        case fx.DisarmWatchdog():
+            fencing.disarm(world, name)
+            return None
         case fx.Probe():
             yield PROBE_TIME
             world.refresh()

@@ -20,7 +20,7 @@ from typing import Any
 from pgwarden.model import ClusterStatus, ClusterView, LeaderKey, Versioned
 
 LEADER, INITIALIZE, CONFIG = "leader", "initialize", "config"
-STATUS, HISTORY, FAILOVER, SYNC = "status", "history", "failover", "sync"
+STATUS, HISTORY, FAILOVER, SYNC, FAILSAFE = "status", "history", "failover", "sync", "failsafe"
 MEMBER_PREFIX = "members/"
 
 
@@ -148,6 +148,7 @@ class EtcdStore:
         history = keys.get(HISTORY)
         sync = keys.get(SYNC)
         failover = keys.get(FAILOVER)
+        failsafe = keys.get(FAILSAFE)
         members = self._members
         if members is None:
             names = self._member_names
@@ -165,6 +166,7 @@ class EtcdStore:
             sync=replace(sync.value, revision=sync.mod_revision) if sync else None,
             failover=replace(failover.value, revision=failover.mod_revision) if failover else None,
             revision=self.revision,
+            failsafe=dict(failsafe.value) if failsafe else None,
         )
 
     def _versioned(self, key: Key) -> Versioned:

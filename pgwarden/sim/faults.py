@@ -392,7 +392,10 @@ def _change_config(world: World, changes: dict[str, Any]) -> None:
 
 
 def crash_host(world: World, name: str) -> None:
+    from pgwarden.sim import fencing
+
     node = world.nodes[name]
+    fencing.forget(world, name)
     world.refresh()
     node.pg.crash(world.now)
     world.pg_changed = True

@@ -85,11 +85,15 @@ class Checker:
         self.timelines[name] = tl
 
     def _report_overlap(self, world: World, writers: list[str]) -> None:
-        excused = [w for w in writers if world.paused_past_lease(w, _settings(world, w))]
+        # An armed watchdog fences an agent frozen past its lease (its host resets first): no excuse then. It
+        # is disarmed in maintenance mode (as in Patroni), and a frozen agent cannot change that state, so
+        # the device's state now is the one it froze with.
+        excused = [w for w in writers if world.nodes[w].watchdog_timeout is None
+                   and world.paused_past_lease(w, _settings(world, w))]
         holder = world.etcd.leader_name
         detail = f"{' and '.join(writers)} accept writes at the same time (leader key: {holder})"
         if excused:
-            detail += f"; {', '.join(excused)} was paused past its lease without a watchdog"
+            detail += f"; {', '.join(excused)} was paused past its lease without an armed watchdog"
         blind = [w for w in _blind_writers(world, writers) if w not in excused]
         if blind:
             detail += (f"; {', '.join(blind)} kept its primary in maintenance mode while cut off from the DCS, and "

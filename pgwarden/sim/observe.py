@@ -87,7 +87,8 @@ def node_state(agent: SimAgent, pg: LocalPg) -> NodeState:
         lock_deadline=agent.published_lock_deadline(holds), tags=s.tags,
         paused=cluster is not None and cluster.paused,
         maximum_lag_on_failover=s.maximum_lag_on_failover, ttl=s.ttl, loop_wait=s.loop_wait,
-        next_cycle_deadline=0.0, dcs_reachable=agent.dcs_error is None)
+        next_cycle_deadline=0.0, dcs_reachable=agent.dcs_error is None,
+        failsafe_mode_is_active=agent.book.failsafe_active(s, agent.local_now()))
 
 
 def fetch_peers(world: World, me: str, cluster: ClusterView) -> Generator[Step, None, tuple[PeerStatus, ...]]:

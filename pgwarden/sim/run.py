@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from functools import partial
 
 from pgwarden.core import decide as real_decide
+from pgwarden.core.snapshot import WatchdogMode, WatchdogSettings
 from pgwarden.engine.steps import StepsFn
 from pgwarden.sim import faults as faults_mod
 from pgwarden.sim.agent import DecideFn, SimAgent
@@ -143,7 +144,22 @@ def _build_world(seed: int, opts: SimOptions, keep_trace: bool) -> World:
     if opts.operations:
         for name, tags in faults_mod.member_tags(random.Random(f"tags-{seed}"), names_for(opts.nodes)).items():
             world.nodes[name].tags = tags
+    if opts.fencing:
+        world.watchdog, failsafe = fencing_for(seed)
+        if failsafe:
+            world.config = {**world.config, "failsafe_mode": True}
     return world
+
+
+def fencing_for(seed: int) -> tuple[WatchdogSettings, bool]:
+    """A run's fencing when `SimOptions.fencing` is on: the watchdog (mode required on every host, with
+    one of Patroni's safety margins) and whether /config turns failsafe mode on, each in about half of
+    the runs, from a generator of their own (the run's other draws stay as they were)."""
+    rng = random.Random(f"fencing-{seed}")
+    watchdog = WatchdogSettings()
+    if rng.random() < 0.5:
+        watchdog = WatchdogSettings(WatchdogMode.REQUIRED, safety_margin=rng.choice((5, 2, -1)))
+    return watchdog, rng.random() < 0.5
 
 
 def _expire(world: World, lease_id: int) -> None:

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from pgwarden.core.snapshot import HaSettings
+from pgwarden.core.snapshot import HaSettings, WatchdogSettings
 from pgwarden.model import Tags
 from pgwarden.sim.etcd import EtcdStore
 from pgwarden.sim.kernel import Clock, Kernel
@@ -61,6 +61,10 @@ class SimOptions:
     liveness is then checked at that instant instead of at the end of `settle`. Off by default, so the
     seeds pinned by regression tests keep their traces; campaigns turn it on (it saves most of the
     settle time of a converged run)."""
+    fencing: bool = False
+    """Also draw, per run, the fencing settings: the watchdog (mode required, every host) and
+    `failsafe_mode` in /config, each in about half of the runs (`sim.run._draw_fencing`). Off by default,
+    so the seeds pinned by regression tests keep their traces; campaigns turn it on."""
     check_every_event: bool = False
     """Run the per-event invariant checks after every event, not only after those that changed a server
     (exact; True only to test that it is)."""
@@ -85,6 +89,13 @@ class SimNode:
     """Global time at which this node last sent a successful lease refresh for the leader key."""
     tags: Tags = field(default_factory=Tags)
     """The member tags of this node's local configuration."""
+    watchdog_timeout: int | None = None
+    """The host's watchdog (`sim.fencing`): its timeout while armed, else None."""
+    watchdog_expiry: float | None = None
+    """Global time at which the armed watchdog resets the host unless fed."""
+    watchdog_timer: float | None = None
+    """When the pending expiry check of `sim.fencing` runs (None: none pending)."""
+    watchdog_resets: int = 0
 
 
 @dataclass(slots=True)
@@ -110,6 +121,8 @@ class World:
     checker: object = None  # the invariants' incremental state (sim.invariants.Checker)
     steps: Callable[..., Any] | None = None
     """The executor's steps under test (`engine.steps.run` when None; a mutant's in tests)."""
+    watchdog: WatchdogSettings = field(default_factory=WatchdogSettings)
+    """Every host's `watchdog` section in this run (off unless `SimOptions.fencing` drew it)."""
     pg_changed: bool = True
     """Set by every change of a server's process state or WAL lineage (what the invariants checked after
     each event look at): the checker skips events that changed neither."""

@@ -13,6 +13,7 @@ from dataclasses import replace
 from datetime import UTC, datetime
 
 from pgwarden.core.snapshot import (
+    FailsafePingSeen,
     HaSettings,
     Memory,
     OperatorRequest,
@@ -166,7 +167,8 @@ def member(name: str, *, role: str | None = None, state: str = PgState.RUNNING, 
 def cluster(*, leader: str | None = "n1", members: Iterable[str | Member] = NAMES,
             initialize: str | None = SYSID, history: Iterable[tuple[int, LSN]] = (),
             optime: LSN | None = None, retain_slots: Sequence[str] = (), revision: int = 10,
-            failover: FailoverRequest | None = None, paused: bool = False) -> ClusterView:
+            failover: FailoverRequest | None = None, paused: bool = False,
+            failsafe: Iterable[str] | None = None) -> ClusterView:
     """One DCS read. Members given by name are running; the leader's is a primary, the others replicas.
     `history` rows are (ended timeline, switch LSN), in order. `paused`: /config says `pause: true`."""
     rows = tuple(history)
@@ -189,6 +191,7 @@ def cluster(*, leader: str | None = "n1", members: Iterable[str | Member] = NAME
         history=entries,
         failover=failover,
         revision=revision,
+        failsafe=None if failsafe is None else {name: f"http://{name}:8008/patroni" for name in failsafe},
     )
 
 
@@ -197,7 +200,8 @@ def cluster(*, leader: str | None = "n1", members: Iterable[str | Member] = NAME
 
 
 def peer(name: str, *, lsn: LSN | None = LSN0, primary: bool = False, reachable: bool = True, tl: int = 1,
-         nofailover: bool = False, priority: int = 1, watchdog_failed: bool = False) -> PeerStatus:
+         nofailover: bool = False, priority: int = 1, watchdog_failed: bool = False,
+         failsafe_active: bool = False) -> PeerStatus:
     """What a peer's GET /patroni said; an unreachable peer carries nothing else."""
     if not reachable:
         return PeerStatus(name=name, reachable=False)
@@ -209,6 +213,7 @@ def peer(name: str, *, lsn: LSN | None = LSN0, primary: bool = False, reachable:
         lsn=lsn,
         timeline=tl,
         nofailover=nofailover,
+        failsafe_active=failsafe_active,
         failover_priority=priority,
         watchdog_failed=watchdog_failed,
     )
@@ -218,7 +223,8 @@ def memory(*, lease_in: float | None = None, start_deadline_in: float | None = N
            rewind_failed: bool = False, start_failures: int = 0,
            slots_seen: Iterable[tuple[str, float]] = (), paused_when_last_seen: bool = False,
            bootstrap_failures: int = 0, clone_failures: int = 0, retry_in: float | None = None,
-           last_failure: str = "", now: float = NOW) -> Memory:
+           last_failure: str = "", failsafe_members: Iterable[str] = (), failsafe_active: bool = False,
+           now: float = NOW) -> Memory:
     """Memory with instants given relative to `now` (lease_in=20 means the lock deadline is now + 20)."""
     return Memory(
         lock_deadline=None if lease_in is None else now + lease_in,
@@ -231,6 +237,8 @@ def memory(*, lease_in: float | None = None, start_deadline_in: float | None = N
         clone_failures=clone_failures,
         retry_at=None if retry_in is None else now + retry_in,
         last_failure=last_failure,
+        failsafe_members=tuple(sorted((name, f"http://{name}:8008/patroni") for name in failsafe_members)),
+        failsafe_active=failsafe_active,
     )
 
 
@@ -254,7 +262,8 @@ def snapshot(*, me: str = "n1", pg: LocalPg | None = None, dcs: ClusterView | ob
              last: Outcome | Iterable[Outcome] = (),
              now: float = NOW, settings: HaSettings | None = None, task: TaskInFlight | None = None,
              shutting_down: bool = False, wall: float = WALL,
-             request: OperatorRequest | None = None) -> Snapshot:
+             request: OperatorRequest | None = None, failsafe_ping: FailsafePingSeen | None = None,
+             watchdog_failed: bool = False) -> Snapshot:
     """A snapshot of node `me`. `dcs=None` means the DCS could not be read; leaving it out gives the default
     cluster. The default PostgreSQL is a primary when `me` leads the default cluster, else a replica.
     `last` is one outcome or several (oldest first); `request` an operator's restart or reinitialize."""
@@ -276,4 +285,6 @@ def snapshot(*, me: str = "n1", pg: LocalPg | None = None, dcs: ClusterView | ob
         shutting_down=shutting_down,
         wall=wall,
         request=request,
+        failsafe_ping=failsafe_ping,
+        watchdog_failed=watchdog_failed,
     )

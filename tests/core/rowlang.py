@@ -32,6 +32,7 @@ from pgwarden.core.actions import Action, Decision
 from pgwarden.core.reasons import Why
 from pgwarden.core.render import render
 from pgwarden.core.snapshot import (
+    FailsafePingSeen,
     HaSettings,
     Memory,
     OperatorRequest,
@@ -42,6 +43,8 @@ from pgwarden.core.snapshot import (
     Snapshot,
     TaskInFlight,
     TaskKind,
+    WatchdogMode,
+    WatchdogSettings,
 )
 from pgwarden.model import LSN, ClusterView, DataDirState, FailoverRequest, LocalPg, Member, PgState, Role, Tags
 from tests.core import builders as b
@@ -66,10 +69,12 @@ ACTION_ALIASES = {
     "pre_promote": "pre_promote",
     "keepalive": "keepalive",
     "race": "initialize race",
+    "ping": "failsafe ping",
+    "watchdog": "watchdog",
 }
 KIND_TO_ALIAS = {kind: alias for alias, kind in ACTION_ALIASES.items()}
 TASK_ALIASES = {"remove": TaskKind.REMOVE_DATA} | {k.name.lower(): k for k in TaskKind}
-_SETTING_FIELDS = {f.name for f in fields(HaSettings)} - {"tags"}
+_SETTING_FIELDS = {f.name for f in fields(HaSettings)} - {"tags", "watchdog"}
 _TAG_FIELDS = {f.name for f in fields(Tags)} - {"custom"}
 
 
@@ -208,10 +213,12 @@ def build_dcs(text: str) -> ClusterView | None:
     members = [_member(spec, leader, timeline) for spec in member_specs]
     optime = kv.pop("optime", None)
     failover = kv.pop("failover", None)
+    failsafe = kv.pop("failsafe", None)
     view = b.cluster(leader=leader, members=members, initialize=None if init == "none" else _sysid(init),
                      history=history, optime=None if optime is None else _int(optime),
                      retain_slots=_names(kv.pop("retain", "")), paused=_bool(kv.pop("paused", "no")),
-                     failover=None if failover is None else parse_failover(failover))
+                     failover=None if failover is None else parse_failover(failover),
+                     failsafe=None if failsafe is None else _names(failsafe))
     _no_leftovers("dcs", kv)
     return view
 
@@ -256,7 +263,8 @@ def parse_request(text: str) -> OperatorRequest:
 
 
 def build_peers(text: str) -> tuple[PeerStatus, ...]:
-    """The `peers` phrase: name=lsn|down|primary, then ',option' (prio=N nofailover watchdog-failed tl=N)."""
+    """The `peers` phrase: name=lsn|down|primary, then ',option' (prio=N nofailover watchdog-failed
+    failsafe-active tl=N)."""
     _, kv = _tokens(text)
     peers = []
     for name, spec in kv.items():
@@ -268,7 +276,7 @@ def build_peers(text: str) -> tuple[PeerStatus, ...]:
                 options["priority"] = _int(value)
             elif key == "tl":
                 options["tl"] = _int(value)
-            elif key in ("nofailover", "watchdog-failed") and not sep:
+            elif key in ("nofailover", "watchdog-failed", "failsafe-active") and not sep:
                 options[key.replace("-", "_")] = True
             else:
                 raise RowError(f"unknown peer option {opt!r}")
@@ -293,6 +301,8 @@ class NodeSpec:
     shutting_down: bool = False
     request: OperatorRequest | None = None
     wall: float = b.WALL
+    failsafe_ping: FailsafePingSeen | None = None
+    watchdog_failed: bool = False
 
 
 def build_node(text: str, now: float = b.NOW) -> NodeSpec:
@@ -319,6 +329,10 @@ def build_node(text: str, now: float = b.NOW) -> NodeSpec:
         mem_args["retry_in"] = float(kv.pop("retry"))
     if "failure" in kv:
         mem_args["last_failure"] = kv.pop("failure")
+    if "failsafe_members" in kv:
+        mem_args["failsafe_members"] = _names(kv.pop("failsafe_members"))
+    if "failsafe_active" in kv:
+        mem_args["failsafe_active"] = _bool(kv.pop("failsafe_active"))
     if "seen" in kv:
         seen = (item.partition("@") for item in _names(kv.pop("seen")))
         mem_args["slots_seen"] = tuple((name, float(rel)) for name, _, rel in seen)
@@ -332,7 +346,14 @@ def build_node(text: str, now: float = b.NOW) -> NodeSpec:
         spec.request = parse_request(kv.pop("request"))
     if "wall" in kv:
         spec.wall = b.WALL + float(kv.pop("wall"))
+    if "ping" in kv:
+        leader, _, rel = kv.pop("ping").partition("@")
+        spec.failsafe_ping = FailsafePingSeen(leader, now + float(rel or "-1"))
+    spec.watchdog_failed = _bool(kv.pop("watchdog_failed", "no"))
+    watchdog = kv.pop("watchdog", None)
     spec.settings = _settings(kv)
+    if watchdog is not None:
+        spec.settings = replace(spec.settings, watchdog=WatchdogSettings(WatchdogMode(watchdog)))
     _no_leftovers("node", kv)
     return spec
 
@@ -378,7 +399,8 @@ def build_snapshot(pg: str, dcs: str, node: str, peers: str, now: float = b.NOW,
     spec = build_node(node, now)
     return b.snapshot(me=spec.me, pg=build_pg(pg), dcs=build_dcs(dcs), peers=build_peers(peers),
                       memory=memory or spec.memory, last=last or spec.last, now=now, settings=spec.settings,
-                      task=spec.task, shutting_down=spec.shutting_down, wall=spec.wall, request=spec.request)
+                      task=spec.task, shutting_down=spec.shutting_down, wall=spec.wall, request=spec.request,
+                      failsafe_ping=spec.failsafe_ping, watchdog_failed=spec.watchdog_failed)
 
 
 # ---------------------------------------------------------------------------------------------------

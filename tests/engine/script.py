@@ -32,9 +32,10 @@ DEFAULTS: dict[type, Any] = {
     fx.SetHistory: None,
     fx.DeleteSyncKey: None,
     fx.UnreserveTimelines: None,
+    fx.DisarmWatchdog: None,
 }
 BOOLEAN = (fx.AcquireLeaderKey, fx.UpdateLeaderKey, fx.DeleteLeaderKey, fx.WriteInitialize, fx.SeedConfig,
-           fx.SetSyncKey)
+           fx.SetSyncKey, fx.SetFailsafeKey)
 
 
 @dataclass
@@ -60,6 +61,8 @@ class Script:
             return True
         if isinstance(effect, fx.ReserveTimelines):
             return effect.timelines
+        if isinstance(effect, fx.PingFailsafe):
+            return tuple(fx.PingAnswer(name, True) for name, _ in effect.targets)
         return fx.Result(True, "done")
 
     def run(self, action: Action, ctx: StepContext) -> Outcome:

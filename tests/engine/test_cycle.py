@@ -23,6 +23,7 @@ from pgwarden.engine.loop import (
     FetchPeers,
     LoopBook,
     Moment,
+    MomentSample,
     ProbeLocal,
     ReadCluster,
     RefreshSettings,
@@ -43,7 +44,7 @@ def drive(book: LoopBook, decide: Any = real_decide, *, cluster: ClusterView | N
           pg: LocalPg = REPLICA, now: float = 100.0) -> tuple[Decision, list[Any]]:
     answers: dict[type, Any] = {
         ReadCluster: cluster, ProbeLocal: pg, RefreshSettings: HaSettings(), Stopping: False, FetchPeers: (),
-        Moment: (now, 1_700_000_000.0, None, False), CycleEnded: now + 0.01,
+        Moment: MomentSample(now, 1_700_000_000.0, None, False), CycleEnded: now + 0.01,
     }
     steps = cycle(book, "n1", decide)
     effects: list[Any] = []

@@ -19,6 +19,8 @@ from pgwarden.core.actions import (
     Demote,
     DemoteMode,
     EnsureSlots,
+    FailsafeKeyWrite,
+    FailsafeRound,
     Follow,
     Promote,
     Reinitialize,
@@ -31,7 +33,7 @@ from pgwarden.core.actions import (
     StartPostgres,
     Wait,
 )
-from pgwarden.core.snapshot import ActionKind, HaSettings
+from pgwarden.core.snapshot import ActionKind, HaSettings, WatchdogMode, WatchdogSettings
 from pgwarden.core.sync.plan import SyncMode, SyncSettings
 from pgwarden.engine import effects as fx
 from pgwarden.engine.steps import (
@@ -54,6 +56,7 @@ from pgwarden.model import (
 from .script import PRIMARY, Script, context
 
 REASON = "no recovery target specified"
+WATCHDOG_REQUIRED = HaSettings(lease_ttl=7, ttl=30, watchdog=WatchdogSettings(WatchdogMode.REQUIRED))
 N2 = Member("n2", conn_url="postgres://127.0.0.2:5432/postgres")
 CLUSTER = ClusterView(scope="s", members=(N2,), status=ClusterStatus(optime=90, timeline=2))
 FAILED = fx.Result(False, "it failed", "failed")
@@ -69,6 +72,7 @@ class Case:
     answers: dict[type, Any] = field(default_factory=dict)
     cluster: ClusterView | None = CLUSTER
     kind: ActionKind | None = None
+    settings: HaSettings | None = None
 
 
 CASES = [
@@ -78,7 +82,24 @@ CASES = [
          detail="somebody else holds the leader key"),
     Case("renew, then slots, then the rest", RenewLeader(optime=100, create_slots=("n2",), drop_slots=("old",),
                                                          write_initialize="7000", clear_failover=4),
-         ["UpdateLeaderKey", "EnsureSlots", "DropSlots", "WriteInitialize", "DeleteFailoverKey"]),
+         ["UpdateLeaderKey", "DisarmWatchdog", "EnsureSlots", "DropSlots", "WriteInitialize", "DeleteFailoverKey"]),
+    Case("renew arms the watchdog and writes /failsafe", RenewLeader(optime=100, watchdog=True,
+                                                                    failsafe=FailsafeKeyWrite((("n1", "u1"),))),
+         ["UpdateLeaderKey", "ArmWatchdog", "SetFailsafeKey"]),
+    Case("renew, watchdog required and unusable", RenewLeader(optime=100, watchdog=True),
+         ["UpdateLeaderKey", "ArmWatchdog"], ok=False, answers={fx.ArmWatchdog: fx.Result(False, "no device")},
+         settings=WATCHDOG_REQUIRED, kind=ActionKind.WATCHDOG_FAILED,
+         detail="watchdog could not be activated: no device"),
+    Case("renew, watchdog automatic and unusable: goes on", RenewLeader(optime=100, watchdog=True),
+         ["UpdateLeaderKey", "ArmWatchdog"], answers={fx.ArmWatchdog: fx.Result(False, "no device")}),
+    Case("failsafe: every member accepts", FailsafeRound(targets=(("n2", "u2"), ("n3", "u3")), watchdog=True),
+         ["PingFailsafe", "ArmWatchdog"], answers={fx.PingFailsafe: (fx.PingAnswer("n2", True),
+                                                                             fx.PingAnswer("n3", True))},
+         detail="accepted by 2 member(s)"),
+    Case("failsafe: one refuses, no watchdog fed", FailsafeRound(targets=(("n2", "u2"), ("n3", "u3")), watchdog=True),
+         ["PingFailsafe"], ok=False, answers={fx.PingFailsafe: (fx.PingAnswer("n2", True),
+                                                                fx.PingAnswer("n3", False, "500"))},
+         detail="not accepted by n3 (500)"),
     Case("a lost key touches nothing", RenewLeader(optime=100, create_slots=("n2",)), ["UpdateLeaderKey"],
          ok=False, answers={fx.UpdateLeaderKey: False}, detail="the leader key is no longer ours"),
     Case("promote", Promote(history_entry=(2, 0x500, REASON), finish_by=1020.0, timeline=3),
@@ -93,17 +114,34 @@ CASES = [
          answers={fx.UpdateLeaderKey: False},
          detail="lost leader before promote"),
     Case("pre_promote refuses: the key goes at once", Promote(history_entry=None, finish_by=1020.0, timeline=3),
-         ["Probe", "ReserveTimelines", "UpdateLeaderKey", "RunHook", "DeleteLeaderKey"], ok=False,
+         ["Probe", "ReserveTimelines", "UpdateLeaderKey", "RunHook", "DeleteLeaderKey", "DisarmWatchdog"], ok=False,
          answers={fx.RunHook: fx.Result(False, "fenced")}, kind=ActionKind.PRE_PROMOTE_REFUSED, detail="fenced"),
+    Case("promote arms the watchdog first", Promote(history_entry=None, finish_by=1020.0, timeline=3,
+                                                    watchdog=WatchdogMode.AUTOMATIC),
+         ["Probe", "ReserveTimelines", "UpdateLeaderKey", "ArmWatchdog", "RunHook", "PromotePg", "WritePgConfig",
+          "CheckpointPg"], detail="promoted"),
+    Case("required: no watchdog, no promotion", Promote(history_entry=None, finish_by=1020.0, timeline=3,
+                                                        watchdog=WatchdogMode.REQUIRED),
+         ["Probe", "ReserveTimelines", "UpdateLeaderKey", "ArmWatchdog", "DeleteLeaderKey"], ok=False,
+         answers={fx.ArmWatchdog: fx.Result(False, "no device")}, kind=ActionKind.WATCHDOG_FAILED,
+         detail="not promoting: watchdog could not be activated: no device"),
+    Case("automatic: no watchdog, promotes anyway", Promote(history_entry=None, finish_by=1020.0, timeline=3,
+                                                            watchdog=WatchdogMode.AUTOMATIC),
+         ["Probe", "ReserveTimelines", "UpdateLeaderKey", "ArmWatchdog", "RunHook", "PromotePg",
+          "WritePgConfig", "CheckpointPg"], answers={fx.ArmWatchdog: fx.Result(False, "no device")},
+         detail="promoted"),
     Case("a promotion too slow is stopped", Promote(history_entry=None, finish_by=1020.0, timeline=3),
-         ["Probe", "ReserveTimelines", "UpdateLeaderKey", "RunHook", "PromotePg", "StopPg"],
+         ["Probe", "ReserveTimelines", "UpdateLeaderKey", "RunHook", "PromotePg", "StopPg", "DisarmWatchdog"],
          ok=False, answers={fx.PromotePg: FAILED}, detail="promotion abandoned and PostgreSQL stopped: it failed"),
-    Case("immediate demote", Demote(DemoteMode.IMMEDIATE), ["Probe", "StandbySignal", "StopPg", "DeleteLeaderKey"],
+    Case("immediate demote", Demote(DemoteMode.IMMEDIATE), ["Probe", "StandbySignal", "StopPg", "DisarmWatchdog",
+                                                          "DeleteLeaderKey"],
          detail="stopped (immediate)"),
-    Case("demote without the key", Demote(DemoteMode.IMMEDIATE_NOLOCK), ["Probe", "StandbySignal", "StopPg"]),
-    Case("offline demote", Demote(DemoteMode.OFFLINE), ["Probe", "StandbySignal", "StopPg"], detail="stopped (fast)"),
+    Case("demote without the key", Demote(DemoteMode.IMMEDIATE_NOLOCK), ["Probe", "StandbySignal", "StopPg",
+                                                                       "DisarmWatchdog"]),
+    Case("offline demote", Demote(DemoteMode.OFFLINE), ["Probe", "StandbySignal", "StopPg", "DisarmWatchdog"],
+         detail="stopped (fast)"),
     Case("graceful demote, no deadline", Demote(DemoteMode.GRACEFUL),
-         ["Probe", "CheckpointPg", "RunHook", "StandbySignal", "StopPg", "DeleteLeaderKey"]),
+         ["Probe", "CheckpointPg", "RunHook", "StandbySignal", "StopPg", "DisarmWatchdog", "DeleteLeaderKey"]),
     Case("a failed stop keeps the key", Demote(DemoteMode.IMMEDIATE), ["Probe", "StandbySignal", "StopPg"], ok=False,
          answers={fx.StopPg: FAILED}),
     Case("start a replica", StartPostgres("replica", "n2"), ["WritePgConfig", "StartPg"]),
@@ -116,9 +154,10 @@ CASES = [
          answers={fx.RewindPg: fx.Result(False, "pg_rewind failed: could not connect to server", unreachable=True)},
          kind=ActionKind.REWIND_SOURCE_UNREACHABLE),
     Case("remove data", RemoveDataDirectory(), ["MoveDataAside"]),
-    Case("release", ReleaseLeader(optime=None), ["DeleteLeaderKey"]),
-    Case("shutdown", Shutdown(release=True, optime=100), ["RunHook", "StandbySignal", "StopPg", "DeleteLeaderKey"]),
-    Case("shutdown in maintenance mode", Shutdown(release=True, optime=None, stop_postgres=False), [],
+    Case("release", ReleaseLeader(optime=None), ["DeleteLeaderKey", "DisarmWatchdog"]),
+    Case("shutdown", Shutdown(release=True, optime=100), ["RunHook", "StandbySignal", "StopPg", "DisarmWatchdog",
+                                                          "DeleteLeaderKey"]),
+    Case("shutdown in maintenance mode", Shutdown(release=True, optime=None, stop_postgres=False), ["DisarmWatchdog"],
          detail="PostgreSQL left running (maintenance mode)"),
     Case("restart a primary: the key proven after the stop", Restart("primary", None),
          ["WritePgConfig", "RunHook", "StandbySignal", "StopPg", "UpdateLeaderKey", "StartPg"],
@@ -164,7 +203,7 @@ CASES = [
 @pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
 def test_steps(case: Case) -> None:
     script = Script(answers=dict(case.answers))
-    outcome = script.run(case.action, context(case.cluster))
+    outcome = script.run(case.action, context(case.cluster, settings=case.settings))
     assert script.kinds() == case.effects
     assert outcome.ok is case.ok
     assert outcome.action == (case.kind or case.action.kind)
@@ -200,7 +239,7 @@ def test_no_checkpoint_nor_hook_when_the_lease_is_almost_gone() -> None:
     script = Script(now=1000.0)
     outcome = script.run(Demote(DemoteMode.GRACEFUL, finish_by=1000.0 + STOP_REQUEST_RESERVE
                                 + MIN_STEP_BEFORE_STOP / 2), context(CLUSTER))
-    assert script.kinds() == ["Probe", "StandbySignal", "StopPg", "DeleteLeaderKey"]
+    assert script.kinds() == ["Probe", "StandbySignal", "StopPg", "DisarmWatchdog", "DeleteLeaderKey"]
     assert outcome.ok and "checkpoint skipped" in outcome.detail
 
 

@@ -120,6 +120,16 @@ def test_title_and_footer() -> None:
     assert "No leader" in "\n".join(footer_lines(_cluster(leader=None)))
 
 
+def test_the_footer_says_failsafe_mode_and_whom_it_lists() -> None:
+    from dataclasses import replace
+
+    from pgwarden.model import Versioned
+
+    cluster = replace(_cluster(), config=Versioned({"failsafe_mode": True}, 3), failsafe={"n2": "u", "n1": "u"})
+    assert "Failsafe mode: on (/failsafe: n1, n2)" in footer_lines(cluster)
+    assert not any("Failsafe" in line for line in footer_lines(_cluster()))
+
+
 def test_pretty_rendering_has_title_lag_headers_and_footer() -> None:
     console = Console(record=True, width=200, color_system=None)
     render_cluster(console, _cluster(config=Versioned({"pause": True}, 3)))

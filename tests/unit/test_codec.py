@@ -202,7 +202,7 @@ def test_cluster_from_kv() -> None:
         "failover": ('{"member": "n2"}', 14),
         "sync": ('{"leader": "n1", "sync_standby": "n2", "quorum": 0}', 15),
         "history": ('[[1, 50, "reason"]]', 16),
-        "failsafe": ('{"n1": "http://n1:8008/patroni"}', 17),  # not modelled: ignored
+        "failsafe": ('{"n1": "http://n1:8008/patroni"}', 17),
     }
     decoded = codec.decode_cluster("pg", kvs, revision=20)
     view = decoded.view
@@ -217,12 +217,13 @@ def test_cluster_from_kv() -> None:
     assert view.failover is not None and view.failover.member == "n2" and view.failover.revision == 14
     assert view.sync == SyncState("n1", ("n2",), 0, revision=15)
     assert view.timeline == 2
+    assert view.failsafe == {"n1": "http://n1:8008/patroni"}
 
 
 def test_empty_scope() -> None:
     view = codec.cluster_from_kv("pg", {})
     assert view.initialize is None and view.leader is None and view.members == ()
-    assert view.failover is None and view.sync is None and view.history == ()
+    assert view.failover is None and view.sync is None and view.history == () and view.failsafe is None
 
 
 def test_malformed_values_are_absent_with_notes() -> None:

@@ -18,7 +18,6 @@ from pgwarden.config.support import (
     DYNAMIC_RULES,
     LOCAL_RULES,
     LOCAL_TOP_LEVEL_DYNAMIC,
-    Support,
     dynamic_refusals,
     judge_dynamic,
     judge_local,
@@ -112,7 +111,6 @@ BASE: dict[str, Any] = {
 }  # fmt: skip
 
 LOCAL_REFUSALS: list[tuple[dict[str, Any], str]] = [
-    ({"watchdog": {"mode": "required"}}, "watchdog: mode required is not supported yet"),
     ({"bootstrap": {"method": "pgbackrest", "pgbackrest": {"command": "/bin/restore"}}},
      "bootstrap.method: custom bootstrap methods are not supported yet"),
     ({"postgresql": {"create_replica_methods": ["pgbackrest", "basebackup"]}},
@@ -130,7 +128,6 @@ LOCAL_REFUSALS: list[tuple[dict[str, Any], str]] = [
     ({"standby_cluster": {"host": "10.0.0.1"}}, "standby_cluster: a cluster-wide setting"),
     ({"bootstrap": {"dcs": {"standby_cluster": {"host": "10.0.0.1", "port": 5432}}}},
      "bootstrap.dcs.standby_cluster: standby clusters are not supported yet"),
-    ({"bootstrap": {"dcs": {"failsafe_mode": True}}}, "bootstrap.dcs.failsafe_mode: failsafe mode is not supported"),
     ({"bootstrap": {"dcs": {"slots": {"cdc": {"type": "logical", "database": "app", "plugin": "pgoutput"}}}}},
      "bootstrap.dcs.slots: permanent replication slots are not supported yet"),
     ({"bootstrap": {"dcs": {"permanent_replication_slots": {"barman": None}}}},
@@ -139,7 +136,6 @@ LOCAL_REFUSALS: list[tuple[dict[str, Any], str]] = [
 
 DYNAMIC_REFUSALS: list[tuple[dict[str, Any], str]] = [
     ({"standby_cluster": {"host": "10.0.0.1", "port": 5432}}, "standby_cluster: standby clusters are not supported"),
-    ({"failsafe_mode": True}, "failsafe_mode: failsafe mode is not supported yet"),
     ({"slots": {"cdc": {"type": "logical", "database": "app", "plugin": "pgoutput"}}},
      "slots: permanent replication slots are not supported yet"),
     ({"permanent_slots": {"barman": {"type": "physical"}}}, "permanent_slots: permanent replication slots"),
@@ -183,17 +179,16 @@ def test_refused_dynamic_keys_are_refused_by_every_writer(value: dict[str, Any],
 @pytest.mark.parametrize(("value", "_line"), DYNAMIC_REFUSALS)
 def test_the_neutral_form_of_a_refused_key_is_implemented(value: dict[str, Any], _line: str) -> None:
     (key,) = value
-    assert dynamic_refusals({key: {} if key != "failsafe_mode" else False}) == []
+    assert dynamic_refusals({key: {}}) == []
 
 
-def test_watchdog_modes() -> None:
-    assert [v.support for v in judge_local({"watchdog": {"mode": False}})] == []  # YAML's bare `off`
-    (absent,) = judge_local({})
-    assert absent.support is Support.HARMLESS and "Patroni's default" in absent.message
-    (automatic,) = judge_local({"watchdog": {"mode": "automatic", "device": "/dev/watchdog"}})
-    assert automatic.support is Support.HARMLESS
-    (required,) = judge_local({"watchdog": {"mode": "required"}})
-    assert required.support is Support.REFUSED
+def test_watchdog_and_failsafe_are_implemented() -> None:
+    for section in ({"mode": False}, {"mode": "automatic", "device": "/dev/watchdog"},
+                    {"mode": "required", "driver": "testing", "device": "/run/wd", "safety_margin": -1}):
+        assert judge_local({"watchdog": section}) == []
+    assert judge_local({}) == []  # no section: Patroni's default, automatic
+    assert dynamic_refusals({"failsafe_mode": True}) == []
+    assert judge_local({"bootstrap": {"dcs": {"failsafe_mode": True}}}) == []
 
 
 @pytest.mark.parametrize(
@@ -235,14 +230,14 @@ def test_validate_config_prints_warnings_and_refusals(tmp_path: Path) -> None:
     path.write_text(yaml.safe_dump({k: v for k, v in BASE.items() if k != "watchdog"} | {"thread_pool_size": 5}))
     result = CliRunner().invoke(main, ["validate-config", str(path)])
     assert result.exit_code == 0, result.output
-    assert "warning: watchdog: mode automatic (Patroni's default)" in result.output
+    assert "watchdog" not in result.output
     assert "warning: thread_pool_size: pgwarden serves its REST API on asyncio" in result.output
     assert "configuration is valid" in result.output
 
-    path.write_text(yaml.safe_dump(merged({"watchdog": {"mode": "required"}})))
+    path.write_text(yaml.safe_dump(merged({"citus": {"group": 0, "database": "citus"}})))
     result = CliRunner().invoke(main, ["validate-config", str(path)])
     assert result.exit_code == 1
-    assert "watchdog: mode required is not supported yet" in result.output
+    assert "citus: Citus clusters are not supported" in result.output
     assert "configuration is valid" not in result.output
 
 

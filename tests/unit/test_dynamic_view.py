@@ -19,6 +19,7 @@ from pgwarden.config.dynamic import adjust_timing
 from pgwarden.config.layering import ha_settings_from, layer
 from pgwarden.config.schema import LocalConfig
 from pgwarden.config.validation import parse_dynamic, validate_model
+from pgwarden.core.snapshot import WatchdogMode
 from pgwarden.core.sync.plan import AckPoint, SyncMode
 from pgwarden.dcs import codec
 from pgwarden.model import ClusterView, DynamicView, LeaderKey, Member, SyncState, Tags, Versioned, synchronous_mode_of
@@ -106,7 +107,9 @@ def test_the_agent_derives_the_core_settings_once_with_ha_settings_from() -> Non
     assert ha.tags == Tags(nosync=True)
     assert (ha.sync.mode, ha.sync.node_count) == (SyncMode.QUORUM, 2)
     assert (ha.sync.ack, ha.sync.configured_ssn) == (AckPoint.APPLY, "*")  # the parameters in force
-    assert ha == ha_settings_from(config.dynamic, tags=Tags(nosync=True), parameters=config.parameters)
+    assert ha.watchdog.mode is WatchdogMode.AUTOMATIC  # no watchdog section: Patroni's default
+    assert ha == ha_settings_from(config.dynamic, tags=Tags(nosync=True), parameters=config.parameters,
+                                  watchdog=ha.watchdog)
 
 
 def test_without_a_local_configuration_the_dynamic_one_alone_decides() -> None:

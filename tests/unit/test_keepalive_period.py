@@ -31,6 +31,9 @@ class CountingDcs:
     async def set_ttl(self, ttl: int) -> None:
         self.ttl = ttl
 
+    def leads_on_lease(self) -> bool:
+        return False
+
 
 def _agent(dynamic: dict[str, Any]) -> tuple[Agent, CountingDcs]:
     agent = Agent(LOCAL, checker=cast(ConfigChecker, object()), bootstrap_dcs=parse_dynamic(dynamic))
