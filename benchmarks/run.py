@@ -78,13 +78,49 @@ LABELS = {
 # The cluster
 
 
-def build_cluster(timings: str, agent_command: Sequence[str] | None = None) -> LocalCluster:
+def build_cluster(timings: str, agent_command: Sequence[str] | None = None, dcs_kind: str = "etcd3") -> LocalCluster:
     workdir = Path(tempfile.mkdtemp(prefix="pgwarden-bench-", dir="/tmp"))
     os.chmod(workdir, 0o755)  # the postgres user must reach its node directories
     dcs = {k: v for k, v in DEMO_DCS.items() if k not in ("ttl", "loop_wait", "retry_timeout")}
     dcs.update(TIMINGS[timings] or {})
     return LocalCluster(workdir, dcs=dcs, etcd_ports=(0, 0), pg_base_port=0, api_base_port=0,
-                        agent_command=agent_command)
+                        agent_command=agent_command, dcs_kind=dcs_kind)
+
+
+def _prometheus_sum(text: str, metric: str) -> float:
+    """The sum of every sample of `metric` (all label sets) in a Prometheus text exposition."""
+    total = 0.0
+    for line in text.splitlines():
+        if line.startswith(metric) and line[len(metric):len(metric) + 1] in ("{", " "):
+            total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
+def store_requests(cluster: LocalCluster) -> float:
+    """Requests the DCS server has received so far, counted by the server itself: gRPC messages for etcd's
+    v3 API (its JSON gateway ends there; keepalive and watch stream messages count one each), HTTP requests
+    for its v2 API (each long-poll watch counts), packets for ZooKeeper (`mntr`; the client's pings count)."""
+    address = f"127.0.0.1:{cluster.etcd_ports[0]}"
+    if cluster.dcs_kind == "zookeeper":
+        from pgwarden.localcluster.zookeeper import four_letter_word
+
+        for line in four_letter_word(cluster.etcd_ports[0], "mntr").splitlines():
+            if line.startswith("zk_packets_received"):
+                return float(line.split()[1])
+        raise RuntimeError("zookeeper mntr gave no zk_packets_received")
+    import urllib.request
+
+    with urllib.request.urlopen(f"http://{address}/metrics", timeout=5) as response:
+        text = response.read().decode()
+    metric = "etcd_http_received_total" if cluster.dcs_kind == "etcd" else "grpc_server_msg_received_total"
+    return _prometheus_sum(text, metric)
+
+
+def dcs_requests_per_minute(cluster: LocalCluster, seconds: float) -> float:
+    """The idle cluster's request rate at the DCS server (all agents together), over `seconds`."""
+    before = store_requests(cluster)
+    time.sleep(seconds)
+    return (store_requests(cluster) - before) * 60 / seconds
 
 
 def restarter(cluster: LocalCluster) -> AgentRestarter:
@@ -352,6 +388,8 @@ def markdown(timings: str, reports: Mapping[str, Report | None], rest: RestResul
 def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeat", type=int, default=5, help="drills per scenario (default 5)")
+    parser.add_argument("--dcs", choices=("etcd3", "etcd", "zookeeper"), default="etcd3",
+                        help="the agents' DCS: etcd's v3 API (default), its v2 API, or ZooKeeper")
     parser.add_argument("--timings", choices=list(TIMINGS), default="default",
                         help="default: pgwarden's own; fast: ttl 20/loop_wait 2; patroni-default: ttl 30/loop_wait 10")
     parser.add_argument("--scenarios", default=",".join(SCENARIOS),
@@ -374,12 +412,12 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
 
 
 def scenario_on_fresh_clusters(timings: str, fault: Fault, repeat: int, rate: float, settle: float,
-                               keep: bool) -> Report:
+                               keep: bool, dcs_kind: str = "etcd3") -> Report:
     """Each repetition on a cluster built for it: no run inherits the state an earlier one left."""
     runs = []
     options = DrillOptions(fault, rate=rate, settle=settle)
     for index in range(1, repeat + 1):
-        cluster = build_cluster(timings)
+        cluster = build_cluster(timings, dcs_kind=dcs_kind)
         try:
             cluster.start()
             cluster.wait_healthy(180)
@@ -400,17 +438,21 @@ def main(argv: Sequence[str]) -> int:
     if unknown:
         print(f"unknown scenario(s): {', '.join(unknown)}; known: {', '.join(SCENARIOS)}", file=sys.stderr)
         return 2
-    cluster = build_cluster(args.timings)
+    cluster = build_cluster(args.timings, dcs_kind=args.dcs)
     reports: dict[str, Report | None] = {}
     rest: RestResult | None = None
     idle: dict[str, dict[str, float]] | None = None
+    dcs_rate: float | None = None
     try:
-        print(f"starting a 3-node cluster in {cluster.workdir} (timings: {args.timings})", file=sys.stderr)
+        print(f"starting a 3-node cluster on {args.dcs} in {cluster.workdir} (timings: {args.timings})",
+              file=sys.stderr)
         cluster.start()
         leader = cluster.wait_healthy(180)
         if args.idle_seconds > 0:
             print(f"idle footprint over {args.idle_seconds:.0f} s...", file=sys.stderr)
             idle = idle_footprint(cluster, args.idle_seconds)
+            print(f"idle DCS requests over {args.idle_seconds:.0f} s...", file=sys.stderr)
+            dcs_rate = dcs_requests_per_minute(cluster, args.idle_seconds)
         if args.rest_seconds > 0:
             print(f"REST GET /primary on {leader.name} for {args.rest_seconds:.0f} s...", file=sys.stderr)
             rest = rest_throughput(leader, args.rest_seconds)
@@ -427,7 +469,7 @@ def main(argv: Sequence[str]) -> int:
         for name in scenarios:
             print(f"drill: {name} x{args.repeat}, a fresh cluster for each", file=sys.stderr)
             reports[name] = scenario_on_fresh_clusters(args.timings, SCENARIOS[name], args.repeat, args.rate,
-                                                       args.settle, args.keep)
+                                                       args.settle, args.keep, args.dcs)
     compare = None
     if args.compare_agent and args.idle_seconds > 0:
         print(f"idle footprint of {args.compare_agent} over {args.idle_seconds:.0f} s...", file=sys.stderr)
@@ -435,6 +477,8 @@ def main(argv: Sequence[str]) -> int:
     text = markdown(args.timings, reports, rest, idle, args.repeat, compare,
                     f"Patroni column: {Path(shlex.split(args.compare_agent)[0]).name} measured here"
                     if compare else "")
+    text += f"\nDCS: {args.dcs}" + (f"; idle DCS requests, all 3 agents: {dcs_rate:.0f} per minute "
+                                      "(counted by the server)\n" if dcs_rate is not None else "\n")
     print(text)
     if args.out:
         with args.out.open("a") as handle:
@@ -446,6 +490,8 @@ def main(argv: Sequence[str]) -> int:
             "rest": rest.__dict__ if rest else None,
             "idle": idle,
             "compare_idle": compare,
+            "dcs": args.dcs,
+            "dcs_requests_per_minute": dcs_rate,
         }, indent=2))
     return 0
 

@@ -116,8 +116,13 @@ class RecoveryProbe:
             self.conn = None
 
 
-def read_leader_key(etcd_url: str, key: str) -> tuple[str, int] | None:
-    """(value, create_revision) of `key` through etcd's v3 JSON gateway; None if etcd does not answer."""
+def read_leader_key(etcd_url: str, key: str, kind: str = "etcd3") -> tuple[str, int] | None:
+    """(value, creation mark) of `key`: create_revision through etcd's v3 JSON gateway, createdIndex through its
+    v2 API, the czxid on ZooKeeper (`etcd_url` is then host:port); None if the store does not answer."""
+    if kind == "etcd":
+        return _read_leader_key_v2(etcd_url, key)
+    if kind == "zookeeper":
+        return _read_leader_key_zookeeper(etcd_url.removeprefix("http://"), key)
     payload = json.dumps({"key": base64.b64encode(key.encode()).decode()}).encode()
     request = urllib.request.Request(etcd_url + "/v3/kv/range", data=payload, method="POST")
     try:
@@ -129,6 +134,47 @@ def read_leader_key(etcd_url: str, key: str) -> tuple[str, int] | None:
     if not kvs:
         return ("", 0)  # etcd answered: no leader key
     return base64.b64decode(kvs[0]["value"]).decode(), int(kvs[0]["create_revision"])
+
+
+def _read_leader_key_v2(etcd_url: str, key: str) -> tuple[str, int] | None:
+    try:
+        with urllib.request.urlopen(f"{etcd_url}/v2/keys{key}", timeout=ETCD_TIMEOUT) as response:
+            node = json.loads(response.read())["node"]
+    except urllib.error.HTTPError as exc:
+        return ("", 0) if exc.code == 404 else None
+    except (OSError, ValueError, KeyError):
+        return None
+    return str(node["value"]), int(node["createdIndex"])
+
+
+_ZOOKEEPER_CLIENTS: dict[str, Any] = {}
+"""One kazoo client per ZooKeeper address for the whole soak: a session per poll would load the server."""
+
+
+def _read_leader_key_zookeeper(address: str, key: str) -> tuple[str, int] | None:
+    from kazoo.client import KazooClient
+    from kazoo.exceptions import NoNodeError
+
+    client = _ZOOKEEPER_CLIENTS.get(address)
+    try:
+        if client is None:
+            client = KazooClient(hosts=address, timeout=ETCD_TIMEOUT)
+            client.start(timeout=ETCD_TIMEOUT)
+            _ZOOKEEPER_CLIENTS[address] = client
+        data, stat = client.get(key)
+        return data.decode(), int(stat.czxid)
+    except NoNodeError:
+        return ("", 0)
+    except Exception:
+        return None  # the store did not answer, whatever kazoo raised
+
+
+def close_zookeeper_clients() -> None:
+    for client in _ZOOKEEPER_CLIENTS.values():
+        with contextlib.suppress(Exception):
+            client.stop()
+            client.close()
+    _ZOOKEEPER_CLIENTS.clear()
 
 
 class Observer:
@@ -154,6 +200,7 @@ class Observer:
         self._stop.set()
         self._thread.join(10)
         self._pool.shutdown(wait=True, cancel_futures=True)
+        close_zookeeper_clients()
         for probe in self.probes.values():
             probe.close()
 
@@ -168,7 +215,7 @@ class Observer:
         at = time.monotonic() - self.started
         rest = {n.name: self._pool.submit(get_primary, n) for n in self.cluster.nodes}
         pg = {name: self._pool.submit(p.writable) for name, p in self.probes.items()}
-        key = self._pool.submit(read_leader_key, self.etcd_url, self.leader_key)
+        key = self._pool.submit(read_leader_key, self.etcd_url, self.leader_key, self.cluster.dcs_kind)
         nodes = {name: NodeSample(*rest[name].result(), pg[name].result()) for name in rest}
         return Round(at, nodes, key.result())
 
@@ -344,12 +391,12 @@ def markdown(s: Summary, hogs: int, etcd_stop: float, etcd_every: float, rate: f
 # The run
 
 
-def build_cluster() -> LocalCluster:
+def build_cluster(dcs_kind: str = "etcd3") -> LocalCluster:
     """3 nodes with pgwarden's default timings: Patroni's ttl/loop_wait/retry_timeout, the 7 s lease."""
     workdir = Path(tempfile.mkdtemp(prefix="pgwarden-soak-", dir="/tmp"))
     os.chmod(workdir, 0o755)  # the postgres user must reach its node directories
     dcs = {k: v for k, v in DEMO_DCS.items() if k not in ("ttl", "loop_wait", "retry_timeout")}
-    return LocalCluster(workdir, dcs=dcs, etcd_ports=(0, 0), pg_base_port=0, api_base_port=0)
+    return LocalCluster(workdir, dcs=dcs, etcd_ports=(0, 0), pg_base_port=0, api_base_port=0, dcs_kind=dcs_kind)
 
 
 def stall_schedule(seconds: float, every: float) -> list[float]:
@@ -362,12 +409,13 @@ def stall_schedule(seconds: float, every: float) -> list[float]:
 
 
 def soak(cluster: LocalCluster, args: argparse.Namespace) -> Summary:
-    assert cluster.etcd is not None
+    server = cluster.zookeeper if cluster.dcs_kind == "zookeeper" else cluster.etcd
+    assert server is not None
     dsn = cluster.multi_host_dsn()
     prepare_table(dsn)
     timeline_before = current_timeline(dsn)
     seconds = args.minutes * 60
-    freezer = EtcdFreezer(cluster.etcd.pid)
+    freezer = EtcdFreezer(server.pid)
     writer = Writer(dsn, run=f"soak-{int(time.time())}", interval=1.0 / args.rate)
     observer = Observer(cluster, args.poll)
     stalls: list[EtcdStall] = []
@@ -421,6 +469,8 @@ def _raise_interrupt(signum: int, frame: object) -> None:
 def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--minutes", type=float, default=30.0, help="soak length (default 30)")
+    parser.add_argument("--dcs", choices=("etcd3", "etcd", "zookeeper"), default="etcd3",
+                        help="the agents' DCS (default etcd3); the stalls freeze that server")
     parser.add_argument("--hogs", type=int, default=os.cpu_count() or 2,
                         help="busy-loop processes (default: one per core)")
     parser.add_argument("--etcd-stop", type=float, default=3.0, help="seconds etcd stays frozen (default 3)")
@@ -436,7 +486,7 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
 def main(argv: Sequence[str]) -> int:
     args = parse_args(argv)
     signal.signal(signal.SIGTERM, _raise_interrupt)  # a kill of the script cleans up like Ctrl-C
-    cluster = build_cluster()
+    cluster = build_cluster(args.dcs)
     keep = args.keep
     try:
         log(f"starting a 3-node cluster in {cluster.workdir}")

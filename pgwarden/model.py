@@ -581,6 +581,9 @@ class LocalPg:
     wal_receiver: WalReceiver | None = None
     replication: tuple[ReplicationRow, ...] = ()
     slots: tuple[str, ...] = ()  # physical replication slots present on this node
+    slot_lsns: tuple[tuple[str, LSN | None], ...] = ()
+    """The physical slots of `slots` -> their restart_lsn (None: the slot reserves no WAL), sorted by name:
+    what a primary publishes in `/status` and how far a replica's copy of a permanent slot has come."""
     server_version: int | None = None  # e.g. 150018
     postmaster_start_time: str | None = None
     pending_restart: bool = False

@@ -28,6 +28,8 @@ command -v pgbouncer >/dev/null 2>&1 || need_pkgs+=(pgbouncer)
 command -v vip-manager >/dev/null 2>&1 || need_pkgs+=(vip-manager)
 command -v ip >/dev/null 2>&1 || need_pkgs+=(iproute2)
 command -v openssl >/dev/null 2>&1 || need_pkgs+=(openssl)
+# ZooKeeper 3.8 (a Java server) for the ZooKeeper DCS backend's tests.
+[ -e /usr/share/java/zookeeper.jar ] || need_pkgs+=(zookeeper)
 for extra in ${PGWARDEN_EXTRA_PKGS:-}; do need_pkgs+=("$extra"); done
 if ((${#need_pkgs[@]})); then
   log "installing Debian packages: ${need_pkgs[*]}"

@@ -197,6 +197,8 @@ class _Effects:
                 return _result(await pg.ensure_slots(names))
             case fx.DropSlots(names=names):
                 return _result(await pg.drop_slots(names))
+            case fx.AdvanceSlots(targets=targets):
+                return _result(await pg.advance_slots(targets))
             case fx.WriteSsn(value=value):
                 return _result(await pg.set_synchronous_standby_names(value))
             case fx.ReadTimelineHistory(timeline=timeline):

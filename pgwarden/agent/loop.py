@@ -60,7 +60,7 @@ from pgwarden.core.actions import (
 from pgwarden.core.reasons import Reason, Why
 from pgwarden.core.render import render_race
 from pgwarden.core.snapshot import TaskInFlight, keepalive_period
-from pgwarden.dcs import Dcs, DcsError, dcs_from_config
+from pgwarden.dcs import Dcs, DcsError, open_dcs
 from pgwarden.engine.loop import (
     NO_REPROBE,
     Act,
@@ -183,14 +183,14 @@ class Agent:
         loop.add_signal_handler(signal.SIGUSR1, _dump_tasks)
         loop.add_signal_handler(signal.SIGHUP, self._reload_on_signal)
         become_subreaper()
-        self._dcs = await dcs_from_config(
-            self.local.dcs.as_mapping(), namespace=self.local.namespace, scope=self.local.scope,
-            name=self.local.name, ttl=self.config.ha.lease_ttl)
+        self._dcs = await open_dcs(
+            self.local.dcs_kind, self.local.dcs.as_mapping(), namespace=self.local.namespace,
+            scope=self.local.scope, name=self.local.name, ttl=self.config.ha.lease_ttl)
         # The REST handlers get their own connection: their reads must not consume the watch
         # notifications the HA loop relies on.
-        self._api_dcs = await dcs_from_config(
-            self.local.dcs.as_mapping(), namespace=self.local.namespace, scope=self.local.scope,
-            name=self.local.name, ttl=self.config.ha.ttl, readonly=True)
+        self._api_dcs = await open_dcs(
+            self.local.dcs_kind, self.local.dcs.as_mapping(), namespace=self.local.namespace,
+            scope=self.local.scope, name=self.local.name, ttl=self.config.ha.ttl, readonly=True)
         # One read before the first decision, for the start checks: a refused /config, a name in use.
         cluster = await self._read_cluster_at_start(self._dcs)
         refused = dynamic_refusals(cluster.config.value) if cluster and cluster.config else []

@@ -189,11 +189,28 @@ def node_metrics(state: NodeState, now: float) -> list[Metric]:
         counter = CounterMetricFamily(name, documentation, labels=LABELS)
         counter.add_metric(labels, float(count(state)))
         families.append(counter)
+    families.append(_slot_metrics(state, labels))
     renewals = state.metrics.lease_renewals
     summary = SummaryMetricFamily("pgwarden_lease_renew_seconds", "Latency of leader lock renewals.", labels=LABELS)
     summary.add_metric(labels, count_value=renewals.count, sum_value=renewals.total_seconds)
     families.append(summary)
     return families
+
+
+def _slot_metrics(state: NodeState, labels: list[str]) -> Metric:
+    """WAL each physical slot keeps on this node: from its restart_lsn to the primary's WAL position (to the
+    replayed position on a standby, where the copies of the permanent slots keep WAL too)."""
+    from prometheus_client.core import GaugeMetricFamily
+
+    gauge = GaugeMetricFamily("pgwarden_replication_slot_retained_bytes",
+                              "Bytes of WAL a physical replication slot keeps on this node.",
+                              labels=(*LABELS, "slot"))
+    pg = state.pg
+    reference = pg.wal_lsn if pg.in_recovery is False else pg.replay_lsn
+    for slot, lsn in pg.slot_lsns:
+        if reference is not None and lsn is not None:
+            gauge.add_metric([*labels, slot], float(max(0, reference - lsn)))
+    return gauge
 
 
 class _NodeStateCollector:  # a prometheus_client Collector (duck-typed: registries only call `collect`)

@@ -13,22 +13,24 @@ from pgwarden import aio
 from pgwarden.cli.listing import render_table
 from pgwarden.cli.session import make_console
 from pgwarden.config import load_local
-from pgwarden.dcs import dcs_from_config
+from pgwarden.dcs import open_dcs
 from pgwarden.localcluster.cluster import LocalCluster
 
 
-def run_demo(workdir: Path, nodes: int, keep: bool) -> int:
+def run_demo(workdir: Path, nodes: int, keep: bool, dcs_kind: str = "etcd3") -> int:
     console = make_console()
     if workdir.exists() and not keep:
         shutil.rmtree(workdir)
-    cluster = LocalCluster(workdir, size=nodes)
+    cluster = LocalCluster(workdir, size=nodes, dcs_kind=dcs_kind)
     stop = threading.Event()
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     try:
-        with console.status("starting etcd and the pgwarden agents..."):
+        server = "ZooKeeper" if dcs_kind == "zookeeper" else "etcd"
+        with console.status(f"starting {server} and the pgwarden agents..."):
             cluster.start()
-        console.print(f"etcd: http://127.0.0.1:{cluster.etcd_ports[0]}   workdir: {workdir}")
+        address = f"127.0.0.1:{cluster.etcd_ports[0]}"
+        console.print(f"{server}: {address if dcs_kind == 'zookeeper' else 'http://' + address}   workdir: {workdir}")
         with console.status("bootstrapping: waiting for one primary and streaming replicas..."):
             _wait(cluster, stop)
         if stop.is_set():
@@ -57,8 +59,8 @@ def _print_table(cluster: LocalCluster, console: Console) -> None:
     local = load_local(cluster.nodes[0].config_path, {})
 
     async def show() -> None:
-        dcs = await dcs_from_config(local.dcs.as_mapping(), namespace=local.namespace, scope=local.scope,
-                                    name=local.name, ttl=30, readonly=True)
+        dcs = await open_dcs(local.dcs_kind, local.dcs.as_mapping(), namespace=local.namespace,
+                             scope=local.scope, name=local.name, ttl=30, readonly=True)
         try:
             render_table(await dcs.get_cluster(), console)
         finally:

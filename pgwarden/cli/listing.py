@@ -19,6 +19,7 @@ from rich.table import Table
 from rich.text import Text
 
 from pgwarden.api.views import member_role, member_state
+from pgwarden.core.classify import slot_name
 from pgwarden.model import LSN, ClusterView, Member, PgState, ReplicationState, lsn_to_text
 
 MEMBER_COLUMNS = ("Member", "Host", "Role", "State", "TL", "Receive LSN", "Receive Lag", "Replay LSN", "Replay Lag")
@@ -218,7 +219,25 @@ def footer_lines(cluster: ClusterView) -> list[str]:
             lines.append(f"                     to: {failover.member}")
     if cluster.leader is None and cluster.members:
         lines.append("[red]No leader[/red]: a leader race, a bootstrap, or maintenance without a primary")
+    slots = slot_text(cluster)
+    if slots:
+        lines.append(f"Permanent slots (WAL retained on the primary): {slots}")
     return lines
+
+
+def slot_text(cluster: ClusterView) -> str:
+    """The permanent slots the leader publishes in `/status` and the WAL each retains on the primary (its
+    optime less the slot's position), so a slot that pins WAL is seen before the disk fills. Member slots
+    are left out: the members' lag columns show them."""
+    members = {slot_name(m.name) for m in cluster.members}
+    optime = cluster.status.optime
+    parts = []
+    for name, lsn in sorted(cluster.status.slots.items()):
+        if name in members:
+            continue
+        retained = f"{max(0, optime - lsn) / MB:.0f} MB" if optime is not None else "unknown"
+        parts.append(f"{name} {retained}")
+    return ", ".join(parts)
 
 
 def _cell_text(value: Any) -> str:

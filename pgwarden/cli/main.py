@@ -107,11 +107,14 @@ def validate_config(config: Path | None) -> None:
               show_default=True, help="Where the demo keeps its data, configs and logs.")
 @click.option("--nodes", type=click.IntRange(1, 9), default=3, show_default=True)
 @click.option("--keep", is_flag=True, help="Keep the data directory on exit (a later demo reuses it).")
-def demo(workdir: Path, nodes: int, keep: bool) -> None:
-    """Start a local etcd and a cluster of pgwarden-managed PostgreSQL nodes on loopback; Ctrl-C stops it."""
+@click.option("--dcs", type=click.Choice(["etcd3", "etcd", "zookeeper"]), default="etcd3", show_default=True,
+              help="The agents' DCS: etcd's v3 API, its v2 API (etcd), or ZooKeeper.")
+def demo(workdir: Path, nodes: int, keep: bool, dcs: str) -> None:
+    """Start a local etcd (or ZooKeeper) and a cluster of pgwarden-managed PostgreSQL nodes on loopback; Ctrl-C
+    stops it."""
     from pgwarden.cli.demo import run_demo
 
-    sys.exit(run_demo(workdir, nodes, keep))
+    sys.exit(run_demo(workdir, nodes, keep, dcs))
 
 
 

@@ -21,7 +21,7 @@ from rich.markup import escape
 from pgwarden import aio
 from pgwarden.cli.options import META_CONFIG, META_DCS_URL, META_INSECURE
 from pgwarden.cli.target import Target, TargetError, resolve_target
-from pgwarden.dcs import Dcs, DcsError, dcs_from_config
+from pgwarden.dcs import Dcs, DcsError, open_dcs
 from pgwarden.model import ClusterView, Member
 from pgwarden.rest_client import DEFAULT_TIMEOUT, RestClient, RestReply, Unreachable
 
@@ -61,8 +61,8 @@ class Ctl:
 
     async def __aenter__(self) -> Ctl:
         try:
-            self._dcs = await dcs_from_config(self.target.etcd, namespace=self.target.namespace, scope=self.scope,
-                                              name=CTL_NAME, ttl=30, timeout=DCS_TIMEOUT, readonly=True)
+            self._dcs = await open_dcs(self.target.dcs_kind, self.target.dcs, namespace=self.target.namespace,
+                                       scope=self.scope, name=CTL_NAME, ttl=30, timeout=DCS_TIMEOUT, readonly=True)
         except (DcsError, ValueError) as exc:
             raise CtlError(f"cannot use the DCS: {exc}") from None
         self._stack.push_async_callback(self._dcs.close)

@@ -1,8 +1,9 @@
 """Which cluster the CLI talks to, and how: the DCS endpoints, the scope, and the REST credentials.
 
 patronictl reads a small YAML (`-c`), or the agent's own configuration, or the PATRONI_* environment;
-`--dcs-url etcd3://host:port/namespace` overrides the DCS part. The CLI needs only a few sections, so
-it reads them leniently: a ctl-only file (just `etcd3:` and `ctl:`) is as good as a full agent file.
+`--dcs-url etcd3://host:port/namespace` (or `etcd://`, `zookeeper://`) overrides the DCS part. The CLI needs
+only a few sections, so it reads them leniently: a ctl-only file (just `etcd3:` and `ctl:`) is as good as a
+full agent file.
 """
 
 from __future__ import annotations
@@ -19,13 +20,14 @@ from pydantic import ValidationError
 
 from pgwarden.config.errors import ConfigError, describe_validation_error
 from pgwarden.config.loader import read_raw
-from pgwarden.config.schema import Credentials, CtlConfig, EtcdConfig
-from pgwarden.config.support import ETCD2_REFUSAL
+from pgwarden.config.schema import DCS_SECTIONS, Credentials, CtlConfig, EtcdConfig, ZooKeeperConfig
 from pgwarden.config.validation import validate_model
 from pgwarden.rest_client import RestSettings
 
 DEFAULT_NAMESPACE = "/service"
-DCS_URL_SCHEMES = ("etcd3",)
+DCS_URL_SCHEMES = DCS_SECTIONS
+"""`--dcs-url` schemes, as patronictl's: etcd3://, etcd:// (the v2 API) and zookeeper://."""
+DEFAULT_PORTS = {"etcd3": 2379, "etcd": 2379, "zookeeper": 2181}
 
 CONFIGURATION_VAR = "PATRONI_CONFIGURATION"
 
@@ -38,32 +40,34 @@ class TargetError(Exception):
 class Target:
     """Everything the CLI needs to reach one deployment (the scope may still come from an argument)."""
 
-    etcd: Mapping[str, Any]
+    dcs: Mapping[str, Any]
+    """Patroni's configuration section of the DCS (`dcs_kind`)."""
     namespace: str
     scope: str | None
     rest: RestSettings = field(default_factory=RestSettings)
     raw: Mapping[str, Any] = field(default_factory=dict)
     """The merged configuration as read (for commands that want more, e.g. `query`'s credentials)."""
+    dcs_kind: str = "etcd3"
 
 
-def parse_dcs_url(url: str) -> tuple[dict[str, Any], str | None]:
-    """`etcd3://[user:password@]host:port[/namespace]` -> (etcd3 section, namespace or None)."""
+def parse_dcs_url(url: str) -> tuple[str, dict[str, Any], str | None]:
+    """`etcd3://[user:password@]host:port[/namespace]` (or etcd://, zookeeper://) -> (kind, section, namespace
+    or None)."""
     parts = urlsplit(url if "://" in url else f"etcd3://{url}")
-    if parts.scheme == "etcd":
-        raise TargetError(f"--dcs-url {url!r}: {ETCD2_REFUSAL}; use etcd3://host:port for a cluster on etcd v3")
     if parts.scheme not in DCS_URL_SCHEMES:
-        raise TargetError(f"--dcs-url {url!r}: unsupported scheme {parts.scheme!r}; expected etcd3://host:port")
+        raise TargetError(f"--dcs-url {url!r}: unsupported scheme {parts.scheme!r}; expected one of "
+                          f"{', '.join(scheme + '://host:port' for scheme in DCS_URL_SCHEMES)}")
     try:
-        port = parts.port or 2379
+        port = parts.port or DEFAULT_PORTS[parts.scheme]
     except ValueError:
         raise TargetError(f"--dcs-url {url!r}: invalid port") from None
     if not parts.hostname:
         raise TargetError(f"--dcs-url {url!r}: no host name")
     section: dict[str, Any] = {"hosts": [f"{parts.hostname}:{port}"]}
-    if parts.username:
+    if parts.username and parts.scheme != "zookeeper":
         section["username"], section["password"] = parts.username, parts.password or ""
     namespace = parts.path.rstrip("/") or None
-    return section, namespace
+    return parts.scheme, section, namespace
 
 
 def read_config_source(path: Path | None, environ: Mapping[str, str]) -> dict[str, Any]:
@@ -86,10 +90,11 @@ def resolve_target(
 ) -> Target:
     """Build the target from the config file (or environment) and an optional DCS URL override."""
     raw = read_config_source(config_path or default_config_path(), environ)
-    etcd, namespace = _etcd_section(raw, dcs_url)
+    kind, dcs, namespace = _dcs_section(raw, dcs_url)
     scope = raw.get("scope")
     return Target(
-        etcd=etcd,
+        dcs=dcs,
+        dcs_kind=kind,
         namespace=namespace,
         scope=str(scope) if scope not in (None, "") else None,
         rest=_rest_settings(raw, insecure),
@@ -97,25 +102,26 @@ def resolve_target(
     )
 
 
-def _etcd_section(raw: Mapping[str, Any], dcs_url: str | None) -> tuple[Mapping[str, Any], str]:
+def _dcs_section(raw: Mapping[str, Any], dcs_url: str | None) -> tuple[str, Mapping[str, Any], str]:
     namespace = str(raw.get("namespace") or DEFAULT_NAMESPACE)
     if dcs_url:
-        section, url_namespace = parse_dcs_url(dcs_url)
-        return section, url_namespace or namespace
-    configured = raw.get("etcd3")
-    if configured is None and isinstance(raw.get("etcd"), Mapping):
-        raise TargetError(f"etcd: {ETCD2_REFUSAL}; give an etcd3 section (or -d etcd3://host:port) for a cluster "
-                          "on etcd v3")
-    if not isinstance(configured, Mapping):
+        kind, section, url_namespace = parse_dcs_url(dcs_url)
+        return kind, section, url_namespace or namespace
+    given = [kind for kind in DCS_SECTIONS if isinstance(raw.get(kind), Mapping)]
+    if not given:
         raise TargetError(
-            "no DCS to read: give -c/--config-file with an etcd3 section, -d/--dcs-url etcd3://host:port, "
-            "or set PATRONI_ETCD3_HOSTS"
+            "no DCS to read: give -c/--config-file with an etcd3, etcd or zookeeper section, -d/--dcs-url "
+            "etcd3://host:port, or set PATRONI_ETCD3_HOSTS"
         )
+    if len(given) > 1:
+        raise TargetError(f"{given[-1]}: expected one DCS section, found {len(given)} ({', '.join(given)})")
+    kind = given[0]
+    configured = raw[kind]
     try:
-        validate_model(EtcdConfig, configured)
+        validate_model(ZooKeeperConfig if kind == "zookeeper" else EtcdConfig, configured)
     except ValidationError as exc:
-        raise TargetError("; ".join(describe_validation_error(exc, "etcd3"))) from None
-    return copy.deepcopy(dict(configured)), namespace
+        raise TargetError("; ".join(describe_validation_error(exc, kind))) from None
+    return kind, copy.deepcopy(dict(configured)), namespace
 
 
 def _section(raw: Mapping[str, Any], name: str) -> Mapping[str, Any]:

@@ -18,6 +18,7 @@ from annotated_types import Ge, Gt, Le
 
 from pgwarden.config.gucs import Parameters
 from pgwarden.config.rules import Before, Section
+from pgwarden.core.snapshot import PermanentSlot, SlotMatcher
 from pgwarden.model import (
     DEFAULT_LOOP_WAIT,
     DEFAULT_MAXIMUM_LAG_ON_FAILOVER,
@@ -98,13 +99,27 @@ def _switch(value: Any) -> Any:
     return switch
 
 
+SLOT_NAME = re.compile(r"^[a-z0-9_]{1,63}$")
+"""What PostgreSQL accepts as a replication slot's name."""
+
+
 def _slots(value: Any) -> Any:
-    # `slots: {name: null}` (or an empty section) means a physical slot with no options.
+    # Every form Patroni accepts: `name:` with an empty value, `name: 0` (or null, false, "", {}) is a
+    # physical slot with the defaults; otherwise a mapping (`type`, `database`, `plugin`, `cluster_type`).
     if value is None:
         return {}
     if isinstance(value, dict):
-        return {name: {} if spec is None else spec for name, spec in value.items()}
+        bad = [str(name) for name in value if not SLOT_NAME.match(str(name))]
+        if bad:
+            raise ValueError(f"invalid slot name(s) {', '.join(map(repr, bad))}: a slot name has 1 to 63 "
+                             "characters of a-z, 0-9 and _")
+        return {str(name): {} if _default_slot(spec) else spec for name, spec in value.items()}
     return value
+
+
+def _default_slot(spec: Any) -> bool:
+    """`name:`, `name: 0`, `name: null`, `name: {}`: a physical slot with the defaults."""
+    return spec is None or spec is False or (not isinstance(spec, bool) and spec in (0, "", {}))
 
 
 Seconds = Annotated[int, Before(_whole_seconds), Le(MAX_TIMING)]
@@ -112,9 +127,14 @@ NonNegativeSeconds = Annotated[int, Before(_whole_seconds), Ge(0), Le(MAX_TIMEOU
 
 @dataclass(frozen=True, kw_only=True)
 class SlotSpec(Section):
+    """One permanent slot of `slots:` (Patroni's permanent replication slots)."""
+
     type: Literal["physical", "logical"] = "physical"
     database: str | None = None
     plugin: str | None = None
+    cluster_type: Literal["primary", "standby"] | None = None
+    """Only in a cluster of that kind (a standby cluster's `standby_leader` keeps `standby` ones);
+    unset: in any. pgwarden runs no standby clusters yet, so it never creates a `standby` slot."""
 
     def __post_init__(self) -> None:
         if self.type == "logical" and not (self.database and self.plugin):
@@ -233,3 +253,24 @@ def adjust_timing(ttl: int, loop_wait: int, retry_timeout: int) -> tuple[int, in
         )
         loop_wait, retry_timeout = new_loop_wait, new_retry_timeout
     return ttl, loop_wait, retry_timeout, warnings
+
+
+def permanent_slots_of(dynamic: DynamicConfig) -> tuple[PermanentSlot, ...]:
+    """`slots` as the decision core reads it, sorted by name."""
+    return tuple(PermanentSlot(name, spec.type, spec.database, spec.plugin, spec.cluster_type)
+                 for name, spec in sorted(dynamic.slots.items()))
+
+
+def ignore_matchers_of(dynamic: DynamicConfig) -> tuple[SlotMatcher, ...]:
+    """`ignore_slots` as the decision core reads it: each entry's name, type, database and plugin (those
+    given; other keys are Patroni's none either). An entry giving none of them would match every slot:
+    it is kept, as Patroni keeps it (nothing is then created or dropped by pgwarden but member slots)."""
+    out: list[SlotMatcher] = []
+    for entry in dynamic.ignore_slots:
+        if not isinstance(entry, Mapping):
+            continue
+        given = {key: None if entry.get(key) is None else str(entry[key])
+                 for key in ("name", "type", "database", "plugin")}
+        out.append(SlotMatcher(**given))
+    return tuple(out)
+

@@ -17,7 +17,7 @@ from types import MappingProxyType
 from typing import Any
 
 from pgwarden.config.addresses import api_url, conn_url, proxy_url
-from pgwarden.config.dynamic import DynamicConfig, adjust_timing
+from pgwarden.config.dynamic import DynamicConfig, adjust_timing, ignore_matchers_of, permanent_slots_of
 from pgwarden.config.schema import LocalConfig, WatchdogConfig
 from pgwarden.core.snapshot import HaSettings, WatchdogMode, WatchdogSettings
 from pgwarden.core.sync.plan import AckPoint, SyncMode, SyncSettings
@@ -168,6 +168,8 @@ def ha_settings_from(dynamic: DynamicConfig, *, tags: Tags, parameters: Mapping[
         remove_data_directory_on_diverged_timelines=bool(pg.remove_data_directory_on_diverged_timelines),
         use_slots=pg.use_slots,
         member_slots_ttl=dynamic.member_slots_ttl,
+        permanent_slots=permanent_slots_of(dynamic),
+        ignore_slots=ignore_matchers_of(dynamic),
         max_timelines_history=dynamic.max_timelines_history,
         tags=tags,
         sync=_sync_settings(dynamic, pg.parameters if parameters is None else parameters),

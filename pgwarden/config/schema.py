@@ -6,8 +6,8 @@ becomes one message naming its key path (see `errors.py`). The sections are froz
 validation (pydantic, `validation.py`) reads the rules they carry (`rules.py`); holding them needs
 no pydantic.
 
-Of the DCS sections only `etcd3` is implemented; the others (`etcd` for the v2 API, consul, zookeeper,
-kubernetes, raft, ...) are refused (`support.py`).
+Of the DCS sections `etcd3`, `etcd` (the v2 API) and `zookeeper` are implemented, one per configuration;
+the others (consul, kubernetes, exhibitor, raft) are refused (`support.py`).
 """
 
 from __future__ import annotations
@@ -26,8 +26,9 @@ from pgwarden.config.paths import check_data_dir
 from pgwarden.config.rules import After, Before, Section
 from pgwarden.model import Tags
 
-ETCD_SECTIONS = ("etcd3", "etcd")
-OTHER_DCS_SECTIONS = ("consul", "zookeeper", "exhibitor", "kubernetes", "raft")
+DCS_SECTIONS = ("etcd3", "etcd", "zookeeper")
+"""The implemented DCS backends, by the name of Patroni's configuration section (`pgwarden.dcs.open_dcs`)."""
+OTHER_DCS_SECTIONS = ("consul", "exhibitor", "kubernetes", "raft")
 LOCAL_ALIASES: Mapping[tuple[str, ...], Mapping[str, str]] = {("bootstrap",): {"post_init": "post_bootstrap"}}
 """Legacy key names, by section path: accepted and read as the current name (validation.canonical)."""
 
@@ -248,6 +249,39 @@ class EtcdConfig(Section):
         return {**other, **{key: value for key, value in modeled.items() if value not in (None, [], "")}}
 
 
+def _zookeeper_hosts(value: Any) -> Any:
+    """Patroni's `zookeeper.hosts`: a list or a comma string of 'host[:port]'."""
+    return _comma_list(value)
+
+
+@dataclass(frozen=True, kw_only=True)
+class ZooKeeperConfig(Section):
+    """`zookeeper`: the ensemble's addresses (`hosts`, required), TLS and authentication, as Patroni reads them."""
+
+    EXTRA: ClassVar[str | None] = "other_keys"
+
+    hosts: Annotated[list[str], Before(_zookeeper_hosts)]
+    use_ssl: bool = False
+    cacert: str | None = None
+    cert: str | None = None
+    key: str | None = None
+    key_password: Text | None = None
+    verify: bool = True
+    set_acls: AnyDict | None = None
+    auth_data: Any = None
+    other_keys: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not [host for host in self.hosts if host.strip()]:
+            raise ValueError("expected 'hosts': the ZooKeeper ensemble's 'host:port' addresses")
+
+    def as_mapping(self) -> dict[str, Any]:
+        """The section as Patroni's `zookeeper` mapping (what `pgwarden.dcs.open_dcs` reads)."""
+        modeled = dataclasses.asdict(self)
+        other = modeled.pop("other_keys")
+        return {**other, **{key: value for key, value in modeled.items() if value is not None}}
+
+
 @dataclass(frozen=True, kw_only=True)
 class BootstrapConfig(Section):
     dcs: AnyDict = field(default_factory=dict)
@@ -439,6 +473,7 @@ class LocalConfig(Section):
     log: LogConfig = field(default_factory=LogConfig)
     etcd3: Annotated[EtcdConfig | None, Before(_null_as(dict))] = None
     etcd: Annotated[EtcdConfig | None, Before(_null_as(dict))] = None
+    zookeeper: Annotated[ZooKeeperConfig | None, Before(_null_as(dict))] = None
     bootstrap: BootstrapConfig = field(default_factory=BootstrapConfig)
     postgresql: PostgresqlConfig
     tags: TagsConfig = field(default_factory=TagsConfig)
@@ -452,17 +487,29 @@ class LocalConfig(Section):
     local file are refused or warned of)."""
 
     @property
-    def dcs(self) -> EtcdConfig:
-        """The etcd v3 section (validation refuses the v2 `etcd` section)."""
-        section = self.etcd3
-        if section is None:  # only reachable for a configuration built without validation
-            raise ValueError("no etcd3 section")
+    def dcs_kind(self) -> str:
+        """Which backend: the name of the one DCS section given (`DCS_SECTIONS`)."""
+        for kind in DCS_SECTIONS:
+            if getattr(self, kind) is not None:
+                return kind
+        raise ValueError("no DCS section")  # only reachable for a configuration built without validation
+
+    @property
+    def dcs(self) -> EtcdConfig | ZooKeeperConfig:
+        """The one DCS section (validation requires exactly one of `DCS_SECTIONS`)."""
+        section: EtcdConfig | ZooKeeperConfig | None = getattr(self, self.dcs_kind)
+        assert section is not None
         return section
 
 
 def dcs_section_problems(data: dict[str, Any]) -> list[str]:
-    """An `etcd3` section must be present. Other DCS sections (etcd v2 included) are refused by the
-    support table (`support.py`), which says what to do instead."""
-    if "etcd3" in data or any(name in data for name in ("etcd", *OTHER_DCS_SECTIONS)):
+    """Exactly one implemented DCS section must be present: Patroni would pick one of several silently, by
+    the order it loads its backends in. Other DCS sections are refused by the support table (`support.py`),
+    which says what to do instead."""
+    given = [name for name in DCS_SECTIONS if name in data]
+    if len(given) > 1:
+        return [f"{given[-1]}: expected one DCS section, found {len(given)} ({', '.join(given)}); keep the one "
+                "the cluster runs on"]
+    if given or any(name in data for name in OTHER_DCS_SECTIONS):
         return []
-    return ["etcd3: expected an etcd3 section giving the etcd v3 endpoints, found no DCS section"]
+    return ["etcd3: expected a DCS section (etcd3, etcd or zookeeper) giving the store's addresses, found none"]

@@ -22,6 +22,7 @@ Pure and light (no pydantic, no YAML): the agent judges a changed `/config` in-p
 from __future__ import annotations
 
 import enum
+import re
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -104,6 +105,48 @@ def _mapping(value: Any, _root: Mapping[str, Any]) -> bool:
     return isinstance(value, Mapping)
 
 
+_SLOT_KEYS = ("slots", "permanent_slots", "permanent_replication_slots")
+_SLOT_NAME = re.compile(r"^[a-z0-9_]{1,63}$")  # PostgreSQL's rule, as config.dynamic.SLOT_NAME
+
+
+def _logical_slots(value: Any, _root: Mapping[str, Any]) -> bool:
+    """with a `type: logical` entry"""
+    return isinstance(value, Mapping) and any(
+        isinstance(spec, Mapping) and str(spec.get("type", "")).strip().lower() == "logical" for spec in value.values())
+
+
+def _unreadable_slots(value: Any, _root: Mapping[str, Any]) -> bool:
+    """with an entry that is no slot (a bad name, type or cluster_type)"""
+    if value is None or value == {}:
+        return False
+    if not isinstance(value, Mapping):
+        return True
+    return any(not _SLOT_NAME.match(str(name)) or not _readable_slot(spec) for name, spec in value.items())
+
+
+def _readable_slot(spec: Any) -> bool:
+    if spec is None or spec is False or (not isinstance(spec, bool) and spec in (0, "", {})):
+        return True  # a physical slot with the defaults
+    return (isinstance(spec, Mapping) and spec.get("type", "physical") in ("physical", "logical")
+            and spec.get("cluster_type") in (None, "primary", "standby"))
+
+
+def _slot_rules(key: str) -> tuple[KeyRule, ...]:
+    """`slots` and its aliases: physical slots implemented, logical ones refused (for now)."""
+    return (
+        KeyRule(key, REFUSE, "logical permanent slots are not supported yet: pgwarden does not copy them to the "
+                "replicas, so they would be missing or behind on a new primary after a failover and a consumer "
+                "would lose changes; remove the logical entries, or keep Patroni on this cluster",
+                when=_logical_slots),
+        KeyRule(key, REFUSE, "an entry pgwarden cannot read (a slot name has 1 to 63 characters of a-z, 0-9 and _; "
+                "`type` is physical or logical, `cluster_type` primary or standby): fix it; read as absent, it "
+                "would drop that slot", when=_unreadable_slots),
+        KeyRule(key, IMPL, "physical slots are created on the primary and copied to every failover-capable "
+                "replica (advanced to the primary's position), so they survive a failover; `cluster_type: standby` "
+                "ones are never created (pgwarden runs no standby clusters)", opaque=True),
+    )
+
+
 def _names(value: Any) -> list[str]:
     if isinstance(value, str):
         return [part.strip() for part in value.split(",") if part.strip()]
@@ -129,12 +172,25 @@ _TLS_NOTE = "PostgreSQL connection options for this user (libpq)"
 _ROLE_KEYS = ("username", "password", "sslmode", "sslkey", "sslpassword", "sslcert", "sslrootcert", "sslcrl",
               "sslcrldir", "sslnegotiation", "gssencmode", "channel_binding")
 
-ETCD2_REFUSAL = ("the etcd v2 API is not supported yet: pgwarden would look for the cluster in etcd v3 and find "
-                 "nothing there")
-"""Also the CLI's words for an `etcd:` section or an etcd:// URL (cli/target.py)."""
+_DCS_REFUSAL = ("is not supported by pgwarden yet (etcd v3, etcd v2 and ZooKeeper are); run the cluster on one "
+                "of those, or keep Patroni on this cluster for now")
 
-_DCS_REFUSAL = ("is not supported by pgwarden yet (etcd v3 is); run the cluster on etcd v3 with an `etcd3:` "
-                "section, or keep Patroni on this cluster for now")
+_ETCD_KEYS = ("host", "hosts", "url", "protocol", "username", "user", "password", "cacert", "cert", "key",
+              "key_password")
+_ZOOKEEPER_KEYS = ("hosts", "use_ssl", "cacert", "cert", "key", "key_password", "verify", "set_acls", "auth_data")
+
+
+def _etcd_rules(section: str) -> tuple[KeyRule, ...]:
+    """`etcd3` (the v3 API) and `etcd` (the v2 API) take the same keys."""
+    return (
+        KeyRule(section, IMPL),
+        *(KeyRule(f"{section}.{key}", IMPL) for key in _ETCD_KEYS),
+        *(KeyRule(f"{section}.{key}", REFUSE, "etcd discovery through a proxy or DNS SRV records is not supported "
+                  f"yet; list the etcd endpoints in {section}.hosts instead", when=_set)
+          for key in ("proxy", "srv", "srv_suffix")),
+        *(KeyRule(f"{section}.{key}", IMPL, when=_empty) for key in ("proxy", "srv", "srv_suffix")),
+    )
+
 
 LOCAL_RULES: tuple[KeyRule, ...] = (
     KeyRule("name", IMPL), KeyRule("scope", IMPL), KeyRule("namespace", IMPL),
@@ -177,16 +233,9 @@ LOCAL_RULES: tuple[KeyRule, ...] = (
     KeyRule("bootstrap.*", HARM, "a custom bootstrap method's section that bootstrap.method does not select",
             when=_mapping),
     # DCS
-    KeyRule("etcd3", IMPL),
-    *(KeyRule(f"etcd3.{key}", IMPL) for key in ("host", "hosts", "url", "protocol", "username", "user", "password",
-                                             "cacert", "cert", "key", "key_password")),
-    *(KeyRule(f"etcd3.{key}", REFUSE, "etcd discovery through a proxy or DNS SRV records is not supported yet; "
-              "list the etcd endpoints in etcd3.hosts instead", when=_set) for key in ("proxy", "srv", "srv_suffix")),
-    *(KeyRule(f"etcd3.{key}", IMPL, when=_empty) for key in ("proxy", "srv", "srv_suffix")),
-    KeyRule("etcd", REFUSE, f"{ETCD2_REFUSAL}. Keep Patroni on this cluster, or move it to the v3 API first (an "
-            "`etcd3:` section with the same hosts)"),
-    *(KeyRule(name, REFUSE, f"{name} {_DCS_REFUSAL}") for name in ("consul", "zookeeper", "exhibitor", "kubernetes",
-                                                              "raft")),
+    *_etcd_rules("etcd3"), *_etcd_rules("etcd"),
+    KeyRule("zookeeper", IMPL), *(KeyRule(f"zookeeper.{key}", IMPL) for key in _ZOOKEEPER_KEYS),
+    *(KeyRule(name, REFUSE, f"{name} {_DCS_REFUSAL}") for name in ("consul", "exhibitor", "kubernetes", "raft")),
     KeyRule("citus", REFUSE, "Citus clusters are not supported by pgwarden; keep Patroni for Citus"),
     # postgresql
     KeyRule("postgresql", IMPL),
@@ -243,13 +292,9 @@ DYNAMIC_RULES: tuple[KeyRule, ...] = (
     KeyRule("primary_race_backoff", HARM, "pgwarden races for the leader key at once (the lag limit still "
             "applies: no candidate further behind than maximum_lag_on_failover promotes)"),
     KeyRule("failsafe_mode", IMPL),
-    *(KeyRule(key, IMPL, when=_empty) for key in ("slots", "permanent_slots", "permanent_replication_slots")),
-    *(KeyRule(key, REFUSE, "permanent replication slots are not supported yet (they would be missing on a new "
-              "primary after a failover); remove them, or keep Patroni on this cluster")
-      for key in ("slots", "permanent_slots", "permanent_replication_slots")),
-    KeyRule("ignore_slots", IMPL, when=_empty),
-    KeyRule("ignore_slots", HARM, "pgwarden only ever drops the physical slots of former members that it created; "
-            "other slots are never touched", opaque=True),
+    *(rule for key in _SLOT_KEYS for rule in _slot_rules(key)),
+    KeyRule("ignore_slots", IMPL, "slots matched are never created nor dropped by pgwarden (besides them, it only "
+            "ever drops member slots and permanent slots it manages)", opaque=True),
     KeyRule("standby_cluster", IMPL, when=_empty),
     KeyRule("standby_cluster", REFUSE, "standby clusters are not supported yet: pgwarden would run this cluster as a "
             "second primary cluster accepting writes; keep Patroni on a standby cluster for now"),

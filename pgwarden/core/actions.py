@@ -56,6 +56,12 @@ class RenewLeader:
     optime: LSN | None
     create_slots: tuple[str, ...] = ()
     drop_slots: tuple[str, ...] = ()
+    retain_slots: tuple[str, ...] | None = None
+    """`/status` `retain_slots` to write (`core.slots.plan_primary`); None: what the DCS has, plus
+    `create_slots`."""
+    slots: tuple[tuple[str, LSN], ...] | None = None
+    """`/status` `slots` to write: the primary's slot positions (`core.slots.plan_primary`); None: keep
+    what the DCS has (PostgreSQL is no primary yet: it has no positions to publish)."""
     write_initialize: str | None = None  # system identifier to record, when `initialize` lacks it
     clear_failover: int | None = None  # revision of a `failover` key to delete (stale or impossible)
     repair_history: bool = False
@@ -198,9 +204,14 @@ class Shutdown:
 
 @dataclass(frozen=True, slots=True)
 class EnsureSlots:
-    """On a replica: create the physical slots of members that cascade from it (replicatefrom)."""
+    """On a replica: create the physical slots of members that cascade from it (replicatefrom) and the
+    copies of the permanent slots (`create`), drop the copies no longer wanted (`drop`), then advance
+    copies to the positions the primary published, already capped by this replica's replay position
+    (`advance`)."""
 
     create: tuple[str, ...]
+    drop: tuple[str, ...] = ()
+    advance: tuple[tuple[str, LSN], ...] = ()
     kind: ActionKind = ActionKind.ENSURE_SLOTS
 
 

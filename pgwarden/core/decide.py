@@ -52,6 +52,7 @@ from pgwarden.core.classify import (
 )
 from pgwarden.core.race import failover_possible, replica_race, within_lag
 from pgwarden.core.reasons import Reason, Why
+from pgwarden.core.slots import plan_copies, plan_primary
 from pgwarden.core.snapshot import ActionKind as K
 from pgwarden.core.snapshot import (
     HaSettings,
@@ -322,7 +323,8 @@ def _renew(s: Snapshot, why: Why, *, nap: float | None = None, clear_failover: i
            **facts: object) -> Decision:
     """RenewLeader with this cycle's slot plan and, if needed, the system identifier for `initialize`."""
     cluster = _cluster(s)
-    create, drop, memory = _plan_slots(s)
+    slots = plan_primary(s)
+    memory = slots.memory
     sysid = s.pg.sysid if s.pg.sysid and cluster.initialize != s.pg.sysid else None
     sync_step: SyncStep | None = None
     if s.pg.is_primary and _lock_valid(s):
@@ -338,7 +340,9 @@ def _renew(s: Snapshot, why: Why, *, nap: float | None = None, clear_failover: i
     wanted = failsafe_key(s)
     have = tuple(sorted(cluster.failsafe.items())) if cluster.failsafe is not None else None
     failsafe = FailsafeKeyWrite(wanted) if wanted != have else None
-    action = RenewLeader(optime=_optime(s, s.pg.wal_lsn), create_slots=create, drop_slots=drop,
+    primary = s.pg.is_primary and s.settings.use_slots
+    action = RenewLeader(optime=_optime(s, s.pg.wal_lsn), create_slots=slots.create, drop_slots=slots.drop,
+                         retain_slots=slots.retain if primary else None, slots=slots.publish if primary else None,
                          write_initialize=sysid,
                          clear_failover=clear_failover, sync_step=sync_step, repair_history=repair,
                          watchdog=_watchdog_on(s), failsafe=failsafe)
@@ -365,32 +369,6 @@ def _history_incomplete(s: Snapshot) -> bool:
     limit = s.settings.max_timelines_history
     first = max(1, tl - limit) if limit > 0 else 1
     return any(t not in known for t in range(first, tl))
-
-
-def _plan_slots(s: Snapshot) -> tuple[tuple[str, ...], tuple[str, ...], Memory]:
-    """Physical slots the primary should create now and drop now, and the updated retention memory.
-
-    Every other member gets a slot as soon as its key appears (so a fresh replica streams at once);
-    a slot whose member is gone is kept for member_slots_ttl (so a restarting replica can resume),
-    then dropped. Only slots pgwarden manages are ever dropped.
-    """
-    if not s.settings.use_slots or not s.pg.is_primary:
-        return (), (), s.memory
-    cluster = _cluster(s)
-    wanted = {slot_name(m.name) for m in cluster.members if m.name != s.me and not m.tags.nostream}
-    seen = dict(s.memory.slot_last_seen)
-    for name in cluster.status.retain_slots:
-        seen.setdefault(name, s.now)
-    for name in wanted:
-        seen[name] = s.now
-    expired = {n for n, t in seen.items() if n not in wanted and s.now - t > s.settings.member_slots_ttl}
-    present = set(s.pg.slots)
-    create = tuple(sorted(wanted - present))
-    drop = tuple(sorted(expired & present))
-    # An expired slot stays remembered until it is really gone: if this renewal (and so the drop)
-    # fails, the next cycle must plan the drop again.
-    kept = tuple(sorted((n, t) for n, t in seen.items() if n not in expired or n in present))
-    return create, drop, replace(s.memory, slot_last_seen=kept)
 
 
 def _upstream(s: Snapshot) -> str:
@@ -843,9 +821,19 @@ def other_replica(s: Snapshot) -> Decision:
     cascading = {slot_name(m.name) for m in _cluster(s).members
                  if m.name != s.me and m.tags.replicatefrom == s.me and not m.tags.nostream}
     missing = tuple(sorted(cascading - set(s.pg.slots))) if s.settings.use_slots else ()
+    copies, memory = plan_copies(s, cascading)
     if missing:
-        return _d(s, EnsureSlots(create=missing), Why.CASCADE_SLOTS, nap=SHORT_NAP, slots=",".join(missing))
-    return _d(s, Wait(), Why.FOLLOWING, name=s.me, leader=upstream)
+        action = EnsureSlots(create=tuple(sorted({*missing, *copies.create})), drop=copies.drop,
+                             advance=copies.advance)
+        return _d(s, action, Why.CASCADE_SLOTS, nap=SHORT_NAP, memory=memory, slots=",".join(missing))
+    if copies.changes:
+        action = EnsureSlots(create=copies.create, drop=copies.drop, advance=copies.advance)
+        return _d(s, action, Why.SLOT_COPIES, nap=SHORT_NAP, memory=memory,
+                  create=",".join(copies.create) or "-", drop=",".join(copies.drop) or "-")
+    if copies.advance:  # routine: the log line stays the follower's (Patroni advances in a thread)
+        return _d(s, EnsureSlots(create=(), advance=copies.advance), Why.FOLLOWING, memory=memory, name=s.me,
+                  leader=upstream)
+    return _d(s, Wait(), Why.FOLLOWING, memory=memory, name=s.me, leader=upstream)
 
 
 def other_starting(s: Snapshot) -> Decision:

@@ -67,6 +67,7 @@ class Why(StrEnum):
     NO_ACTION = "no action"
     PRE_PROMOTE_BACKOFF = "pre_promote failed, backing off"
     CASCADE_SLOTS = "create slots for cascading members"
+    SLOT_COPIES = "keep copies of the permanent slots"
     WAITING_FOR_POOLERS = "switchover: waiting for poolers to pause"
     SYNC_STEP = "synchronous replication step"
     SYNC_NOT_ALLOWED = "synchronous mode forbids promotion"

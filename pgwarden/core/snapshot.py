@@ -45,6 +45,34 @@ class WatchdogSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class PermanentSlot:
+    """One entry of `slots` in `/config` (Patroni's permanent slots)."""
+
+    name: str
+    type: str = "physical"  # physical | logical
+    database: str | None = None
+    plugin: str | None = None
+    cluster_type: str | None = None
+    """primary | standby: the slot exists only in a cluster of that kind; None: in any."""
+
+
+@dataclass(frozen=True, slots=True)
+class SlotMatcher:
+    """One entry of `ignore_slots`: a slot matches when every attribute given here equals the slot's
+    (Patroni's matcher); pgwarden never creates nor drops a slot that some matcher matches."""
+
+    name: str | None = None
+    type: str | None = None
+    database: str | None = None
+    plugin: str | None = None
+
+    def matches(self, name: str, type: str = "physical", database: str | None = None,
+                plugin: str | None = None) -> bool:
+        return all(want is None or want == have for want, have in (
+            (self.name, name), (self.type, type), (self.database, database), (self.plugin, plugin)))
+
+
+@dataclass(frozen=True, slots=True)
 class HaSettings:
     """The effective settings the core needs (after layering defaults, DCS /config, file and env)."""
 
@@ -62,6 +90,9 @@ class HaSettings:
     remove_data_directory_on_diverged_timelines: bool = False
     use_slots: bool = True
     member_slots_ttl: int = 1800
+    permanent_slots: tuple[PermanentSlot, ...] = ()
+    """`slots` in `/config`, sorted by name."""
+    ignore_slots: tuple[SlotMatcher, ...] = ()
     max_timelines_history: int = 0
     tags: Tags = field(default_factory=Tags)
     sync: SyncSettings = field(default_factory=SyncSettings)
@@ -232,6 +263,9 @@ class Memory:
     rewind_failed: bool = False
     start_failures: int = 0
     slot_last_seen: tuple[tuple[str, float], ...] = ()  # member slots and when their member was last seen
+    permanent_slots: tuple[str, ...] = ()
+    """The permanent slots this node manages: those configured, and removed ones still present here (the
+    next plan drops them). Only names here, in `/config` or published in `/status` are ever dropped."""
     paused_when_last_seen: bool = False  # maintenance mode as of the last successful DCS read
     sync: SyncMemory = field(default_factory=SyncMemory)  # the synchronous-replication planner's
     pooler_hold: tuple[int, float] | None = None

@@ -9,7 +9,11 @@ from urllib.parse import urlsplit
 from pgwarden.config.addresses import etcd_addresses
 from pgwarden.dcs.base import Dcs, DcsError
 
-__all__ = ["Dcs", "DcsError", "dcs_from_config", "etcd_hosts_from_config"]
+__all__ = ["DCS_KINDS", "Dcs", "DcsError", "dcs_from_config", "etcd_hosts_from_config", "open_dcs"]
+
+DCS_KINDS = ("etcd3", "etcd", "zookeeper")
+"""The implemented backends, by the name of Patroni's configuration section: etcd's v3 API, its v2 API
+(`etcd`) and ZooKeeper."""
 
 DEFAULT_ETCD_PORT = 2379
 
@@ -79,3 +83,30 @@ async def dcs_from_config(
     )
     await dcs.connect()
     return dcs
+
+
+async def open_dcs(
+    kind: str,
+    section: Mapping[str, Any],
+    *,
+    namespace: str,
+    scope: str,
+    name: str,
+    ttl: int,
+    timeout: float = 2.0,
+    readonly: bool = False,
+) -> Dcs:
+    """A connected DCS of `kind` (a name of `DCS_KINDS`) from Patroni's configuration section of that name."""
+    common: dict[str, Any] = {"namespace": namespace, "scope": scope, "name": name, "ttl": ttl, "timeout": timeout,
+                              "readonly": readonly}
+    if kind == "etcd3":
+        return await dcs_from_config(section, **common)
+    if kind == "etcd":
+        from pgwarden.dcs.etcd2 import etcd2_from_config
+
+        return await etcd2_from_config(section, **common)
+    if kind == "zookeeper":
+        from pgwarden.dcs.zookeeper import zookeeper_from_config
+
+        return await zookeeper_from_config(section, **common)
+    raise DcsError(f"unknown DCS {kind!r}; expected one of {', '.join(DCS_KINDS)}")

@@ -16,6 +16,7 @@ import abc
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from pgwarden.dcs import codec
 from pgwarden.model import ClusterStatus, ClusterView, HistoryEntry, SyncState
 
 
@@ -136,3 +137,39 @@ class Dcs(abc.ABC):
     async def set_failsafe(self, value: Mapping[str, str] | None) -> bool:
         """Overwrite `failsafe` with `{member name: api_url}`, or delete it when None (only the leader
         writes it, in failsafe mode: a plain write, no compare-and-swap)."""
+
+
+class KeyValueDcs(Dcs):
+    """A backend whose compare-and-swap values are plain keys (etcd's v2 and v3 APIs): each one a text write or
+    delete, the revision compared by the store. Subclasses give the two primitives."""
+
+    @abc.abstractmethod
+    async def _cas_put(self, relative: str, text: str, revision: int | None) -> bool:
+        """Write `text` at `relative`: with `revision`, only if the key is still at it (0: only if absent)."""
+
+    @abc.abstractmethod
+    async def _cas_delete(self, relative: str, revision: int | None) -> bool:
+        """Delete `relative`: with `revision`, only if the key is still at it; without, True when absent too."""
+
+    async def set_config(self, value: Mapping[str, Any], revision: int | None = None) -> bool:
+        return await self._cas_put(codec.CONFIG, codec.config_to_json(value), revision)
+
+    async def set_failover(self, value: Mapping[str, Any], revision: int | None = None) -> bool:
+        return await self._cas_put(codec.FAILOVER, codec.failover_to_json(value), revision)
+
+    async def delete_failover(self, revision: int | None = None) -> bool:
+        return await self._cas_delete(codec.FAILOVER, revision)
+
+    async def set_sync(self, value: SyncState, revision: int | None = None) -> bool:
+        return await self._cas_put(codec.SYNC, codec.sync_to_json(value), revision)
+
+    async def delete_sync(self, revision: int | None = None) -> bool:
+        return await self._cas_delete(codec.SYNC, revision)
+
+    async def set_history(self, history: Sequence[HistoryEntry]) -> bool:
+        return await self._cas_put(codec.HISTORY, codec.history_to_json(history), None)
+
+    async def set_failsafe(self, value: Mapping[str, str] | None) -> bool:
+        if value is None:
+            return await self._cas_delete(codec.FAILSAFE, None)
+        return await self._cas_put(codec.FAILSAFE, codec.failsafe_to_json(value), None)

@@ -20,9 +20,8 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequenc
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from pgwarden.aio import bounded
 from pgwarden.dcs import codec
-from pgwarden.dcs.base import Dcs, DcsError
+from pgwarden.dcs.base import DcsError, KeyValueDcs
 from pgwarden.dcs.etcd_http import (
     EtcdClient,
     EtcdError,
@@ -36,7 +35,8 @@ from pgwarden.dcs.etcd_http import (
     op_put,
     prefix_end,
 )
-from pgwarden.model import ClusterStatus, ClusterView, HistoryEntry, SyncState, status_with_timeline_floor
+from pgwarden.dcs.readback import LeaderMarks, ScopeNotes, still_written
+from pgwarden.model import ClusterStatus, ClusterView, status_with_timeline_floor
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +65,7 @@ def _revision_guard(key: bytes, revision: int | None) -> list[Json]:
     return [compare_mod_revision(key, revision)]
 
 
-class Etcd3Dcs(Dcs):
+class Etcd3Dcs(KeyValueDcs):
     """One agent's (or CLI's) view of one scope in etcd v3. Create it, then `await connect()`."""
 
     def __init__(
@@ -93,13 +93,10 @@ class Etcd3Dcs(Dcs):
         self._member_written: tuple[str, int] | None = None  # (JSON, lease id) of the last member write
         self._status_written: str | None = None
         self._timeline_floor = 0  # the highest reserved timeline read or written (model.status_with_timeline_floor)
-        self._seen_revision = 0  # revision of the last read (or own write) the caller has seen
-        self._leader_revision = 0  # revision of the last leader change the watch reported
-        self._forced_wake = False
-        self._leader_changed = asyncio.Event()
+        self._marks = LeaderMarks()  # leader changes the watch reported against what the caller has seen
         self._watch_from = 0
         self._watch_task: asyncio.Task[None] | None = None
-        self._last_notes: tuple[str, ...] = ()
+        self._notes = ScopeNotes(scope)
         self._closed = False
 
     # -- keys ----------------------------------------------------------------------------------------
@@ -205,22 +202,12 @@ class Etcd3Dcs(Dcs):
         revision = response.revision
         decoded = codec.decode_cluster(self.scope, kvs, revision=revision)
         self._timeline_floor = max(self._timeline_floor, decoded.view.status.timeline or 0)
-        self._report_notes(decoded.notes)
-        self._seen_revision = max(self._seen_revision, revision)
+        self._notes.report(decoded.notes)
+        self._marks.saw(revision)
         self._check_member_cache(kvs.get(codec.MEMBERS + self.name))
-        self._check_status_cache(kvs.get(codec.STATUS))
+        status = kvs.get(codec.STATUS)
+        self._status_written = still_written(self._status_written, status[0] if status else None)
         return decoded.view
-
-    def _report_notes(self, notes: tuple[str, ...]) -> None:
-        if notes != self._last_notes:  # once per change, not once per loop
-            for note in notes:
-                log.warning("DCS scope %s: %s", self.scope, note)
-        self._last_notes = notes
-
-    def _check_status_cache(self, stored: tuple[str, int] | None) -> None:
-        """Someone else rewrote (say, with garbage) or deleted `status`: the next write puts ours back."""
-        if self._status_written is not None and (stored is None or stored[0] != self._status_written):
-            self._status_written = None
 
     def _check_member_cache(self, stored: tuple[str, int] | None) -> None:
         """Someone deleted or rewrote our member key: the next touch must write it again."""
@@ -229,21 +216,7 @@ class Etcd3Dcs(Dcs):
 
     async def wait_for_change(self, timeout: float) -> bool:
         self._ensure_watch()
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        while True:
-            if self._forced_wake or self._leader_revision > self._seen_revision:
-                self._forced_wake = False
-                self._seen_revision = max(self._seen_revision, self._leader_revision)
-                return True
-            remaining = deadline - loop.time()
-            if remaining <= 0:
-                return False
-            self._leader_changed.clear()
-            try:
-                await bounded(self._leader_changed.wait(), remaining)
-            except TimeoutError:
-                return False
+        return await self._marks.wait(timeout)
 
     # -- the watch -----------------------------------------------------------------------------------
     def _ensure_watch(self) -> None:
@@ -265,7 +238,7 @@ class Etcd3Dcs(Dcs):
             except Exception as exc:  # etcd down, a broken stream, a closed client: retry after a pause
                 if isinstance(exc, EtcdError) and exc.kind == "compacted":
                     self._watch_from = 0  # history is gone: restart from now and make the caller re-read
-                    self._wake(forced=True)
+                    self._marks.force()
                 level = logging.DEBUG if failing else logging.WARNING
                 log.log(level, "etcd watch on %s failed (%s); retrying", self.prefix, exc)
                 failing = True
@@ -290,14 +263,9 @@ class Etcd3Dcs(Dcs):
             revision = event.kv.mod_revision
             self._watch_from = max(self._watch_from, revision)
             if event.kv.key == leader_key:
-                self._leader_revision = max(self._leader_revision, revision)
-                self._wake()
+                self._marks.report(revision)
             elif event.kv.key == self._member_key and event.kind == "DELETE":
                 self._member_written = None
-
-    def _wake(self, *, forced: bool = False) -> None:
-        self._forced_wake = self._forced_wake or forced
-        self._leader_changed.set()
 
     # -- bootstrap ---------------------------------------------------------------------------------
     async def initialize(self, sysid: str = "", *, create_new: bool = True) -> bool:
@@ -372,7 +340,7 @@ class Etcd3Dcs(Dcs):
 
     def _note_own_write(self, revision: int) -> None:
         # Our own change of `leader` is no news to us: do not let the watch wake the caller for it.
-        self._seen_revision = max(self._seen_revision, revision)
+        self._marks.saw(revision)
 
     # -- members -----------------------------------------------------------------------------------
     async def touch_member(self, data: Mapping[str, Any]) -> bool:
@@ -406,25 +374,3 @@ class Etcd3Dcs(Dcs):
         key = self._key(relative)
         return await self._delete_key(f"delete {relative}", key, _revision_guard(key, revision))
 
-    async def set_config(self, value: Mapping[str, Any], revision: int | None = None) -> bool:
-        return await self._cas_put(codec.CONFIG, codec.config_to_json(value), revision)
-
-    async def set_failover(self, value: Mapping[str, Any], revision: int | None = None) -> bool:
-        return await self._cas_put(codec.FAILOVER, codec.failover_to_json(value), revision)
-
-    async def delete_failover(self, revision: int | None = None) -> bool:
-        return await self._cas_delete(codec.FAILOVER, revision)
-
-    async def set_sync(self, value: SyncState, revision: int | None = None) -> bool:
-        return await self._cas_put(codec.SYNC, codec.sync_to_json(value), revision)
-
-    async def delete_sync(self, revision: int | None = None) -> bool:
-        return await self._cas_delete(codec.SYNC, revision)
-
-    async def set_history(self, history: Sequence[HistoryEntry]) -> bool:
-        return await self._cas_put(codec.HISTORY, codec.history_to_json(history), None)
-
-    async def set_failsafe(self, value: Mapping[str, str] | None) -> bool:
-        if value is None:
-            return await self._cas_delete(codec.FAILSAFE, None)
-        return await self._cas_put(codec.FAILSAFE, codec.failsafe_to_json(value), None)

@@ -17,7 +17,7 @@ from psycopg.conninfo import make_conninfo
 
 from pgwarden.aio import bounded
 from pgwarden.config import LocalConfig
-from pgwarden.dcs import DcsError, dcs_from_config
+from pgwarden.dcs import DcsError, open_dcs
 from pgwarden.rest_client import RestClient, RestReply, RestSettings, Unreachable
 
 REST_TIMEOUT = 2.0
@@ -78,8 +78,8 @@ class Topology:
 
 
 async def _read_topology(local: LocalConfig) -> Topology:
-    dcs = await dcs_from_config(local.dcs.as_mapping(), namespace=local.namespace, scope=local.scope,
-                                name=local.name, ttl=30, timeout=DCS_TIMEOUT, readonly=True)
+    dcs = await open_dcs(local.dcs_kind, local.dcs.as_mapping(), namespace=local.namespace, scope=local.scope,
+                         name=local.name, ttl=30, timeout=DCS_TIMEOUT, readonly=True)
     try:
         view = await bounded(dcs.get_cluster(), DCS_TIMEOUT * 2)
     finally:

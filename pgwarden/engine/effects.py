@@ -234,6 +234,14 @@ class DropSlots:
 
 
 @dataclass(frozen=True, slots=True)
+class AdvanceSlots:
+    """-> Result: on a replica, advance each physical slot of `targets` (name, LSN) to its LSN
+    (pg_replication_slot_advance), never past what this replica has replayed, never backwards."""
+
+    targets: tuple[tuple[str, int], ...]
+
+
+@dataclass(frozen=True, slots=True)
 class WriteSsn:
     """-> Result: `synchronous_standby_names = value` (ALTER SYSTEM and reload)."""
 
@@ -346,7 +354,8 @@ Effect = (
     | AcquireLeaderKey | UpdateLeaderKey | DeleteLeaderKey | WriteInitialize | CancelInitialization | SeedConfig
     | DeleteFailoverKey | SetHistory | SetSyncKey | DeleteSyncKey
     | Probe | StandbySignal | StopPg | StartPg | WritePgConfig | PromotePg | CheckpointPg | FollowUpstream
-    | RewindPg | Basebackup | MoveDataAside | EmptyDataDir | EnsureSlots | DropSlots | WriteSsn
+    | RewindPg | Basebackup | MoveDataAside | EmptyDataDir | EnsureSlots | DropSlots | AdvanceSlots
+    | WriteSsn
     | ReadTimelineHistory | ReserveTimelines | UnreserveTimelines | InspectDataDir | Initdb | CreateRoles
     | PostBootstrap | UndoBootstrap | RunHook
     | SetFailsafeKey | PingFailsafe | ArmWatchdog | DisarmWatchdog

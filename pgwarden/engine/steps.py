@@ -146,7 +146,7 @@ def _dispatch(action: Action, ctx: StepContext) -> StepGen[Outcome]:
         case Restart():
             return (yield from _restart(action, ctx))
         case EnsureSlots():
-            return (yield from _result(action, (yield fx.EnsureSlots(action.create))))
+            return (yield from _ensure_slots(action))
         case Reinitialize():
             return (yield from _reinitialize(action, ctx))
         case _:
@@ -197,12 +197,32 @@ def _rewind(action: Rewind, ctx: StepContext) -> StepGen[Outcome]:
     return (yield from _outcome(action, result.ok, result.message, kind=kind))
 
 
-def status_document(cluster: ClusterView | None, optime: int | None, retain: tuple[str, ...] = ()) -> ClusterStatus:
+def status_document(cluster: ClusterView | None, optime: int | None, retain: tuple[str, ...] | None = None,
+                    slots: tuple[tuple[str, int], ...] | None = None) -> ClusterStatus:
     """The `/status` document to write with a renewal or a release: the optime the core chose to
-    publish (`decide._optime`: it never erases the one the DCS has), the slots to retain, and the
-    timeline number a promotion reserved, which only a promotion's claim ever changes."""
-    timeline = cluster.status.timeline if cluster is not None else None
-    return ClusterStatus(optime=optime, retain_slots=retain, timeline=timeline)
+    publish (`decide._optime`: it never erases the one the DCS has), the slots to retain and the slot
+    positions (None: those the DCS has: the next leader learns from them which slots it manages, the
+    replicas go on advancing their copies to them), and the timeline number a promotion reserved,
+    which only a promotion's claim ever changes."""
+    status = cluster.status if cluster is not None else ClusterStatus()
+    return ClusterStatus(optime=optime, slots=dict(status.slots) if slots is None else dict(slots),
+                         retain_slots=status.retain_slots if retain is None else retain, timeline=status.timeline)
+
+
+def _ensure_slots(action: EnsureSlots) -> StepGen[Outcome]:
+    """A replica's slots: create, drop, then advance; each goes on whatever the one before did (they
+    touch different slots), and the outcome names what failed."""
+    if not action.drop and not action.advance:
+        return (yield from _result(action, (yield fx.EnsureSlots(action.create))))
+    results: list[fx.Result] = []
+    if action.create:
+        results.append((yield fx.EnsureSlots(action.create)))
+    if action.drop:
+        results.append((yield fx.DropSlots(action.drop)))
+    if action.advance:
+        results.append((yield fx.AdvanceSlots(action.advance)))
+    failed = [r.message for r in results if not r.ok]
+    return (yield from _outcome(action, not failed, "; ".join(failed or [r.message for r in results])))
 
 
 def primary_kill_after(ctx: StepContext, standby: bool) -> float | None:
@@ -232,9 +252,12 @@ def _before_stop(timeout: float = HOOK_TIMEOUT) -> StepGen[None]:
 
 def _renew(action: RenewLeader, ctx: StepContext) -> StepGen[Outcome]:
     sent = yield fx.Now()
-    existing = set(ctx.cluster.status.retain_slots) if ctx.cluster else set()
-    retain = tuple(sorted(set(action.create_slots) | existing))
-    if not (yield fx.UpdateLeaderKey(status_document(ctx.cluster, action.optime, retain))):
+    if action.retain_slots is not None:
+        retain = action.retain_slots
+    else:
+        existing = set(ctx.cluster.status.retain_slots) if ctx.cluster else set()
+        retain = tuple(sorted(set(action.create_slots) | existing))
+    if not (yield fx.UpdateLeaderKey(status_document(ctx.cluster, action.optime, retain, action.slots))):
         return Outcome(action.kind, False, "the leader key is no longer ours", sent)
     refused = yield from _keep_watchdog(action.watchdog, ctx, sent)
     if refused is not None:
@@ -423,7 +446,7 @@ def _claim_timeline(action: Promote, ctx: StepContext) -> StepGen[tuple[ClusterS
                      f"than {TIMELINE_RESERVE_MARGIN} beyond this server's timeline {local}): promoting to timeline "
                      f"{target}")
     reserved = yield fx.ReserveTimelines(tuple(range(local + 1, target)))
-    status = status_document(ctx.cluster, ctx.cluster.status.optime, ctx.cluster.status.retain_slots)  # as it is
+    status = status_document(ctx.cluster, ctx.cluster.status.optime)  # as it is
     return replace(status, timeline=target), reserved
 
 

@@ -1,4 +1,7 @@
-"""A whole pgwarden cluster on this machine: one etcd and N agents with their PostgreSQL, on loopback.
+"""A whole pgwarden cluster on this machine: one DCS server and N agents with their PostgreSQL, on loopback.
+
+The DCS is an etcd (agents on its v3 API, or on its v2 API with `dcs_kind="etcd"`) or a ZooKeeper
+(`dcs_kind="zookeeper"`).
 
 Used by `pgwarden demo`, by the integration tests and by the benchmarks. Every process it starts is
 tracked by PID and stopped by `stop()`; when run as root, agents (and so PostgreSQL) run as the
@@ -28,6 +31,7 @@ from pgwarden.localcluster.etcd import LocalEtcd
 from pgwarden.localcluster.ports import pick_ports
 from pgwarden.localcluster.postgres import PG_BIN, PG_USER, give_to_pg_user, kill_postmaster_group
 from pgwarden.localcluster.processes import terminate, wait_until
+from pgwarden.localcluster.zookeeper import LocalZooKeeper
 from pgwarden.postgres.datadir import postmaster_pid
 
 # Timings for a local cluster: the fastest Patroni allows (ttl >= 20, loop_wait + 2*retry <= ttl).
@@ -100,6 +104,10 @@ class LocalCluster:
     python: str = sys.executable
     nodes: list[Node] = field(default_factory=list)
     etcd: LocalEtcd | None = None
+    dcs_kind: str = "etcd3"
+    """The agents' DCS, by Patroni's section name: "etcd3", "etcd" (etcd's v2 API) or "zookeeper". `etcd_ports`
+    are the server's ports either way (ZooKeeper uses the first)."""
+    zookeeper: LocalZooKeeper | None = None
     extra_config: Callable[[Node], Mapping[str, Any]] | None = None
     agent_command: Sequence[str] | None = None
     """The command that runs one agent, its configuration file appended; None: this Python's
@@ -133,7 +141,7 @@ class LocalCluster:
             "namespace": "/service",
             "name": node.name,
             "restapi": {"listen": f"127.0.0.1:{node.api_port}", "connect_address": f"127.0.0.1:{node.api_port}"},
-            "etcd3": {"hosts": f"127.0.0.1:{self.etcd_ports[0]}"},
+            **self.dcs_section(),
             "bootstrap": {
                 "dcs": dict(self.dcs),
                 "initdb": [{"encoding": "UTF8"}, "data-checksums"],
@@ -164,18 +172,33 @@ class LocalCluster:
             config = _deep_merge(config, self.extra_config(node))
         return config
 
+    def dcs_section(self) -> dict[str, Any]:
+        """The node configuration's DCS section, in the form Patroni's users write it."""
+        address = f"127.0.0.1:{self.etcd_ports[0]}"
+        if self.dcs_kind == "zookeeper":
+            return {"zookeeper": {"hosts": [address]}}
+        return {self.dcs_kind: {"hosts": address}}
+
     # -- processes -----------------------------------------------------------------------------------
 
     def start_etcd(self) -> None:
+        """Start the DCS server (etcd, or ZooKeeper with `dcs_kind="zookeeper"`) and wait until it serves."""
         client, peer = self.etcd_ports
+        if self.dcs_kind == "zookeeper":
+            self.zookeeper = LocalZooKeeper.spawn(data_dir=self.workdir / "zookeeper",
+                                                  log_path=self.workdir / "zookeeper.log", client_port=client)
+            self.zookeeper.wait_healthy(60)
+            return
         self.etcd = LocalEtcd.spawn(name="demo", data_dir=self.workdir / "etcd", log_path=self.workdir / "etcd.log",
-                                    client_port=client, peer_port=peer)
+                                    client_port=client, peer_port=peer, enable_v2=self.dcs_kind == "etcd")
         self.etcd.wait_healthy(20)
 
     def stop_etcd(self) -> None:
         if self.etcd is not None:
             self.etcd.stop(10)
-        self.etcd = None
+        if self.zookeeper is not None:
+            self.zookeeper.stop(10)
+        self.etcd = self.zookeeper = None
 
     def start_agent(self, node: Node) -> None:
         log = open(node.log_path, "ab")  # noqa: SIM115 - owned by the child process
@@ -224,7 +247,7 @@ class LocalCluster:
             self.start_agent(node)
 
     def stop(self) -> None:
-        """Stop every agent (cleanly, then by force), any PostgreSQL left, and etcd."""
+        """Stop every agent (cleanly, then by force), any PostgreSQL left, and the DCS server."""
         running = [n for n in self.nodes if n.agent is not None and n.agent.poll() is None]
         for node in running:
             with contextlib.suppress(ProcessLookupError):

@@ -51,8 +51,10 @@ class LocalEtcd:
 
     @classmethod
     def spawn(cls, *, name: str, data_dir: Path, log_path: Path, client_port: int, peer_port: int,
-              tls: EtcdTls | None = None) -> Self:
-        """Start etcd, its data in `data_dir` and its output appended to `log_path` (see `wait_healthy`)."""
+              tls: EtcdTls | None = None, enable_v2: bool = False) -> Self:
+        """Start etcd, its data in `data_dir` and its output appended to `log_path` (see `wait_healthy`).
+
+        `enable_v2` also serves etcd's v2 keys API (`--enable-v2`, etcd 3.4), for the `etcd` DCS backend."""
         client_url = f"{'https' if tls else 'http'}://127.0.0.1:{client_port}"
         peer_url = f"http://127.0.0.1:{peer_port}"
         args = [
@@ -71,6 +73,8 @@ class LocalEtcd:
         if tls is not None:
             args += ["--cert-file", str(tls.server_cert), "--key-file", str(tls.server_key),
                      "--trusted-ca-file", str(tls.ca_cert), "--client-cert-auth"]
+        if enable_v2:
+            args.append("--enable-v2")
         with open(log_path, "ab") as log:
             process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         return cls(process, client_port, peer_port, log_path, tls)

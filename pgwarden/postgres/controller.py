@@ -27,7 +27,7 @@ import psycopg
 from psycopg import sql
 
 from pgwarden.aio import bounded
-from pgwarden.model import DataDirState, lsn_from_text
+from pgwarden.model import DataDirState, lsn_from_text, lsn_to_text
 from pgwarden.postgres import conf, libpq
 from pgwarden.postgres.connection import CONNECT_TIMEOUT, connect_local
 from pgwarden.postgres.datadir import (
@@ -488,6 +488,25 @@ class PgController:
 
         return await self._in_session("dropping slots", run, timeout)
 
+    async def advance_slots(self, targets: Iterable[tuple[str, int]], timeout: float = QUICK_TIMEOUT) -> PgResult:
+        """On a standby: advance each physical slot of `targets` to its LSN (pg_replication_slot_advance),
+        capped here again by what this standby has replayed; a slot already there (or beyond) is left as it
+        is, since PostgreSQL refuses to move a slot backwards."""
+        wanted = sorted({(str(name), int(lsn)) for name, lsn in targets})
+        bad = [n for n, _ in wanted if not _SLOT_NAME.match(n)]
+        if bad:
+            return PgResult.failed(f"invalid slot names: {', '.join(bad)}")
+
+        async def run(conn: AsyncConn) -> str:
+            moved: list[str] = []
+            for name, lsn in wanted:
+                cur = await conn.execute(_ADVANCE_SLOT, (lsn_to_text(lsn), name))
+                if await cur.fetchone() is not None:
+                    moved.append(name)
+            return f"advanced slots: {', '.join(moved)}" if moved else "slots up to date"
+
+        return await self._in_session("advancing slots", run, timeout)
+
     async def _in_session(
         self, what: str, work: Callable[[AsyncConn], Awaitable[str]], timeout: float
     ) -> PgResult:
@@ -607,6 +626,16 @@ async def _upsert_role(conn: AsyncConn, cred: Credentials, algorithm: bytes,
     attributes = " LOGIN REPLICATION" if replication else " LOGIN"
     await conn.execute(sql.SQL(verb + " ROLE {} WITH" + attributes + "{}").format(
         sql.Identifier(cred.username), _password_clause(conn, cred, algorithm)))
+
+
+_ADVANCE_SLOT = """
+SELECT pg_replication_slot_advance(slot_name, t.target)
+  FROM pg_replication_slots,
+       LATERAL (SELECT least(%s::pg_lsn, pg_last_wal_replay_lsn()) AS target) t
+ WHERE slot_name = %s AND slot_type = 'physical' AND pg_is_in_recovery()
+   AND restart_lsn IS NOT NULL AND t.target > restart_lsn
+"""
+"""Only on a standby, only forwards, never past the replay position (the core capped it already)."""
 
 
 async def _physical_slots(conn: AsyncConn) -> dict[str, int | None]:

@@ -57,7 +57,7 @@ SELECT pg_is_in_recovery(),
                        sync_priority, usename::text AS usename, write_lsn::text AS write_lsn,
                        flush_lsn::text AS flush_lsn, replay_lsn::text AS replay_lsn
                   FROM pg_stat_replication) r),
-       (SELECT coalesce(json_agg(slot_name::text ORDER BY slot_name), '[]')
+       (SELECT coalesce(json_agg(json_build_array(slot_name::text, restart_lsn::text) ORDER BY slot_name), '[]')
           FROM pg_replication_slots WHERE slot_type = 'physical'),
        EXISTS (SELECT 1 FROM pg_settings WHERE pending_restart),
        CASE WHEN pg_is_in_recovery() THEN
@@ -263,7 +263,8 @@ def apply_probe_row(facts: LocalPg, row: Sequence[Any]) -> LocalPg:
         replayed_timestamp=replay_ts,
         wal_receiver=receiver,
         replication=tuple(_replication_row(r) for r in replication_json or ()),
-        slots=tuple(str(s) for s in slots_json or ()),
+        slots=tuple(name for name, _ in _slot_rows(slots_json)),
+        slot_lsns=_slot_rows(slots_json),
         server_version=int(version),
         postmaster_start_time=started,
         pending_restart=bool(pending),
@@ -285,6 +286,17 @@ def _timeline(in_recovery: bool, walfile: str | None, checkpoint_tli: int | None
     if receiver is not None and receiver.received_tli:
         return max(receiver.received_tli, checkpoint_tli or 0)
     return checkpoint_tli
+
+
+def _slot_rows(rows: Any) -> tuple[tuple[str, LSN | None], ...]:
+    """The physical slots as the probe query lists them: [name, restart_lsn] pairs (a bare name: no LSN)."""
+    out: list[tuple[str, LSN | None]] = []
+    for row in rows or ():
+        if isinstance(row, str):
+            out.append((row, None))
+        elif isinstance(row, list | tuple) and row:
+            out.append((str(row[0]), _lsn(row[1]) if len(row) > 1 else None))
+    return tuple(sorted(out, key=lambda row: row[0]))
 
 
 def _lsn(text: str | None) -> LSN | None:

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pgwarden.config import LocalConfig
-from pgwarden.dcs import Dcs, DcsError, dcs_from_config, etcd_hosts_from_config
+from pgwarden.dcs import Dcs, DcsError, etcd_hosts_from_config, open_dcs
 from pgwarden.dcs.etcd_http import ssl_context_from_config
 from pgwarden.routing.etcd2_mirror import Etcd2LeaderMirror
 from pgwarden.routing.haproxy_config import HaproxyOptions, render_haproxy_config
@@ -25,8 +25,8 @@ log = logging.getLogger(__name__)
 
 
 async def _dcs(local: LocalConfig) -> Dcs:
-    return await dcs_from_config(local.dcs.as_mapping(), namespace=local.namespace, scope=local.scope,
-                                 name=local.name, ttl=30, readonly=True)
+    return await open_dcs(local.dcs_kind, local.dcs.as_mapping(), namespace=local.namespace, scope=local.scope,
+                          name=local.name, ttl=30, readonly=True)
 
 
 async def print_haproxy_config(local: LocalConfig, options: HaproxyOptions) -> int:
@@ -92,16 +92,26 @@ async def run_route(local: LocalConfig, options: RouteOptions, stop: asyncio.Eve
     except DcsError as exc:
         log.error("route: %s", exc)
         return 1
-    registry = RouterRegistry(etcd_hosts_from_config(section), dcs.prefix, options.name,
-                              username=section.get("username") or section.get("user"),
-                              password=section.get("password"), ssl_context=ssl_context_from_config(section))
+    registry = None
+    if local.dcs_kind == "etcd3":
+        registry = RouterRegistry(etcd_hosts_from_config(section), dcs.prefix, options.name,
+                                  username=section.get("username") or section.get("user"),
+                                  password=section.get("password"), ssl_context=ssl_context_from_config(section))
+    elif "pgbouncer" in kinds:
+        # The hold key needs a leased write that only the etcd v3 adapter offers (registry.py). Without it a
+        # switchover does not wait for PgBouncer to pause: the pooler still follows, but transactions that run
+        # on the old primary at the demotion fail instead of being held.
+        log.warning("route: on %s the switchover hold for PgBouncer (routers/%s) is not available yet; "
+                    "transactions in flight at a switchover's demotion fail instead of waiting",
+                    local.dcs_kind, options.name)
     sidecar = RouteSidecar(dcs, pushers, registry=registry, kinds=kinds,
                            timing=SidecarTiming(poll_interval=options.poll_interval, hold_timeout=options.hold_timeout))
     log.info("route: watching %s for %s", dcs.prefix, ", ".join(p.name for p in pushers))
     try:
         await sidecar.run(stop)
     finally:
-        await registry.close()
+        if registry is not None:
+            await registry.close()
         await dcs.close()
     return 0
 

@@ -156,6 +156,8 @@ def _postgres(agent: SimAgent, effect: fx.Effect) -> pgops.PgOp:
             return (yield from pgops.ensure_slots(world, name, names))
         case fx.DropSlots(names=names):
             return (yield from pgops.ensure_slots(world, name, names, drop=True))
+        case fx.AdvanceSlots(targets=targets):
+            return (yield from pgops.advance_slots(world, name, targets))
         case fx.WriteSsn(value=value):
             return (yield from pgops.set_ssn(world, name, value))
         case fx.Initdb():

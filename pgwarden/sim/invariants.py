@@ -180,6 +180,7 @@ def on_promoted(world: World, name: str, parent_uid: int, fork: int) -> None:
         world.recorder.violation(world.now, "history", f"{name} promoted to timeline {pg.timeline}, a number "
                                  f"already used (used so far {sorted(state.used_timelines)}): two histories share it")
     state.used_timelines.add(pg.timeline)
+    _slot_copies_at_promotion(world, name, fork)
     if state.published is None:
         return
     optime, lineage = state.published
@@ -197,6 +198,21 @@ def on_promoted(world: World, name: str, parent_uid: int, fork: int) -> None:
         world.recorder.violation(
             world.now, "durability", f"{name} promoted at {fork} (uid {parent_uid}) but the last published optime "
             f"was {optime}: {optime - have} bytes lost, maximum_lag_on_failover is {limit}")
+
+
+def _slot_copies_at_promotion(world: World, name: str, fork: int) -> None:
+    """The promoted server's copies of the permanent slots (SimOptions.permanent_slots): recorded, and never
+    beyond the WAL it has (a copy ahead of its own position would claim WAL a consumer never got from it)."""
+    if not world.opts.permanent_slots:
+        return
+    pg = world.nodes[name].pg
+    copies = {slot: pg.slot_pos.get(slot) for slot in world.opts.permanent_slots if slot in pg.slots}
+    missing = sorted(set(world.opts.permanent_slots) - set(copies))
+    world.recorder.event(world.now, name, f"promoted with slot copies {sorted(copies.items())}, missing {missing}")
+    for slot, lsn in copies.items():
+        if lsn is not None and lsn > fork:
+            world.recorder.violation(world.now, "slots", f"{name} promoted at {fork} with its copy of {slot} at "
+                                     f"{lsn}, beyond its own WAL")
 
 
 def _appointed_by_operator(world: World, name: str) -> bool:

@@ -26,6 +26,7 @@ from pgwarden.model import (
     WalReceiver,
 )
 from pgwarden.sim.kernel import Step
+from pgwarden.sim.postgres import SimPg
 from pgwarden.sim.world import PEER_TIMEOUT, World
 
 if TYPE_CHECKING:
@@ -50,13 +51,16 @@ def local_pg(world: World, name: str) -> LocalPg:
     common: dict[str, Any] = dict(
         data_dir=pg.data, sysid=pg.sysid, cluster_state=pg.control_state, controldata_timeline=pg.control_tl,
         checkpoint_lsn=pg.checkpoint_lsn, running=pg.running, accepting=accepting,
-        slots=tuple(sorted(pg.slots)), standby_signal=pg.standby_signal, following=pg.following,
+        slots=tuple(sorted(pg.slots)), slot_lsns=tuple((s, pg.slot_pos.get(s)) for s in sorted(pg.slots)),
+        standby_signal=pg.standby_signal, following=pg.following,
         server_version=150000 if accepting else None,
     )
     if not accepting:
         return LocalPg(**common)
     common["synchronous_standby_names"] = pg.ssn
     if not pg.in_recovery:
+        _consume(world, pg)
+        common["slot_lsns"] = tuple((s, pg.slot_pos.get(s)) for s in sorted(pg.slots))
         return LocalPg(**common, in_recovery=False, timeline=pg.timeline, wal_lsn=pg.lsn,
                        postmaster_pid=1)
     receiver = None
@@ -65,6 +69,18 @@ def local_pg(world: World, name: str) -> LocalPg:
                                received_tli=pg.timeline)
     return LocalPg(**common, in_recovery=True, timeline=pg.timeline, receive_lsn=pg.lsn, replay_lsn=pg.lsn,
                    wal_receiver=receiver, postmaster_pid=1)
+
+
+CONSUMER_LAG = 65536
+"""How far behind a primary's WAL the consumer of each permanent slot confirms (SimOptions.permanent_slots)."""
+
+
+def _consume(world: World, pg: SimPg) -> None:
+    """The consumers of the permanent slots: each confirms up to CONSUMER_LAG behind the primary, so the
+    positions the primary publishes move and the replicas' copies are advanced."""
+    for slot in world.opts.permanent_slots:
+        if slot in pg.slots:
+            pg.slot_pos[slot] = max(pg.slot_pos.get(slot, 0), pg.lsn - CONSUMER_LAG)
 
 
 def member(agent: SimAgent, pg: LocalPg) -> Member:

@@ -289,8 +289,23 @@ def ensure_slots(world: World, name: str, names: tuple[str, ...], drop: bool = F
     if drop:
         pg.slots -= set(names)
     else:
+        for slot in set(names) - pg.slots:
+            pg.slot_pos[slot] = pg.lsn  # reserved at once, where this node is
         pg.slots |= set(names)
     return True, "slots"
+
+
+def advance_slots(world: World, name: str, targets: tuple[tuple[str, int], ...]) -> PgOp:
+    """PgController.advance_slots: on a standby, move slots forwards, never past what it replayed."""
+    pg = world.nodes[name].pg
+    if not pg.accepting:
+        return False, "not running"
+    yield 0.005
+    if pg.in_recovery:
+        for slot, lsn in targets:
+            if slot in pg.slots:
+                pg.slot_pos[slot] = max(pg.slot_pos.get(slot, 0), min(lsn, pg.lsn))
+    return True, "slots advanced"
 
 
 def set_ssn(world: World, name: str, value: str) -> PgOp:

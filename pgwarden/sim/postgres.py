@@ -90,6 +90,8 @@ class SimPg:
     standby_signal: bool = False
     following: str | None = None
     slots: set[str] = field(default_factory=set)
+    slot_pos: dict[str, LSN] = field(default_factory=dict)
+    """restart_lsn of each slot of `slots` (an entry whose slot is gone is stale and never read)."""
     ssn: str = ""
     """synchronous_standby_names as ALTER SYSTEM left it (kept with the data directory). Only the value
     is modelled: commits never wait for a synchronous standby in the simulator (yet)."""

@@ -65,6 +65,10 @@ class SimOptions:
     """Also draw, per run, the fencing settings: the watchdog (mode required, every host) and
     `failsafe_mode` in /config, each in about half of the runs (`sim.run._draw_fencing`). Off by default,
     so the seeds pinned by regression tests keep their traces; campaigns turn it on."""
+    permanent_slots: tuple[str, ...] = ()
+    """Permanent physical slots in /config (`slots`): the primary keeps them, every failover-capable replica
+    a copy advanced to the positions the primary publishes. Empty by default, so the seeds pinned by
+    regression tests keep their traces."""
     check_every_event: bool = False
     """Run the per-event invariant checks after every event, not only after those that changed a server
     (exact; True only to test that it is)."""

@@ -224,7 +224,7 @@ def memory(*, lease_in: float | None = None, start_deadline_in: float | None = N
            slots_seen: Iterable[tuple[str, float]] = (), paused_when_last_seen: bool = False,
            bootstrap_failures: int = 0, clone_failures: int = 0, retry_in: float | None = None,
            last_failure: str = "", failsafe_members: Iterable[str] = (), failsafe_active: bool = False,
-           now: float = NOW) -> Memory:
+           permanent_slots: Iterable[str] = (), now: float = NOW) -> Memory:
     """Memory with instants given relative to `now` (lease_in=20 means the lock deadline is now + 20)."""
     return Memory(
         lock_deadline=None if lease_in is None else now + lease_in,
@@ -232,6 +232,7 @@ def memory(*, lease_in: float | None = None, start_deadline_in: float | None = N
         rewind_failed=rewind_failed,
         start_failures=start_failures,
         slot_last_seen=tuple(sorted((name, now + rel) for name, rel in slots_seen)),
+        permanent_slots=tuple(sorted(permanent_slots)),
         paused_when_last_seen=paused_when_last_seen,
         bootstrap_failures=bootstrap_failures,
         clone_failures=clone_failures,

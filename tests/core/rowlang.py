@@ -38,8 +38,10 @@ from pgwarden.core.snapshot import (
     OperatorRequest,
     Outcome,
     PeerStatus,
+    PermanentSlot,
     ReinitRequested,
     RestartRequested,
+    SlotMatcher,
     Snapshot,
     TaskInFlight,
     TaskKind,
@@ -74,7 +76,7 @@ ACTION_ALIASES = {
 }
 KIND_TO_ALIAS = {kind: alias for alias, kind in ACTION_ALIASES.items()}
 TASK_ALIASES = {"remove": TaskKind.REMOVE_DATA} | {k.name.lower(): k for k in TaskKind}
-_SETTING_FIELDS = {f.name for f in fields(HaSettings)} - {"tags", "watchdog"}
+_SETTING_FIELDS = {f.name for f in fields(HaSettings)} - {"tags", "watchdog", "permanent_slots", "ignore_slots"}
 _TAG_FIELDS = {f.name for f in fields(Tags)} - {"custom"}
 
 
@@ -125,6 +127,37 @@ def _lsn_or_none(text: str) -> LSN | None:
     return None if text == "none" else _int(text)
 
 
+def _positions(text: str) -> tuple[tuple[str, Any], ...]:
+    """'n2@90,barman' -> (('n2', 90), ('barman', None)): slots and their positions (none if not given)."""
+    items = (item.partition("@") for item in _names(text))
+    return tuple((name, _lsn_or_none(lsn) if sep else None) for name, sep, lsn in items)
+
+
+def _permanent(text: str) -> tuple[PermanentSlot, ...]:
+    """'barman,old:standby,cdc:logical' -> permanent slots (physical unless ':logical'; ':primary' or
+    ':standby' set cluster_type)."""
+    out = []
+    for item in _names(text):
+        name, *attrs = item.split(":")
+        kind = "logical" if "logical" in attrs else "physical"
+        cluster = next((a for a in attrs if a in ("primary", "standby")), None)
+        db, plugin = ("app", "pgoutput") if kind == "logical" else (None, None)
+        out.append(PermanentSlot(name, kind, db, plugin, cluster))
+    return tuple(sorted(out, key=lambda p: p.name))
+
+
+def _matchers(text: str) -> tuple[SlotMatcher, ...]:
+    """'foo,type:physical+name:bar' -> ignore_slots matchers (a bare item is a name)."""
+    out = []
+    for item in _names(text):
+        if ":" not in item:
+            out.append(SlotMatcher(name=item))
+            continue
+        attrs = dict(part.partition(":")[::2] for part in item.split("+"))
+        out.append(SlotMatcher(**attrs))
+    return tuple(out)
+
+
 # ---------------------------------------------------------------------------------------------------
 # Aspects
 
@@ -135,7 +168,8 @@ def build_pg(text: str) -> LocalPg | None:
     if head is None and not kv:
         return None
     sysid = _sysid(kv.pop("sysid", b.SYSID))
-    slots = _names(kv.pop("slots", ""))
+    slot_lsns = _positions(kv.pop("slots", ""))
+    slots = tuple(name for name, _ in slot_lsns)
     data_dir = kv.pop("datadir", None)
     pending_restart = _bool(kv.pop("pending_restart", "no"))
     version = kv.pop("version", None)
@@ -166,6 +200,8 @@ def build_pg(text: str) -> LocalPg | None:
         pg = replace(pg, server_version=_int(version))
     if forked is not None:
         pg = replace(pg, forked_timeline=_int(forked))
+    if slots:
+        pg = replace(pg, slot_lsns=tuple(sorted(slot_lsns)))
     return pg if data_dir is None else replace(pg, data_dir=DataDirState(data_dir))
 
 
@@ -214,12 +250,15 @@ def build_dcs(text: str) -> ClusterView | None:
     optime = kv.pop("optime", None)
     failover = kv.pop("failover", None)
     failsafe = kv.pop("failsafe", None)
+    published = _positions(kv.pop("published", ""))
     view = b.cluster(leader=leader, members=members, initialize=None if init == "none" else _sysid(init),
                      history=history, optime=None if optime is None else _int(optime),
                      retain_slots=_names(kv.pop("retain", "")), paused=_bool(kv.pop("paused", "no")),
                      failover=None if failover is None else parse_failover(failover),
                      failsafe=None if failsafe is None else _names(failsafe))
     _no_leftovers("dcs", kv)
+    if published:
+        view = replace(view, status=replace(view.status, slots=dict(published)))
     return view
 
 
@@ -336,6 +375,8 @@ def build_node(text: str, now: float = b.NOW) -> NodeSpec:
     if "seen" in kv:
         seen = (item.partition("@") for item in _names(kv.pop("seen")))
         mem_args["slots_seen"] = tuple((name, float(rel)) for name, _, rel in seen)
+    if "managed" in kv:
+        mem_args["permanent_slots"] = tuple(sorted(_names(kv.pop("managed"))))
     if mem_args:
         spec.memory = b.memory(now=now, **mem_args)
     if "last" in kv:
@@ -351,7 +392,8 @@ def build_node(text: str, now: float = b.NOW) -> NodeSpec:
         spec.failsafe_ping = FailsafePingSeen(leader, now + float(rel or "-1"))
     spec.watchdog_failed = _bool(kv.pop("watchdog_failed", "no"))
     watchdog = kv.pop("watchdog", None)
-    spec.settings = _settings(kv)
+    permanent, ignore = _permanent(kv.pop("permanent", "")), _matchers(kv.pop("ignore", ""))
+    spec.settings = replace(_settings(kv), permanent_slots=permanent, ignore_slots=ignore)
     if watchdog is not None:
         spec.settings = replace(spec.settings, watchdog=WatchdogSettings(WatchdogMode(watchdog)))
     _no_leftovers("node", kv)
@@ -416,6 +458,8 @@ def show(value: object) -> str:
     if isinstance(value, Enum):
         return str(value.value)
     if isinstance(value, tuple):
+        if value and all(isinstance(v, tuple) and len(v) == 2 for v in value):
+            return ",".join(f"{show(k)}@{show(v)}" for k, v in value)  # pairs: slot@lsn
         return ",".join(show(v) for v in value) or "-"
     return str(value)
 

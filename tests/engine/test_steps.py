@@ -175,6 +175,13 @@ CASES = [
     Case("restart in maintenance mode", Restart("primary", None, require_lock=False),
          ["WritePgConfig", "RunHook", "StandbySignal", "StopPg", "StartPg"]),
     Case("ensure slots", EnsureSlots(("n3",)), ["EnsureSlots"]),
+    Case("slot copies: create, drop, advance", EnsureSlots(("barman",), drop=("old",), advance=(("keep", 0x500),)),
+         ["EnsureSlots", "DropSlots", "AdvanceSlots"], detail="done; done; done"),
+    Case("slot copies: only advance", EnsureSlots((), advance=(("barman", 0x500),)), ["AdvanceSlots"],
+         detail="done"),
+    Case("slot copies: a failed drop does not stop the advance", EnsureSlots((), drop=("old",),
+                                                                             advance=(("barman", 0x500),)),
+         ["DropSlots", "AdvanceSlots"], ok=False, answers={fx.DropSlots: FAILED}, detail="it failed"),
     Case("clone", Clone("n2", None), ["Basebackup", "WritePgConfig", "StartPg"]),
     Case("a failed clone says why in one line", Clone("n2", None), ["Basebackup"], ok=False,
          answers={fx.Basebackup: FAILED}, detail="failed"),
@@ -329,7 +336,7 @@ def test_the_status_document_keeps_the_reserved_timeline() -> None:
     cluster = ClusterView(scope="s", status=ClusterStatus(optime=0x500, retain_slots=("n2",), timeline=5))
     assert status_document(cluster, 0x500, ("n2", "n3")) == ClusterStatus(optime=0x500, retain_slots=("n2", "n3"),
                                                                           timeline=5)
-    assert status_document(cluster, 0x600) == ClusterStatus(optime=0x600, timeline=5)
+    assert status_document(cluster, 0x600) == ClusterStatus(optime=0x600, retain_slots=("n2",), timeline=5)
     assert status_document(None, None) == ClusterStatus()
 
 
@@ -339,6 +346,35 @@ def test_a_renewal_retains_the_slots_it_creates() -> None:
     script.run(RenewLeader(optime=5, create_slots=("n3",)), context(cluster))
     (renewal,) = script.of(fx.UpdateLeaderKey)
     assert renewal.status == ClusterStatus(optime=5, retain_slots=("n2", "n3"))
+
+
+def test_a_renewal_publishes_the_slot_positions_the_core_chose() -> None:
+    cluster = ClusterView(scope="s", status=ClusterStatus(optime=1, slots={"old": 1}))
+    script = Script()
+    script.run(RenewLeader(optime=5, slots=(("barman", 3), ("n1", 5))), context(cluster))
+    (renewal,) = script.of(fx.UpdateLeaderKey)
+    assert renewal.status.slots == {"barman": 3, "n1": 5}
+
+
+def test_a_renewal_without_positions_keeps_the_published_ones() -> None:
+    """A leader whose PostgreSQL is no primary yet has nothing to publish: the replicas go on advancing
+    their copies to what the DCS has (a release keeps them too)."""
+    cluster = ClusterView(scope="s", status=ClusterStatus(optime=1, slots={"barman": 3}))
+    script = Script()
+    script.run(RenewLeader(optime=5), context(cluster))
+    script.run(ReleaseLeader(optime=5), context(cluster))
+    (renewal,) = script.of(fx.UpdateLeaderKey)
+    (release,) = script.of(fx.DeleteLeaderKey)
+    assert renewal.status.slots == release.status.slots == {"barman": 3}
+
+
+def test_a_release_keeps_the_retained_slots() -> None:
+    """The next leader learns from `retain_slots` which member slots to keep for member_slots_ttl."""
+    cluster = ClusterView(scope="s", status=ClusterStatus(optime=1, retain_slots=("n2", "n3")))
+    script = Script()
+    script.run(ReleaseLeader(optime=5), context(cluster))
+    (release,) = script.of(fx.DeleteLeaderKey)
+    assert release.status.retain_slots == ("n2", "n3")
 
 
 def test_history_repair_rebuilds_from_postgresqls_file() -> None:

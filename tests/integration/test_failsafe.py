@@ -64,7 +64,7 @@ pytestmark = [
 ]
 
 SCOPE = "itfailsafe"
-OUTAGE = float(os.environ.get("PGWARDEN_FAILSAFE_OUTAGE", "60"))
+OUTAGE = float(os.environ.get("PGWARDEN_FAILSAFE_OUTAGE", "30"))
 """Seconds etcd stays away in the outage test (the first half frozen, the second half killed)."""
 LEASE_TTL = 7
 """pgwarden's leader lease: `pgwarden.lease_ttl` (default 7 s, not set in the YAML), capped by ttl (20)."""

@@ -38,7 +38,7 @@ pytestmark = [
 
 SCOPE = "fuzzagent"
 KEYS = ("status", "history", "failover", "sync", "config", "initialize", "members/node1", "leader")
-VALUES_PER_KEY = 24
+VALUES_PER_KEY = 16
 PAUSE = 0.3
 """Seconds each value stays (loop_wait is 2: the agent reads several of them, each key's last one surely)."""
 

@@ -7,8 +7,9 @@ PATRONI_* variables. Each form starts real agents (as `postgres`) against a real
 run as a separate process, found from the same file, from the environment alone, or from `--dcs-url`.
 
 The two most common forms (`etcd3: {host: ...}` and environment only) get 3 nodes, a switchover and a
-failover by killing the leader's host; the other forms start together as 1-node clusters to keep the
-file's run time down.
+failover by killing the leader's host; so do the other backends' forms (`etcd:` for etcd's v2 API and
+`zookeeper:`, each with synchronous replication and a rejoin by pg_rewind). The other forms start together
+as 1-node clusters to keep the file's run time down.
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ import string
 import subprocess
 import sys
 import tempfile
+import urllib.error
+import urllib.request
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -84,6 +87,8 @@ class Form:
     cli_env: Callable[[LocalCluster], dict[str, str]] | None = None
     """The CLI's environment when it finds the cluster from the environment alone (else `-c` the node's path)."""
     rendered: dict[str, str] = field(default_factory=dict, compare=False)
+    dcs_kind: str = "etcd3"
+    """The DCS server the cluster gets (LocalCluster.dcs_kind): the form's section must name it."""
 
     def write(self, cluster: LocalCluster, node: Node, _ours: dict[str, Any]) -> list[str]:
         """LocalCluster.write_config: write the user's configuration, ignoring pgwarden's own (`_ours`)."""
@@ -115,7 +120,7 @@ class Form:
 
 def make_cluster(form: Form, workdir: Path) -> LocalCluster:
     cluster = LocalCluster(workdir / form.id, size=form.size, scope=f"corpus-{form.id}", etcd_ports=(0, 0),
-                           pg_base_port=0, api_base_port=0)
+                           pg_base_port=0, api_base_port=0, dcs_kind=form.dcs_kind)
     cluster.write_config = lambda node, ours: form.write(cluster, node, ours)
     cluster.agent_env = lambda node: form.agent_env(cluster, node)
     return cluster
@@ -278,8 +283,21 @@ def env_over_file(cluster: LocalCluster, node: Node) -> dict[str, str]:
     }
 
 
+def zookeeper_env_only(cluster: LocalCluster, node: Node) -> dict[str, str]:
+    """A container on ZooKeeper: PATRONI_ZOOKEEPER_HOSTS instead of the etcd3 variables."""
+    env = {k: v for k, v in env_only(cluster, node).items() if not k.startswith("PATRONI_ETCD3_")}
+    return {**env, "PATRONI_ZOOKEEPER_HOSTS": f"'127.0.0.1:{cluster.etcd_ports[0]}'"}
+
+
+def zookeeper_env_only_cli(cluster: LocalCluster) -> dict[str, str]:
+    return {"PATRONI_SCOPE": cluster.scope, "PATRONI_ZOOKEEPER_HOSTS": f"127.0.0.1:{cluster.etcd_ports[0]}",
+            "PATRONI_RESTAPI_USERNAME": "admin", "PATRONI_RESTAPI_PASSWORD": "admin-secret"}
+
+
 HOST_FORM = Form("etcd3-host", "etcd3-host.yml", size=3)
 ENV_FORM = Form("env-only", None, size=3, env=env_only, cli_env=env_only_cli)
+ETCD2_FORM = Form("etcd-v2-host", "etcd-v2-host.yml", size=3, dcs_kind="etcd")
+ZOOKEEPER_FORM = Form("zookeeper-hosts", "zookeeper-hosts.yml", size=3, dcs_kind="zookeeper")
 SINGLE_FORMS = [
     Form("hosts-list", "etcd3-hosts-list.yml"),
     Form("hosts-string", "etcd3-hosts-string.yml"),
@@ -289,26 +307,38 @@ SINGLE_FORMS = [
     Form("env-over-file", "env-override.yml", env=env_over_file),
     Form("yaml-quirks", "yaml-quirks.yml"),
     Form("configuration-var", "etcd3-host.yml", as_configuration_var=True),
+    Form("zookeeper-env-only", None, env=zookeeper_env_only, cli_env=zookeeper_env_only_cli, dcs_kind="zookeeper"),
 ]
 
 
 # -- 3 nodes: the two most common forms switch over and fail over -------------------------------------
 
 
-def switchover_and_failover(form: Form, cluster: LocalCluster, leader_option: str) -> Node:
-    """Switch over to a named candidate, then kill the new leader's host; returns the killed node."""
+def has_sync_standby(form: Form, cluster: LocalCluster) -> bool:
+    return any(r["Role"] == "Sync Standby" for r in members(form, cluster))
+
+
+def switchover_and_failover(form: Form, cluster: LocalCluster, leader_option: str, *, sync: bool = False) -> Node:
+    """Switch over to a named candidate, then kill the new leader's host; returns the killed node. With
+    `sync` (synchronous_mode on), the new leader must have named a synchronous standby before its host is
+    lost: until then no member may promote, by design."""
     args, env = target_args(form, cluster)
     leader = wait_cluster(form, cluster)
     full = {short(r["Member"]): str(r["Member"]) for r in members(form, cluster)}
     assert sorted(full) == ["node1", "node2", "node3"]
 
     candidate = next(n.name for n in cluster.nodes if n is not leader)
+    if sync:  # in synchronous mode only the synchronous standby may take over (Patroni answers 412 otherwise)
+        wait(cluster, lambda: has_sync_standby(form, cluster), 60, "a synchronous standby")
+        candidate = next(short(r["Member"]) for r in members(form, cluster) if r["Role"] == "Sync Standby")
     result = pgwarden(cluster, *args, "switchover", leader_option, full[leader.name], "--candidate", full[candidate],
                       "--force", env=env)
     assert f'Successfully switched over to "{full[candidate]}"' in result.stdout, result.stdout
     wait(cluster, lambda: leader_name(form, cluster) == candidate, 60, f"{candidate} to lead after the switchover")
     new_leader = wait_cluster(form, cluster)
     assert new_leader.name == candidate
+    if sync:
+        wait(cluster, lambda: has_sync_standby(form, cluster), 60, "a synchronous standby of the new leader")
 
     cluster.kill_host(new_leader)
     survivors = [n.name for n in cluster.nodes if n is not new_leader]
@@ -369,6 +399,45 @@ def test_environment_only_form_switches_over_and_fails_over() -> None:
         assert_no_traceback(cluster)
 
 
+def raw_leader_key(form: Form, cluster: LocalCluster) -> str | None:
+    """`/service/<scope>/leader` read from the store itself, as vip-manager or a dashboard reads it."""
+    key = f"/service/{cluster.scope}/leader"
+    address = f"127.0.0.1:{cluster.etcd_ports[0]}"
+    if form.dcs_kind == "zookeeper":
+        from kazoo.client import KazooClient
+
+        client = KazooClient(hosts=address, timeout=5)
+        client.start(timeout=10)
+        try:
+            return client.get(key)[0].decode() if client.exists(key) else None
+        finally:
+            client.stop()
+            client.close()
+    with contextlib.suppress(urllib.error.HTTPError), \
+            urllib.request.urlopen(f"http://{address}/v2/keys{key}", timeout=5) as response:
+        return str(json.loads(response.read())["node"]["value"])
+    return None
+
+
+@pytest.mark.parametrize("form", [ETCD2_FORM, ZOOKEEPER_FORM], ids=lambda f: f.id)
+def test_other_backends_switch_over_fail_over_rejoin_and_replicate_synchronously(form: Form) -> None:
+    """The cluster scenarios on etcd's v2 API and on ZooKeeper: Patroni's key layout in the store, a
+    synchronous standby, a switchover, host loss of the leader, and the lost host rejoining."""
+    with started([form]) as clusters:
+        cluster = clusters[form.id]
+        leader = wait_cluster(form, cluster)
+        full = {short(r["Member"]): str(r["Member"]) for r in members(form, cluster)}
+        assert raw_leader_key(form, cluster) == full[leader.name]
+        wait(cluster, lambda: has_sync_standby(form, cluster), 60, "a synchronous standby")
+        killed = switchover_and_failover(form, cluster, "--leader", sync=True)
+        new_leader = cluster.leader()
+        assert new_leader is not None and raw_leader_key(form, cluster) == full[new_leader.name]
+        cluster.start_agent(killed)
+        wait_cluster(form, cluster)
+        wait(cluster, lambda: has_sync_standby(form, cluster), 60, "a synchronous standby after the rejoin")
+        assert_no_traceback(cluster)
+
+
 # -- 1 node each: the other forms, all started together -------------------------------------------------
 
 
@@ -390,8 +459,8 @@ class TestSingleNodeForms:
         rows = members(form, cluster)
         assert [(short(r["Member"]), r["Role"], r["State"]) for r in rows] == [(leader.name, "Leader", "running")]
         assert rows[0]["Host"] == f"127.0.0.1:{leader.pg_port}"
-        shown = show_config(form, cluster)
-        assert int(shown["ttl"]) == (30 if form.id == "yaml-quirks" else 20)
+        shown = show_config(form, cluster) or {}  # nothing but environment: no bootstrap.dcs, Patroni's defaults
+        assert int(shown.get("ttl", 30)) == (30 if form.id == "yaml-quirks" or form.template is None else 20)
         status, body = leader.get("/patroni")
         assert status == 200 and body is not None and body["role"] in ("primary", "master")
         assert body["patroni"]["scope"] == cluster.scope and short(body["patroni"]["name"]) == leader.name
@@ -478,6 +547,13 @@ class TestSingleNodeForms:
                                env={"PATRONICTL_CONFIG_FILE": cluster.nodes[0].agent_args[0]})  # type: ignore[index]
         for result in (by_url, by_env, by_dcs_url_var, by_ctl_file):
             assert [r["Member"] for r in json.loads(result.stdout)] == ["node1"]
+
+    def test_the_cli_finds_a_zookeeper_cluster_by_dcs_url(self, single_clusters: dict[str, LocalCluster]) -> None:
+        form, cluster = form_by_id("zookeeper-env-only"), single_clusters["zookeeper-env-only"]
+        wait_cluster(form, cluster, timeout=150)
+        url = f"zookeeper://127.0.0.1:{cluster.etcd_ports[0]}"
+        rows = json.loads(pgwarden(cluster, "list", cluster.scope, "-f", "json", "--dcs-url", url).stdout)
+        assert [r["Member"] for r in rows] == ["node1"]
 
     def test_no_agent_logged_a_traceback(self, single_clusters: dict[str, LocalCluster]) -> None:
         for cluster in single_clusters.values():

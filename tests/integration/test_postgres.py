@@ -108,6 +108,19 @@ def test_two_node_lifecycle(sandbox: PgSandbox) -> None:
     assert sandbox.run(b, "drop_slots", names=["spare", "absent"]).ok
     assert sandbox.probe(b).slots == ("node_a",)
 
+    # A standby's copy of a permanent slot: reserved at once, advanced forwards only, never past replay.
+    assert sandbox.run(a, "ensure_slots", names=["copy"]).ok
+    created = dict(sandbox.probe(a).slot_lsns)["copy"]
+    assert created is not None
+    assert sandbox.run(a, "advance_slots", targets=[["copy", 2**40]]).ok
+    standby = sandbox.probe(a)
+    advanced = dict(standby.slot_lsns)["copy"]
+    assert advanced is not None and standby.replay_lsn is not None and created <= advanced <= standby.replay_lsn
+    assert sandbox.run(a, "advance_slots", targets=[["copy", created - 1]]).ok  # backwards: left as it is
+    assert dict(sandbox.probe(a).slot_lsns)["copy"] == advanced
+    assert sandbox.run(b, "advance_slots", targets=[["node_a", 2**40]]).message == "slots up to date"  # a primary
+    assert sandbox.run(a, "drop_slots", names=["copy"]).ok
+
     # A clean stop of the standby: controldata says so, and the probe still knows whom it follows.
     assert sandbox.run(a, "stop").ok
     stopped = sandbox.probe(a)

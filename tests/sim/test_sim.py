@@ -26,7 +26,7 @@ from pgwarden.sim.run import run, schedule_for
 from pgwarden.sim.shrink import fails_like, shrink
 from pgwarden.sim.world import SimOptions
 
-CAMPAIGN_RUNS = int(os.environ.get("PGWARDEN_SIM_RUNS", "20000"))
+CAMPAIGN_RUNS = int(os.environ.get("PGWARDEN_SIM_RUNS", "6000"))
 """Schedules of the CI campaign: 10 simulated minutes each (7 of faults and operator actions, 3 to
 converge), on 3 to 5 nodes, one worker process per core."""
 CI_OPTIONS = SimOptions(fault_window=420.0, settle=180.0, operations=True, stable_exit=60.0)

@@ -53,14 +53,15 @@ class EtcdServer(LocalEtcd):
     """A LocalEtcd in its own temp dir (data/, etcd.log, tls/), which `stop()` removes."""
 
     @classmethod
-    def start(cls, *, attempts: int = 3, tls: bool = False) -> EtcdServer:
-        """Start etcd and wait until /health answers. Retries with new ports if a port was taken."""
+    def start(cls, *, attempts: int = 3, tls: bool = False, enable_v2: bool = False) -> EtcdServer:
+        """Start etcd and wait until /health answers. Retries with new ports if a port was taken.
+        `enable_v2`: serve the v2 keys API too (`LocalEtcd.spawn`)."""
         last_error: Exception | None = None
         for _ in range(attempts):
             directory = Path(tempfile.mkdtemp(prefix="pgwarden-etcd-"))
             files = make_tls_files(directory / "tls") if tls else None
             server = cls.spawn(name="test", data_dir=directory / "data", log_path=directory / "etcd.log",
-                               client_port=free_port(), peer_port=free_port(), tls=files)
+                               client_port=free_port(), peer_port=free_port(), tls=files, enable_v2=enable_v2)
             try:
                 server.wait_healthy(START_TIMEOUT)
                 return server

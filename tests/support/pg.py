@@ -80,6 +80,7 @@ def local_pg_from_json(data: dict[str, Any]) -> LocalPg:
         kwargs["wal_receiver"] = WalReceiver(**kwargs["wal_receiver"])
     kwargs["replication"] = tuple(ReplicationRow(**row) for row in kwargs.get("replication") or ())
     kwargs["slots"] = tuple(kwargs.get("slots") or ())
+    kwargs["slot_lsns"] = tuple((name, lsn) for name, lsn in kwargs.get("slot_lsns") or ())
     return LocalPg(**kwargs)
 
 

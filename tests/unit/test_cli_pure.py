@@ -129,9 +129,11 @@ def test_reinit_snapshot() -> None:
 
 
 def test_parse_dcs_url() -> None:
-    assert parse_dcs_url("etcd3://10.0.0.1:2380/ns") == ({"hosts": ["10.0.0.1:2380"]}, "/ns")
-    assert parse_dcs_url("localhost") == ({"hosts": ["localhost:2379"]}, None)
-    section, _ = parse_dcs_url("etcd3://u:p@h:1")
+    assert parse_dcs_url("etcd3://10.0.0.1:2380/ns") == ("etcd3", {"hosts": ["10.0.0.1:2380"]}, "/ns")
+    assert parse_dcs_url("localhost") == ("etcd3", {"hosts": ["localhost:2379"]}, None)
+    assert parse_dcs_url("etcd://h") == ("etcd", {"hosts": ["h:2379"]}, None)
+    assert parse_dcs_url("zookeeper://z1/ns") == ("zookeeper", {"hosts": ["z1:2181"]}, "/ns")
+    _, section, _ = parse_dcs_url("etcd3://u:p@h:1")
     assert (section["username"], section["password"]) == ("u", "p")
     with pytest.raises(TargetError, match="unsupported scheme"):
         parse_dcs_url("consul://h:8500")
@@ -148,7 +150,7 @@ def test_resolve_target_from_a_ctl_only_file(tmp_path: Path) -> None:
     assert (target.scope, target.namespace) == ("demo", "/service")
     assert (target.rest.username, target.rest.insecure) == ("r", True)
     with_url = resolve_target(path, "etcd3://h:1/other", False, {})
-    assert with_url.etcd == {"hosts": ["h:1"]} and with_url.namespace == "/other"
+    assert with_url.dcs == {"hosts": ["h:1"]} and with_url.namespace == "/other"
 
 
 def test_ctl_credentials_win_and_env_works(tmp_path: Path) -> None:
@@ -164,17 +166,15 @@ def test_no_dcs_is_a_clear_error() -> None:
         resolve_target(None, None, False, {})
 
 
-def test_the_cli_refuses_etcd_v2_as_the_agent_does() -> None:
-    """An `etcd:` section (or etcd:// URL) is etcd's v2 API in Patroni: reading v3 instead would show
-    an empty cluster, so the CLI refuses it like the agent (config/support.py)."""
-    import pytest
+def test_the_cli_reads_each_dcs_section_as_the_agent_does() -> None:
+    """`etcd:` is etcd's v2 API in Patroni and `zookeeper:` ZooKeeper: the CLI reads the cluster from the
+    backend the agents use, and refuses a file naming two of them (the agent does too)."""
+    from pgwarden.cli.target import _dcs_section as dcs_section
 
-    from pgwarden.cli.target import TargetError, parse_dcs_url
-    from pgwarden.cli.target import _etcd_section as etcd_section
-
-    with pytest.raises(TargetError, match="etcd v2 API is not supported yet"):
-        parse_dcs_url("etcd://127.0.0.1:2379")
-    with pytest.raises(TargetError, match="etcd v2 API is not supported yet"):
-        etcd_section({"etcd": {"host": "127.0.0.1:2379"}}, None)
-    section, _ = etcd_section({"etcd3": {"host": "127.0.0.1:2379"}}, None)
-    assert section == {"host": "127.0.0.1:2379"}
+    assert dcs_section({"etcd": {"host": "127.0.0.1:2379"}}, None)[:2] == ("etcd", {"host": "127.0.0.1:2379"})
+    assert dcs_section({"etcd3": {"host": "127.0.0.1:2379"}}, None)[:2] == ("etcd3", {"host": "127.0.0.1:2379"})
+    assert dcs_section({"zookeeper": {"hosts": "z:2181"}}, None)[0] == "zookeeper"
+    with pytest.raises(TargetError, match="expected one DCS section"):
+        dcs_section({"etcd": {"host": "a"}, "etcd3": {"host": "a"}}, None)
+    with pytest.raises(TargetError, match="zookeeper"):
+        dcs_section({"zookeeper": {}}, None)

@@ -319,13 +319,16 @@ def test_env_value_of_the_wrong_type_is_reported_with_the_key_path(tmp_path: Pat
 @pytest.mark.parametrize(
     ("sections", "expected"),
     [
-        ({}, "etcd3: expected an etcd3 section giving the etcd v3 endpoints, found no DCS section"),
-        ({"consul": {"host": "c:8500"}}, "consul: consul is not supported by pgwarden yet (etcd v3 is)"),
-        ({"etcd": {"host": "a:2379"}}, "etcd: the etcd v2 API is not supported yet"),
-        ({"etcd": {"host": "a:2379"}, "etcd3": {"host": "a:2379"}}, "etcd: the etcd v2 API is not supported yet"),
+        ({}, "etcd3: expected a DCS section (etcd3, etcd or zookeeper) giving the store's addresses, found none"),
+        ({"consul": {"host": "c:8500"}}, "consul: consul is not supported by pgwarden yet (etcd v3, etcd v2 and "
+                                         "ZooKeeper are)"),
+        ({"etcd": {"host": "a:2379"}, "etcd3": {"host": "a:2379"}},
+         "etcd: expected one DCS section, found 2 (etcd3, etcd)"),
+        ({"etcd3": {"host": "a:2379"}, "zookeeper": {"hosts": "z:2181"}}, "expected one DCS section"),
+        ({"zookeeper": {"use_ssl": True}}, "zookeeper"),
     ],
 )
-def test_an_etcd3_section_is_required_and_other_dcs_are_refused(
+def test_one_implemented_dcs_section_is_required_and_other_dcs_are_refused(
     tmp_path: Path, base: dict[str, Any], sections: dict[str, Any], expected: str
 ) -> None:
     data = {k: v for k, v in base.items() if k != "etcd3"} | sections
@@ -613,3 +616,34 @@ def test_no_secret_value_in_any_validation_message(tmp_path: Path, base: dict[st
     assert problems, "the value must be refused"
     assert not any("TopSecret" in p for p in problems), problems
     assert any("(not shown)" in p for p in problems), problems
+
+
+@pytest.mark.parametrize(
+    ("sections", "kind", "mapping"),
+    [
+        ({"etcd3": {"host": "a:2379"}}, "etcd3", {"host": "a:2379", "protocol": "http"}),
+        ({"etcd": {"hosts": "a:2379,b:2379"}}, "etcd", {"hosts": ["a:2379", "b:2379"], "protocol": "http"}),
+        ({"zookeeper": {"hosts": "z1:2181,z2:2181"}}, "zookeeper",
+         {"hosts": ["z1:2181", "z2:2181"], "use_ssl": False, "verify": True}),
+        ({"zookeeper": {"hosts": ["z1:2181"], "set_acls": {"user:pw": ["ALL"]}, "auth_data": {"digest": "u:p"}}},
+         "zookeeper", {"hosts": ["z1:2181"], "use_ssl": False, "verify": True, "set_acls": {"user:pw": ["ALL"]},
+                       "auth_data": {"digest": "u:p"}}),
+    ],
+)
+def test_each_implemented_dcs_section_is_read_in_patronis_forms(
+    tmp_path: Path, base: dict[str, Any], sections: dict[str, Any], kind: str, mapping: dict[str, Any]
+) -> None:
+    data = {k: v for k, v in base.items() if k != "etcd3"} | sections
+    config = load_local(write(tmp_path / "c.yml", data), {})
+    assert config.dcs_kind == kind
+    assert config.dcs.as_mapping() == mapping
+
+
+def test_zookeeper_from_patroni_environment_variables_alone(tmp_path: Path, base: dict[str, Any]) -> None:
+    data = {k: v for k, v in base.items() if k != "etcd3"}
+    env = {"PATRONI_ZOOKEEPER_HOSTS": "'z1:2181','z2:2181'"}
+    config = load_local(write(tmp_path / "c.yml", data), env)
+    assert config.dcs_kind == "zookeeper" and config.dcs.as_mapping()["hosts"] == ["z1:2181", "z2:2181"]
+    env = {"PATRONI_ETCD_HOST": "e1:2379"}
+    config = load_local(write(tmp_path / "c.yml", data), env)
+    assert config.dcs_kind == "etcd" and config.dcs.as_mapping()["host"] == "e1:2379"
