@@ -54,3 +54,15 @@ async def bounded(awaitable: Awaitable[T], seconds: float) -> T:
     """
     async with asyncio.timeout(seconds):
         return await awaitable
+
+
+async def cancel_bounded(task: asyncio.Task[Any] | None, seconds: float) -> None:
+    """Cancel a background task and wait for it at most `seconds` (closing must never hang); an exception it
+    ended with is retrieved, so asyncio does not log "exception never retrieved"."""
+    if task is None:
+        return
+    task.cancel()
+    await asyncio.wait({task}, timeout=seconds)
+    if task.done() and not task.cancelled():
+        with contextlib.suppress(Exception):
+            task.result()

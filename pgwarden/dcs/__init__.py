@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import ssl
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
 from pgwarden.config.addresses import etcd_addresses
 from pgwarden.dcs.base import Dcs, DcsError
 
-__all__ = ["DCS_KINDS", "Dcs", "DcsError", "dcs_from_config", "etcd_hosts_from_config", "open_dcs"]
+__all__ = ["DCS_KINDS", "Dcs", "DcsError", "EtcdEndpoints", "dcs_from_config", "etcd_endpoints",
+           "etcd_hosts_from_config", "open_dcs"]
 
 DCS_KINDS = ("etcd3", "etcd", "zookeeper")
 """The implemented backends, by the name of Patroni's configuration section: etcd's v3 API, its v2 API
@@ -39,10 +42,36 @@ def etcd_hosts_from_config(section: Mapping[str, Any]) -> list[tuple[str, int]]:
     return [_host_port(item) for item in etcd_addresses(section) or ["127.0.0.1:2379"]]
 
 
-def _check_supported(section: Mapping[str, Any]) -> None:
-    for unsupported in ("srv", "srv_suffix", "proxy", "discovery_srv"):
+@dataclass(frozen=True)
+class EtcdEndpoints:
+    """How to reach etcd, as Patroni's `etcd3` and `etcd` sections say (both take the same keys)."""
+
+    hosts: list[tuple[str, int]]
+    ssl_context: ssl.SSLContext | None
+    username: str | None
+    password: str | None
+
+
+UNSUPPORTED_ETCD_KEYS = ("srv", "srv_suffix", "proxy", "discovery_srv")
+
+
+def etcd_endpoints(section: Mapping[str, Any], label: str) -> EtcdEndpoints:
+    """Patroni's etcd section read once for either API: host | hosts | url, protocol, cacert, cert, key,
+    key_password, username | user, password. Discovery through DNS SRV records or a proxy is refused.
+    Problems are DcsError naming the section (`label`)."""
+    from pgwarden.dcs.etcd_http import ssl_context_from_config  # here, so that the pure modules stay light
+
+    for unsupported in UNSUPPORTED_ETCD_KEYS:
         if section.get(unsupported):
-            raise DcsError(f"etcd3: '{unsupported}' is not supported yet; list the endpoints in 'hosts'")
+            raise DcsError(f"{label}: '{unsupported}' is not supported yet; list the endpoints in 'hosts'")
+    try:
+        hosts = etcd_hosts_from_config(section)
+        ssl_context = ssl_context_from_config(section)
+    except (ValueError, OSError) as exc:  # OSError: a TLS file is missing or unreadable
+        raise DcsError(f"{label}: {str(exc).removeprefix('etcd3: ')}") from exc
+    username, password = section.get("username") or section.get("user"), section.get("password")
+    return EtcdEndpoints(hosts, ssl_context, str(username) if username else None,
+                         None if password is None else str(password))
 
 
 async def dcs_from_config(
@@ -55,31 +84,21 @@ async def dcs_from_config(
     timeout: float = 2.0,
     readonly: bool = False,
 ) -> Dcs:
-    """An etcd v3 DCS from Patroni's `etcd3` section.
-
-    Keys read: host | hosts | url, protocol (http | https), cacert, cert, key, key_password, username | user,
-    password.
-    """
+    """An etcd v3 DCS from Patroni's `etcd3` section (`etcd_endpoints`), its watch started (no network call)."""
     from pgwarden.dcs.etcd3 import Etcd3Dcs  # imported here so that the pure modules stay light
-    from pgwarden.dcs.etcd_http import ssl_context_from_config
 
-    _check_supported(etcd3_section)
-    try:
-        hosts = etcd_hosts_from_config(etcd3_section)
-        ssl_context = ssl_context_from_config(etcd3_section)
-    except (ValueError, OSError) as exc:  # OSError: a TLS file is missing or unreadable
-        raise DcsError(f"etcd3: {exc}") from exc
+    endpoints = etcd_endpoints(etcd3_section, "etcd3")
     dcs = Etcd3Dcs(
-        hosts=hosts,
+        hosts=endpoints.hosts,
         namespace=namespace,
         scope=scope,
         name=name,
         ttl=ttl,
         timeout=timeout,
-        username=etcd3_section.get("username") or etcd3_section.get("user"),
-        password=etcd3_section.get("password"),
+        username=endpoints.username,
+        password=endpoints.password,
         readonly=readonly,
-        ssl_context=ssl_context,
+        ssl_context=endpoints.ssl_context,
     )
     await dcs.connect()
     return dcs

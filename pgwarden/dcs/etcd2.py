@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import contextlib
 import json
 import logging
 import ssl
@@ -28,12 +27,11 @@ from urllib.parse import quote, urlencode
 import aiohttp
 import yarl
 
-from pgwarden.aio import bounded
-from pgwarden.config.addresses import url_host
-from pgwarden.dcs import codec, etcd_hosts_from_config
+from pgwarden.aio import bounded, cancel_bounded
+from pgwarden.dcs import codec, etcd_endpoints
 from pgwarden.dcs.base import Dcs, DcsError, KeyValueDcs
-from pgwarden.dcs.etcd_http import ssl_context_from_config
-from pgwarden.dcs.readback import LeaderMarks, ScopeNotes, still_written
+from pgwarden.dcs.etcd_http import EtcdHosts
+from pgwarden.dcs.readback import LeaderMarks, RetryPause, ScopeNotes, still_written
 from pgwarden.model import ClusterStatus, ClusterView, status_with_timeline_floor
 
 log = logging.getLogger(__name__)
@@ -59,10 +57,7 @@ MAX_RESPONSE_BYTES = 8 * 1024 * 1024
 WATCH_POLL_SECONDS = 30.0
 """One long poll lasts at most this long, then starts again (a silently dead connection is noticed)."""
 
-_WATCH_BACKOFF_MIN = 0.5
-_WATCH_BACKOFF_MAX = 5.0
 
-UNSUPPORTED_KEYS = ("srv", "srv_suffix", "proxy", "discovery_srv")
 
 
 class Etcd2Error(Exception):
@@ -142,7 +137,7 @@ def leaves(node: Any) -> list[Json]:
     return found
 
 
-class Etcd2Client:
+class Etcd2Client(EtcdHosts):
     """The v2 keys API on one of `hosts` at a time; moves to the next one when a host cannot be reached.
 
     Every request is bounded by `timeout` seconds in all, connecting included; with several hosts each
@@ -158,47 +153,16 @@ class Etcd2Client:
         password: str | None = None,
         ssl_context: ssl.SSLContext | None = None,
     ) -> None:
-        if not hosts:
-            raise ValueError("etcd: at least one host is required")
-        if (username is None) != (password is None):
-            raise ValueError("etcd: username and password must be given together")
-        self._hosts = list(hosts)
-        self._host_index = 0
-        self.timeout = timeout
+        super().__init__(hosts, timeout=timeout, username=username, password=password, ssl_context=ssl_context)
         # etcd v2 authenticates every request with HTTP basic auth (there are no tokens).
         self._headers = {"Authorization": basic_auth(username, password or "")} if username is not None else {}
-        self._ssl = ssl_context
-        self._scheme = "https" if ssl_context is not None else "http"
-        self._session: aiohttp.ClientSession | None = None
-        self._closed = False
-
-    @property
-    def host_label(self) -> str:
-        host, port = self._hosts[self._host_index]
-        return f"{url_host(host)}:{port}"
 
     def _url(self, key: str, params: Mapping[str, str] | None) -> yarl.URL:
         query = f"?{urlencode(params)}" if params else ""
         return yarl.URL(f"{self._scheme}://{self.host_label}/v2/keys{quote(key, safe='/')}{query}", encoded=True)
 
-    def rotate(self) -> None:
-        """Use the next host for the following requests."""
-        self._host_index = (self._host_index + 1) % len(self._hosts)
-
-    def _http(self) -> aiohttp.ClientSession:
-        if self._closed:
-            raise Etcd2Error("other", "etcd: the client is closed")
-        if self._session is None or self._session.closed:
-            connector = aiohttp.TCPConnector(limit=8, ssl=self._ssl if self._ssl is not None else False)
-            self._session = aiohttp.ClientSession(connector=connector)
-        return self._session
-
-    async def close(self) -> None:
-        self._closed = True
-        session, self._session = self._session, None
-        if session is not None:
-            with contextlib.suppress(Exception):
-                await bounded(session.close(), self.timeout)
+    def _closed_error(self) -> Exception:
+        return Etcd2Error("other", "etcd: the client is closed")
 
     # -- requests ------------------------------------------------------------------------------------
     async def request(self, method: str, key: str, *, params: Mapping[str, str] | None = None,
@@ -391,12 +355,7 @@ class Etcd2Dcs(KeyValueDcs):
     async def close(self) -> None:
         self._closed = True
         task, self._watch_task = self._watch_task, None
-        if task is not None:
-            task.cancel()
-            await asyncio.wait({task}, timeout=self._timeout)  # bounded: closing must never hang
-            if task.done() and not task.cancelled():
-                with contextlib.suppress(Exception):
-                    task.result()  # retrieve it, so asyncio does not log "exception never retrieved"
+        await cancel_bounded(task, self._timeout)
         await self._client.close()
 
     async def _request(self, what: str, method: str, key: str, *, params: Mapping[str, str] | None = None,
@@ -510,12 +469,11 @@ class Etcd2Dcs(KeyValueDcs):
 
     async def _watch_forever(self) -> None:
         """Keep long-polling `leader`; never raises (etcd being down is normal)."""
-        backoff = _WATCH_BACKOFF_MIN
-        failing = False
+        pause = RetryPause()
         while not self._closed:
             try:
                 await self._poll()
-                backoff, failing = _WATCH_BACKOFF_MIN, False
+                pause.succeeded()
                 continue
             except asyncio.CancelledError:
                 raise
@@ -525,14 +483,10 @@ class Etcd2Dcs(KeyValueDcs):
                     self._watch_from = max(self._watch_from, exc.index)
                     self._marks.force()
                     continue
-                level = logging.DEBUG if failing else logging.WARNING
-                log.log(level, "etcd watch on %s failed (%s); retrying", self._key(codec.LEADER), exc)
+                pause.failed(f"etcd watch on {self._key(codec.LEADER)}", exc)
             except Exception as exc:  # a closed client, an unexpected answer: retry after a pause
-                level = logging.DEBUG if failing else logging.WARNING
-                log.log(level, "etcd watch on %s failed (%s); retrying", self._key(codec.LEADER), exc)
-            failing = True
-            await asyncio.sleep(backoff)
-            backoff = min(backoff * 2, _WATCH_BACKOFF_MAX)
+                pause.failed(f"etcd watch on {self._key(codec.LEADER)}", exc)
+            await pause.sleep()
 
     async def _poll(self) -> None:
         """One long poll of `leader`, from the first index not yet covered (or the caller's last read)."""
@@ -656,29 +610,20 @@ async def etcd2_from_config(
     Keys read: host | hosts | url, protocol (http | https), cacert, cert, key, key_password, username | user,
     password. `srv`, `srv_suffix`, `proxy` and `discovery_srv` are refused.
     """
-    for unsupported in UNSUPPORTED_KEYS:
-        if section.get(unsupported):
-            raise DcsError(f"etcd: '{unsupported}' is not supported yet; list the endpoints in 'hosts'")
-    username = section.get("username") or section.get("user")
-    password = section.get("password")
-    if bool(username) != bool(password):
+    endpoints = etcd_endpoints(section, "etcd")
+    if bool(endpoints.username) != bool(endpoints.password):
         raise DcsError("etcd: 'username' and 'password' must be given together")
-    try:
-        hosts = etcd_hosts_from_config(section)
-        ssl_context = ssl_context_from_config(section)
-    except (ValueError, OSError) as exc:  # OSError: a TLS file is missing or unreadable
-        raise DcsError(f"etcd: {str(exc).removeprefix('etcd3: ')}") from exc
     dcs = Etcd2Dcs(
-        hosts=hosts,
+        hosts=endpoints.hosts,
         namespace=namespace,
         scope=scope,
         name=name,
         ttl=ttl,
         timeout=timeout,
-        username=str(username) if username else None,
-        password=str(password) if password else None,
+        username=endpoints.username,
+        password=endpoints.password or None,
         readonly=readonly,
-        ssl_context=ssl_context,
+        ssl_context=endpoints.ssl_context,
     )
     await dcs.connect()
     return dcs

@@ -13,13 +13,13 @@ How the DCS primitives map onto etcd v3:
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+from pgwarden.aio import cancel_bounded
 from pgwarden.dcs import codec
 from pgwarden.dcs.base import DcsError, KeyValueDcs
 from pgwarden.dcs.etcd_http import (
@@ -35,15 +35,13 @@ from pgwarden.dcs.etcd_http import (
     op_put,
     prefix_end,
 )
-from pgwarden.dcs.readback import LeaderMarks, ScopeNotes, still_written
+from pgwarden.dcs.readback import LeaderMarks, RetryPause, ScopeNotes, still_written
 from pgwarden.model import ClusterStatus, ClusterView, status_with_timeline_floor
 
 log = logging.getLogger(__name__)
 
 _T = TypeVar("_T")
 
-_WATCH_BACKOFF_MIN = 0.5
-_WATCH_BACKOFF_MAX = 5.0
 
 
 class _LeaseNotFound(DcsError):
@@ -116,12 +114,7 @@ class Etcd3Dcs(KeyValueDcs):
     async def close(self) -> None:
         self._closed = True
         task, self._watch_task = self._watch_task, None
-        if task is not None:
-            task.cancel()
-            await asyncio.wait({task}, timeout=self._timeout)  # bounded: closing must never hang
-            if task.done() and not task.cancelled():
-                with contextlib.suppress(Exception):
-                    task.result()  # retrieve it, so asyncio does not log "exception never retrieved"
+        await cancel_bounded(task, self._timeout)
         await self._client.close()
 
     async def _call(self, what: str, request: Callable[[EtcdClient], Awaitable[_T]]) -> _T:
@@ -227,23 +220,19 @@ class Etcd3Dcs(KeyValueDcs):
 
     async def _watch_forever(self) -> None:
         """Keep a watch on the scope prefix alive; never raises (etcd being down is normal)."""
-        backoff = _WATCH_BACKOFF_MIN
-        failing = False
+        pause = RetryPause()
         while not self._closed:
             try:
                 async for _ in self._watch_stream():
-                    backoff, failing = _WATCH_BACKOFF_MIN, False
+                    pause.succeeded()
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # etcd down, a broken stream, a closed client: retry after a pause
                 if isinstance(exc, EtcdError) and exc.kind == "compacted":
                     self._watch_from = 0  # history is gone: restart from now and make the caller re-read
                     self._marks.force()
-                level = logging.DEBUG if failing else logging.WARNING
-                log.log(level, "etcd watch on %s failed (%s); retrying", self.prefix, exc)
-                failing = True
-            await asyncio.sleep(backoff)
-            backoff = min(backoff * 2, _WATCH_BACKOFF_MAX)
+                pause.failed(f"etcd watch on {self.prefix}", exc)
+            await pause.sleep()
 
     async def _watch_stream(self) -> AsyncIterator[None]:
         """Yield once when the watch is established, then once per batch of events (after handling it)."""

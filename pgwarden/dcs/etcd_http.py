@@ -30,6 +30,7 @@ from typing import Any, Literal
 import aiohttp
 
 from pgwarden.aio import bounded
+from pgwarden.config.addresses import url_host
 
 log = logging.getLogger(__name__)
 
@@ -161,8 +162,55 @@ def _error_kind(code: int, message: str) -> ErrorKind:
 # -- the client ----------------------------------------------------------------------------------------
 
 
-class EtcdClient:
-    """Talks to one of `hosts` at a time; moves to the next one when a host cannot be reached.
+class EtcdHosts:
+    """The etcd endpoints a client talks to, one at a time (the next after a failure), over one aiohttp session.
+    Shared by the v3 client here and the v2 client (`dcs.etcd2`); create and use it inside one event loop."""
+
+    def __init__(self, hosts: Sequence[tuple[str, int]], *, timeout: float, username: str | None,
+                 password: str | None, ssl_context: ssl.SSLContext | None) -> None:
+        if not hosts:
+            raise ValueError("etcd: at least one host is required")
+        if (username is None) != (password is None):
+            raise ValueError("etcd: username and password must be given together")
+        self._hosts = list(hosts)
+        self._host_index = 0
+        self.timeout = timeout
+        self._ssl = ssl_context
+        self._scheme = "https" if ssl_context is not None else "http"
+        self._session: aiohttp.ClientSession | None = None
+        self._closed = False
+
+    @property
+    def host_label(self) -> str:
+        """`host:port` of the endpoint in use (an IPv6 host in brackets, as in a URL)."""
+        host, port = self._hosts[self._host_index]
+        return f"{url_host(host)}:{port}"
+
+    def rotate(self) -> None:
+        """Use the next host for the following requests."""
+        self._host_index = (self._host_index + 1) % len(self._hosts)
+
+    def _closed_error(self) -> Exception:
+        return EtcdError("other", "etcd: the client is closed")
+
+    def _http(self) -> aiohttp.ClientSession:
+        if self._closed:
+            raise self._closed_error()
+        if self._session is None or self._session.closed:
+            connector = aiohttp.TCPConnector(limit=8, ssl=self._ssl if self._ssl is not None else False)
+            self._session = aiohttp.ClientSession(connector=connector, json_serialize=json.dumps)
+        return self._session
+
+    async def close(self) -> None:
+        self._closed = True
+        session, self._session = self._session, None
+        if session is not None:
+            with contextlib.suppress(Exception):
+                await bounded(session.close(), self.timeout)
+
+
+class EtcdClient(EtcdHosts):
+    """etcd's v3 JSON gateway on one of `hosts` at a time; moves to the next one when a host cannot be reached.
 
     Every request is bounded by `timeout` seconds, connection included. Safe to share between tasks of
     one event loop; create and use it inside that loop.
@@ -177,50 +225,18 @@ class EtcdClient:
         password: str | None = None,
         ssl_context: ssl.SSLContext | None = None,
     ) -> None:
-        if not hosts:
-            raise ValueError("etcd: at least one host is required")
-        if (username is None) != (password is None):
-            raise ValueError("etcd: username and password must be given together")
-        self._hosts = list(hosts)
-        self._host_index = 0
-        self.timeout = timeout
+        super().__init__(hosts, timeout=timeout, username=username, password=password, ssl_context=ssl_context)
         self._username = username
         self._password = password
-        self._ssl = ssl_context
-        self._scheme = "https" if ssl_context is not None else "http"
-        self._session: aiohttp.ClientSession | None = None
         self._token: str | None = None
         self._token_lock = asyncio.Lock()
-        self._closed = False
-
-    @property
-    def host_label(self) -> str:
-        host, port = self._hosts[self._host_index]
-        return f"{host}:{port}"
 
     def _url(self, path: str) -> str:
-        host, port = self._hosts[self._host_index]
-        return f"{self._scheme}://{host}:{port}/v3/{path}"
+        return f"{self._scheme}://{self.host_label}/v3/{path}"
 
     def rotate(self) -> None:
-        """Use the next host for the following requests."""
-        self._host_index = (self._host_index + 1) % len(self._hosts)
+        super().rotate()
         self._token = None  # tokens are per server in etcd's simple-token mode
-
-    def _http(self) -> aiohttp.ClientSession:
-        if self._closed:
-            raise EtcdError("other", "etcd: the client is closed")
-        if self._session is None or self._session.closed:
-            connector = aiohttp.TCPConnector(limit=8, ssl=self._ssl if self._ssl is not None else False)
-            self._session = aiohttp.ClientSession(connector=connector, json_serialize=json.dumps)
-        return self._session
-
-    async def close(self) -> None:
-        self._closed = True
-        session, self._session = self._session, None
-        if session is not None:
-            with contextlib.suppress(Exception):
-                await bounded(session.close(), self.timeout)
 
     # -- requests ------------------------------------------------------------------------------------
     async def _post_once(self, path: str, body: Mapping[str, Any], *, authenticated: bool = True) -> Json:

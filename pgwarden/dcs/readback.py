@@ -4,6 +4,7 @@
   per read (a hostile value must not flood the log every cycle).
 - `still_written`: whether a value this agent wrote is still what the store holds; when someone else
   rewrote or deleted it, the next write must not be skipped as "unchanged".
+- `RetryPause`: the pause between a watch's attempts while the store fails, and the one warning it logs.
 - `LeaderMarks`: the leader key's changes as the watch reported them against what the caller has seen, so
   `wait_for_change` wakes once per change that the last read did not already show (etcd v2 and v3 count
   in store revisions; ZooKeeper keeps its own marks).
@@ -81,3 +82,25 @@ class LeaderMarks:
                 await bounded(self._changed.wait(), remaining)
             except TimeoutError:
                 return False
+
+
+class RetryPause:
+    """The pause before a background watch tries again: doubling from `first` to `longest` while the store
+    keeps failing, and one WARNING per run of failures (the rest at DEBUG: etcd being down is normal)."""
+
+    def __init__(self, first: float = 0.5, longest: float = 5.0) -> None:
+        self._first = first
+        self._longest = longest
+        self.seconds = first
+        self._failing = False
+
+    def succeeded(self) -> None:
+        self.seconds, self._failing = self._first, False
+
+    def failed(self, what: str, exc: BaseException) -> None:
+        log.log(logging.DEBUG if self._failing else logging.WARNING, "%s failed (%s); retrying", what, exc)
+        self._failing = True
+
+    async def sleep(self) -> None:
+        await asyncio.sleep(self.seconds)
+        self.seconds = min(self.seconds * 2, self._longest)

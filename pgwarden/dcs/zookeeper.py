@@ -40,7 +40,7 @@ from kazoo.protocol.states import KazooState, ZnodeStat
 from kazoo.retry import KazooRetry
 from kazoo.security import ACL, make_acl, make_digest_acl_credential
 
-from pgwarden.aio import bounded
+from pgwarden.aio import bounded, cancel_bounded
 from pgwarden.dcs import codec
 from pgwarden.dcs.base import Dcs, DcsError
 from pgwarden.dcs.readback import ScopeNotes, still_written
@@ -394,12 +394,7 @@ class ZooKeeperDcs(Dcs):
     async def close(self) -> None:
         self._closed = True
         task, self._watch_task = self._watch_task, None
-        if task is not None:
-            task.cancel()
-            await asyncio.wait({task}, timeout=self._timeout)
-            if task.done() and not task.cancelled():
-                with contextlib.suppress(Exception):
-                    task.result()
+        await cancel_bounded(task, self._timeout)
         session, self._session = self._session, None
         if session is not None:
             await session.close(self._timeout)

@@ -11,8 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pgwarden.config import LocalConfig
-from pgwarden.dcs import Dcs, DcsError, etcd_hosts_from_config, open_dcs
-from pgwarden.dcs.etcd_http import ssl_context_from_config
+from pgwarden.dcs import Dcs, DcsError, etcd_endpoints, open_dcs
 from pgwarden.routing.etcd2_mirror import Etcd2LeaderMirror
 from pgwarden.routing.haproxy_config import HaproxyOptions, render_haproxy_config
 from pgwarden.routing.haproxy_runtime import HaproxyPusher, HaproxyRuntime
@@ -94,9 +93,9 @@ async def run_route(local: LocalConfig, options: RouteOptions, stop: asyncio.Eve
         return 1
     registry = None
     if local.dcs_kind == "etcd3":
-        registry = RouterRegistry(etcd_hosts_from_config(section), dcs.prefix, options.name,
-                                  username=section.get("username") or section.get("user"),
-                                  password=section.get("password"), ssl_context=ssl_context_from_config(section))
+        endpoints = etcd_endpoints(section, "etcd3")
+        registry = RouterRegistry(endpoints.hosts, dcs.prefix, options.name, username=endpoints.username,
+                                  password=endpoints.password, ssl_context=endpoints.ssl_context)
     elif "pgbouncer" in kinds:
         # The hold key needs a leased write that only the etcd v3 adapter offers (registry.py). Without it a
         # switchover does not wait for PgBouncer to pause: the pooler still follows, but transactions that run

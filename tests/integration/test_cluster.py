@@ -1,7 +1,8 @@
 """A real 3-node cluster: etcd, three pgwarden agents (as the postgres user), three PostgreSQL 15.
 
-Every test runs a `SplitBrainWatcher` that polls every node's PostgreSQL throughout and fails the test
-if two of them accept writes at the same time. Measured times are printed (run with -s to see them).
+Every test runs a `WritableWatcher` (tests/support/cluster.py) that polls every node's PostgreSQL
+throughout and fails the test if two of them accept writes at the same time. Measured times are printed
+(run with -s to see them).
 """
 
 from __future__ import annotations
@@ -11,7 +12,6 @@ import shutil
 import signal
 import subprocess
 import tempfile
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,63 +23,13 @@ from pgwarden.localcluster.cluster import LocalCluster, Node
 from pgwarden.localcluster.etcd import ETCD_BIN
 from pgwarden.localcluster.postgres import PG_BIN
 from pgwarden.localcluster.processes import wait_until
+from tests.support.cluster import WritableWatcher
 
 pytestmark = [
     pytest.mark.integration,
     pytest.mark.skipif(not (Path(ETCD_BIN).exists() and Path(PG_BIN, "postgres").exists()),
                        reason="needs etcd and PostgreSQL 15"),
 ]
-
-
-class SplitBrainWatcher:
-    """Polls `pg_is_in_recovery()` on every node every ~50 ms; records any instant with two writers."""
-
-    def __init__(self, cluster: LocalCluster) -> None:
-        self.cluster = cluster
-        self.violations: list[str] = []
-        self.writable_since: dict[str, float] = {}
-        self._stop = threading.Event()
-        self._conns: dict[str, psycopg.Connection] = {}
-        self._thread = threading.Thread(target=self._run, name="split-brain-watcher", daemon=True)
-
-    def __enter__(self) -> SplitBrainWatcher:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join(10)
-        for conn in self._conns.values():
-            with contextlib.suppress(Exception):
-                conn.close()
-
-    def writable(self, node: Node) -> bool:
-        conn = self._conns.get(node.name)
-        try:
-            if conn is None or conn.closed:
-                conn = psycopg.connect(self.cluster.conninfo(node), autocommit=True, connect_timeout=1)
-                self._conns[node.name] = conn
-            row = conn.execute("SELECT NOT pg_is_in_recovery()").fetchone()
-            return bool(row and row[0])
-        except psycopg.Error:
-            if conn is not None:
-                with contextlib.suppress(Exception):
-                    conn.close()
-            self._conns.pop(node.name, None)
-            return False
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            writers = [n.name for n in self.cluster.nodes if self.writable(n)]
-            now = time.monotonic()
-            for name in writers:
-                self.writable_since.setdefault(name, now)
-            for name in list(self.writable_since):
-                if name not in writers:
-                    del self.writable_since[name]
-            if len(writers) > 1:
-                self.violations.append(f"{time.strftime('%H:%M:%S')}: writable at once: {writers}")
-            self._stop.wait(0.05)
 
 
 @pytest.fixture
@@ -99,8 +49,8 @@ def cluster(request: pytest.FixtureRequest) -> Iterator[LocalCluster]:
 
 
 @pytest.fixture
-def watched(cluster: LocalCluster) -> Iterator[tuple[LocalCluster, SplitBrainWatcher]]:
-    with SplitBrainWatcher(cluster) as watcher:
+def watched(cluster: LocalCluster) -> Iterator[tuple[LocalCluster, WritableWatcher]]:
+    with WritableWatcher(cluster) as watcher:
         yield cluster, watcher
     assert not watcher.violations, "\n".join(watcher.violations)
 
@@ -135,7 +85,7 @@ def _wait_replicated(cluster: LocalCluster, value: str, nodes: list[Node]) -> No
 
 
 def test_bootstrap_one_primary_two_streaming_replicas_with_slots(
-        watched: tuple[LocalCluster, SplitBrainWatcher]) -> None:
+        watched: tuple[LocalCluster, WritableWatcher]) -> None:
     cluster, _ = watched
     started = time.monotonic()
     leader = cluster.wait_healthy(120)
@@ -160,7 +110,7 @@ def test_bootstrap_one_primary_two_streaming_replicas_with_slots(
 
 
 def test_host_loss_of_the_primary_fails_over_and_the_old_node_rejoins(
-        watched: tuple[LocalCluster, SplitBrainWatcher]) -> None:
+        watched: tuple[LocalCluster, WritableWatcher]) -> None:
     cluster, _ = watched
     old = cluster.wait_healthy(120)
     _insert(cluster, old, "before-failover")
@@ -196,7 +146,7 @@ def test_host_loss_of_the_primary_fails_over_and_the_old_node_rejoins(
     assert "history file unreadable" not in new.log_path.read_text(errors="replace")
 
 
-def test_postmaster_crash_on_the_primary_restarts_in_place(watched: tuple[LocalCluster, SplitBrainWatcher]) -> None:
+def test_postmaster_crash_on_the_primary_restarts_in_place(watched: tuple[LocalCluster, WritableWatcher]) -> None:
     cluster, _ = watched
     leader = cluster.wait_healthy(120)
     old_pid = leader.postmaster_pid()
@@ -215,7 +165,7 @@ def test_postmaster_crash_on_the_primary_restarts_in_place(watched: tuple[LocalC
     cluster.wait_healthy(60)
 
 
-def test_sigterm_of_the_primary_agent_hands_over_cleanly(watched: tuple[LocalCluster, SplitBrainWatcher]) -> None:
+def test_sigterm_of_the_primary_agent_hands_over_cleanly(watched: tuple[LocalCluster, WritableWatcher]) -> None:
     cluster, _ = watched
     old = cluster.wait_healthy(120)
     cluster.wait_healthy(30)  # replicas caught up, so a handover is possible

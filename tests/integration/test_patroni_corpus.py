@@ -308,6 +308,8 @@ SINGLE_FORMS = [
     Form("yaml-quirks", "yaml-quirks.yml"),
     Form("configuration-var", "etcd3-host.yml", as_configuration_var=True),
     Form("zookeeper-env-only", None, env=zookeeper_env_only, cli_env=zookeeper_env_only_cli, dcs_kind="zookeeper"),
+    Form("etcd-v2-hosts-string", "etcd-v2-hosts-string.yml", dcs_kind="etcd"),
+    Form("zookeeper-hosts-string", "zookeeper-hosts-string.yml", dcs_kind="zookeeper"),
 ]
 
 

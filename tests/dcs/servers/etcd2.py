@@ -17,8 +17,6 @@ no value and wake no watcher), so the suite sees skipped writes through a plante
 from __future__ import annotations
 
 import json
-import os
-import signal
 import ssl
 import urllib.request
 from typing import Any
@@ -28,8 +26,8 @@ import aiohttp
 
 from pgwarden.dcs.etcd2 import basic_auth
 from pgwarden.dcs.etcd_http import ssl_context_from_config
-from tests.dcs.faults import wait_stopped
-from tests.support.etcd import START_TIMEOUT, EtcdServer
+from tests.dcs.servers.etcd_process import EtcdProcessStore
+from tests.support.etcd import EtcdServer
 
 USERNAME = "root"
 PASSWORD = "etcd2-Right-Passw0rd"
@@ -38,44 +36,19 @@ PASSWORD = "etcd2-Right-Passw0rd"
 _RAW_TIMEOUT = 5.0
 
 
-class Etcd2Store:
+class Etcd2Store(EtcdProcessStore):
     """One etcd process (v2 API enabled) behind the `tests.dcs.servers.StoreServer` protocol."""
 
     kind = "etcd"
-    supports_auth = True
-    supports_tls = True
-
-    def __init__(self, etcd: EtcdServer, *, auth: bool) -> None:
-        self._etcd = etcd
-        self._auth = auth
-
-    @property
-    def etcd(self) -> EtcdServer:
-        """The running etcd (a new object after `restart`)."""
-        return self._etcd
-
-    # -- configuration -------------------------------------------------------------------------------
-    def section(self) -> dict[str, Any]:
-        """Patroni's `etcd` section for this server: `host`, TLS files and credentials as set."""
-        section: dict[str, Any] = {"host": f"127.0.0.1:{self._etcd.client_port}"}
-        tls = self._etcd.tls
-        if tls is not None:
-            section.update(protocol="https", cacert=str(tls.ca_cert), cert=str(tls.client_cert),
-                           key=str(tls.client_key))
-        if self._auth:
-            section.update(username=USERNAME, password=PASSWORD)
-        return section
-
-    def section_with_password(self, password: str) -> dict[str, Any]:
-        """`section()` with the same user but another password (for the authentication failure test)."""
-        return {**self.section(), "username": USERNAME, "password": password}
+    PASSWORD = PASSWORD
+    HOST_KEY = "host"
 
     # -- raw access ----------------------------------------------------------------------------------
     async def _call(self, method: str, key: str, **form: str) -> tuple[int, dict[str, Any]]:
         section = self.section()
         context = ssl_context_from_config(section)
         headers = {"Authorization": basic_auth(USERNAME, PASSWORD)} if self._auth else {}
-        url = f"{self._etcd.client_url}/v2/keys{quote(key, safe='/')}"
+        url = f"{self.etcd.client_url}/v2/keys{quote(key, safe='/')}"
         params = {"quorum": "true"} if method == "GET" else None
         connector = aiohttp.TCPConnector(ssl=context if context is not None else False)
         async with (aiohttp.ClientSession(connector=connector) as session,
@@ -107,37 +80,6 @@ class Etcd2Store:
 
     async def raw_delete(self, key: str) -> None:
         await self._call("DELETE", key)
-
-    # -- faults --------------------------------------------------------------------------------------
-    def _signal(self, signum: int) -> None:
-        if self._etcd.process.poll() is None:
-            os.kill(self._etcd.pid, signum)
-
-    def freeze(self) -> None:
-        """SIGSTOP etcd; returns once every thread of it has stopped."""
-        self._signal(signal.SIGSTOP)
-        wait_stopped(self._etcd.pid)
-
-    def thaw(self) -> None:
-        self._signal(signal.SIGCONT)
-
-    def kill(self) -> None:
-        self.thaw()
-        if self._etcd.process.poll() is None:
-            self._etcd.process.kill()
-        self._etcd.process.wait()
-
-    def restart(self) -> None:
-        old = self._etcd
-        self._etcd = EtcdServer.spawn(name="test", data_dir=old.directory / "data", log_path=old.log_path,
-                                      client_port=old.client_port, peer_port=old.peer_port, tls=old.tls,
-                                      enable_v2=True)
-        self._etcd.wait_healthy(START_TIMEOUT)
-
-    def stop(self) -> None:
-        """SIGCONT (a frozen etcd would ignore SIGTERM until the kill timeout), then stop it by PID."""
-        self.thaw()
-        self._etcd.stop()
 
 
 def _v2_admin(etcd: EtcdServer, method: str, path: str, body: dict[str, Any] | None, *, auth: bool) -> None:
@@ -173,4 +115,4 @@ def start(*, auth: bool = False, tls: bool = False) -> Etcd2Store:
     except BaseException:
         etcd.stop()
         raise
-    return Etcd2Store(etcd, auth=auth)
+    return Etcd2Store(etcd, auth=auth, enable_v2=True)

@@ -13,15 +13,13 @@ credentials, `section_with_password(p)` the same user with another password), `s
 
 from __future__ import annotations
 
-import os
-import signal
 import subprocess
 from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from typing import TypeVar
 
 from pgwarden.dcs.etcd_http import EtcdClient, ssl_context_from_config
-from tests.dcs.faults import wait_stopped
-from tests.support.etcd import START_TIMEOUT, EtcdServer
+from tests.dcs.servers.etcd_process import EtcdProcessStore
+from tests.support.etcd import EtcdServer
 
 _T = TypeVar("_T")
 
@@ -32,37 +30,16 @@ PASSWORD = "etcd3-Right-Passw0rd"
 _RAW_TIMEOUT = 5.0
 
 
-class Etcd3Store:
-    """One etcd process behind the `tests.dcs.servers.StoreServer` protocol."""
+class Etcd3Store(EtcdProcessStore):
+    """One etcd process behind the `tests.dcs.servers.StoreServer` protocol, read through the v3 API."""
 
     kind = "etcd3"
-    supports_auth = True
-    supports_tls = True
-
-    def __init__(self, etcd: EtcdServer, *, auth: bool) -> None:
-        self._etcd = etcd
-        self._auth = auth
-
-    # -- configuration -------------------------------------------------------------------------------
-    def section(self) -> dict[str, Any]:
-        """Patroni's `etcd3` section for this server: `hosts` as a string, TLS files and credentials as set."""
-        section: dict[str, Any] = {"hosts": f"127.0.0.1:{self._etcd.client_port}"}
-        tls = self._etcd.tls
-        if tls is not None:
-            section.update(protocol="https", cacert=str(tls.ca_cert), cert=str(tls.client_cert),
-                           key=str(tls.client_key))
-        if self._auth:
-            section.update(username=USERNAME, password=PASSWORD)
-        return section
-
-    def section_with_password(self, password: str) -> dict[str, Any]:
-        """`section()` with the same user but another password (for the authentication failure test)."""
-        return {**self.section(), "username": USERNAME, "password": password}
+    PASSWORD = PASSWORD
 
     # -- raw access ----------------------------------------------------------------------------------
     async def _with_client(self, call: Callable[[EtcdClient], Awaitable[_T]]) -> _T:
         section = self.section()
-        client = EtcdClient([self._etcd.host], timeout=_RAW_TIMEOUT, username=section.get("username"),
+        client = EtcdClient([self.etcd.host], timeout=_RAW_TIMEOUT, username=section.get("username"),
                             password=section.get("password"), ssl_context=ssl_context_from_config(section))
         try:
             return await call(client)
@@ -83,35 +60,6 @@ class Etcd3Store:
 
     async def raw_delete(self, key: str) -> None:
         await self._with_client(lambda client: client.delete(key.encode()))
-
-    # -- faults --------------------------------------------------------------------------------------
-    def _signal(self, signum: int) -> None:
-        if self._etcd.process.poll() is None:
-            os.kill(self._etcd.pid, signum)
-
-    def freeze(self) -> None:
-        """SIGSTOP etcd; returns once every thread of it has stopped."""
-        self._signal(signal.SIGSTOP)
-        wait_stopped(self._etcd.pid)
-
-    def thaw(self) -> None:
-        self._signal(signal.SIGCONT)
-
-    def kill(self) -> None:
-        if self._etcd.process.poll() is None:
-            self._etcd.process.kill()
-        self._etcd.process.wait()
-
-    def restart(self) -> None:
-        old = self._etcd
-        self._etcd = EtcdServer.spawn(name="test", data_dir=old.directory / "data", log_path=old.log_path,
-                                      client_port=old.client_port, peer_port=old.peer_port, tls=old.tls)
-        self._etcd.wait_healthy(START_TIMEOUT)
-
-    def stop(self) -> None:
-        """SIGCONT (a frozen etcd would ignore SIGTERM until the kill timeout), then stop it by PID."""
-        self.thaw()
-        self._etcd.stop()
 
 
 def _enable_auth(etcd: EtcdServer) -> None:
