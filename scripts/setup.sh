@@ -30,6 +30,12 @@ command -v ip >/dev/null 2>&1 || need_pkgs+=(iproute2)
 command -v openssl >/dev/null 2>&1 || need_pkgs+=(openssl)
 # ZooKeeper 3.8 (a Java server) for the ZooKeeper DCS backend's tests.
 [ -e /usr/share/java/zookeeper.jar ] || need_pkgs+=(zookeeper)
+# pgBackRest: the backup tool of the disaster-recovery tests (archive, restore, replicas from a repository).
+command -v pgbackrest >/dev/null 2>&1 || need_pkgs+=(pgbackrest)
+# The chaos suite's faults inside its network namespaces: nftables (partitions, one-way and random loss)
+# and libfaketime (clock steps for one agent).
+command -v nft >/dev/null 2>&1 || need_pkgs+=(nftables)
+command -v faketime >/dev/null 2>&1 || need_pkgs+=(faketime)
 for extra in ${PGWARDEN_EXTRA_PKGS:-}; do need_pkgs+=("$extra"); done
 if ((${#need_pkgs[@]})); then
   log "installing Debian packages: ${need_pkgs[*]}"
@@ -79,4 +85,21 @@ else
   "$VENV/bin/pip" install -q --no-deps --force-reinstall "$REPO" >/dev/null 2>&1
 fi
 chmod -R a+rX "$(dirname "$VENV")"
+
+# Patroni itself, for the migration tests only: a black box in its own virtualenv (from Debian's
+# python3, so the postgres user can run it), driven through its command line, config and REST API.
+PATRONI_VENV="${PGWARDEN_PATRONI_VENV:-/opt/patroni/venv}"
+PATRONI_WANT='patroni[etcd3]==4.1.* psycopg[binary]>=3.1,<4'
+if [ "$(cat "$PATRONI_VENV/.pgwarden-patroni" 2>/dev/null)" != "$PATRONI_WANT" ]; then
+  log "installing Patroni 4.1 into $PATRONI_VENV (for the migration tests)"
+  [ -x "$PATRONI_VENV/bin/python" ] || { mkdir -p "$(dirname "$PATRONI_VENV")"; /usr/bin/python3 -m venv "$PATRONI_VENV"; }
+  # shellcheck disable=SC2086  # the wanted requirements are words
+  patroni_log="$(mktemp)"
+  if ! "$PATRONI_VENV/bin/pip" install -q $PATRONI_WANT >"$patroni_log" 2>&1; then
+    cat "$patroni_log" >&2; rm -f "$patroni_log"; log "installing Patroni failed"; exit 1
+  fi
+  rm -f "$patroni_log"
+  echo "$PATRONI_WANT" > "$PATRONI_VENV/.pgwarden-patroni"
+  chmod -R a+rX "$(dirname "$PATRONI_VENV")"
+fi
 echo "$VENV"

@@ -21,12 +21,21 @@ import signal
 from collections.abc import Mapping
 
 from pgwarden.aio import bounded
+from pgwarden.core.snapshot import StandbyCluster
 from pgwarden.engine.steps import HOOK_TIMEOUT
 from pgwarden.postgres.process import child_env
 
 log = logging.getLogger("pgwarden")
 
 CALLBACK_ACTIONS = ("on_start", "on_stop", "on_restart", "on_reload", "on_role_change")
+
+
+def callback_role(role: str, follow: str | None, standby_cluster: StandbyCluster | None) -> str:
+    """The role a callback names for a PostgreSQL started (or re-pointed) as `role` following `follow`:
+    `standby_leader` when it follows the remote primary of a standby cluster, as Patroni names it."""
+    if standby_cluster is not None and follow == standby_cluster.follow_name:
+        return "standby_leader"
+    return role
 
 
 class Callbacks:

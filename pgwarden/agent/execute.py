@@ -20,12 +20,21 @@ import aiohttp
 
 from pgwarden.aio import bounded
 from pgwarden.config import EffectiveConfig
+from pgwarden.config.schema import MethodSpec
 from pgwarden.core.actions import Action, Bootstrap, Promote, RenewLeader, Restart, StartPostgres
 from pgwarden.core.snapshot import Outcome
 from pgwarden.dcs.base import Dcs, DcsError
 from pgwarden.engine import effects as fx
 from pgwarden.engine.drive import resume
-from pgwarden.engine.steps import BACKGROUND, StepContext, run
+from pgwarden.engine.steps import (
+    BACKGROUND,
+    BASEBACKUP,
+    BootstrapMethod,
+    ReplicaMethod,
+    StepContext,
+    remote_upstream,
+    run,
+)
 from pgwarden.model import ClusterView, DataDirState, FailsafePing
 from pgwarden.postgres.controller import PgController
 from pgwarden.postgres.datadir import directory_state, replace_problem
@@ -59,9 +68,47 @@ async def execute(action: Action, ctx: ExecContext) -> Outcome:
     """Run `action`'s steps with the real adapters; never raises for expected failures."""
     step_ctx = StepContext(me=ctx.config.name, cluster=ctx.cluster, settings=ctx.config.ha,
                            primary_stop_timeout=float(ctx.config.dynamic.primary_stop_timeout),
-                           bootstrap_dcs=ctx.config.local.bootstrap.dcs)
+                           bootstrap_dcs=ctx.config.local.bootstrap.dcs,
+                           replica_methods=replica_methods(ctx.config),
+                           standby_methods=standby_methods(ctx.config),
+                           bootstrap_method=bootstrap_method(ctx.config))
     effects = _Effects(ctx, _role_of(action))
     return await interpret_async(run(action, step_ctx), effects.perform, (DcsError,), _dcs_failed)
+
+
+def replica_methods(config: EffectiveConfig) -> tuple[ReplicaMethod, ...]:
+    """`create_replica_methods` as the steps see them (the configuration was validated: each is usable)."""
+    return tuple(ReplicaMethod(m.name, keep_data=m.keep_data, no_leader=m.no_leader)
+                 for m in config.local.postgresql.replica_methods())
+
+
+def bootstrap_method(config: EffectiveConfig) -> BootstrapMethod | None:
+    """The custom bootstrap method as the steps see it (None: initdb)."""
+    method = config.local.bootstrap.custom_method()
+    if method is None:
+        return None
+    return BootstrapMethod(method.name, keep_existing_recovery_conf=method.keep_existing_recovery_conf,
+                           recovery_conf=tuple(method.recovery_conf.items()))
+
+
+def _method_spec(config: EffectiveConfig, name: str) -> MethodSpec | None:
+    listed = next((m for m in config.local.postgresql.replica_methods() if m.name == name), None)
+    return listed or config.local.postgresql.method(name)
+
+
+def standby_methods(config: EffectiveConfig) -> tuple[ReplicaMethod, ...]:
+    """`standby_cluster.create_replica_methods` as the steps see them: each name resolved to its
+    `postgresql.<name>` section's switches (a name without a usable section is kept: running it fails
+    with a message, and the next method is tried)."""
+    standby = config.ha.standby_cluster
+    if standby is None:
+        return (BASEBACKUP,)
+    resolved = []
+    for name in standby.create_replica_methods:
+        spec = config.local.postgresql.method(name)
+        resolved.append(ReplicaMethod(name, keep_data=spec.keep_data, no_leader=spec.no_leader) if spec
+                        else ReplicaMethod(name))
+    return tuple(resolved) or (BASEBACKUP,)
 
 
 E = TypeVar("E")
@@ -175,13 +222,18 @@ class _Effects:
                 return _result(await pg.stop(mode, kill_after=kill_after))
             case fx.StartPg():
                 return _result(await pg.start())
-            case fx.WritePgConfig(role=role, upstream=upstream):
+            case fx.WritePgConfig(upstream=fx.Upstream(remote=fx.RemoteFollow()) as up):
+                return _result(await remote_controller(self.ctx.config, up).write_config("replica", pg_upstream(up)))
+            case fx.WritePgConfig(role=role, upstream=upstream, recovery=recovery):
                 follow = None if upstream is None else Upstream(upstream.member, upstream.host, upstream.port)
-                return _result(await self._controller(role).write_config(role, follow))
+                wanted = None if recovery is None else dict(recovery)
+                return _result(await self._controller(role).write_config(role, follow, wanted))
             case fx.PromotePg(timeout=timeout):
                 return _result(await pg.promote(timeout=timeout))
             case fx.CheckpointPg(timeout=timeout):
                 return await _checkpoint(pg, timeout)
+            case fx.FollowUpstream(upstream=fx.Upstream(remote=fx.RemoteFollow()) as up):
+                return _result(await _follow_remote(remote_controller(self.ctx.config, up), up))
             case fx.FollowUpstream(upstream=up):
                 return _result(await pg.set_follow(up.member, up.host, up.port))
             case fx.RewindPg(upstream=up):
@@ -189,6 +241,21 @@ class _Effects:
                 return replace(rewound, unreachable=not rewound.ok and _cannot_connect(rewound.message))
             case fx.Basebackup(upstream=up):
                 return _result(await pg.basebackup(up.host, up.port, up.member))
+            case fx.RunReplicaMethod(method=name, source=up):
+                spec = _method_spec(self.ctx.config, name)
+                if spec is None:
+                    return fx.Result(False, f"replica creation method {name} is not configured")
+                source = None if up is None else Upstream(up.member, up.host, up.port)
+                return _result(await pg.run_replica_method(spec, source))
+            case fx.RunBootstrapMethod():
+                method = self.ctx.config.local.bootstrap.custom_method()
+                if method is None:
+                    return fx.Result(False, "no custom bootstrap method is configured")
+                return _result(await pg.run_bootstrap_method(method))
+            case fx.SanitizeRestored(keep_recovery_conf=keep):
+                return _result(await pg.sanitize_restored(keep))
+            case fx.FinishRecovery():
+                return _result(await pg.finish_recovery())
             case fx.MoveDataAside():
                 return _result(await pg.move_data_dir_aside())
             case fx.EmptyDataDir():
@@ -224,6 +291,46 @@ class _Effects:
                 return fx.Result(ok, detail)
             case _:
                 raise AssertionError(f"unhandled effect {effect!r}")
+
+
+REMOTE_RECOVERY_KEYS = ("restore_command", "archive_cleanup_command", "recovery_min_apply_delay")
+"""The recovery settings a standby leader takes from `standby_cluster` (those it does not set are not
+written: the cluster's own archive, in `recovery_conf`, is not the remote's)."""
+
+
+def remote_controller(config: EffectiveConfig, up: fx.Upstream) -> PgController:
+    """The PostgreSQL adapter of a standby leader following the remote `up`: the `standby_leader` role's
+    parameters and pg_hba (`parameters_standby_leader`, ...), the remote's recovery settings."""
+    settings = pg_settings(config, "standby_leader")
+    recovery = {k: v for k, v in settings.recovery_conf.items() if k.lower() not in REMOTE_RECOVERY_KEYS}
+    recovery.update(up.remote.recovery if up.remote is not None else ())
+    return PgController(replace(settings, recovery_conf=recovery))
+
+
+def pg_upstream(up: fx.Upstream) -> Upstream:
+    """The adapter's upstream for `up`: a remote primary streams through its own slot (or none)."""
+    return Upstream(up.member, up.host, up.port, up.remote.slot if up.remote is not None else None)
+
+
+def remote_target(config: EffectiveConfig, following: str | None) -> tuple[PgController, Upstream] | None:
+    """When `following` names the remote primary of `standby_cluster`: the adapter and upstream to write a
+    standby leader's configuration with (so a reload of changed parameters keeps it following the remote)."""
+    standby = config.ha.standby_cluster
+    if standby is None or following != standby.follow_name:
+        return None
+    up = remote_upstream(config.ha)
+    assert up is not None
+    return remote_controller(config, up), pg_upstream(up)
+
+
+async def _follow_remote(pg: PgController, up: fx.Upstream) -> PgResult:
+    """Point a standby at the remote primary (PostgreSQL 13+ applies primary_conninfo on reload)."""
+    if not (pg.data_dir / "standby.signal").exists():
+        return PgResult.failed("not configured as a standby (no standby.signal): write_config + restart")
+    written = await pg.write_config("replica", pg_upstream(up))
+    if not written.ok or not pg.is_running():
+        return written
+    return await pg.reload()
 
 
 async def _checkpoint(pg: PgController, timeout: float | None) -> fx.Result:

@@ -46,9 +46,11 @@ from pgwarden.core import Decision, Outcome, decide, extended_wake, render
 from pgwarden.core.actions import (
     AcquireLeader,
     Bootstrap,
+    BootstrapStandby,
     Clone,
     Demote,
     DemoteMode,
+    Follow,
     Promote,
     Reinitialize,
     RenewLeader,
@@ -89,11 +91,11 @@ from pgwarden.postgres.settings import Upstream
 from pgwarden.postgres.versions import CHANGES as VERSION_CHANGES
 from pgwarden.rest_client import settings_from_config
 
-from .callbacks import Callbacks
+from .callbacks import Callbacks, callback_role
 from .configsync import ConfigSync
 from .control import AgentControlImpl, RequestDesk
 from .dyncache import CACHE_NAME, cache_path, read_cache, write_cache
-from .execute import BACKGROUND, ExecContext, execute, interpret_async
+from .execute import BACKGROUND, ExecContext, execute, interpret_async, remote_target
 from .fencing import Fencing
 from .heap import trim_heap
 from .logsetup import LogSetupError, configure_logging
@@ -558,12 +560,18 @@ class Agent:
         match action:
             case Bootstrap():
                 self.callbacks.fire("on_start", "primary")
+            case BootstrapStandby():
+                self.callbacks.fire("on_start", "standby_leader")
             case Clone() | Reinitialize():
                 self.callbacks.fire("on_start", "replica")
             case StartPostgres():
-                self.callbacks.fire("on_start", action.role)
+                standby = self.config.ha.standby_cluster
+                self.callbacks.fire("on_start", callback_role(action.role, action.follow, standby))
+            case Follow() if callback_role("replica", action.leader, self.config.ha.standby_cluster) != "replica":
+                self.callbacks.fire("on_role_change", "standby_leader")
             case Restart():
-                self.callbacks.fire("on_restart", action.role)
+                self.callbacks.fire("on_restart", callback_role(action.role, action.follow,
+                                                                 self.config.ha.standby_cluster))
             case Promote():
                 self.callbacks.fire("on_role_change", "primary")
             case Demote():
@@ -687,7 +695,10 @@ class Agent:
         controller = PgController(settings)
         cluster = self.state.cluster
         upstream = None
-        if role == "replica" and pg.following and cluster is not None:
+        remote = remote_target(self.config, pg.following) if role == "replica" else None
+        if remote is not None:  # a standby leader: it keeps following the remote primary
+            controller, upstream = remote
+        elif role == "replica" and pg.following and cluster is not None:
             member = cluster.member(pg.following)
             address = member.host_port if member else None
             upstream = Upstream(pg.following, *address) if address else None
@@ -714,7 +725,8 @@ class Agent:
         background = self._running_background()
         data = member_json(pg=self.state.pg, conn_url=self.config.conn_url, api_url=self.config.api_url,
                            tags=self.config.ha.tags, task=str(background.info.kind) if background else None,
-                           proxy_url=self.config.proxy_url)
+                           proxy_url=self.config.proxy_url,
+                           standby_leader=self._holds_lock() and self.config.ha.standby_cluster is not None)
         if self.desk.scheduled_restart is not None:
             data["scheduled_restart"] = {"schedule": self.desk.scheduled_restart[2]}
         if self.config.dynamic.pause:

@@ -4,8 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from pgwarden import __version__
 from pgwarden.model import LocalPg, PgState, Role, Tags
+
+PATRONI_PROTOCOL_VERSION = "4.1.5"
+"""The `version` of the member key: the Patroni release whose contract pgwarden keeps. Patroni members
+read it as a protocol level: for a member older than 2.1.0 (as pgwarden's own "0.1.0" reads) a Patroni
+leader keeps writing the legacy `optime/leader` key, and older leaders change how Patroni treats
+`checkpoint_after_promote` and slot positions. pgwarden's own version is in `GET /patroni`."""
 
 
 def pg_state(pg: LocalPg, task: str | None) -> str:
@@ -27,11 +32,15 @@ def pg_state(pg: LocalPg, task: str | None) -> str:
     return PgState.STOPPED
 
 
-def pg_role(pg: LocalPg, *, demoting: bool = False) -> str:
+def pg_role(pg: LocalPg, *, demoting: bool = False, standby_leader: bool = False) -> str:
+    """The member JSON `role`; `standby_leader`: this node holds the lock of a standby cluster, so a
+    PostgreSQL in recovery (or not answering) is the standby leader, as Patroni publishes it."""
     if demoting:
         return Role.DEMOTED
     if pg.in_recovery is False:
         return Role.PRIMARY
+    if standby_leader and (pg.in_recovery is True or pg.standby_signal):
+        return Role.STANDBY_LEADER
     if pg.in_recovery is True or pg.standby_signal:
         return Role.REPLICA
     return Role.UNINITIALIZED if pg.sysid is None else Role.REPLICA
@@ -46,15 +55,20 @@ def replication_state(pg: LocalPg) -> str | None:
 
 
 def member_json(*, pg: LocalPg, conn_url: str, api_url: str, tags: Tags, task: str | None,
-                pending_restart: bool = False, proxy_url: str | None = None) -> dict[str, Any]:
+                pending_restart: bool = False, proxy_url: str | None = None,
+                standby_leader: bool = False) -> dict[str, Any]:
     data: dict[str, Any] = {
         "conn_url": conn_url,
         "api_url": api_url,
         **({"proxy_url": proxy_url} if proxy_url else {}),
         "state": pg_state(pg, task),
-        "role": pg_role(pg),
-        "version": __version__,
+        "role": pg_role(pg, standby_leader=standby_leader),
+        "version": PATRONI_PROTOCOL_VERSION,
     }
+    if task == "promote":
+        # Until the post-promote CHECKPOINT our control file still names the old timeline, and a
+        # pg_rewind against us would see nothing to rewind: Patroni replicas wait while this is false.
+        data["checkpoint_after_promote"] = False
     if pg.in_recovery is False and pg.wal_lsn is not None:
         data["xlog_location"] = pg.wal_lsn
     if pg.is_replica:

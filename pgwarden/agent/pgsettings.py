@@ -45,6 +45,7 @@ def pg_settings(cfg: EffectiveConfig, role: str = "replica") -> PgSettings:
         basebackup_options=options_to_argv(pg.basebackup),
         initdb_options=options_to_argv(cfg.local.bootstrap.initdb),
         use_slots=cfg.ha.use_slots,
+        nostream=cfg.local.tags.nostream,
         use_unix_socket=pg.use_unix_socket,
         use_unix_socket_repl=pg.use_unix_socket_repl,
     )

@@ -37,10 +37,13 @@ LAZY_COMMANDS: Mapping[str, str] = {
     "pause": "pgwarden.cli.manage:pause_cmd",
     "resume": "pgwarden.cli.manage:resume_cmd",
     "remove": "pgwarden.cli.manage:remove_cmd",
+    "demote-cluster": "pgwarden.cli.cluster_role:demote_cluster_cmd",
+    "promote-cluster": "pgwarden.cli.cluster_role:promote_cluster_cmd",
     "edit-config": "pgwarden.cli.edit_config_command:edit_config_cmd",
     "haproxy-config": "pgwarden.cli.routing:haproxy_config",
     "route": "pgwarden.cli.routing:route",
     "drill": "pgwarden.cli.drill:drill",
+    "migrate": "pgwarden.cli.migrate:migrate_cmd",
 }
 
 

@@ -18,7 +18,7 @@ from annotated_types import Ge, Gt, Le
 
 from pgwarden.config.gucs import Parameters
 from pgwarden.config.rules import Before, Section
-from pgwarden.core.snapshot import PermanentSlot, SlotMatcher
+from pgwarden.core.snapshot import PermanentSlot, SlotMatcher, StandbyCluster
 from pgwarden.model import (
     DEFAULT_LOOP_WAIT,
     DEFAULT_MAXIMUM_LAG_ON_FAILOVER,
@@ -133,8 +133,8 @@ class SlotSpec(Section):
     database: str | None = None
     plugin: str | None = None
     cluster_type: Literal["primary", "standby"] | None = None
-    """Only in a cluster of that kind (a standby cluster's `standby_leader` keeps `standby` ones);
-    unset: in any. pgwarden runs no standby clusters yet, so it never creates a `standby` slot."""
+    """Only in a cluster of that kind (a standby cluster's `standby_leader` keeps `standby` ones, a
+    primary cluster's primary `primary` ones); unset: in any."""
 
     def __post_init__(self) -> None:
         if self.type == "logical" and not (self.database and self.plugin):
@@ -147,15 +147,95 @@ DEFAULT_LEASE_TTL = 7
 MIN_LEASE_TTL = 4
 
 
+_HOST = re.compile(r"^[A-Za-z0-9._\-:\[\]%/,]{1,255}$")
+"""A host name, an IP address (v6 in brackets or bare), a socket directory, or a comma-separated list of
+them (libpq's multi-host form): nothing that could end a conninfo value or a line."""
+_APPLY_DELAY = re.compile(r"^\s*\d{1,10}\s*(us|ms|s|min|h|d)?\s*$")
+STANDBY_METHODS = ("basebackup",)
+"""How a new standby cluster copies the remote when `create_replica_methods` is not given."""
+_METHOD_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
+"""A replica creation method's name: `basebackup`, or a method whose section `postgresql.<name>` (local
+configuration, with its `command`) the agent looks up when it runs it."""
+
+
+def _standby_host(value: Any) -> Any:
+    if value is None:
+        return None
+    if not isinstance(value, str) or not _HOST.match(value):
+        raise ValueError("expected a host name, an IP address or a socket directory (letters, digits and . - _ : "
+                         "[ ] % / , only)")
+    return value
+
+
+def _slot_name(value: Any) -> Any:
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str) or not SLOT_NAME.match(value):
+        raise ValueError("expected a replication slot name: 1 to 63 characters of a-z, 0-9 and _")
+    return value
+
+
+def _command(value: Any) -> Any:
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str) or any(c in value for c in "\x00\n\r"):
+        raise ValueError("expected a one-line shell command")
+    return value
+
+
+def _apply_delay(value: Any) -> Any:
+    # PostgreSQL's recovery_min_apply_delay: milliseconds, or a number with a time unit ('5min').
+    if value is None or value == "":
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | str) or not _APPLY_DELAY.match(str(value)):
+        raise ValueError("expected milliseconds or a duration such as '30s', '5min', '1h'")
+    return str(value).strip()
+
+
+def _methods(value: Any) -> Any:
+    if value is None:
+        return []
+    if isinstance(value, str):
+        value = [part.strip() for part in value.split(",") if part.strip()]
+    if not isinstance(value, list) or not all(isinstance(m, str) for m in value):
+        raise ValueError("expected a list of replica creation method names")
+    bad = [m for m in value if not _METHOD_NAME.match(m)]
+    if bad:
+        raise ValueError(f"expected replica creation method names (basebackup, or the name of a postgresql.<name> "
+                         f"section), not {', '.join(map(repr, bad))}")
+    return value
+
+
 @dataclass(frozen=True, kw_only=True)
 class StandbyClusterConfig(Section):
-    host: str | None = None
-    port: Annotated[int, Ge(1), Le(65535)] | None = None
-    primary_slot_name: str | None = None
-    create_replica_methods: list[str] = field(default_factory=list)
-    restore_command: str | None = None
-    archive_cleanup_command: str | None = None
-    recovery_min_apply_delay: Annotated[int, Ge(0), Le(2**31 - 1)] | str | None = None
+    """`standby_cluster`: this cluster follows a remote primary (contract 2.12). Its lock holder, the
+    standby leader, streams from `host`:`port` (through `primary_slot_name` on the remote when set)
+    and/or restores WAL with `restore_command`, and never promotes while the section is there."""
+
+    host: Annotated[str | None, Before(_standby_host)] = None
+    port: Annotated[int, Ge(1), Le(65535)] = 5432
+    primary_slot_name: Annotated[str | None, Before(_slot_name)] = None
+    create_replica_methods: Annotated[list[str], Before(_methods)] = field(default_factory=list)
+    restore_command: Annotated[str | None, Before(_command)] = None
+    archive_cleanup_command: Annotated[str | None, Before(_command)] = None
+    recovery_min_apply_delay: Annotated[str | None, Before(_apply_delay)] = None
+
+    def __post_init__(self) -> None:
+        if not self.host and not self.restore_command:
+            raise ValueError("expected `host` (stream from the remote primary) or `restore_command` (restore its "
+                             "archived WAL), or both")
+
+
+def standby_cluster_of(dynamic: DynamicConfig) -> StandbyCluster | None:
+    """`standby_cluster` as the decision core reads it (None: this is no standby cluster)."""
+    section = dynamic.standby_cluster
+    if section is None or not (section.host or section.restore_command):
+        return None
+    return StandbyCluster(
+        host=section.host, port=section.port, primary_slot_name=section.primary_slot_name,
+        create_replica_methods=tuple(section.create_replica_methods) or STANDBY_METHODS,
+        restore_command=section.restore_command, archive_cleanup_command=section.archive_cleanup_command,
+        recovery_min_apply_delay=section.recovery_min_apply_delay)
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -68,6 +68,12 @@ def describe_value(value: Any, *, hidden: bool = False) -> str:
         return "nothing (null)"
     if hidden:
         return f"a {_kind(value)} (not shown)"
+    if isinstance(value, dict):
+        # Its keys only: a section's values may be secrets under any key name (`key_password`, `auth`).
+        keys = ", ".join(str(k) if str(k).isprintable() else repr(k) for k in value) or "none"
+        return f"a mapping with keys {keys[:57] + '...' if len(keys) > 60 else keys}"
+    if isinstance(value, list) and any(isinstance(item, dict | list) for item in value):
+        return f"a list of {len(value)} items"
     text = repr(value)
     if len(text) > 60:
         text = text[:57] + "..."

@@ -12,12 +12,18 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from types import MappingProxyType
 from typing import Any
 
 from pgwarden.config.addresses import api_url, conn_url, proxy_url
-from pgwarden.config.dynamic import DynamicConfig, adjust_timing, ignore_matchers_of, permanent_slots_of
+from pgwarden.config.dynamic import (
+    DynamicConfig,
+    adjust_timing,
+    ignore_matchers_of,
+    permanent_slots_of,
+    standby_cluster_of,
+)
 from pgwarden.config.schema import LocalConfig, WatchdogConfig
 from pgwarden.core.snapshot import HaSettings, WatchdogMode, WatchdogSettings
 from pgwarden.core.sync.plan import AckPoint, SyncMode, SyncSettings
@@ -128,8 +134,9 @@ def layer(local: LocalConfig, dynamic: DynamicConfig, dynamic_warnings: Sequence
         scope=local.scope,
         namespace=local.namespace,
         dynamic=dynamic,
-        ha=ha_settings_from(dynamic, tags=local.tags.to_tags(), parameters=parameters,
-                            watchdog=watchdog_settings(local.watchdog)),
+        ha=replace(ha_settings_from(dynamic, tags=local.tags.to_tags(), parameters=parameters,
+                                    watchdog=watchdog_settings(local.watchdog)),
+                   clone_without_leader=any(m.no_leader for m in local.postgresql.replica_methods())),
         parameters=MappingProxyType(parameters),
         pg_hba=tuple(pg_local.pg_hba if pg_local.pg_hba is not None else pg_dynamic.pg_hba or ()),
         bootstrap_pg_hba=tuple(local.bootstrap.pg_hba),
@@ -175,6 +182,7 @@ def ha_settings_from(dynamic: DynamicConfig, *, tags: Tags, parameters: Mapping[
         sync=_sync_settings(dynamic, pg.parameters if parameters is None else parameters),
         failsafe_mode=dynamic.failsafe_mode,
         watchdog=watchdog or WatchdogSettings(),
+        standby_cluster=standby_cluster_of(dynamic),
     )
 
 

@@ -13,6 +13,8 @@ the others (consul, kubernetes, exhibitor, raft) are refused (`support.py`).
 from __future__ import annotations
 
 import dataclasses
+import re
+import shlex
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Annotated, Any, ClassVar, Literal
@@ -21,7 +23,7 @@ from annotated_types import Ge, Le
 
 from pgwarden.config.addresses import etcd_addresses, etcd_endpoint, parse_listen
 from pgwarden.config.dynamic import Seconds
-from pgwarden.config.gucs import Parameters
+from pgwarden.config.gucs import Parameters, name_problem, value_problem
 from pgwarden.config.paths import check_data_dir
 from pgwarden.config.rules import After, Before, Section
 from pgwarden.model import Tags
@@ -282,14 +284,119 @@ class ZooKeeperConfig(Section):
         return {**other, **{key: value for key, value in modeled.items() if value is not None}}
 
 
+# -- replica creation and custom bootstrap methods (Patroni's `create_replica_methods`, `bootstrap.method`) --
+
+BASEBACKUP = "basebackup"
+"""The built-in replica creation method (pg_basebackup with `postgresql.basebackup`'s options)."""
+INITDB = "initdb"
+"""The built-in bootstrap method (initdb with `bootstrap.initdb`'s options)."""
+REPLICA_METHOD_KEYS = ("command", "keep_data", "no_leader", "no_params")
+"""Keys of a `postgresql.<method>` section that pgwarden reads itself; every other key is passed to the
+command as `--key=value`, as Patroni does."""
+BOOTSTRAP_METHOD_KEYS = ("command", "keep_existing_recovery_conf", "no_params", "recovery_conf")
+"""Keys of a `bootstrap.<method>` section that pgwarden reads itself; the others become `--key=value`."""
+_OPTION_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
+_FALSE_WORDS = ("", "0", "false", "no", "off", "n", "f")
+
+
+@dataclass(frozen=True, slots=True)
+class MethodSpec:
+    """One custom method's section, read the way Patroni reads it: a replica creation method
+    (`postgresql.<name>`) or a custom bootstrap method (`bootstrap.<name>`)."""
+
+    name: str
+    command: str = ""
+    """The command line, split like a shell would (`shlex`) but never run through a shell."""
+    keep_data: bool = False
+    """Replica methods: the data directory is not emptied before the command, nor after it fails."""
+    no_leader: bool = False
+    """Replica methods: the method may run with no member to copy from (`--connstring=` empty)."""
+    no_params: bool = False
+    """Pass none of Patroni's arguments (`--scope`, `--datadir`, `--role`, `--connstring`)."""
+    keep_existing_recovery_conf: bool = False
+    """Bootstrap methods: keep the recovery.signal and recovery settings the command left behind."""
+    recovery_conf: Mapping[str, Any] = field(default_factory=dict)
+    """Bootstrap methods: PostgreSQL starts in archive recovery with these settings until recovery ends."""
+    params: tuple[tuple[str, str], ...] = ()
+    """The section's other keys, passed as `--key=value` in the order written."""
+
+
+def flag(value: Any) -> bool:
+    """A method's switch (`keep_data: 1`, `no_leader: true`, `no_params: 'yes'`): Patroni tests them for
+    truth; the words false/no/off/0 (which a bare truth test would read as true) are false here."""
+    if isinstance(value, str):
+        return value.strip().lower() not in _FALSE_WORDS
+    return bool(value)
+
+
+def _option_value(value: Any) -> str:
+    text = ("true" if value else "false") if isinstance(value, bool) else str(value)
+    if not isinstance(value, str | int | float | bool) or any(c in text for c in "\x00\n\r"):
+        raise ValueError("expected a one-line string, number or boolean")
+    return text
+
+
+def method_spec(name: str, section: Any, reserved: tuple[str, ...]) -> MethodSpec:
+    """The section of method `name` as a `MethodSpec`; ValueError ("expected ...") naming what is wrong."""
+    if not isinstance(section, Mapping):
+        raise ValueError(f"expected a section `{name}` with the method's `command`")
+    command = section.get("command")
+    if not isinstance(command, str) or not command.strip() or any(c in command for c in "\x00\n\r"):
+        raise ValueError(f"expected `{name}.command`: the method's command line (one line)")
+    try:
+        shlex.split(command)
+    except ValueError as exc:
+        raise ValueError(f"expected `{name}.command` to be a command line ({exc})") from None
+    params = []
+    for key, value in section.items():
+        if key in reserved:
+            continue
+        if not isinstance(key, str) or not _OPTION_NAME.match(key):
+            raise ValueError(f"expected option names of letters, digits, '_', '-' and '.' in `{name}` (got {key!r})")
+        try:
+            params.append((key, _option_value(value)))
+        except ValueError as exc:
+            raise ValueError(f"{exc} for `{name}.{key}`") from None
+    recovery = section.get("recovery_conf") or {}
+    if "recovery_conf" in reserved:
+        recovery = _recovery_settings(name, recovery)
+    return MethodSpec(name=name, command=command, keep_data=flag(section.get("keep_data")),
+                      no_leader=flag(section.get("no_leader")), no_params=flag(section.get("no_params")),
+                      keep_existing_recovery_conf=flag(section.get("keep_existing_recovery_conf")),
+                      recovery_conf=recovery, params=tuple(params))
+
+
+def _recovery_settings(name: str, value: Any) -> dict[str, Any]:
+    if not isinstance(value, Mapping):
+        raise ValueError(f"expected `{name}.recovery_conf` to be a mapping of recovery settings")
+    for key, item in value.items():
+        problem = name_problem(key) or value_problem(item)
+        if problem is not None:
+            raise ValueError(f"expected recovery settings in `{name}.recovery_conf`: {problem}")
+    return dict(value)
+
+
 @dataclass(frozen=True, kw_only=True)
 class BootstrapConfig(Section):
+    EXTRA: ClassVar[str | None] = "other_keys"
+
     dcs: AnyDict = field(default_factory=dict)
-    method: str = "initdb"
+    method: Text = INITDB
     initdb: Options = field(default_factory=list)
     pg_hba: StrList = field(default_factory=list)
     post_bootstrap: str | None = None
     """Also read from the legacy `post_init` (LOCAL_ALIASES)."""
+    other_keys: Mapping[str, Any] = field(default_factory=dict)
+    """The custom methods' sections (`bootstrap.<method>`), and keys pgwarden does not model (`users`)."""
+
+    def __post_init__(self) -> None:
+        self.custom_method()  # a selected method must be usable: checked here, at validation
+
+    def custom_method(self) -> MethodSpec | None:
+        """The selected custom bootstrap method (None: initdb)."""
+        if self.method == INITDB:
+            return None
+        return method_spec(self.method, self.other_keys.get(self.method), BOOTSTRAP_METHOD_KEYS)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -356,7 +463,8 @@ class PostgresqlConfig(Section):
     use_pg_rewind: bool | None = None
     remove_data_directory_on_rewind_failure: bool | None = None
     remove_data_directory_on_diverged_timelines: bool | None = None
-    create_replica_methods: CommaList = field(default_factory=lambda: ["basebackup"])
+    create_replica_methods: CommaList = field(default_factory=list)
+    """In order; empty: `replica_method` (Patroni's legacy single method), else basebackup (`replica_methods`)."""
     basebackup: Options | None = None
     rewind: Options | None = None
     callbacks: Callbacks = field(default_factory=Callbacks)
@@ -372,7 +480,28 @@ class PostgresqlConfig(Section):
     primary_slot_name, recovery_target_timeline and standby_mode are pgwarden's own: ignored with a warning."""
     replica_method: str | None = None
     other_keys: Mapping[str, Any] = field(default_factory=dict)
-    """Keys not modelled here: `parameters_<role>`, `pg_hba_<role>`, and misplaced ones (`use_slots`)."""
+    """Keys not modelled here: `parameters_<role>`, `pg_hba_<role>`, the replica creation methods' sections
+    (`postgresql.<method>`), and misplaced ones (`use_slots`)."""
+
+    def __post_init__(self) -> None:
+        self.replica_methods()  # every method named must be usable: checked here, at validation
+
+    def replica_methods(self) -> tuple[MethodSpec, ...]:
+        """The replica creation methods to try, in order (Patroni: `create_replica_methods`, else the legacy
+        `replica_method`, else basebackup). basebackup is the built-in one; any other needs its section."""
+        names = self.create_replica_methods or ([self.replica_method] if self.replica_method else [BASEBACKUP])
+        if len(set(names)) != len(names):
+            raise ValueError("expected each replica creation method once in create_replica_methods")
+        return tuple(_replica_method(name, self.other_keys.get(name)) for name in names)
+
+    def method(self, name: str) -> MethodSpec | None:
+        """Replica creation method `name` as this configuration defines it (basebackup, or a
+        `postgresql.<name>` section with its `command`), listed in create_replica_methods or not
+        (`standby_cluster.create_replica_methods` names them too); None if it is not defined usably."""
+        try:
+            return _replica_method(name, self.other_keys.get(name))
+        except ValueError:
+            return None
 
     @property
     def listen_hosts(self) -> tuple[str, ...]:
@@ -383,6 +512,13 @@ class PostgresqlConfig(Section):
     @property
     def port(self) -> int:
         return parse_listen(self.listen)[1]
+
+
+def _replica_method(name: str, section: Any) -> MethodSpec:
+    if name == BASEBACKUP and (section is None or not isinstance(section, Mapping) or "command" not in section):
+        # `postgresql.basebackup` holds pg_basebackup's options, not a method section
+        return MethodSpec(name=BASEBACKUP)
+    return method_spec(name, section, REPLICA_METHOD_KEYS)
 
 
 @dataclass(frozen=True, kw_only=True)

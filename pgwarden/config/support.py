@@ -143,8 +143,45 @@ def _slot_rules(key: str) -> tuple[KeyRule, ...]:
                 "would drop that slot", when=_unreadable_slots),
         KeyRule(key, IMPL, "physical slots are created on the primary and copied to every failover-capable "
                 "replica (advanced to the primary's position), so they survive a failover; `cluster_type: standby` "
-                "ones are never created (pgwarden runs no standby clusters)", opaque=True),
+                "ones only in a standby cluster (by its standby leader), `primary` ones only in a primary cluster",
+                opaque=True),
     )
+
+
+_STANDBY_KEYS = frozenset({"host", "port", "primary_slot_name", "create_replica_methods", "restore_command",
+                           "archive_cleanup_command", "recovery_min_apply_delay"})
+_STANDBY_HOST = re.compile(r"^[A-Za-z0-9._\-:\[\]%/,]{1,255}$")  # as config.dynamic._HOST
+_METHOD_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")  # as config.dynamic._METHOD_NAME
+_STANDBY_DELAY = re.compile(r"^\s*\d{1,10}\s*(us|ms|s|min|h|d)?\s*$")  # as config.dynamic._APPLY_DELAY
+
+
+def _unusable_standby(value: Any, _root: Mapping[str, Any]) -> bool:
+    """a section pgwarden cannot use"""
+    if not isinstance(value, Mapping):
+        return True
+    host, restore = value.get("host"), value.get("restore_command")
+    if not host and not restore:
+        return True
+    if host is not None and not (isinstance(host, str) and _STANDBY_HOST.match(host)):
+        return True
+    port = value.get("port", 5432)
+    if isinstance(port, bool) or not isinstance(port, int | str) or not str(port).isdigit() \
+            or not 1 <= int(port) <= 65535:
+        return True
+    slot = value.get("primary_slot_name")
+    if slot not in (None, "") and not (isinstance(slot, str) and _SLOT_NAME.match(slot)):
+        return True
+    if any(isinstance(value.get(k), str) and any(c in value[k] for c in "\x00\n\r")
+           for k in ("restore_command", "archive_cleanup_command")):
+        return True
+    delay = value.get("recovery_min_apply_delay")
+    if delay not in (None, "") and (isinstance(delay, bool) or not _STANDBY_DELAY.match(str(delay))):
+        return True
+    methods = value.get("create_replica_methods")
+    if methods is not None and not (isinstance(methods, str | list) and all(
+            isinstance(m, str) and _METHOD_NAME.match(m.strip()) for m in _names(methods))):
+        return True
+    return any(key not in _STANDBY_KEYS for key in value)
 
 
 def _names(value: Any) -> list[str]:
@@ -224,14 +261,16 @@ LOCAL_RULES: tuple[KeyRule, ...] = (
     KeyRule("bootstrap", IMPL),
     KeyRule("bootstrap.dcs", IMPL, opaque=True),  # judged with DYNAMIC_RULES (judge_local)
     KeyRule("bootstrap.method", IMPL, when=_is("initdb")),
-    KeyRule("bootstrap.method", REFUSE, "custom bootstrap methods are not supported yet (only initdb); bootstrap with "
-            "initdb, or restore the backup into the data directory yourself and start pgwarden on it"),
+    KeyRule("bootstrap.method", IMPL, "a custom method: the section `bootstrap.<method>` gives its `command` (run "
+            "without a shell, with `--scope` and `--datadir` unless `no_params`; its other keys as `--key=value`), "
+            "then `recovery_conf` (archive recovery until it ends, then promotion to a new timeline) and "
+            "`keep_existing_recovery_conf`; a failed command leaves no cluster behind (docs/disaster-recovery.md)"),
     KeyRule("bootstrap.initdb", IMPL, opaque=True),
     KeyRule("bootstrap.post_bootstrap", IMPL), KeyRule("bootstrap.post_init", IMPL),
     KeyRule("bootstrap.pg_hba", IMPL),
     KeyRule("bootstrap.users", HARM, "removed in Patroni 4.0 and not supported; create users in post_bootstrap"),
-    KeyRule("bootstrap.*", HARM, "a custom bootstrap method's section that bootstrap.method does not select",
-            when=_mapping),
+    KeyRule("bootstrap.*", HARM, "a custom bootstrap method's section that bootstrap.method does not select (the "
+            "selected one is used)", when=_mapping),
     # DCS
     *_etcd_rules("etcd3"), *_etcd_rules("etcd"),
     KeyRule("zookeeper", IMPL), *(KeyRule(f"zookeeper.{key}", IMPL) for key in _ZOOKEEPER_KEYS),
@@ -258,23 +297,29 @@ LOCAL_RULES: tuple[KeyRule, ...] = (
     *(KeyRule(f"postgresql.{kind}_{role}", IMPL, opaque=True) for kind in ("parameters", "pg_hba", "pg_ident")
       for role in ("primary", "replica", "standby_leader")),
     KeyRule("postgresql.basebackup", IMPL, opaque=True), KeyRule("postgresql.rewind", IMPL, opaque=True),
-    KeyRule("postgresql.recovery_conf", IMPL, opaque=True),
-    KeyRule("postgresql.create_replica_methods", IMPL, when=_only_basebackup),
-    KeyRule("postgresql.create_replica_methods", REFUSE, "replica creation methods other than basebackup are not "
-            "supported yet; use [basebackup] (its options go in postgresql.basebackup)"),
-    KeyRule("postgresql.replica_method", IMPL, when=_only_basebackup),
-    KeyRule("postgresql.replica_method", REFUSE, "replica creation methods other than basebackup are not supported "
-            "yet; use basebackup"),
+    KeyRule("postgresql.recovery_conf", IMPL, "written into postgresql.conf (PostgreSQL 12+): a replica restores WAL "
+            "from the archive with restore_command when streaming cannot serve it, and streams again after; "
+            "primary_conninfo, primary_slot_name, recovery_target_timeline and standby_mode are pgwarden's own "
+            "(ignored with a warning)", opaque=True),
+    KeyRule("postgresql.create_replica_methods", IMPL, "tried in order until one succeeds; `basebackup` is "
+            "pg_basebackup, any other method's section `postgresql.<method>` gives its `command` (run without a "
+            "shell with `--scope`, `--role=replica`, `--datadir`, `--connstring` unless `no_params`; its other keys "
+            "as `--key=value`), `keep_data` and `no_leader` (a replica with no member running); reinitialize uses "
+            "them too"),
+    KeyRule("postgresql.replica_method", IMPL, "Patroni's older single method: used when create_replica_methods is "
+            "not set"),
     KeyRule("postgresql.use_slots", HARM, "only the dynamic configuration sets use_slots (as in Patroni); set it "
             "with edit-config"),
-    KeyRule("postgresql.*", HARM, "a replica creation method's section that create_replica_methods does not use",
-            when=_mapping),
+    KeyRule("postgresql.*", HARM, "a replica creation method's section that create_replica_methods does not use "
+            "(the ones it names are used)", when=_mapping),
     # watchdog: every mode, device and driver (default: the Linux watchdog API; testing: Patroni's FIFO)
     KeyRule("watchdog", IMPL, opaque=True),
     # tags
     KeyRule("tags", IMPL),
     *(KeyRule(f"tags.{key}", IMPL) for key in ("nofailover", "failover_priority", "nosync", "sync_priority",
-                                            "clonefrom", "noloadbalance", "replicatefrom", "nostream")),
+                                            "clonefrom", "noloadbalance", "replicatefrom")),
+    KeyRule("tags.nostream", IMPL, "as Patroni does: the replica never streams (no primary_conninfo) and no slot is "
+            "kept for it; it replays WAL from the archive with restore_command"),
     KeyRule("tags.*", IMPL, opaque=True),  # custom tags, published and matched by ?tag_ filters
 )
 """The local configuration, as Patroni's schema has it (contract 6.2)."""
@@ -296,8 +341,15 @@ DYNAMIC_RULES: tuple[KeyRule, ...] = (
     KeyRule("ignore_slots", IMPL, "slots matched are never created nor dropped by pgwarden (besides them, it only "
             "ever drops member slots and permanent slots it manages)", opaque=True),
     KeyRule("standby_cluster", IMPL, when=_empty),
-    KeyRule("standby_cluster", REFUSE, "standby clusters are not supported yet: pgwarden would run this cluster as a "
-            "second primary cluster accepting writes; keep Patroni on a standby cluster for now"),
+    KeyRule("standby_cluster", REFUSE, "a section pgwarden cannot use (no `host` nor `restore_command`, an unknown "
+            "key, a value of the wrong form, or a method name that cannot be a section's): fix it "
+            "(`pgwarden validate-config` names the problem); read as absent, this cluster would accept writes",
+            when=_unusable_standby),
+    KeyRule("standby_cluster", IMPL, "the leader key's holder is the standby leader: it follows the remote (streaming "
+            "from host:port through primary_slot_name, and/or restore_command) and never promotes; the first "
+            "member copies the remote with its create_replica_methods (basebackup, or methods defined as "
+            "postgresql.<name> sections); adding the section demotes a primary cluster, removing it "
+            "promotes the standby leader", opaque=True),
     KeyRule("postgresql", IMPL),
     *(KeyRule(f"postgresql.{key}", IMPL) for key in (
         "use_pg_rewind", "use_slots", "pg_hba", "pg_ident", "pg_ctl_timeout",
@@ -370,8 +422,9 @@ def _selected_method_section(path: tuple[str, ...], root: Mapping[str, Any]) -> 
     if path[0] == "bootstrap":
         return path[1] == _bootstrap_method(root)
     postgresql = root.get("postgresql")
-    methods = postgresql.get("create_replica_methods") if isinstance(postgresql, Mapping) else None
-    return path[1] in _names(methods)
+    if not isinstance(postgresql, Mapping):
+        return False
+    return path[1] in _names(postgresql.get("create_replica_methods") or postgresql.get("replica_method"))
 
 
 def judge_local(raw: Mapping[str, Any]) -> list[Verdict]:

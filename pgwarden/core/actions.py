@@ -32,11 +32,24 @@ class Bootstrap:
 
 
 @dataclass(frozen=True, slots=True)
-class Clone:
-    """pg_basebackup from `source` into the (empty) data directory, configure as a replica of
-    `follow`, start."""
+class BootstrapStandby:
+    """The first member of a standby cluster (`standby_cluster` set, no `initialize`): atomically create
+    `initialize`; if won, copy the remote primary (its `create_replica_methods`: pg_basebackup from
+    host:port), configure PostgreSQL as a standby of the remote, start it, take the leader key, seed
+    `/config`, then write the copied system identifier to `initialize`. Never initdb: a standby cluster
+    holds the remote's database. On failure after winning: undone as a failed Bootstrap (what the copy
+    created is removed, `initialize` deleted). Outcomes are a Bootstrap's (same kind)."""
 
-    source: str
+    kind: ActionKind = ActionKind.BOOTSTRAP
+
+
+@dataclass(frozen=True, slots=True)
+class Clone:
+    """Create the (empty) data directory from `source` with the replica creation methods (pg_basebackup
+    by default), configure as a replica of `follow`, start. `source` None: no member runs, and a
+    `no_leader` method (a backup tool) creates it alone."""
+
+    source: str | None
     follow: str | None
     kind: ActionKind = ActionKind.CLONE
 
@@ -126,6 +139,9 @@ class DemoteMode(StrEnum):
     IMMEDIATE = "immediate"  # immediate stop, release the key
     IMMEDIATE_NOLOCK = "immediate-nolock"  # immediate stop; the key is not ours any more
     OFFLINE = "offline"  # fast stop, no key to release (the DCS cannot be reached; a diverged replica)
+    DEMOTE_CLUSTER = "demote-cluster"
+    """A primary in a cluster that became a standby cluster: fast stop, the key kept (if held), so the
+    next cycle starts it again as the standby leader following the remote."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -242,6 +258,7 @@ class Reinitialize:
 Action = (
     Wait
     | Bootstrap
+    | BootstrapStandby
     | Clone
     | AcquireLeader
     | RenewLeader

@@ -21,6 +21,7 @@ from pgwarden.core.actions import (
     AcquireLeader,
     Action,
     Bootstrap,
+    BootstrapStandby,
     Clone,
     Decision,
     Demote,
@@ -52,7 +53,7 @@ from pgwarden.core.classify import (
 )
 from pgwarden.core.race import failover_possible, replica_race, within_lag
 from pgwarden.core.reasons import Reason, Why
-from pgwarden.core.slots import plan_copies, plan_primary
+from pgwarden.core.slots import leads_replication, plan_copies, plan_primary
 from pgwarden.core.snapshot import ActionKind as K
 from pgwarden.core.snapshot import (
     HaSettings,
@@ -61,6 +62,8 @@ from pgwarden.core.snapshot import (
     ReinitRequested,
     RestartRequested,
     Snapshot,
+    StandbyCluster,
+    TaskKind,
     WatchdogMode,
 )
 from pgwarden.core.sync.plan import NoChange, SyncStep, plan_sync
@@ -336,17 +339,28 @@ def _renew(s: Snapshot, why: Why, *, nap: float | None = None, clear_failover: i
             why = Why.SYNC_STEP if why is Why.LOCK_HELD else why
         if plan.again_soon:
             nap = SHORT_NAP if nap is None else min(nap, SHORT_NAP)
+    if sysid and is_system_identifier(cluster.initialize) and why is Why.LOCK_HELD:
+        why, facts = Why.SYSID_RESTORED, {**facts, "mine": sysid, "cluster": cluster.initialize}
     repair = s.task is None and _history_incomplete(s)
     wanted = failsafe_key(s)
     have = tuple(sorted(cluster.failsafe.items())) if cluster.failsafe is not None else None
     failsafe = FailsafeKeyWrite(wanted) if wanted != have else None
-    primary = s.pg.is_primary and s.settings.use_slots
-    action = RenewLeader(optime=_optime(s, s.pg.wal_lsn), create_slots=slots.create, drop_slots=slots.drop,
+    primary = leads_replication(s) and s.settings.use_slots
+    standby_leader = _standby_leader(s)
+    # A standby leader publishes how far it has received or replayed: the next race's lag check needs it.
+    observed = s.pg.lsn if standby_leader else s.pg.wal_lsn
+    action = RenewLeader(optime=_optime(s, observed), create_slots=slots.create, drop_slots=slots.drop,
                          retain_slots=slots.retain if primary else None, slots=slots.publish if primary else None,
                          write_initialize=sysid,
                          clear_failover=clear_failover, sync_step=sync_step, repair_history=repair,
-                         watchdog=_watchdog_on(s), failsafe=failsafe)
+                         watchdog=_watchdog_on(s) and not standby_leader, failsafe=failsafe)
     return _d(s, action, why, nap=nap, memory=memory, name=s.me, **facts)
+
+
+def _standby_leader(s: Snapshot) -> bool:
+    """This node runs as the standby leader: a standby cluster's lock holder, in recovery. It writes
+    nothing, so it needs no watchdog."""
+    return s.settings.standby_cluster is not None and s.pg.is_replica and lock_state(s) is Lock.MINE
 
 
 def _watchdog_on(s: Snapshot) -> bool:
@@ -372,8 +386,12 @@ def _history_incomplete(s: Snapshot) -> bool:
 
 
 def _upstream(s: Snapshot) -> str:
-    """Whom a replica should stream from: its replicatefrom member when that one runs, else the leader."""
+    """Whom a replica should stream from: its replicatefrom member when that one runs, else the leader;
+    the standby leader (a standby cluster's lock holder) follows the remote primary."""
     cluster = _cluster(s)
+    standby = s.settings.standby_cluster
+    if standby is not None and cluster.led_by(s.me):
+        return standby.follow_name
     wanted = s.settings.tags.replicatefrom
     if wanted and wanted != s.me and _is_running(cluster.member(wanted)):
         return wanted
@@ -426,8 +444,10 @@ def guard_task(s: Snapshot) -> Decision | None:
     if lock is Lock.MINE:
         # A promotion, a restart, a restart after a crash: the leader keeps its lock meanwhile.
         return _renew(s, Why.TASK_IN_PROGRESS_RENEW, nap=SHORT_NAP, task=s.task.kind)
-    if s.pg.is_primary:
-        # E.g. a promotion that completed after the lock was lost: never leave a second writer up.
+    if s.pg.is_primary and not (s.task.kind is TaskKind.BOOTSTRAP and lock is Lock.NONE):
+        # E.g. a promotion that completed after the lock was lost: never leave a second writer up. A
+        # bootstrap's own new primary runs before it takes the key (after its recovery, post_bootstrap):
+        # it won `initialize`, so no other member has data to lead with meanwhile.
         return _d(s, Demote(DemoteMode.IMMEDIATE_NOLOCK), Why.NOT_LEADER_PRIMARY, nap=0,
                   leader=s.dcs.leader.name if s.dcs and s.dcs.leader else "none")
     return _d(s, Wait(), Why.TASK_IN_PROGRESS, nap=SHORT_NAP, task=s.task.kind)
@@ -567,28 +587,42 @@ def guard_data_dir(s: Snapshot) -> Decision | None:
         if backoff and m.bootstrap_failures:
             return _d(s, Wait(), Why.BOOTSTRAP_BACKOFF, nap=backoff, failures=m.bootstrap_failures,
                       left=f"{backoff:.0f}", error=m.last_failure or "unknown error")
+        if s.settings.standby_cluster is not None:
+            # A standby cluster holds the remote's database: its first member copies it, never initdb.
+            return _d(s, BootstrapStandby(), Why.BOOTSTRAP_STANDBY)
         return _d(s, Bootstrap(), Why.BOOTSTRAP)
     if cluster.initialize == "":
-        return _d(s, Wait(), Why.WAIT_FOR_BOOTSTRAP, nap=SHORT_NAP)
+        why = Why.WAIT_FOR_BOOTSTRAP if s.settings.standby_cluster is None else Why.WAIT_FOR_STANDBY_BOOTSTRAP
+        return _d(s, Wait(), why, nap=SHORT_NAP)
     source = _clone_source(s)
-    if source is None:
+    if source is None and not s.settings.clone_without_leader:
         return _d(s, Wait(), Why.WAIT_FOR_LEADER_TO_CLONE, nap=SHORT_NAP)
     if backoff and m.clone_failures:
         return _d(s, Wait(), Why.CLONE_BACKOFF, nap=backoff, failures=m.clone_failures, left=f"{backoff:.0f}",
                   error=m.last_failure or "unknown error")
+    if source is None:
+        # No member runs, but a `no_leader` method (a backup repository) can create this replica alone.
+        follow_leader = cluster.leader.name if cluster.leader else None
+        return _d(s, Clone(source=None, follow=follow_leader), Why.CLONE_WITHOUT_LEADER)
     why = Why.CLONE_FROM_LEADER if cluster.leader and source == cluster.leader.name else Why.CLONE_FROM_REPLICA
     follow = cluster.leader.name if cluster.leader else None
     return _d(s, Clone(source=source, follow=follow), why, member=source)
 
 
 def guard_sysid(s: Snapshot) -> Decision | None:
+    """A data directory of another database never joins: it does not race, clone or follow.
+
+    The lock holder is exempt. It passed this guard when it took the lock (or bootstrapped the cluster),
+    so a different identifier appearing in `initialize` later was written behind its back (by hand, or a
+    corrupted value): the leader keeps leading and writes its own back (`_renew`). Patroni releases the
+    key and exits, which turns one bad value into a cluster without a leader: no other member may race
+    either, since they all carry the leader's identifier."""
     cluster = _cluster(s)
     if not is_system_identifier(cluster.initialize) or not s.pg.sysid or cluster.initialize == s.pg.sysid:
         return None  # garbage in `initialize` proves no other cluster: the leader writes its own back
-    mine, theirs = s.pg.sysid, cluster.initialize
     if lock_state(s) is Lock.MINE:
-        return _d(s, ReleaseLeader(optime=_optime(s, None)), Why.SYSID_MISMATCH_RELEASE, mine=mine, cluster=theirs)
-    return _d(s, Wait(), Why.SYSID_MISMATCH, mine=mine, cluster=theirs)
+        return None
+    return _d(s, Wait(), Why.SYSID_MISMATCH, mine=s.pg.sysid, cluster=cluster.initialize)
 
 
 def guard_paused(s: Snapshot) -> Decision | None:
@@ -648,6 +682,11 @@ def mine_primary(s: Snapshot) -> Decision:
         # Renewals failed for so long that the lease may expire elsewhere at any moment: stop writes
         # now, whatever this read says. The next cycles renew and start again if the key is still ours.
         return _d(s, Demote(DemoteMode.IMMEDIATE_NOLOCK), Why.LOCK_LOST, nap=0)
+    if s.settings.standby_cluster is not None and not s.paused:
+        # demote-cluster: `standby_cluster` was added to a running cluster. Stop writes now (a fast stop:
+        # its shutdown checkpoint reaches the replicas and whoever follows us), keep the key, and come
+        # back as the standby leader following the remote (`mine_stopped`).
+        return _d(s, Demote(DemoteMode.DEMOTE_CLUSTER), Why.STANDBY_DEMOTE, nap=0)
     if any(o.action == K.WATCHDOG_FAILED for o in s.last) and _watchdog_wanted(s) is WatchdogMode.REQUIRED:
         # Mode required: no writes without fencing. Immediate, and the key released so that another
         # member (one whose watchdog works) takes over.
@@ -743,6 +782,9 @@ def _candidate_ready(s: Snapshot, name: str) -> bool:
 
 
 def mine_replica(s: Snapshot) -> Decision:
+    standby = s.settings.standby_cluster
+    if standby is not None:
+        return _hold_standby_leader(s, standby)
     if any(o.action == K.WATCHDOG_FAILED for o in s.last) and _watchdog_wanted(s) is WatchdogMode.REQUIRED:
         # Mode required and no watchdog: give the key up so that a member with one takes over.
         return _d(s, ReleaseLeader(optime=_optime(s, None)), Why.WATCHDOG_NO_RACE, nap=SHORT_NAP)
@@ -766,6 +808,14 @@ def mine_replica(s: Snapshot) -> Decision:
     return _d(s, action, Why.PROMOTE_WITH_LOCK, nap=0, name=s.me)
 
 
+def _hold_standby_leader(s: Snapshot, standby: StandbyCluster) -> Decision:
+    """A standby cluster's lock holder in recovery: it never promotes. It follows the remote primary
+    (re-pointed when it followed a member, as after winning a race, or an older address), then renews."""
+    if s.pg.following != standby.follow_name:
+        return _d(s, Follow(leader=standby.follow_name), Why.STANDBY_LEADER_FOLLOW, nap=SHORT_NAP, name=s.me)
+    return _renew(s, Why.STANDBY_LEADER_HELD)
+
+
 def mine_starting(s: Snapshot) -> Decision:
     deadline = s.memory.start_deadline
     if deadline is not None and s.now > deadline:
@@ -787,12 +837,18 @@ def mine_stopped(s: Snapshot) -> Decision:
         # The operator prefers a failover to a restart in place after a crash.
         return _d(s, ReleaseLeader(optime=_optime(s, None)), Why.CRASH_FAILOVER)
     if not _lock_valid(s):
-        return _renew(s, Why.START_PRIMARY_AFTER_CRASH, nap=0)
+        why = Why.START_PRIMARY_AFTER_CRASH if s.settings.standby_cluster is None else Why.START_STANDBY_LEADER
+        return _renew(s, why, nap=0)
     left = _start_backoff(s)
     if left is not None:  # keep the lock meanwhile: START_FAILED_RELEASE decides when to give it up
         return _renew(s, Why.START_BACKOFF, nap=left, failures=m.start_failures, left=f"{left:.0f}")
     memory = m if m.start_deadline is not None else replace(
         m, start_deadline=s.now + s.settings.primary_start_timeout)
+    standby = s.settings.standby_cluster
+    if standby is not None:
+        # Never a writable start in a standby cluster, whatever the control file says (demote-cluster).
+        return _d(s, StartPostgres(role="replica", follow=standby.follow_name), Why.START_STANDBY_LEADER,
+                  nap=SHORT_NAP, memory=memory)
     if was_primary(s.pg):
         return _d(s, StartPostgres(role="primary", follow=None), Why.START_PRIMARY_AFTER_CRASH,
                   nap=SHORT_NAP, memory=memory)
@@ -831,12 +887,26 @@ def other_replica(s: Snapshot) -> Decision:
         return _d(s, action, Why.SLOT_COPIES, nap=SHORT_NAP, memory=memory,
                   create=",".join(copies.create) or "-", drop=",".join(copies.drop) or "-")
     if copies.advance:  # routine: the log line stays the follower's (Patroni advances in a thread)
-        return _d(s, EnsureSlots(create=(), advance=copies.advance), Why.FOLLOWING, memory=memory, name=s.me,
+        return _d(s, EnsureSlots(create=(), advance=copies.advance), _following(s), memory=memory, name=s.me,
                   leader=upstream)
-    return _d(s, Wait(), Why.FOLLOWING, memory=memory, name=s.me, leader=upstream)
+    return _d(s, Wait(), _following(s), memory=memory, name=s.me, leader=upstream)
+
+
+def _following(s: Snapshot) -> Why:
+    return Why.FOLLOWING if s.settings.standby_cluster is None else Why.FOLLOWING_STANDBY_LEADER
 
 
 def other_starting(s: Snapshot) -> Decision:
+    """Wait for PostgreSQL to accept connections; but a standby that is still starting while its
+    primary_conninfo names a member that is no longer its upstream (the leader changed while it was
+    rewound or started) is re-pointed at once, as a running replica would be: from a demoted member it
+    may never get the WAL it needs to reach consistency, and would wait "starting" for ever (the chaos
+    suite, after a partition of the primary during a failover cascade). PostgreSQL applies the new
+    primary_conninfo on a reload, consistent or not."""
+    if s.pg.standby_signal and lock_state(s) is Lock.OTHER:
+        upstream = _upstream(s)
+        if s.pg.following != upstream and _is_running(_cluster(s).member(upstream)):
+            return _d(s, Follow(leader=upstream), Why.FOLLOW_NEW_LEADER, name=s.me, leader=upstream)
     return _d(s, Wait(), Why.STARTING, nap=SHORT_NAP)
 
 
@@ -929,6 +999,8 @@ def _off_lineage(s: Snapshot) -> bool:
 
 def none_primary(s: Snapshot) -> Decision:
     cluster = _cluster(s)
+    if s.settings.standby_cluster is not None:
+        return _d(s, Demote(DemoteMode.DEMOTE_CLUSTER), Why.STANDBY_DEMOTE, nap=0)
     mine = local_timeline(s.pg) or 0
     if mine < cluster.timeline:
         return _d(s, Demote(DemoteMode.IMMEDIATE_NOLOCK), Why.RACE_TIMELINE_BEHIND_PRIMARY,
@@ -958,7 +1030,10 @@ def none_replica(s: Snapshot) -> Decision:
             return decided
     verdict = replica_race(s)
     if verdict.may_acquire:
-        return Decision(AcquireLeader(), verdict.reason, s.now, s.memory)
+        reason = verdict.reason
+        if s.settings.standby_cluster is not None and reason.why is Why.RACE_HEALTHIEST:
+            reason = Reason(Why.RACE_HEALTHIEST_STANDBY, reason.facts)  # no promotion follows: Patroni's words
+        return Decision(AcquireLeader(), reason, s.now, s.memory)
     return Decision(Wait(), verdict.reason, s.now + SHORT_NAP, s.memory)
 
 

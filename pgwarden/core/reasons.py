@@ -41,10 +41,11 @@ class Why(StrEnum):
     CLONE_FROM_LEADER = "clone from leader"
     CLONE_FROM_REPLICA = "clone from replica"
     WAIT_FOR_LEADER_TO_CLONE = "no member to clone from"
+    CLONE_WITHOUT_LEADER = "clone without leader"
     EMPTY_DATA_WITH_LOCK = "empty data dir with lock"
     DATA_DIR_UNUSABLE = "data dir unusable"
     SYSID_MISMATCH = "sysid mismatch"
-    SYSID_MISMATCH_RELEASE = "sysid mismatch, releasing lock"
+    SYSID_RESTORED = "sysid in initialize restored"
     START_PRIMARY_AFTER_CRASH = "start primary after failure"
     START_READONLY_WITH_LOCK = "start readonly with lock"
     START_REPLICA = "start replica"
@@ -88,6 +89,14 @@ class Why(StrEnum):
     RESTART_REFUSED = "restart refused"
     REINITIALIZE = "reinitialize"
     REINITIALIZE_REFUSED = "reinitialize refused"
+    STANDBY_LEADER_HELD = "standby leader holds the lock"
+    STANDBY_LEADER_FOLLOW = "standby leader: follow the remote"
+    STANDBY_DEMOTE = "primary in a standby cluster: demote"
+    START_STANDBY_LEADER = "start as standby leader with lock"
+    BOOTSTRAP_STANDBY = "bootstrap a standby leader from the remote"
+    WAIT_FOR_STANDBY_BOOTSTRAP = "wait for standby leader bootstrap"
+    FOLLOWING_STANDBY_LEADER = "following a standby leader"
+    RACE_HEALTHIEST_STANDBY = "healthiest, standby cluster"
 
 
 @dataclass(frozen=True, slots=True)

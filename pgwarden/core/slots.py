@@ -69,12 +69,13 @@ def _member_slot_names(s: Snapshot) -> set[str]:
 
 
 def permanent_here(s: Snapshot) -> set[str]:
-    """The permanent physical slots this cluster keeps: configured, meant for a primary cluster (pgwarden
-    runs no standby clusters), not ignored, and not a member's slot (a permanent slot named as a member's
-    slot is that member slot)."""
+    """The permanent physical slots this cluster keeps: configured, meant for a cluster of this kind
+    (`cluster_type` primary in a primary cluster, standby in a standby cluster, unset in both), not
+    ignored, and not a member's slot (a permanent slot named as a member's slot is that member slot)."""
     members = _member_slot_names(s)
+    kind = "standby" if s.settings.standby_cluster is not None else "primary"
     return {p.name for p in s.settings.permanent_slots
-            if p.type == "physical" and p.cluster_type in (None, "primary")
+            if p.type == "physical" and p.cluster_type in (None, kind)
             and p.name not in members and not ignored(s, p.name)}
 
 
@@ -89,14 +90,24 @@ def _managed_permanent(s: Snapshot, wanted: set[str]) -> set[str]:
     return managed
 
 
+def leads_replication(s: Snapshot) -> bool:
+    """Does this node's PostgreSQL serve the cluster's replicas as the leader: a primary, or the standby
+    leader of a standby cluster (in recovery, following the remote; its members stream from it)?"""
+    return s.pg.is_primary or (s.settings.standby_cluster is not None and s.pg.is_replica)
+
+
 def plan_primary(s: Snapshot) -> PrimarySlots:
-    """The primary's slots: every other member gets a slot as soon as its key appears (so a fresh replica
-    streams at once); a slot whose member is gone is kept for member_slots_ttl (so a restarting replica
-    can resume), then dropped; a permanent slot is created and kept while configured, dropped once
-    removed from `/config`."""
-    if not s.settings.use_slots or not s.pg.is_primary or s.dcs is None:
+    """The leader's slots (a primary's, or a standby leader's): every other member gets a slot as soon as
+    its key appears (so a fresh replica streams at once); a slot whose member is gone is kept for
+    member_slots_ttl (so a restarting replica can resume), then dropped; a permanent slot is created and
+    kept while configured, dropped once removed from `/config`. Never a slot for the remote primary a
+    standby leader follows: that one lives on the remote (`standby_cluster.primary_slot_name`)."""
+    if not s.settings.use_slots or not leads_replication(s) or s.dcs is None:
         return PrimarySlots((), (), (), (), s.memory)
     members = {slot_name(m.name) for m in s.dcs.members if m.name != s.me and not m.tags.nostream}
+    # A `nostream` member replays the archive only: a slot kept for it would only hold WAL back, so one
+    # it had before is dropped at once rather than kept for member_slots_ttl.
+    archive_only = {slot_name(m.name) for m in s.dcs.members if m.name != s.me and m.tags.nostream}
     permanent = permanent_here(s)
     seen = dict(s.memory.slot_last_seen)
     for name in s.dcs.status.retain_slots:
@@ -104,8 +115,8 @@ def plan_primary(s: Snapshot) -> PrimarySlots:
             seen.setdefault(name, s.now)
     for name in members:
         seen[name] = s.now
-    expired = {n for n, t in seen.items()
-               if n not in members and n not in permanent and s.now - t > s.settings.member_slots_ttl}
+    expired = {n for n, t in seen.items() if n not in members and n not in permanent
+               and (n in archive_only or s.now - t > s.settings.member_slots_ttl)}
     present = set(s.pg.slots)
     managed = _managed_permanent(s, permanent)
     removed = managed - permanent - members - (set(seen) - expired)

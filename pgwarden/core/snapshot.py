@@ -73,6 +73,37 @@ class SlotMatcher:
 
 
 @dataclass(frozen=True, slots=True)
+class StandbyCluster:
+    """`standby_cluster` in `/config`: this cluster follows a remote primary (Patroni's standby cluster).
+
+    Its lock holder is the standby leader: PostgreSQL in recovery, streaming from `host`:`port` (through
+    the slot `primary_slot_name` when set) and/or restoring WAL with `restore_command`; it never promotes
+    while the section is there. The other members follow the standby leader."""
+
+    host: str | None = None
+    port: int = 5432
+    primary_slot_name: str | None = None
+    create_replica_methods: tuple[str, ...] = ("basebackup",)
+    """How the first member copies the remote (only `basebackup` so far)."""
+    restore_command: str | None = None
+    archive_cleanup_command: str | None = None
+    recovery_min_apply_delay: str | None = None
+
+    @property
+    def follow_name(self) -> str:
+        """What a standby leader's `following` reads (and the actions name as their upstream) while it
+        follows this remote. It changes with the address and the slot, so editing either re-points the
+        standby leader (`Follow`), as a new leader re-points a replica. It is only ever compared with this
+        exact value, never parsed, so a member named like it could at worst be mistaken for the remote
+        in the standby leader's own bookkeeping."""
+        return f"{REMOTE_PREFIX}{self.host or ''}:{self.port}/{self.primary_slot_name or ''}"
+
+
+REMOTE_PREFIX = "@remote:"
+"""The start of `StandbyCluster.follow_name`."""
+
+
+@dataclass(frozen=True, slots=True)
 class HaSettings:
     """The effective settings the core needs (after layering defaults, DCS /config, file and env)."""
 
@@ -89,6 +120,9 @@ class HaSettings:
     remove_data_directory_on_rewind_failure: bool = False
     remove_data_directory_on_diverged_timelines: bool = False
     use_slots: bool = True
+    clone_without_leader: bool = False
+    """A replica creation method has `no_leader`: a member with no data may create itself when no member
+    runs to copy from (Patroni's "trying to bootstrap (without leader)")."""
     member_slots_ttl: int = 1800
     permanent_slots: tuple[PermanentSlot, ...] = ()
     """`slots` in `/config`, sorted by name."""
@@ -100,6 +134,8 @@ class HaSettings:
     """Patroni's `failsafe_mode`: a leader that cannot reach the DCS keeps running while every member
     listed in `/failsafe` accepts its `POST /failsafe` (see `decide.guard_dcs_down`)."""
     watchdog: WatchdogSettings = field(default_factory=WatchdogSettings)
+    standby_cluster: StandbyCluster | None = None
+    """`standby_cluster` in `/config`: the lock holder is a standby leader following that remote."""
 
     @property
     def watchdog_timeout(self) -> int:

@@ -94,6 +94,13 @@ class Dcs(abc.ABC):
         A keepalive on a lease granted after the leader key expired proves nothing about that key."""
         return False
 
+    async def publish_transient(self, relative: str, text: str) -> None:
+        """Write `relative`, a key under the scope that this connection alone writes (a `pgwarden route`
+        sidecar's `routers/<name>`), so that it vanishes at most `ttl` seconds after the writer stops: on
+        the store's lease, key TTL or session. Call it at least every ttl/3 seconds; an unchanged value is
+        only kept alive. Raises DcsError when the store cannot be reached."""
+        raise DcsError(f"{type(self).__name__}: this store offers no transient keys")
+
     # -- members -----------------------------------------------------------------------------------
     @abc.abstractmethod
     async def touch_member(self, data: Mapping[str, Any]) -> bool:

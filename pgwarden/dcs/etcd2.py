@@ -19,6 +19,7 @@ import base64
 import json
 import logging
 import ssl
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -331,6 +332,8 @@ class Etcd2Dcs(KeyValueDcs):
         self._member_touched = False  # we wrote our member key: keepalives refresh it
         self._member_written: str | None = None  # JSON of the last member write still in etcd
         self._status_written: str | None = None
+        self._transient_written: dict[str, str] = {}  # relative key -> the value publish_transient last wrote
+        self._transient_refreshed: dict[str, float] = {}  # relative key -> monotonic time of its last refresh
         self._timeline_floor = 0  # the highest reserved timeline read or written (model.status_with_timeline_floor)
         self._marks = LeaderMarks()  # leader changes the watch reported against what the caller has seen
         self._watch_from = 0  # every leader change up to this index has been reported
@@ -564,6 +567,18 @@ class Etcd2Dcs(KeyValueDcs):
         self._member_written = text
         self._member_touched = True
         return True
+
+    async def publish_transient(self, relative: str, text: str) -> None:
+        # A TTL key: refreshed in place (no watcher woken) while unchanged, rewritten when changed or gone.
+        now = time.monotonic()
+        if self._transient_written.get(relative) == text:
+            if now - self._transient_refreshed.get(relative, 0.0) <= self._ttl / 3:
+                return
+            if await self._refresh(f"refresh {relative}", relative):
+                self._transient_refreshed[relative] = now
+                return
+        await self._put(f"write {relative}", relative, text, ttl=self._ttl)
+        self._transient_written[relative], self._transient_refreshed[relative] = text, now
 
     async def delete_member(self, name: str) -> bool:
         if name == self.name:

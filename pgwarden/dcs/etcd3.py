@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import ssl
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -90,6 +91,8 @@ class Etcd3Dcs(KeyValueDcs):
         self._leader_lease: int | None = None  # the lease our leader key was last written or confirmed on
         self._member_written: tuple[str, int] | None = None  # (JSON, lease id) of the last member write
         self._status_written: str | None = None
+        self._transient_written: dict[str, tuple[str, int]] = {}  # relative key -> (value, lease id) written
+        self._transient_refreshed = 0.0  # monotonic time of publish_transient's last keepalive
         self._timeline_floor = 0  # the highest reserved timeline read or written (model.status_with_timeline_floor)
         self._marks = LeaderMarks()  # leader changes the watch reported against what the caller has seen
         self._watch_from = 0
@@ -343,6 +346,23 @@ class Etcd3Dcs(KeyValueDcs):
             return True
 
         return await self._with_lease(attempt)
+
+    async def publish_transient(self, relative: str, text: str) -> None:
+        # On this connection's lease, kept alive here (a sidecar runs no keepalive of its own).
+        now = time.monotonic()
+        if self._lease is None or now - self._transient_refreshed > self._ttl / 3:
+            lease_id, _ = await self._fresh_lease()
+            self._transient_refreshed = now
+        else:
+            lease_id = self._lease.id
+        if self._transient_written.get(relative) == (text, lease_id):
+            return
+
+        async def attempt(lease: int) -> None:
+            await self._txn(f"write {relative}", [], [op_put(self._key(relative), text.encode(), lease)])
+            self._transient_written[relative] = (text, lease)
+
+        await self._with_lease(attempt)
 
     async def delete_member(self, name: str) -> bool:
         if name == self.name:

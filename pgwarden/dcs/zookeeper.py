@@ -348,6 +348,7 @@ class ZooKeeperDcs(Dcs):
         self._leader_session: int | None = None  # the session our leader znode was created on / confirmed on
         self._member_written: tuple[str, int] | None = None  # (JSON, session id) of the last member write
         self._status_written: str | None = None
+        self._transient_written: dict[str, tuple[str, int]] = {}  # relative -> (value, session id) written
         self._timeline_floor = 0
         self._warned_longer = False
         self._leader_known: tuple[int, int] | None = None  # the leader state the caller has seen
@@ -813,32 +814,42 @@ class ZooKeeperDcs(Dcs):
         return True
 
     async def _create_member(self, session_id: int, value: bytes) -> None:
-        """Create our ephemeral member znode; one left by another session (a previous run of this member,
-        or a plain key) is replaced, atomically, by one of ours."""
-        path = self._member_path
+        await self._create_ephemeral(codec.MEMBERS + self.name, session_id, value, f"write member {self.name}")
+
+    async def _create_ephemeral(self, relative: str, session_id: int, value: bytes, what: str) -> None:
+        """Create our ephemeral znode at `relative`; one left by another session (a previous run of this
+        member or sidecar, or a plain key) is replaced, atomically, by one of ours."""
+        path = self._path(relative)
         for _ in range(3):
             try:
-                await self._call("write member", lambda c: c.create_async(path, value, ephemeral=True, makepath=True))
+                await self._call(what, lambda c: c.create_async(path, value, ephemeral=True, makepath=True))
                 return
             except NodeExistsError:
                 pass
-            found = await self._get(codec.MEMBERS + self.name)
+            found = await self._get(relative)
             if found is None:
                 continue
             version = found[1].version
             if found[1].ephemeralOwner == session_id:
                 with contextlib.suppress(NoNodeError, BadVersionError):
-                    await self._call("write member", functools.partial(_set_data, path=path, value=value,
-                                                                       version=version))
+                    await self._call(what, functools.partial(_set_data, path=path, value=value, version=version))
                     return
                 continue
-            results = await self._commit("write member", [
+            results = await self._commit(what, [
                 ("delete", {"path": path, "version": version}),
                 ("create", {"path": path, "value": value, "ephemeral": True}),
             ])
             if _first_failure(results) is None:
                 return
-        raise DcsError(f"zookeeper: write member {self.name}: the key keeps changing under us")
+        raise DcsError(f"zookeeper: {what}: the key keeps changing under us")
+
+    async def publish_transient(self, relative: str, text: str) -> None:
+        # An ephemeral znode of this session: kazoo's pings keep the session, hence the key, alive.
+        session_id = await self._lease(f"write {relative}")
+        if self._transient_written.get(relative) == (text, session_id):
+            return
+        await self._create_ephemeral(relative, session_id, text.encode(), f"write {relative}")
+        self._transient_written[relative] = (text, session_id)
 
     async def delete_member(self, name: str) -> bool:
         if name == self.name:

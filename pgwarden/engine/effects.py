@@ -40,11 +40,24 @@ class Result:
 
 @dataclass(frozen=True, slots=True)
 class Upstream:
-    """A member to stream or copy from, with the PostgreSQL address the cluster view gives it."""
+    """A member to stream or copy from, with the PostgreSQL address the cluster view gives it; or, for a
+    standby leader, the remote primary of `standby_cluster` (`remote`)."""
 
     member: str
     host: str
     port: int
+    remote: RemoteFollow | None = None
+    """Set for the remote primary a standby leader follows: how, beyond the address."""
+
+
+@dataclass(frozen=True, slots=True)
+class RemoteFollow:
+    """What a standby leader's configuration takes from `standby_cluster` besides host and port: the slot on
+    the remote ("" for none) and the recovery settings (restore_command, archive_cleanup_command,
+    recovery_min_apply_delay; those absent are not written)."""
+
+    slot: str = ""
+    recovery: tuple[tuple[str, str], ...] = ()
 
 
 # -- the clock and the log ---------------------------------------------------------------------------
@@ -168,10 +181,14 @@ class StartPg:
 
 @dataclass(frozen=True, slots=True)
 class WritePgConfig:
-    """-> Result: write the configuration files for `role` (a replica streaming from `upstream`)."""
+    """-> Result: write the configuration files for `role` (a replica streaming from `upstream`).
+
+    With `recovery` (a custom bootstrap's `recovery_conf`), PostgreSQL is to start in archive recovery
+    with those settings (over `postgresql.recovery_conf`): they are written, and recovery.signal too."""
 
     role: PgRole
     upstream: Upstream | None = None
+    recovery: tuple[tuple[str, Any], ...] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -207,6 +224,36 @@ class Basebackup:
     """-> Result: pg_basebackup from `upstream` into the empty data directory."""
 
     upstream: Upstream
+
+
+@dataclass(frozen=True, slots=True)
+class RunReplicaMethod:
+    """-> Result: run the replica creation method `method`'s command (`postgresql.<method>`) to fill the data
+    directory from `source` (None: a `no_leader` method, with no member to copy from)."""
+
+    method: str
+    source: Upstream | None
+
+
+@dataclass(frozen=True, slots=True)
+class RunBootstrapMethod:
+    """-> Result: run the custom bootstrap method's command (`bootstrap.<method>`) to fill the data directory."""
+
+
+@dataclass(frozen=True, slots=True)
+class SanitizeRestored:
+    """-> Result: make a data directory a method's command restored ready for pgwarden's configuration:
+    it must be a PostgreSQL data directory; standby.signal goes; unless `keep_recovery_conf`,
+    recovery.signal and the recovery settings in postgresql.auto.conf (which would win over pgwarden's
+    own) go too."""
+
+    keep_recovery_conf: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class FinishRecovery:
+    """-> Result: wait until PostgreSQL, started in archive recovery, has ended it (promoting it when it
+    paused at its recovery target); not ok when it stopped instead or it took longer than allowed."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -354,7 +401,8 @@ Effect = (
     | AcquireLeaderKey | UpdateLeaderKey | DeleteLeaderKey | WriteInitialize | CancelInitialization | SeedConfig
     | DeleteFailoverKey | SetHistory | SetSyncKey | DeleteSyncKey
     | Probe | StandbySignal | StopPg | StartPg | WritePgConfig | PromotePg | CheckpointPg | FollowUpstream
-    | RewindPg | Basebackup | MoveDataAside | EmptyDataDir | EnsureSlots | DropSlots | AdvanceSlots
+    | RewindPg | Basebackup | RunReplicaMethod | RunBootstrapMethod | SanitizeRestored | FinishRecovery
+    | MoveDataAside | EmptyDataDir | EnsureSlots | DropSlots | AdvanceSlots
     | WriteSsn
     | ReadTimelineHistory | ReserveTimelines | UnreserveTimelines | InspectDataDir | Initdb | CreateRoles
     | PostBootstrap | UndoBootstrap | RunHook

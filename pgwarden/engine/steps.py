@@ -22,6 +22,7 @@ from pgwarden.core.actions import (
     AcquireLeader,
     Action,
     Bootstrap,
+    BootstrapStandby,
     Clone,
     Demote,
     DemoteMode,
@@ -66,6 +67,7 @@ MIN_STEP_BEFORE_STOP = 0.2
 
 BACKGROUND: Mapping[type, TaskKind] = {
     Bootstrap: TaskKind.BOOTSTRAP,
+    BootstrapStandby: TaskKind.BOOTSTRAP,
     Clone: TaskKind.CLONE,
     Rewind: TaskKind.REWIND,
     StartPostgres: TaskKind.START,
@@ -76,6 +78,32 @@ BACKGROUND: Mapping[type, TaskKind] = {
 }
 """Actions that may run for a long time: they run in the background while the loop keeps deciding
 (and, on a leader, renewing its lock)."""
+
+
+@dataclass(frozen=True, slots=True)
+class ReplicaMethod:
+    """A replica creation method as the steps see it (`postgresql.create_replica_methods`): its name
+    (`basebackup`: the built-in pg_basebackup) and the switches that change the order of things."""
+
+    name: str
+    keep_data: bool = False
+    """The data directory is not emptied before the method runs, nor after it fails."""
+    no_leader: bool = False
+    """It can create a replica with no member to copy from."""
+
+
+BASEBACKUP = ReplicaMethod("basebackup")
+
+
+@dataclass(frozen=True, slots=True)
+class BootstrapMethod:
+    """A custom bootstrap method (`bootstrap.method` other than initdb) as the steps see it."""
+
+    name: str
+    keep_existing_recovery_conf: bool = False
+    recovery_conf: tuple[tuple[str, Any], ...] = ()
+    """Settings of the archive recovery that follows the command (empty: none unless the command left a
+    recovery.signal that `keep_existing_recovery_conf` keeps)."""
 
 
 class UnknownAction(Exception):
@@ -95,6 +123,13 @@ class StepContext:
     PostgreSQL is killed (0: never)."""
     bootstrap_dcs: Mapping[str, Any] = field(default_factory=dict)
     """`bootstrap.dcs`: the `/config` a new cluster starts with."""
+    replica_methods: tuple[ReplicaMethod, ...] = (BASEBACKUP,)
+    """How a replica's data directory is created, in the order to try (`create_replica_methods`)."""
+    bootstrap_method: BootstrapMethod | None = None
+    """How a new cluster is created: None for initdb, else the custom method."""
+    standby_methods: tuple[ReplicaMethod, ...] = (BASEBACKUP,)
+    """How the first member of a standby cluster copies the remote (`standby_cluster.create_replica_methods`,
+    each defined like a replica creation method)."""
 
 
 StepsFn = Callable[[Action, StepContext], StepGen[Outcome]]
@@ -115,6 +150,8 @@ def _dispatch(action: Action, ctx: StepContext) -> StepGen[Outcome]:
             return (yield from _outcome(action, True))
         case Bootstrap():
             return (yield from _bootstrap(action, ctx))
+        case BootstrapStandby():
+            return (yield from _bootstrap_standby(action, ctx))
         case Clone():
             return (yield from _clone(action, ctx))
         case AcquireLeader():
@@ -177,9 +214,31 @@ def upstream(cluster: ClusterView | None, member_name: str | None) -> fx.Upstrea
     return None if address is None else fx.Upstream(member_name, address[0], address[1])
 
 
+def remote_upstream(settings: HaSettings) -> fx.Upstream | None:
+    """The remote primary a standby leader follows (`standby_cluster`; None: this is no standby cluster)."""
+    standby = settings.standby_cluster
+    if standby is None:
+        return None
+    recovery = tuple((key, value) for key, value in (
+        ("restore_command", standby.restore_command),
+        ("archive_cleanup_command", standby.archive_cleanup_command),
+        ("recovery_min_apply_delay", standby.recovery_min_apply_delay)) if value is not None)
+    return fx.Upstream(standby.follow_name, standby.host or "", standby.port,
+                       remote=fx.RemoteFollow(standby.primary_slot_name or "", recovery))
+
+
+def target(ctx: StepContext, name: str | None) -> fx.Upstream | None:
+    """Whom to follow for an action's `follow` (or `leader`) name: the remote primary when it is the
+    standby cluster's (`StandbyCluster.follow_name`), else that member (`upstream`)."""
+    standby = ctx.settings.standby_cluster
+    if standby is not None and name == standby.follow_name:
+        return remote_upstream(ctx.settings)
+    return upstream(ctx.cluster, name)
+
+
 def _with_upstream(action: Action, ctx: StepContext, member: str,
                    effect: type[fx.FollowUpstream]) -> StepGen[Outcome]:
-    source = upstream(ctx.cluster, member)
+    source = target(ctx, member)
     if source is None:
         return (yield from _outcome(action, False, f"no address known for {member}"))
     return (yield from _result(action, (yield effect(source))))
@@ -235,9 +294,20 @@ def primary_kill_after(ctx: StepContext, standby: bool) -> float | None:
     return float(limit)
 
 
+IMMEDIATE_STOP_KILL_AFTER = 3.0
+"""Seconds a primary's immediate stop may take before PostgreSQL is killed (SIGKILL), in every mode. An
+immediate stop is asked for when the lease is lost or at risk, and normally ends in well under a second;
+one that does not (a frozen postmaster: SIGQUIT waits while its backends keep committing) would keep a
+second writer up for pg_ctl_timeout. A kill loses nothing an immediate stop keeps: both need crash
+recovery at the next start. Found by the chaos suite (a postmaster SIGSTOPped while etcd was cut off)."""
+
+
 def _stop(ctx: StepContext, mode: fx.StopMode) -> StepGen[fx.Result]:
     standby = yield fx.StandbySignal()
-    result: fx.Result = yield fx.StopPg(mode, primary_kill_after(ctx, standby))
+    kill_after = primary_kill_after(ctx, standby)
+    if mode == "immediate" and not standby:
+        kill_after = min(kill_after or IMMEDIATE_STOP_KILL_AFTER, IMMEDIATE_STOP_KILL_AFTER)
+    result: fx.Result = yield fx.StopPg(mode, kill_after)
     return result
 
 
@@ -520,7 +590,7 @@ def _shutdown(action: Shutdown, ctx: StepContext) -> StepGen[Outcome]:
 
 
 def _start(action: StartPostgres, ctx: StepContext) -> StepGen[Outcome]:
-    follow = upstream(ctx.cluster, action.follow)
+    follow = target(ctx, action.follow)
     if action.follow is not None and follow is None:
         return (yield from _outcome(action, False, f"no address known for {action.follow}"))
     written: fx.Result = yield fx.WritePgConfig("primary" if action.role == "primary" else "replica", follow)
@@ -531,7 +601,7 @@ def _start(action: StartPostgres, ctx: StepContext) -> StepGen[Outcome]:
 
 def _restart(action: Restart, ctx: StepContext) -> StepGen[Outcome]:
     role: fx.PgRole = "primary" if action.role == "primary" else "replica"
-    written: fx.Result = yield fx.WritePgConfig(role, upstream(ctx.cluster, action.follow))
+    written: fx.Result = yield fx.WritePgConfig(role, target(ctx, action.follow))
     if not written.ok:
         return (yield from _outcome(action, False, written.message))
     yield from _before_stop()
@@ -555,31 +625,82 @@ def _restart(action: Restart, ctx: StepContext) -> StepGen[Outcome]:
     return (yield from _outcome(action, started.ok, "restarted successfully" if started.ok else started.message))
 
 
-def _clone(action: Clone | Reinitialize, ctx: StepContext) -> StepGen[Outcome]:
-    source = upstream(ctx.cluster, action.source)
-    if source is None:
+def _clone(action: Clone | Reinitialize, ctx: StepContext, *, replacing: bool = False) -> StepGen[Outcome]:
+    """Create this replica's data directory with the configured methods, configure it, start it.
+
+    `replacing`: an operator's reinitialize, where the data directory still holds the old data, which the
+    request allows to remove. A clone without a source (`action.source` None) is one the core allowed
+    because a `no_leader` method exists: only such methods run."""
+    source = upstream(ctx.cluster, action.source) if action.source is not None else None
+    if action.source is not None and source is None:
         return (yield from _outcome(action, False, f"no address known for {action.source}"))
-    copied: fx.Result = yield fx.Basebackup(source)
-    if not copied.ok:
-        return (yield from _outcome(action, False, copied.short))
+    created, method = yield from create_replica(ctx.replica_methods, source, replacing=replacing)
+    if not created.ok:
+        return (yield from _outcome(action, False, created.short))
+    if method.name != BASEBACKUP.name:
+        # A backup tool restores the source's own signal files and postgresql.auto.conf (a restore_command,
+        # a primary_conninfo of its own) that would override what pgwarden configures.
+        sanitized: fx.Result = yield fx.SanitizeRestored()
+        if not sanitized.ok:
+            return (yield from _outcome(action, False, sanitized.message))
     written: fx.Result = yield fx.WritePgConfig("replica", upstream(ctx.cluster, action.follow) or source)
     if not written.ok:
         return (yield from _outcome(action, False, written.message))
     return (yield from _result(action, (yield fx.StartPg())))
 
 
+def create_replica(methods: tuple[ReplicaMethod, ...], source: fx.Upstream | None, *, replacing: bool = False,
+                   ) -> StepGen[tuple[fx.Result, ReplicaMethod]]:
+    """Try the replica creation methods in order until one succeeds: the result, and the method it came from.
+
+    Without a `source` only `no_leader` methods run. What a failed method left is removed before the next
+    one (unless it keeps its data), and only that: the directory was empty when the clone began (the core
+    clones only into an empty one), or, `replacing`, an operator asked for its data to be replaced. A
+    method with `keep_data` starts from whatever is there (an incremental restore); a method after it
+    starts from an empty directory again. pg_basebackup removes its own leftovers.
+    """
+    usable = [m for m in methods if source is not None or m.no_leader]
+    if not usable:
+        return fx.Result(False, "no replica creation method can run without a member to copy from "
+                         "(none has no_leader)"), BASEBACKUP
+    dirty = replacing  # the directory holds data this action may remove
+    failures: list[str] = []
+    for index, method in enumerate(usable):
+        if dirty and not method.keep_data:
+            emptied: fx.Result = yield fx.EmptyDataDir()
+            if not emptied.ok:
+                failures.append(f"emptying the data directory: {emptied.short}")
+                break
+            dirty = False
+        if method.name == BASEBACKUP.name and source is not None:
+            result: fx.Result = yield fx.Basebackup(source)
+        else:
+            result = yield fx.RunReplicaMethod(method.name, source)
+        if result.ok:
+            return result, method
+        failures.append(result.short if len(usable) == 1 else f"{method.name}: {result.short}")
+        following = usable[index + 1].name if index + 1 < len(usable) else None
+        yield fx.Log("warning", f"replica creation method {method.name} failed: {result.short}"
+                     + (f"; trying {following}" if following else ""))
+        if method.keep_data:
+            dirty = True  # kept, for this method's next attempt, unless a method after it needs the room
+        elif method.name != BASEBACKUP.name:
+            emptied = yield fx.EmptyDataDir()
+            dirty = not emptied.ok
+    summary = "; ".join(failures)
+    return fx.Result(False, summary, summary), usable[-1]
+
+
 def _reinitialize(action: Reinitialize, ctx: StepContext) -> StepGen[Outcome]:
     if upstream(ctx.cluster, action.source) is None:
         return (yield from _outcome(action, False, f"no address known for {action.source}"))
     # The operator asked for this node's data to be replaced: no copy is kept (`.failed` copies of
-    # repeated reinitializations once filled a disk); the directory itself stays.
+    # repeated reinitializations once filled a disk); the directory itself stays. It is emptied before
+    # the first method unless that one keeps the data (`keep_data`: an incremental restore).
     stopped = yield from _stop(ctx, "fast")
     if not stopped.ok:
         return (yield from _outcome(action, False, stopped.message))
-    emptied: fx.Result = yield fx.EmptyDataDir()
-    if not emptied.ok:
-        return (yield from _outcome(action, False, emptied.message))
-    return (yield from _clone(action, ctx))
+    return (yield from _clone(action, ctx, replacing=True))
 
 
 # -- a new cluster ---------------------------------------------------------------------------------------
@@ -590,6 +711,16 @@ def _bootstrap(action: Bootstrap, ctx: StepContext) -> StepGen[Outcome]:
     created is removed (no user data in it: never moved aside, never a directory that was there
     before), `initialize` deleted so another node can try. Whether and when to try again is the core's
     decision (backoff, giving up), from the outcome: a lost race is an outcome of its own kind."""
+    return (yield from _new_cluster(action, ctx, lambda: _bootstrap_steps(ctx.bootstrap_method),
+                                    what="bootstrap", done="initialized a new cluster"))
+
+
+def _new_cluster(action: Bootstrap | BootstrapStandby, ctx: StepContext,
+                 fill: Callable[[], StepGen[tuple[str, fx.Result]]], *, what: str, done: str) -> StepGen[Outcome]:
+    """What every new cluster's first member does around `fill` (which makes the data directory and starts
+    PostgreSQL: the step reached and its result): the initialize race first; after `fill`, the leader
+    key, `/config` seeded and the system identifier in `initialize`. When a step fails, what this attempt
+    created is removed and `initialize` deleted, so another member can try."""
     sent = yield fx.Now()
     try:
         won = yield fx.WriteInitialize("", create_new=True)
@@ -601,17 +732,17 @@ def _bootstrap(action: Bootstrap, ctx: StepContext) -> StepGen[Outcome]:
     if refused:
         step, output, summary = "checking the data directory", refused, refused
     else:
-        step, result = yield from _bootstrap_steps()
+        step, result = yield from fill()
         if result.ok:
             sent = yield fx.Now()
             if (yield fx.AcquireLeaderKey()):
                 yield fx.SeedConfig(dict(ctx.bootstrap_dcs), revision=0)
                 state: LocalPg = yield fx.Probe()
                 yield fx.WriteInitialize(state.sysid or "", create_new=False)
-                return Outcome(action.kind, True, "initialized a new cluster", sent)
+                return Outcome(action.kind, True, done, sent)
             step, result = "acquire leader", fx.Result(False, "somebody else holds the leader key")
         output, summary = result.message, result.short
-    yield fx.Log("error", f"bootstrap failed at {step}: {output}; undoing")
+    yield fx.Log("error", f"{what} failed at {step}: {output}; undoing")
     if not refused:
         yield fx.StopPg("immediate")
         undone: fx.Result = yield fx.UndoBootstrap(existed)
@@ -621,20 +752,80 @@ def _bootstrap(action: Bootstrap, ctx: StepContext) -> StepGen[Outcome]:
         yield fx.CancelInitialization()
     except fx.DcsFailed as exc:
         yield fx.Log("error", f"could not delete the initialize key after the failed bootstrap: {exc}")
-    return (yield from _outcome(action, False, f"bootstrap failed at {step}: {summary}"))
+    return (yield from _outcome(action, False, f"{what} failed at {step}: {summary}"))
 
 
-def _bootstrap_steps() -> StepGen[tuple[str, fx.Result]]:
-    """initdb, configure, start, create roles, post_bootstrap: the step reached and its result."""
+def _bootstrap_steps(method: BootstrapMethod | None = None) -> StepGen[tuple[str, fx.Result]]:
+    """initdb (or the custom method's steps), configure, start, create roles, post_bootstrap: the step
+    reached and its result."""
     steps: tuple[tuple[str, fx.Effect], ...] = (
         ("initdb", fx.Initdb()),
         ("configure", fx.WritePgConfig("primary")),
         ("start", fx.StartPg()),
-        ("create roles", fx.CreateRoles()),
-        ("post_bootstrap", fx.PostBootstrap()),
-    )
-    for step, effect in steps:
+    ) if method is None else _custom_bootstrap(method)
+    for step, effect in (*steps, ("create roles", fx.CreateRoles()), ("post_bootstrap", fx.PostBootstrap())):
         result: fx.Result = yield effect
         if not result.ok:
             return step, result
     return "done", fx.Result(True)
+
+
+def _custom_bootstrap(method: BootstrapMethod) -> tuple[tuple[str, fx.Effect], ...]:
+    """A custom bootstrap method: its command fills the data directory (a backup restored, typically); with
+    recovery settings PostgreSQL then starts in archive recovery until it ends, which promotes it to the
+    new cluster's first primary on a new timeline. It is then restarted as a plain primary, so that no
+    recovery setting stays behind (a changed recovery_target would wait as a pending restart)."""
+    recovery = method.recovery_conf or None
+    return (
+        (f"bootstrap method {method.name}", fx.RunBootstrapMethod()),
+        ("preparing the restored data directory", fx.SanitizeRestored(method.keep_existing_recovery_conf)),
+        ("configure", fx.WritePgConfig("primary", recovery=recovery)),
+        ("start", fx.StartPg()),
+        ("waiting for end of recovery after bootstrap", fx.FinishRecovery()),
+        ("configure", fx.WritePgConfig("primary")),
+        ("restart", fx.StopPg("fast")),
+        ("start", fx.StartPg()),
+    )
+
+
+# -- a new standby cluster ---------------------------------------------------------------------------------
+
+
+def _bootstrap_standby(action: BootstrapStandby, ctx: StepContext) -> StepGen[Outcome]:
+    """The first member of a standby cluster: the initialize race and, if won, a copy of the remote primary
+    configured as its standby, started, then the leader key (the standby leader), `/config` seeded and the
+    copied system identifier in `initialize`. Undone as a failed bootstrap when a step fails (what the copy
+    created is removed, `initialize` deleted); whether to try again is the core's decision."""
+
+    def fill() -> StepGen[tuple[str, fx.Result]]:
+        remote = remote_upstream(ctx.settings)
+        if remote is None:
+            return "reading standby_cluster", fx.Result(False, "standby_cluster is no longer set")
+        return (yield from _standby_steps(ctx, remote))
+
+    return (yield from _new_cluster(action, ctx, fill, what="standby leader bootstrap",
+                                    done="bootstrapped a standby leader from the remote primary"))
+
+
+def _standby_steps(ctx: StepContext, remote: fx.Upstream) -> StepGen[tuple[str, fx.Result]]:
+    """Copy the remote, configure PostgreSQL as its standby, start: the step reached and its result."""
+    copied = yield from _copy_remote(ctx, remote)
+    if not copied.ok:
+        return "copying the remote primary", copied
+    for step, effect in (("configure", fx.WritePgConfig("replica", remote)), ("start", fx.StartPg())):
+        result: fx.Result = yield effect
+        if not result.ok:
+            return step, result
+    return "done", fx.Result(True)
+
+
+def _copy_remote(ctx: StepContext, remote: fx.Upstream) -> StepGen[fx.Result]:
+    """Fill the empty data directory from the remote with `standby_cluster.create_replica_methods`, in order,
+    until one works (`create_replica`: basebackup copies from host:port; a custom method gets the remote
+    as its `--connstring`). Without a `host` (a standby cluster fed by restore_command alone) only the
+    methods with `no_leader` can run, from a backup repository."""
+    if not remote.host and not any(m.no_leader for m in ctx.standby_methods):
+        why = "standby_cluster has no host to copy from, and none of its create_replica_methods has no_leader"
+        return fx.Result(False, why, why)
+    result, _ = yield from create_replica(ctx.standby_methods, remote if remote.host else None)
+    return result

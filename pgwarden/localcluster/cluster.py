@@ -28,8 +28,9 @@ from typing import Any
 import yaml
 
 from pgwarden.localcluster.etcd import LocalEtcd
+from pgwarden.localcluster.patroni import kill_postmaster_tree
 from pgwarden.localcluster.ports import pick_ports
-from pgwarden.localcluster.postgres import PG_BIN, PG_USER, give_to_pg_user, kill_postmaster_group
+from pgwarden.localcluster.postgres import PG_BIN, PG_USER, give_to_pg_user
 from pgwarden.localcluster.processes import terminate, wait_until
 from pgwarden.localcluster.zookeeper import LocalZooKeeper
 from pgwarden.postgres.datadir import postmaster_pid
@@ -57,6 +58,9 @@ class Node:
     agent: subprocess.Popen[bytes] | None = None
     agent_args: tuple[str, ...] | None = None
     """What the agent is given after `agent`; None: (config_path,), (): nothing (PATRONI_* env only)."""
+    command: Sequence[str] | None = None
+    """This node's own agent command (e.g. `localcluster.patroni.patroni_command()`: a mixed cluster);
+    None: the cluster's `agent_command`. Changed between a stop and a start, it migrates the node."""
 
     @property
     def config_path(self) -> Path:
@@ -214,7 +218,7 @@ class LocalCluster:
             env.update(self.agent_env(node))
         args = (str(node.config_path),) if node.agent_args is None else node.agent_args
         node.agent = subprocess.Popen(
-            [*(self.agent_command or (self.python, "-m", "pgwarden.cli.entry", "agent")), *args],
+            [*(node.command or self.agent_command or (self.python, "-m", "pgwarden.cli.entry", "agent")), *args],
             stdout=log, stderr=subprocess.STDOUT, env=env, cwd=str(node.dir), start_new_session=True, **kwargs)
         log.close()
 
@@ -232,13 +236,13 @@ class LocalCluster:
             node.agent.wait()
             node.agent = None
         if pid is not None:
-            kill_postmaster_group(pid)
+            kill_postmaster_tree(pid)
         wait_until(lambda: node.postmaster_pid() is None, 10, f"{node.name}'s postmaster to die")
 
     def kill_postmaster(self, node: Node) -> None:
         pid = node.postmaster_pid()
         if pid is not None:
-            kill_postmaster_group(pid)
+            kill_postmaster_tree(pid)
 
     def start(self) -> None:
         self.prepare()
@@ -258,7 +262,7 @@ class LocalCluster:
         for node in self.nodes:
             pid = node.postmaster_pid()
             if pid is not None:
-                kill_postmaster_group(pid)
+                kill_postmaster_tree(pid)
         self.stop_etcd()
 
     def remove(self) -> None:
@@ -282,10 +286,28 @@ class LocalCluster:
         return self.leader() is not None and len(self.streaming_replicas()) >= wanted
 
     def wait_healthy(self, timeout: float = 120, replicas: int | None = None) -> Node:
-        wait_until(lambda: self.healthy(replicas), timeout, "one primary and streaming replicas")
+        try:
+            wait_until(lambda: self.healthy(replicas), timeout, "one primary and streaming replicas")
+        except TimeoutError as exc:
+            raise TimeoutError(f"{exc}\n{self.describe()}") from None  # CI keeps only this message
         leader = self.leader()
         assert leader is not None
         return leader
+
+    def describe(self, log_lines: int = 12) -> str:
+        """Each node's agent, its /patroni answer and its log's last lines: why a wait did not end."""
+        parts = []
+        for node in self.nodes:
+            alive = node.agent is not None and node.agent.poll() is None
+            status, body = node.get("/patroni") if alive else (0, None)
+            fields = {k: body.get(k) for k in ("role", "state", "replication_state", "timeline")} if body else {}
+            try:
+                tail = node.log_path.read_text(errors="replace").splitlines()[-log_lines:]
+            except OSError:
+                tail = []
+            parts.append(f"== {node.name}: agent {'running' if alive else 'not running'}, /patroni {status} "
+                         f"{fields}\n" + "\n".join(tail))
+        return "\n".join(parts)
 
     def cluster_json(self) -> dict[str, Any] | None:
         for node in self.nodes:

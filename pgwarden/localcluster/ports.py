@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 import socket
 
 
@@ -15,8 +16,23 @@ def port_is_free(port: int, host: str = "127.0.0.1") -> bool:
     return True
 
 
+LISTEN_PORTS = range(20000, 32000)
+"""Where servers' ports are drawn from: below Linux's ephemeral range (32768-60999 by default), the source
+ports of outgoing connections. A port the kernel hands out for binding (port 0) lies inside that range, so
+between picking it and a server binding it (seconds later for a replica started after the bootstrap) an
+agent's or a test's connection could take it as its source port, and the server would never start."""
+
+_given: set[int] = set()
+
+
 def free_port() -> int:
-    """A TCP port on 127.0.0.1 that was free a moment ago (the kernel picks it)."""
+    """A TCP port on 127.0.0.1 that was free a moment ago, not handed out before by this process, and
+    outside the ephemeral range (above); the kernel's pick if none is found."""
+    for _ in range(200):
+        port = random.choice(LISTEN_PORTS)
+        if port not in _given and port_is_free(port):
+            _given.add(port)
+            return port
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])

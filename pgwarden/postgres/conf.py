@@ -92,8 +92,12 @@ def primary_conninfo(settings: PgSettings, upstream: Upstream) -> str:
     )
 
 
-def file_parameters(settings: PgSettings, role: ConfRole, upstream: Upstream | None) -> dict[str, Any]:
-    """Every setting pgwarden's postgresql.conf carries after the include, in file order."""
+def file_parameters(settings: PgSettings, role: ConfRole, upstream: Upstream | None,
+                    recovery: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """Every setting pgwarden's postgresql.conf carries after the include, in file order. `recovery`: a
+    custom bootstrap's archive recovery settings, over everything else (its recovery_target_timeline too).
+
+    A `nostream` replica gets no primary_conninfo and no slot: it replays the archive only."""
     out = {k: v for k, v in settings.parameters.items() if k not in ("hba_file", "ident_file")}
     out.update(enforced_parameters(settings))
     out.update(recovery_parameters(settings))
@@ -105,9 +109,41 @@ def file_parameters(settings: PgSettings, role: ConfRole, upstream: Upstream | N
     # reloaded made every new primary report a restart it does not need (checked on PostgreSQL 15).
     out["recovery_target_timeline"] = "latest"
     if role == "replica":
-        out["primary_conninfo"] = primary_conninfo(settings, upstream) if upstream else ""
-        out["primary_slot_name"] = settings.slot_name if upstream and settings.use_slots else ""
+        streams = upstream is not None and not settings.nostream
+        out["primary_conninfo"] = primary_conninfo(settings, upstream) if upstream and streams else ""
+        out["primary_slot_name"] = settings.slot_name if streams and settings.use_slots else ""
+    if role == "replica" and upstream is not None and upstream.slot is not None:
+        # A standby leader follows a remote primary through the slot standby_cluster names (or none), and
+        # with no host it only restores WAL (restore_command).
+        out["primary_slot_name"] = upstream.slot if upstream.host else ""
+        if not upstream.host:
+            out["primary_conninfo"] = ""
+    if recovery:
+        out.update(recovery)
     return out
+
+
+RECOVERY_SETTINGS = frozenset({
+    "restore_command", "archive_cleanup_command", "recovery_end_command", "recovery_min_apply_delay",
+    "recovery_target", "recovery_target_lsn", "recovery_target_name", "recovery_target_time",
+    "recovery_target_xid", "recovery_target_inclusive", "recovery_target_timeline", "recovery_target_action",
+    "primary_conninfo", "primary_slot_name", "promote_trigger_file", "standby_mode", "trigger_file",
+})
+"""What a backup tool may leave in postgresql.auto.conf to drive recovery (PostgreSQL 12+ names, and the
+old recovery.conf-only ones): settings there win over pgwarden's postgresql.conf."""
+_AUTO_CONF_NAME = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_.]*)\s*(=|\s)")
+
+
+def strip_recovery_settings(text: str) -> tuple[str, list[str]]:
+    """postgresql.auto.conf without its recovery settings (`RECOVERY_SETTINGS`), and their names."""
+    kept, dropped = [], []
+    for line in text.splitlines(keepends=True):
+        match = _AUTO_CONF_NAME.match(line)
+        if match and match.group(1).lower() in RECOVERY_SETTINGS:
+            dropped.append(match.group(1).lower())
+        else:
+            kept.append(line)
+    return "".join(kept), dropped
 
 
 def recovery_parameters(settings: PgSettings) -> dict[str, Any]:
@@ -119,10 +155,11 @@ def recovery_parameters(settings: PgSettings) -> dict[str, Any]:
 
 
 def versioned_parameters(settings: PgSettings, role: ConfRole, upstream: Upstream | None,
-                         major: int | None) -> tuple[dict[str, Any], list[str]]:
+                         major: int | None, recovery: Mapping[str, Any] | None = None,
+                         ) -> tuple[dict[str, Any], list[str]]:
     """`file_parameters` fit for PostgreSQL `major` (versions.for_version), and what was changed or
     ignored to get there, for the log."""
-    values, notes = for_version(file_parameters(settings, role, upstream), major)
+    values, notes = for_version(file_parameters(settings, role, upstream, recovery), major)
     for name in [name for name in values if name_problem(name) is not None]:
         del values[name]  # validation refuses such names; never let one write a line of its own
         notes.append(f"postgresql.parameters: {name!r} is not a valid parameter name; not written")
@@ -150,7 +187,7 @@ def format_guc(value: Any) -> str:
 
 
 def render_postgresql_conf(settings: PgSettings, role: ConfRole, upstream: Upstream | None,
-                           major: int | None = None) -> str:
+                           major: int | None = None, recovery: Mapping[str, Any] | None = None) -> str:
     """pgwarden's postgresql.conf for `role`; a replica streams from `upstream` (None: archive only).
 
     It includes `custom_conf` when one is configured, else postgresql.base.conf next to it; `major`
@@ -158,7 +195,7 @@ def render_postgresql_conf(settings: PgSettings, role: ConfRole, upstream: Upstr
     """
     include = str(settings.custom_conf) if settings.custom_conf is not None else BASE_CONF
     lines = [GENERATED_MARKER, f"include {format_guc(include)}", ""]
-    values, _ = versioned_parameters(settings, role, upstream, major)
+    values, _ = versioned_parameters(settings, role, upstream, major, recovery)
     lines += [f"{name} = {format_guc(value)}" for name, value in values.items()]
     return "\n".join(lines) + "\n"
 

@@ -16,7 +16,7 @@ import shlex
 import shutil
 import tempfile
 import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from contextlib import suppress
 from pathlib import Path
 from signal import SIGKILL
@@ -27,6 +27,7 @@ import psycopg
 from psycopg import sql
 
 from pgwarden.aio import bounded
+from pgwarden.config.schema import MethodSpec
 from pgwarden.model import DataDirState, lsn_from_text, lsn_to_text
 from pgwarden.postgres import conf, libpq
 from pgwarden.postgres.connection import CONNECT_TIMEOUT, connect_local
@@ -47,6 +48,9 @@ INITDB_TIMEOUT = 300.0
 BASEBACKUP_TIMEOUT = 3600.0
 REWIND_TIMEOUT = 3600.0
 SCRIPT_TIMEOUT = 300.0
+METHOD_TIMEOUT = 86400.0
+"""A replica creation or bootstrap method restores a whole backup: hours for a large one."""
+RECOVERY_TIMEOUT = 86400.0
 QUICK_TIMEOUT = 15.0
 
 # initdb options pgwarden sets itself; accepting them from the user would bypass --pwfile or the data dir.
@@ -142,6 +146,88 @@ class PgController:
             return failed if undone.ok else PgResult.failed(f"{failed.message}; {undone.message}")
         return await self.write_config("replica", Upstream(source_member or "", from_host, from_port))
 
+    async def run_replica_method(self, method: MethodSpec, source: Upstream | None,
+                                 timeout: float = METHOD_TIMEOUT) -> PgResult:
+        """Run a replica creation method's command, with Patroni's arguments: `--scope`, `--role=replica`,
+        `--datadir` and `--connstring` (the source's URI with the replication user; its password is in the
+        pgpass file PGPASSFILE names; empty without a source), unless `no_params`.
+
+        The data directory must be missing or empty, unless the method keeps data (`keep_data`)."""
+        state = directory_state(self.data_dir)
+        if not method.keep_data and state not in (DataDirState.MISSING, DataDirState.EMPTY):
+            return PgResult.failed(f"refusing replica method {method.name}: {self.data_dir} is {state.value}, "
+                                   "not empty")
+        refused = replace_problem(self.data_dir)
+        if refused:
+            return PgResult.failed(f"refusing replica method {method.name}: {refused}")
+        pgpass = self._try_write_pgpass()
+        if not pgpass.ok:
+            return pgpass
+        connstring = "" if source is None else replication_uri(
+            libpq.upstream_host(self.settings, source.host) or source.host, source.port,
+            self.settings.replication.username)
+        ours = (f"--scope={self.settings.scope}", "--role=replica", f"--datadir={self.data_dir}",
+                f"--connstring={connstring}")
+        return await self._run_method(method, ours, timeout)
+
+    async def run_bootstrap_method(self, method: MethodSpec, timeout: float = METHOD_TIMEOUT) -> PgResult:
+        """Run a custom bootstrap method's command with Patroni's `--scope` and `--datadir` (unless
+        `no_params`). It must leave a PostgreSQL data directory in data_dir."""
+        return await self._run_method(method, (f"--scope={self.settings.scope}", f"--datadir={self.data_dir}"),
+                                      timeout)
+
+    async def _run_method(self, method: MethodSpec, ours: tuple[str, ...], timeout: float) -> PgResult:
+        try:
+            argv = method_argv(method, ours)
+        except ValueError as exc:
+            return PgResult.failed(f"cannot parse the command of method {method.name}: {exc}")
+        # Only the program: options on the command line may carry a backup tool's credentials.
+        log.info("running method %s (%s)", method.name, argv[0] if argv else "no command")
+        outcome = await run_command(argv, timeout, env=self._client_env("replication"))
+        return _result(outcome, f"method {method.name}")
+
+    async def sanitize_restored(self, keep_recovery_conf: bool = False) -> PgResult:
+        """After a method restored a data directory: it must be one; standby.signal goes (pgwarden decides
+        the role); unless `keep_recovery_conf`, recovery.signal and postgresql.auto.conf's recovery settings
+        go too (they would win over pgwarden's own: a primary_conninfo to the backup's source, say)."""
+        if not (self.data_dir / "PG_VERSION").is_file():
+            return PgResult.failed(f"the method left no PostgreSQL data directory in {self.data_dir}")
+        notes = []
+        try:
+            if _unlink(self.data_dir / "standby.signal"):
+                notes.append("removed standby.signal")
+            if not keep_recovery_conf:
+                if _unlink(self.data_dir / "recovery.signal"):
+                    notes.append("removed recovery.signal")
+                auto = self.data_dir / "postgresql.auto.conf"
+                if auto.exists():
+                    text, dropped = conf.strip_recovery_settings(auto.read_text(errors="surrogateescape"))
+                    if dropped:
+                        _write_private(auto, text)
+                        notes.append(f"removed {', '.join(dropped)} from postgresql.auto.conf")
+        except OSError as exc:
+            return PgResult.failed(f"could not prepare the restored data directory: {exc}")
+        for note in notes:
+            log.info("restored data directory: %s", note)
+        return PgResult(True, "; ".join(notes) or "nothing to change")
+
+    async def finish_recovery(self, timeout: float = RECOVERY_TIMEOUT, poll: float = 0.5) -> PgResult:
+        """Wait until a server started in archive recovery has ended it ("waiting for end of recovery after
+        bootstrap"); one paused at its recovery target (recovery_target_action pause, PostgreSQL's default)
+        is promoted. Not ok when the postmaster stops (recovery_target_action shutdown, a missing WAL file)
+        or after `timeout` seconds."""
+        deadline = time.monotonic() + timeout
+        last = ""
+        while time.monotonic() < deadline:
+            if not self.is_running():
+                return PgResult.failed(f"PostgreSQL stopped during recovery: {_tail_of(self.settings.postmaster_log)}")
+            state = await self._in_session("reading the recovery state", _recovery_step, QUICK_TIMEOUT)
+            if state.ok and state.message == "done":
+                return PgResult(True, "recovery ended")
+            last = state.message
+            await asyncio.sleep(poll)
+        return PgResult.failed(f"recovery did not end within {timeout:g}s ({last})")
+
     async def move_data_dir_aside(self) -> PgResult:
         """Move the data directory's contents to `<data_dir>.failed.<timestamp>` (only when the config
         allows it), keeping at most one such copy (`datadir.set_data_dir_aside`: never the directory
@@ -166,10 +252,12 @@ class PgController:
     # ---------------------------------------------------------------------------------------------
     # Configuration files
 
-    async def write_config(self, role: conf.ConfRole, follow: Upstream | tuple[str, str, int] | None = None
-                           ) -> PgResult:
+    async def write_config(self, role: conf.ConfRole, follow: Upstream | tuple[str, str, int] | None = None,
+                           recovery: Mapping[str, Any] | None = None) -> PgResult:
         """Write postgresql.conf (keeping the original as postgresql.base.conf), pg_hba, pg_ident, pgpass
-        and the role marker; a replica gets standby.signal and streams from `follow` (member, host, port)."""
+        and the role marker; a replica gets standby.signal and streams from `follow` (member, host, port).
+        With `recovery` (a custom bootstrap's recovery settings) the server is to start in archive recovery:
+        they are written and recovery.signal is created."""
         upstream = Upstream(*follow) if follow is not None else None
         if not (self.data_dir / "PG_VERSION").is_file():
             return PgResult.failed(f"{self.data_dir} is not a PostgreSQL data directory")
@@ -179,7 +267,7 @@ class PgController:
             s.conf_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
             self._adopt_base_conf()
             files = {
-                s.config_file: conf.render_postgresql_conf(s, role, upstream, major),
+                s.config_file: conf.render_postgresql_conf(s, role, upstream, major, recovery),
                 self.data_dir / conf.STATE_FILE: conf.render_state(role, upstream),
             }
             if s.manages_hba:
@@ -195,6 +283,8 @@ class PgController:
                 signal.touch(mode=0o600)
             else:
                 signal.unlink(missing_ok=True)
+            if recovery is not None:
+                (self.data_dir / "recovery.signal").touch(mode=0o600)
         except OSError as exc:
             return PgResult.failed(f"could not write configuration: {exc}")
         target = f" following {upstream.member or upstream.host}" if upstream else ""
@@ -531,6 +621,42 @@ class PgController:
 
 # -------------------------------------------------------------------------------------------------
 # helpers
+
+
+def method_argv(method: MethodSpec, ours: tuple[str, ...]) -> list[str]:
+    """A method's command line: its `command` split as a shell would (never run through one), its own
+    options as `--key=value`, then pgwarden's (Patroni's) arguments `ours` unless `no_params`."""
+    return [*shlex.split(method.command), *(f"--{key}={value}" for key, value in method.params),
+            *(() if method.no_params else ours)]
+
+
+def replication_uri(host: str, port: int, user: str) -> str:
+    """`--connstring` as Patroni passes it: postgres://<replication user>@<host>:<port>/postgres."""
+    shown = f"[{host}]" if ":" in host and not host.startswith("/") else quote(host, safe="/")
+    return f"postgres://{quote(user, safe='')}@{shown}:{port}/postgres"
+
+
+async def _recovery_step(conn: AsyncConn) -> str:
+    """One look at a recovering server: "done" once out of recovery; a paused one is promoted."""
+    cur = await conn.execute("SELECT pg_is_in_recovery()")
+    row = await cur.fetchone()
+    if row is None or not row[0]:
+        return "done"
+    cur = await conn.execute("SELECT pg_get_wal_replay_pause_state()")  # an error outside recovery
+    row = await cur.fetchone()
+    if row is not None and row[0] == "paused":
+        log.info("recovery paused at its target: promoting")
+        await conn.execute("SELECT pg_promote(true, 60)")
+        return "promoted"
+    return "in recovery"
+
+
+def _unlink(path: Path) -> bool:
+    try:
+        path.unlink()
+    except FileNotFoundError:
+        return False
+    return True
 
 
 def _result(outcome: CommandOutcome, what: str) -> PgResult:

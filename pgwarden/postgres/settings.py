@@ -55,6 +55,9 @@ class Upstream(NamedTuple):
     member: str
     host: str
     port: int
+    slot: str | None = None
+    """The slot to stream through when it is not this member's own (a standby leader following a remote
+    primary: `standby_cluster.primary_slot_name`, "" for none); None: the member slot (`use_slots`)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,6 +99,8 @@ class PgSettings:
     initdb_options: tuple[str, ...] = ()
     """Extra initdb arguments, already in argv form (see `options_to_argv`)."""
     use_slots: bool = True
+    nostream: bool = False
+    """The `nostream` tag: as a replica, replay WAL from the archive only (no primary_conninfo, no slot)."""
     use_unix_socket: bool = False
     """Connect locally through the first `unix_socket_directories` entry instead of TCP loopback."""
     use_unix_socket_repl: bool = False

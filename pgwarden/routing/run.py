@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pgwarden.config import LocalConfig
-from pgwarden.dcs import Dcs, DcsError, etcd_endpoints, open_dcs
+from pgwarden.dcs import Dcs, DcsError, open_dcs
 from pgwarden.routing.etcd2_mirror import Etcd2LeaderMirror
 from pgwarden.routing.haproxy_config import HaproxyOptions, render_haproxy_config
 from pgwarden.routing.haproxy_runtime import HaproxyPusher, HaproxyRuntime
@@ -85,32 +85,18 @@ def build_pushers(local: LocalConfig, options: RouteOptions) -> tuple[list[Pushe
 async def run_route(local: LocalConfig, options: RouteOptions, stop: asyncio.Event) -> int:
     """Run the sidecar until `stop` is set."""
     pushers, kinds = build_pushers(local, options)
-    section = local.dcs.as_mapping()
     try:
         dcs = await _dcs(local)
     except DcsError as exc:
         log.error("route: %s", exc)
         return 1
-    registry = None
-    if local.dcs_kind == "etcd3":
-        endpoints = etcd_endpoints(section, "etcd3")
-        registry = RouterRegistry(endpoints.hosts, dcs.prefix, options.name, username=endpoints.username,
-                                  password=endpoints.password, ssl_context=endpoints.ssl_context)
-    elif "pgbouncer" in kinds:
-        # The hold key needs a leased write that only the etcd v3 adapter offers (registry.py). Without it a
-        # switchover does not wait for PgBouncer to pause: the pooler still follows, but transactions that run
-        # on the old primary at the demotion fail instead of being held.
-        log.warning("route: on %s the switchover hold for PgBouncer (routers/%s) is not available yet; "
-                    "transactions in flight at a switchover's demotion fail instead of waiting",
-                    local.dcs_kind, options.name)
+    registry = RouterRegistry(dcs, options.name)
     sidecar = RouteSidecar(dcs, pushers, registry=registry, kinds=kinds,
                            timing=SidecarTiming(poll_interval=options.poll_interval, hold_timeout=options.hold_timeout))
     log.info("route: watching %s for %s", dcs.prefix, ", ".join(p.name for p in pushers))
     try:
         await sidecar.run(stop)
     finally:
-        if registry is not None:
-            await registry.close()
         await dcs.close()
     return 0
 

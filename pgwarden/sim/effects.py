@@ -122,8 +122,11 @@ def _perform(agent: SimAgent, action: Action, effect: fx.Effect) -> Generator[St
         case fx.WritePgConfig(role=role, upstream=upstream):
             pgops.write_config(world, name, role, upstream.member if upstream else None)
             return fx.Result(True)
-        case fx.CreateRoles() | fx.PostBootstrap() | fx.RunHook():
+        case fx.CreateRoles() | fx.PostBootstrap() | fx.RunHook() | fx.SanitizeRestored() | fx.FinishRecovery():
             return fx.Result(True)
+        case fx.RunReplicaMethod(source=None):
+            # The simulated world has no backup repository: a no_leader method finds nothing to restore.
+            return fx.Result(False, "no backup repository in the simulated world")
         case _:
             ok, message = yield from _postgres(agent, effect)
             return fx.Result(ok, message, unreachable=not ok and message.startswith(REWIND_UNREACHABLE))
@@ -145,7 +148,8 @@ def _postgres(agent: SimAgent, effect: fx.Effect) -> pgops.PgOp:
             return (yield from pgops.set_follow(world, name, up.member))
         case fx.RewindPg(upstream=up):
             return (yield from pgops.rewind(world, name, up.member))
-        case fx.Basebackup(upstream=up):
+        case fx.Basebackup(upstream=up) | fx.RunReplicaMethod(source=fx.Upstream() as up):
+            # A custom method (a backup tool) is simulated as a copy of its source, like pg_basebackup.
             return (yield from pgops.basebackup(world, name, up.member))
         case fx.MoveDataAside():
             return (yield from pgops.move_data_aside(world, name))
@@ -160,7 +164,8 @@ def _postgres(agent: SimAgent, effect: fx.Effect) -> pgops.PgOp:
             return (yield from pgops.advance_slots(world, name, targets))
         case fx.WriteSsn(value=value):
             return (yield from pgops.set_ssn(world, name, value))
-        case fx.Initdb():
+        case fx.Initdb() | fx.RunBootstrapMethod():
+            # A custom bootstrap method is simulated as a new cluster, like initdb.
             return (yield from pgops.initdb(world, name))
         case _:
             raise UnknownEffect(f"the simulator does not know how to do {effect!r}")

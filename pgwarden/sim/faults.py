@@ -389,6 +389,7 @@ def _change_config(world: World, changes: dict[str, Any]) -> None:
     if "maximum_lag_on_failover" in changes and "maximum_lag_on_failover" in value:
         invariants.on_lag_limit_replaced(world, int(value["maximum_lag_on_failover"]))
     store.put("config", with_changes(value, changes), writer="operator")
+    invariants.on_config_written(world)
 
 
 def crash_host(world: World, name: str) -> None:

@@ -46,6 +46,11 @@ them carries its id (`Violation.known`), so campaigns can tell them from new fin
 strict-xfail regression test (tests/sim/test_sim.py, tests/sim/test_liveness.py)."""
 
 
+STANDBY_GRACE = 60.0
+"""Seconds a primary may go on writing after `standby_cluster` appears in `/config`: its agent reads it at
+its next cycle (at most a loop_wait, 10 s in the campaign, plus a stalled DCS read) and demotes at once."""
+
+
 class Checker:
     """Incremental state for the invariants that are about episodes rather than instants."""
 
@@ -58,8 +63,10 @@ class Checker:
         self.replaced_lag_limits: list[tuple[float, int]] = []  # (when, the maximum_lag_on_failover replaced)
         self.last_rewind: dict[str, str] = {}  # node -> what its last pg_rewind said
         self.rewind_failures: dict[str, str] = {}  # node -> how its last pg_rewind failed (none since: absent)
+        self.standby_since: float | None = None  # since when /config has had standby_cluster (None: not now)
 
     def after_event(self, world: World) -> None:
+        self.standby_writers(world)
         if not world.pg_changed and not world.opts.check_every_event:
             return
         world.pg_changed = False
@@ -76,6 +83,22 @@ class Checker:
             if lineages.get(pg.name) is not pg.lineage:
                 lineages[pg.name] = pg.lineage
                 self._timeline_moved(world, pg.name, pg.timeline, bool(pg.lineage))
+
+    def standby_writers(self, world: World) -> None:
+        """A standby cluster never has a writable member: once `/config` has had `standby_cluster` for
+        STANDBY_GRACE (every agent has read it and its primary has had a cycle to stop), none may write."""
+        if not world.etcd.config_value.get("standby_cluster"):
+            self.standby_since = None
+            return
+        if self.standby_since is None:
+            self.standby_since = world.now
+        if world.now - self.standby_since <= STANDBY_GRACE:
+            return
+        writers = [pg.name for pg in world.pgs if pg.proc is RUNNING and not pg.in_recovery]
+        if writers:
+            world.recorder.violation(world.now, "standby-writer", f"{', '.join(writers)} accept writes in a standby "
+                                     f"cluster ({world.now - self.standby_since:.0f}s after standby_cluster was set)",
+                                     key=("standby-writer", *writers))
 
     def _timeline_moved(self, world: World, name: str, tl: int, has_data: bool) -> None:
         seen = self.timelines.get(name, 0)
@@ -171,8 +194,20 @@ def on_lag_limit_replaced(world: World, old_limit: int) -> None:
     checker(world).replaced_lag_limits.append((world.now, old_limit))
 
 
+def on_config_written(world: World) -> None:
+    """`/config` was written: with `standby_cluster` in it, look for writers again once the grace is over (a
+    primary that goes on writing changes nothing that would make the checks run)."""
+    if world.etcd.config_value.get("standby_cluster"):
+        state = checker(world)
+        state.standby_writers(world)  # starts the grace
+        world.kernel.at(world.now + STANDBY_GRACE + 0.001, lambda: state.standby_writers(world))
+
+
 def on_promoted(world: World, name: str, parent_uid: int, fork: int) -> None:
     state = checker(world)
+    if _settings(world, name).standby_cluster is not None:
+        world.recorder.violation(world.now, "standby-writer", f"{name} promoted in a standby cluster",
+                                 key=("standby-promote", name))
     pg = world.nodes[name].pg
     # A number above one in use is fine (a reservation skipped it); one some server had already is not.
     reused = pg.timeline in state.used_timelines

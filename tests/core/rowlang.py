@@ -43,6 +43,7 @@ from pgwarden.core.snapshot import (
     RestartRequested,
     SlotMatcher,
     Snapshot,
+    StandbyCluster,
     TaskInFlight,
     TaskKind,
     WatchdogMode,
@@ -76,7 +77,8 @@ ACTION_ALIASES = {
 }
 KIND_TO_ALIAS = {kind: alias for alias, kind in ACTION_ALIASES.items()}
 TASK_ALIASES = {"remove": TaskKind.REMOVE_DATA} | {k.name.lower(): k for k in TaskKind}
-_SETTING_FIELDS = {f.name for f in fields(HaSettings)} - {"tags", "watchdog", "permanent_slots", "ignore_slots"}
+_SETTING_FIELDS = {f.name for f in fields(HaSettings)} - {"tags", "watchdog", "permanent_slots", "ignore_slots",
+                                                            "standby_cluster"}
 _TAG_FIELDS = {f.name for f in fields(Tags)} - {"custom"}
 
 
@@ -188,7 +190,9 @@ def build_pg(text: str) -> LocalPg | None:
                           checkpoint=_lsn_or_none(kv.pop("checkpoint", str(b.LSN0))),
                           standby_signal=None if signal is None else _bool(signal))
     elif head == "starting":
-        pg = b.pg_starting(tl=tl, sysid=sysid)
+        following = kv.pop("following", "none")
+        pg = replace(b.pg_starting(tl=tl, sysid=sysid), following=None if following == "none" else following,
+                     standby_signal=_bool(kv.pop("signal", "no")))
     elif head in ("empty", "missing", "invalid", "inaccessible"):
         pg = b.pg_empty(DataDirState(head))
     else:
@@ -396,8 +400,17 @@ def build_node(text: str, now: float = b.NOW) -> NodeSpec:
     spec.settings = replace(_settings(kv), permanent_slots=permanent, ignore_slots=ignore)
     if watchdog is not None:
         spec.settings = replace(spec.settings, watchdog=WatchdogSettings(WatchdogMode(watchdog)))
+    if "standby" in kv:
+        spec.settings = replace(spec.settings, standby_cluster=_standby(kv.pop("standby")))
     _no_leftovers("node", kv)
     return spec
+
+
+def _standby(text: str) -> StandbyCluster:
+    """'10.0.0.9:5433/dr' -> standby_cluster {host, port, primary_slot_name} (the slot optional)."""
+    address, _, slot = text.partition("/")
+    host, _, port = address.rpartition(":")
+    return StandbyCluster(host=host, port=_int(port), primary_slot_name=slot or None)
 
 
 def parse_outcome(text: str, now: float) -> Outcome:

@@ -39,8 +39,8 @@ GOLDEN = [
      "running pg_rewind from n2 (waiting for leader checkpoint)"),
     (reason(Why.DIVERGED_REMOVE), "reinitializing due to diverged timelines"),
     (reason(Why.TASK_IN_PROGRESS, task="clone"), "clone in progress"),
-    (reason(Why.SYSID_MISMATCH_RELEASE, mine="1", cluster="2"),
-     "released leader key voluntarily due to the system ID mismatch"),
+    (reason(Why.SYSID_RESTORED, mine="1", cluster="2"),
+     "initialize held system identifier 2, not this leader's 1: writing the leader's back"),
     # A fact the template needs but the reason lacks renders empty, never raises.
     (reason(Why.LOCK_HELD), "no action. I am (), the leader with the lock"),
 ]

@@ -241,6 +241,34 @@ async def test_delete_member(store: Store) -> None:
     assert [m.name for m in cluster.members] == ["a"]
 
 
+async def test_transient_key_is_published_kept_alive_and_vanishes_with_its_writer(store: Store) -> None:
+    """`publish_transient` (a `pgwarden route` sidecar's `routers/<name>`): readable by everyone as the
+    router's state, unchanged values not rewritten, kept alive past the TTL by further calls, and gone
+    within the TTL once its (read-only) writer has closed."""
+    sidecar, agent = await store.open("router", ttl=EXPIRY_TTL, readonly=True), await store.open("a")
+    relative = codec.ROUTERS + "r1"
+    held = json.dumps({"kinds": ["pgbouncer"], "primary": "a", "held_for": 7}, separators=(",", ":"))
+    await sidecar.publish_transient(relative, held)
+    routers = (await agent.get_cluster()).routers
+    assert [(r.name, r.held_for) for r in routers] == [("r1", 7)]
+    await _assert_not_rewritten(store, relative, lambda: _published(sidecar, relative, held))
+    released = held.replace("7", "null")
+    await sidecar.publish_transient(relative, released)
+    assert await store.raw_get(relative) == released
+    for _ in range(2 * EXPIRY_TTL):  # twice the TTL, refreshed as a sidecar does: still there
+        await asyncio.sleep(0.5)
+        await sidecar.publish_transient(relative, released)
+    assert await store.raw_get(relative) == released
+    await sidecar.close()
+    await eventually(lambda: store.raw_get(relative), lambda value: value is None, within=EXPIRY_TTL + 3.0,
+                     what=f"{relative} to vanish with its writer")
+
+
+async def _published(dcs: Dcs, relative: str, text: str) -> bool:
+    await dcs.publish_transient(relative, text)
+    return True
+
+
 # -- compare-and-swap values -----------------------------------------------------------------------
 
 

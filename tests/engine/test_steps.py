@@ -15,6 +15,7 @@ from pgwarden.core.actions import (
     AcquireLeader,
     Action,
     Bootstrap,
+    BootstrapStandby,
     Clone,
     Demote,
     DemoteMode,
@@ -33,11 +34,12 @@ from pgwarden.core.actions import (
     StartPostgres,
     Wait,
 )
-from pgwarden.core.snapshot import ActionKind, HaSettings, WatchdogMode, WatchdogSettings
+from pgwarden.core.snapshot import ActionKind, HaSettings, StandbyCluster, WatchdogMode, WatchdogSettings
 from pgwarden.core.sync.plan import SyncMode, SyncSettings
 from pgwarden.engine import effects as fx
 from pgwarden.engine.steps import (
     BACKGROUND,
+    IMMEDIATE_STOP_KILL_AFTER,
     MIN_STEP_BEFORE_STOP,
     STOP_REQUEST_RESERVE,
     primary_kill_after,
@@ -204,6 +206,11 @@ CASES = [
          ["WriteInitialize", "InspectDataDir", "CancelInitialization"], ok=False, cluster=None,
          answers={fx.InspectDataDir: (True, "owned by root")},
          detail="bootstrap failed at checking the data directory: owned by root"),
+    Case("a standby leader bootstrap copies the remote", BootstrapStandby(),
+         ["WriteInitialize", "InspectDataDir", "Basebackup", "WritePgConfig", "StartPg", "AcquireLeaderKey",
+          "SeedConfig", "Probe", "WriteInitialize"], cluster=None, settings=HaSettings(
+             standby_cluster=StandbyCluster(host="10.0.0.9", port=5433)),
+         detail="bootstrapped a standby leader from the remote primary"),
 ]
 
 
@@ -402,3 +409,19 @@ def test_primary_stop_timeout(timeout: int, mode: SyncMode, standby: bool, expec
     script = Script(answers={fx.StandbySignal: standby})
     script.run(Shutdown(release=False, optime=None), ctx)
     assert script.of(fx.StopPg) == [fx.StopPg("fast", expected)]
+
+
+@pytest.mark.parametrize(("timeout", "mode", "standby", "expected"), [
+    (0, SyncMode.OFF, False, IMMEDIATE_STOP_KILL_AFTER),  # asynchronous: killed too, not after pg_ctl_timeout
+    (30, SyncMode.ON, False, IMMEDIATE_STOP_KILL_AFTER),  # the shorter bound wins
+    (1, SyncMode.QUORUM, False, 1.0),
+    (0, SyncMode.OFF, True, None),  # a replica writes nothing: no kill
+])
+def test_an_immediate_stop_of_a_primary_is_bounded_by_a_kill(timeout: int, mode: SyncMode, standby: bool,
+                                                             expected: float | None) -> None:
+    """A demotion because the lease is lost: a postmaster that does not stop (frozen: its backends still
+    commit) is killed after a few seconds in every mode (found by the chaos suite)."""
+    ctx = context(settings=HaSettings(sync=SyncSettings(mode=mode)), primary_stop_timeout=timeout)
+    script = Script(answers={fx.StandbySignal: standby})
+    script.run(Demote(DemoteMode.IMMEDIATE_NOLOCK), ctx)
+    assert script.of(fx.StopPg) == [fx.StopPg("immediate", expected)]

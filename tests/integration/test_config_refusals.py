@@ -75,7 +75,8 @@ def test_writers_of_config_refuse_and_agents_never_adopt(cluster: LocalCluster, 
 
     # Somebody writes a standby_cluster into /config behind the API's back (etcdctl, a Patroni node).
     cluster.stop_agent(replica)
-    refused = {**before, "standby_cluster": {"host": "127.0.0.1", "port": replica.pg_port}}
+    refused = {**before, "standby_cluster": {"host": "127.0.0.1", "port": replica.pg_port,
+                                     "create_replica_methods": ["wal e"]}}
     key = f"/service/{cluster.scope}/config"
     etcdctl = ["etcdctl", f"--endpoints=http://127.0.0.1:{cluster.etcd_ports[0]}", "put", key, json.dumps(refused)]
     subprocess.run(etcdctl, check=True, capture_output=True, env={**os.environ, "ETCDCTL_API": "3"}, timeout=30)
@@ -88,7 +89,7 @@ def test_writers_of_config_refuse_and_agents_never_adopt(cluster: LocalCluster, 
         assert time.monotonic() - started < 60
         log = replica.log_path.read_text()
         assert "Can't start: the cluster's /config asks for what pgwarden does not support" in log
-        assert "standby_cluster: standby clusters are not supported yet" in log
+        assert "standby_cluster: a section pgwarden cannot use" in log
         # ... and the running leader keeps leading, as a primary, with the configuration it had.
         wait_until(lambda: "keeping the current configuration" in leader.log_path.read_text(), 30,
                    "the leader saying it keeps its configuration")

@@ -294,6 +294,17 @@ def zookeeper_env_only_cli(cluster: LocalCluster) -> dict[str, str]:
             "PATRONI_RESTAPI_USERNAME": "admin", "PATRONI_RESTAPI_PASSWORD": "admin-secret"}
 
 
+def etcd2_env_only(cluster: LocalCluster, node: Node) -> dict[str, str]:
+    """A container on etcd's v2 API: PATRONI_ETCD_HOSTS (a list in YAML flow form) instead of PATRONI_ETCD3_*."""
+    env = {k: v for k, v in env_only(cluster, node).items() if not k.startswith("PATRONI_ETCD3_")}
+    return {**env, "PATRONI_ETCD_HOSTS": f"['127.0.0.1:{cluster.etcd_ports[0]}']"}
+
+
+def etcd2_env_only_cli(cluster: LocalCluster) -> dict[str, str]:
+    return {"PATRONI_SCOPE": cluster.scope, "PATRONI_ETCD_HOSTS": f"127.0.0.1:{cluster.etcd_ports[0]}",
+            "PATRONI_RESTAPI_USERNAME": "admin", "PATRONI_RESTAPI_PASSWORD": "admin-secret"}
+
+
 HOST_FORM = Form("etcd3-host", "etcd3-host.yml", size=3)
 ENV_FORM = Form("env-only", None, size=3, env=env_only, cli_env=env_only_cli)
 ETCD2_FORM = Form("etcd-v2-host", "etcd-v2-host.yml", size=3, dcs_kind="etcd")
@@ -310,6 +321,8 @@ SINGLE_FORMS = [
     Form("zookeeper-env-only", None, env=zookeeper_env_only, cli_env=zookeeper_env_only_cli, dcs_kind="zookeeper"),
     Form("etcd-v2-hosts-string", "etcd-v2-hosts-string.yml", dcs_kind="etcd"),
     Form("zookeeper-hosts-string", "zookeeper-hosts-string.yml", dcs_kind="zookeeper"),
+    Form("etcd-v2-url", "etcd-v2-url.yml", dcs_kind="etcd"),
+    Form("etcd-v2-env-only", None, env=etcd2_env_only, cli_env=etcd2_env_only_cli, dcs_kind="etcd"),
 ]
 
 
@@ -554,6 +567,13 @@ class TestSingleNodeForms:
         form, cluster = form_by_id("zookeeper-env-only"), single_clusters["zookeeper-env-only"]
         wait_cluster(form, cluster, timeout=150)
         url = f"zookeeper://127.0.0.1:{cluster.etcd_ports[0]}"
+        rows = json.loads(pgwarden(cluster, "list", cluster.scope, "-f", "json", "--dcs-url", url).stdout)
+        assert [r["Member"] for r in rows] == ["node1"]
+
+    def test_the_cli_finds_an_etcd_v2_cluster_by_dcs_url(self, single_clusters: dict[str, LocalCluster]) -> None:
+        form, cluster = form_by_id("etcd-v2-env-only"), single_clusters["etcd-v2-env-only"]
+        wait_cluster(form, cluster, timeout=150)
+        url = f"etcd://127.0.0.1:{cluster.etcd_ports[0]}"
         rows = json.loads(pgwarden(cluster, "list", cluster.scope, "-f", "json", "--dcs-url", url).stdout)
         assert [r["Member"] for r in rows] == ["node1"]
 

@@ -366,6 +366,7 @@ def test_switchover_through_pgbouncer_fails_no_transaction_and_haproxy_follows(
         routed: tuple[LocalCluster, Routers], logs_on_failure: None) -> None:
     cluster, routers = routed
     pauses, blackouts, failed = [], [], []
+    failures: list[tuple[int, float, str | None]] = []  # (switchover, seconds after the request, error)
     for attempt in range(SWITCHOVERS):
         old = cluster.wait_healthy(120)
         candidate = next(n for n in cluster.nodes if n is not old)
@@ -380,6 +381,7 @@ def test_switchover_through_pgbouncer_fails_no_transaction_and_haproxy_follows(
             time.sleep(1)
         window = via_pgbouncer.since(started - 0.5)
         failed.append(sum(1 for w in window if w.port is None))
+        failures += [(attempt + 1, round(w.at - started, 2), w.error) for w in window if w.port is None]
         pauses.append(_longest_gap(window))
         blackouts.append(_longest_gap([w for w in via_haproxy.since(started - 0.5) if w.port is not None]))
         for writer in (via_haproxy, via_pgbouncer):
@@ -391,7 +393,7 @@ def test_switchover_through_pgbouncer_fails_no_transaction_and_haproxy_follows(
               f"HAProxy writes impossible for {blackouts[-1]:.2f}s")
     print(f"switchover medians over {SWITCHOVERS}: PgBouncer failed {statistics.median(failed)}, "
           f"pause {statistics.median(pauses):.2f}s; HAProxy writes impossible {statistics.median(blackouts):.2f}s")
-    assert max(failed) == 0, f"failed transactions through PgBouncer: {failed}"
+    assert max(failed) == 0, f"failed transactions through PgBouncer: {failed}: {failures}"
 
 
 def _longest_gap(writes: list[Write]) -> float:

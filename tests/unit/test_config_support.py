@@ -111,12 +111,12 @@ BASE: dict[str, Any] = {
 }  # fmt: skip
 
 LOCAL_REFUSALS: list[tuple[dict[str, Any], str]] = [
-    ({"bootstrap": {"method": "pgbackrest", "pgbackrest": {"command": "/bin/restore"}}},
-     "bootstrap.method: custom bootstrap methods are not supported yet"),
+    # A custom method is implemented; one named without a usable section is refused by validation.
+    ({"bootstrap": {"method": "pgbackrest"}}, "bootstrap: expected a section `pgbackrest`"),
     ({"postgresql": {"create_replica_methods": ["pgbackrest", "basebackup"]}},
-     "postgresql.create_replica_methods: replica creation methods other than basebackup"),
-    ({"postgresql": {"create_replica_methods": "wal_e,basebackup"}},
-     "postgresql.create_replica_methods: replica creation methods other than basebackup"),
+     "postgresql: expected a section `pgbackrest`"),
+    ({"postgresql": {"create_replica_methods": "wal_e,basebackup", "wal_e": {"keep_data": True}}},
+     "postgresql: expected `wal_e.command`"),
     ({"citus": {"group": 0, "database": "citus"}}, "citus: Citus clusters are not supported"),
     ({"etcd": {"srv": "etcd.example"}}, "etcd.srv: etcd discovery through a proxy or DNS SRV"),
     ({"consul": {"host": "127.0.0.1:8500"}}, "consul: consul is not supported by pgwarden yet"),
@@ -125,8 +125,8 @@ LOCAL_REFUSALS: list[tuple[dict[str, Any], str]] = [
     ({"etcd3": {"proxy": "http://127.0.0.1:2379"}}, "etcd3.proxy: etcd discovery through a proxy or DNS SRV"),
     ({"synchronous_mode": True}, "synchronous_mode: a cluster-wide setting that Patroni reads only from /config"),
     ({"standby_cluster": {"host": "10.0.0.1"}}, "standby_cluster: a cluster-wide setting"),
-    ({"bootstrap": {"dcs": {"standby_cluster": {"host": "10.0.0.1", "port": 5432}}}},
-     "bootstrap.dcs.standby_cluster: standby clusters are not supported yet"),
+    ({"bootstrap": {"dcs": {"standby_cluster": {"host": "10.0.0.1", "create_replica_methods": ["wal e"]}}}},
+     "bootstrap.dcs.standby_cluster: a section pgwarden cannot use"),
     ({"bootstrap": {"dcs": {"slots": {"cdc": {"type": "logical", "database": "app", "plugin": "pgoutput"}}}}},
      "bootstrap.dcs.slots: logical permanent slots are not supported yet"),
     ({"bootstrap": {"dcs": {"permanent_replication_slots": {"barman": None, "cdc": {"type": "logical"}}}}},
@@ -134,7 +134,8 @@ LOCAL_REFUSALS: list[tuple[dict[str, Any], str]] = [
 ]  # fmt: skip
 
 DYNAMIC_REFUSALS: list[tuple[dict[str, Any], str]] = [
-    ({"standby_cluster": {"host": "10.0.0.1", "port": 5432}}, "standby_cluster: standby clusters are not supported"),
+    ({"standby_cluster": {"host": "10.0.0.1", "create_replica_methods": ["wal e"]}},
+     "standby_cluster: a section pgwarden cannot use"),
     ({"slots": {"cdc": {"type": "logical", "database": "app", "plugin": "pgoutput"}}},
      "slots: logical permanent slots are not supported yet"),
     ({"permanent_slots": {"barman": None, "cdc": {"type": "logical", "database": "app", "plugin": "pgoutput"}}},
@@ -210,7 +211,9 @@ def test_harmless_and_unknown_local_keys_are_warned_of(raw: dict[str, Any], frag
 def test_a_selected_method_section_is_not_warned_of_twice() -> None:
     raw = {"postgresql": {"create_replica_methods": ["pgbackrest"], "pgbackrest": {"command": "x"}},
            "watchdog": {"mode": "off"}}
-    assert [v.path for v in judge_local(raw)] == ["postgresql.create_replica_methods"]
+    assert [v.path for v in judge_local(raw)] == []
+    raw = {"bootstrap": {"method": "restore", "restore": {"command": "x"}}, "watchdog": {"mode": "off"}}
+    assert [v.path for v in judge_local(raw)] == []
 
 
 def test_harmless_and_unknown_dynamic_keys_are_warned_of_by_the_agents() -> None:

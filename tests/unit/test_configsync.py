@@ -106,14 +106,14 @@ async def test_a_refused_config_is_never_adopted_and_said_once(caplog: Any) -> N
     with: a standby leader must not be run as a writable primary."""
     checker, woken = FakeChecker(), list[int]()
     sync = _sync(checker, woken)
-    refused = (LOCAL, {"loop_wait": 3, "standby_cluster": {"host": "10.0.0.1", "port": 5432}})
+    refused = (LOCAL, {"loop_wait": 3, "standby_cluster": {"host": "10.0.0.1", "create_replica_methods": ["wal e"]}})
     with caplog.at_level("ERROR", logger="pgwarden"):
         sync.want(refused)
         sync.want(refused)
     assert not sync.validating and checker.calls == []  # refused at once: no validation even started
     assert sync.take() is None
     errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
-    assert len(errors) == 1 and "standby_cluster: standby clusters are not supported yet" in errors[0]
+    assert len(errors) == 1 and "standby_cluster: a section pgwarden cannot use" in errors[0]
     sync.want((LOCAL, {"loop_wait": 3}))  # the operator removes it: adopted
     await until(lambda: woken, "the accepted configuration to wake the loop")
     fresh = sync.take()

@@ -194,8 +194,6 @@ TEXTS: list[tuple[str, str, Callable[[], str]]] = [
      _why(Why.EMPTY_DATA_WITH_LOCK, data_dir="empty")),
     ("2.3", "released leader key voluntarily as data dir not accessible and currently leader",
      _why(Why.EMPTY_DATA_WITH_LOCK, data_dir="not accessible")),
-    ("2.3", "released leader key voluntarily due to the system ID mismatch",
-     _why(Why.SYSID_MISMATCH_RELEASE, mine="1", cluster="2")),
     ("2.3", "demoted self because DCS is not accessible and I was a leader", _why(Why.LEASE_AT_RISK)),
     ("2.3", "DCS is not accessible", _why(Why.DCS_DOWN)),
     # Patroni's start-up and configuration warnings (items 1 and 9 of issue 12)
