@@ -78,8 +78,11 @@ async def execute(action: Action, ctx: ExecContext) -> Outcome:
 
 def replica_methods(config: EffectiveConfig) -> tuple[ReplicaMethod, ...]:
     """`create_replica_methods` as the steps see them (the configuration was validated: each is usable)."""
-    return tuple(ReplicaMethod(m.name, keep_data=m.keep_data, no_leader=m.no_leader)
-                 for m in config.local.postgresql.replica_methods())
+    return tuple(_step_method(m) for m in config.local.postgresql.replica_methods())
+
+
+def _step_method(spec: MethodSpec) -> ReplicaMethod:
+    return ReplicaMethod(spec.name, keep_data=spec.keep_data, no_leader=spec.no_leader)
 
 
 def bootstrap_method(config: EffectiveConfig) -> BootstrapMethod | None:
@@ -91,9 +94,6 @@ def bootstrap_method(config: EffectiveConfig) -> BootstrapMethod | None:
                            recovery_conf=tuple(method.recovery_conf.items()))
 
 
-def _method_spec(config: EffectiveConfig, name: str) -> MethodSpec | None:
-    listed = next((m for m in config.local.postgresql.replica_methods() if m.name == name), None)
-    return listed or config.local.postgresql.method(name)
 
 
 def standby_methods(config: EffectiveConfig) -> tuple[ReplicaMethod, ...]:
@@ -103,12 +103,8 @@ def standby_methods(config: EffectiveConfig) -> tuple[ReplicaMethod, ...]:
     standby = config.ha.standby_cluster
     if standby is None:
         return (BASEBACKUP,)
-    resolved = []
-    for name in standby.create_replica_methods:
-        spec = config.local.postgresql.method(name)
-        resolved.append(ReplicaMethod(name, keep_data=spec.keep_data, no_leader=spec.no_leader) if spec
-                        else ReplicaMethod(name))
-    return tuple(resolved) or (BASEBACKUP,)
+    specs = ((name, config.local.postgresql.method(name)) for name in standby.create_replica_methods)
+    return tuple(_step_method(spec) if spec else ReplicaMethod(name) for name, spec in specs) or (BASEBACKUP,)
 
 
 E = TypeVar("E")
@@ -233,7 +229,9 @@ class _Effects:
             case fx.CheckpointPg(timeout=timeout):
                 return await _checkpoint(pg, timeout)
             case fx.FollowUpstream(upstream=fx.Upstream(remote=fx.RemoteFollow()) as up):
-                return _result(await _follow_remote(remote_controller(self.ctx.config, up), up))
+                remote = pg_upstream(up)
+                return _result(await remote_controller(self.ctx.config, up).set_follow(
+                    remote.member, remote.host, remote.port, remote.slot))
             case fx.FollowUpstream(upstream=up):
                 return _result(await pg.set_follow(up.member, up.host, up.port))
             case fx.RewindPg(upstream=up):
@@ -242,7 +240,7 @@ class _Effects:
             case fx.Basebackup(upstream=up):
                 return _result(await pg.basebackup(up.host, up.port, up.member))
             case fx.RunReplicaMethod(method=name, source=up):
-                spec = _method_spec(self.ctx.config, name)
+                spec = self.ctx.config.local.postgresql.method(name)  # listed or not (standby_cluster's)
                 if spec is None:
                     return fx.Result(False, f"replica creation method {name} is not configured")
                 source = None if up is None else Upstream(up.member, up.host, up.port)
@@ -321,16 +319,6 @@ def remote_target(config: EffectiveConfig, following: str | None) -> tuple[PgCon
     up = remote_upstream(config.ha)
     assert up is not None
     return remote_controller(config, up), pg_upstream(up)
-
-
-async def _follow_remote(pg: PgController, up: fx.Upstream) -> PgResult:
-    """Point a standby at the remote primary (PostgreSQL 13+ applies primary_conninfo on reload)."""
-    if not (pg.data_dir / "standby.signal").exists():
-        return PgResult.failed("not configured as a standby (no standby.signal): write_config + restart")
-    written = await pg.write_config("replica", pg_upstream(up))
-    if not written.ok or not pg.is_running():
-        return written
-    return await pg.reload()
 
 
 async def _checkpoint(pg: PgController, timeout: float | None) -> fx.Result:

@@ -83,24 +83,28 @@ async def _demote(ctl: Ctl, cluster: ClusterView, section: dict[str, Any], force
                   timeout: float | None) -> None:
     if cluster.dynamic.standby_cluster:
         raise CtlError(f"cluster {cluster.scope} is already a standby cluster")
-    confirm_or_abort(f"Are you sure you want to demote the cluster {cluster.scope}: it stops accepting writes and "
-                     "follows the remote primary?", force, "demotion")
-    await _patch_config(ctl, cluster, {"standby_cluster": section})
-    done = await wait_for_roles(ctl, Role.STANDBY_LEADER, timeout or _default_timeout(cluster))
-    leader = done.leader.name if done.leader else "?"
-    console.print(f"[green]Success:[/green] cluster {cluster.scope} is a standby cluster; {leader} is its standby "
-                  "leader")
+    await _switch(ctl, cluster, section, Role.STANDBY_LEADER, force, timeout,
+                  question="it stops accepting writes and follows the remote primary", what="demote",
+                  became="a standby cluster", leader_is="its standby leader")
 
 
 async def _promote(ctl: Ctl, cluster: ClusterView, force: bool, timeout: float | None) -> None:
     if not cluster.dynamic.standby_cluster:
         raise CtlError(f"cluster {cluster.scope} is not a standby cluster")
-    confirm_or_abort(f"Are you sure you want to promote the cluster {cluster.scope}: it stops following the remote "
-                     "primary and accepts writes?", force, "promotion")
-    await _patch_config(ctl, cluster, {"standby_cluster": None})
-    done = await wait_for_roles(ctl, Role.PRIMARY, timeout or _default_timeout(cluster))
+    await _switch(ctl, cluster, None, Role.PRIMARY, force, timeout,
+                  question="it stops following the remote primary and accepts writes", what="promote",
+                  became="a primary cluster", leader_is="its primary")
+
+
+async def _switch(ctl: Ctl, cluster: ClusterView, section: dict[str, Any] | None, leader_role: str, force: bool,
+                  timeout: float | None, *, question: str, what: str, became: str, leader_is: str) -> None:
+    """Confirm, set `standby_cluster` to `section` (None: remove it), wait for the new roles, say so."""
+    confirm_or_abort(f"Are you sure you want to {what} the cluster {cluster.scope}: {question}?", force,
+                     "demotion" if what == "demote" else "promotion")
+    await _patch_config(ctl, cluster, {"standby_cluster": section})
+    done = await wait_for_roles(ctl, leader_role, timeout or _default_timeout(cluster))
     leader = done.leader.name if done.leader else "?"
-    console.print(f"[green]Success:[/green] cluster {cluster.scope} is a primary cluster; {leader} is its primary")
+    console.print(f"[green]Success:[/green] cluster {cluster.scope} is {became}; {leader} is {leader_is}")
 
 
 _timeout_option = click.option("--timeout", type=click.FloatRange(min=1), default=None,

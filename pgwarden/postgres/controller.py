@@ -340,11 +340,12 @@ class PgController:
         except OSError:
             return None
 
-    async def set_follow(self, member: str, host: str, port: int) -> PgResult:
-        """Point a running (or stopped) standby at another upstream; PG 13+ applies it on reload."""
+    async def set_follow(self, member: str, host: str, port: int, slot: str | None = None) -> PgResult:
+        """Point a running (or stopped) standby at another upstream; PG 13+ applies it on reload. `slot`: the
+        upstream's slot to stream through when it is not this member's own (a standby leader's remote)."""
         if not (self.data_dir / "standby.signal").exists():
             return PgResult.failed("not configured as a standby (no standby.signal): write_config + restart")
-        written = await self.write_config("replica", Upstream(member, host, port))
+        written = await self.write_config("replica", Upstream(member, host, port, slot))
         if not written.ok or not self.is_running():
             return written
         return await self.reload()
