@@ -12,7 +12,13 @@ leaves a folder (printed) with its seed, schedule, history and every log. Replay
     cd /work/main
     sudo /opt/pgwarden/venv/bin/python benchmarks/chaos.py --schedules 20 --mode on --seed 1
 
-Needs root, `ip` and `nft`. Nothing here asserts: the numbers are for notes, never for a test.
+Every schedule's result (seed, mode, faults, violations, unavailability per fault, recovery) is
+appended to `--results` (benchmarks/results/chaos.jsonl, committed: the 200-schedule target takes
+more than one session) as soon as it is known, and the table printed at the end covers every
+schedule in that file, per mode. `--table-only` prints it without running anything.
+
+Needs root, `ip` and `nft` (not for --table-only). Nothing here asserts: the numbers are for notes,
+never for a test.
 """
 
 from __future__ import annotations
@@ -23,15 +29,17 @@ import json
 import os
 import shutil
 import signal
+import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
-from pgwarden.chaos.cluster import MODES, ChaosCluster, clock_injection_available
+from pgwarden.chaos.cluster import DISK_MB, MODES, ChaosCluster, clock_injection_available
 from pgwarden.chaos.faults import KINDS, make_schedule
 from pgwarden.chaos.net import tools_missing
-from pgwarden.chaos.runner import RunResult, run_schedule, summarize
+from pgwarden.chaos.runner import RunResult, run_schedule, summary_table
 from pgwarden.chaos.workload import CREATE_TABLE, Ids
 
 
@@ -49,8 +57,20 @@ def main() -> int:
     parser.add_argument("--max-duration", type=float, default=25.0)
     parser.add_argument("--out", type=Path, default=Path("/tmp"), help="where failed runs leave their folder")
     parser.add_argument("--keep", action="store_true", help="keep every run's folder, not only failed ones")
-    parser.add_argument("--json", type=Path, help="also write every result here")
+    parser.add_argument("--json", type=Path, help="also write every result of this run, in full, here")
+    parser.add_argument("--disk-mb", type=int, default=DISK_MB,
+                        help="size of each host's own filesystem (tmpfs) for disk-full faults; 0: none")
+    parser.add_argument("--results", type=Path, default=RESULTS,
+                        help="the accumulated results (JSON lines): each schedule is appended, the table covers all")
+    parser.add_argument("--no-record", action="store_true", help="do not append to --results (a replay, a try)")
+    parser.add_argument("--note", default="", help="a word on this run, kept with its records")
+    parser.add_argument("--stop-on-violation", action="store_true",
+                        help="end the run after the first schedule with a violation (its folder stays)")
+    parser.add_argument("--table-only", action="store_true", help="print the table of --results and stop")
     args = parser.parse_args()
+    if args.table_only:
+        print(summary_table(load_records(args.results)))
+        return 0
     if os.geteuid() != 0 or tools_missing():
         sys.exit(f"needs root and {', '.join(tools_missing()) or 'ip, nft'}")
     kinds = [k for k in args.kinds.split(",") if k]
@@ -76,7 +96,7 @@ def main() -> int:
         for old in clusters:
             old.close()
         new = ChaosCluster(workdir / f"cluster{len(clusters) + 1}", mode=args.mode, size=args.hosts, clock=clock,
-                           watchdog=args.watchdog)
+                           watchdog=args.watchdog, disk_mb=args.disk_mb if "disk-full" in kinds else 0)
         clusters.append(new)
         started = time.monotonic()
         new.start()
@@ -87,6 +107,8 @@ def main() -> int:
     atexit.register(cleanup)
     signal.signal(signal.SIGTERM, _interrupt)  # `kill PID` ends it cleanly too (background jobs ignore SIGINT)
     results: list[RunResult] = []
+    context = {"at": "", "revision": _revision(), "watchdog": args.watchdog, "hosts": args.hosts,
+               "durations": [args.min_duration, args.max_duration], **({"note": args.note} if args.note else {})}
     try:
         cluster = fresh_cluster()
         ids = Ids()
@@ -105,21 +127,58 @@ def main() -> int:
                 cluster = fresh_cluster()
                 continue
             results.append(result)
+            if not args.no_record:
+                context["at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+                append_record(args.results, result.record(**context))
             status = "ok" if not result.violations else "VIOLATIONS:\n    " + "\n    ".join(result.violations)
             print(f"  recovery {result.recovery or -1:.1f}s, {result.acknowledged} acked, lost {result.lost}: {status}")
             if result.folder is not None:
                 print(f"  artifacts: {result.folder}")
+            if result.violations and args.stop_on_violation:
+                print("stopping: --stop-on-violation")
+                break
             if result.recovery is None:  # stuck: the next schedules get a new cluster
                 cluster = fresh_cluster()
     except KeyboardInterrupt:
         print("interrupted")
     finally:
-        print(summarize(results))
+        if results and not args.no_record:
+            print(f"this run: {len(results)} schedules appended to {args.results}; all accumulated schedules:")
+            print(summary_table(load_records(args.results)))
+        else:
+            print(summary_table([r.record(watchdog=args.watchdog, hosts=args.hosts) for r in results]))
         if args.json is not None:
             args.json.write_text(json.dumps([r.as_json() for r in results], indent=1, default=str))
         cleanup()
         atexit.unregister(cleanup)
     return 1 if any(r.violations for r in results) else 0
+
+
+RESULTS = Path(__file__).resolve().parent / "results" / "chaos.jsonl"
+
+
+def append_record(path: Path, record: dict[str, Any]) -> None:
+    """One line per schedule, written (and flushed) as soon as it is known: a killed run loses nothing."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as out:
+        out.write(json.dumps(record, sort_keys=True, default=str) + "\n")
+
+
+def load_records(path: Path) -> list[dict[str, Any]]:
+    """Every record of the accumulated file (none if it does not exist yet)."""
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def _revision() -> str:
+    """The checked-out commit, `+dirty` when pgwarden/ holds uncommitted changes (the agents run that tree)."""
+    repo = Path(__file__).resolve().parent.parent
+    proc = subprocess.run(["git", "-C", str(repo), "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                          check=False)
+    dirty = subprocess.run(["git", "-C", str(repo), "diff", "--quiet", "HEAD", "--", "pgwarden"], capture_output=True,
+                           check=False).returncode != 0
+    return (proc.stdout.strip() or "unknown") + ("+dirty" if dirty else "")
 
 
 def _interrupt(signum: int, frame: object) -> None:

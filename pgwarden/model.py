@@ -123,6 +123,9 @@ class Member:
     tags: Tags = field(default_factory=Tags)
     pending_restart: bool = False
     checkpoint_after_promote: bool | None = None
+    logical_slots_ready: bool | None = None
+    """Its copies of the permanent logical slots are ready (it may fail over without a consumer losing a
+    change); None: not published (the cluster has no permanent logical slots, or an older member)."""
     raw: Mapping[str, Any] = field(default_factory=dict)
     """The JSON as read, so fields we do not model survive a round trip and can be shown."""
 
@@ -546,6 +549,19 @@ class ReplicationRow:
 
 
 @dataclass(frozen=True, slots=True)
+class LogicalSlot:
+    """One logical replication slot of the local PostgreSQL (pg_replication_slots)."""
+
+    name: str
+    database: str | None = None
+    plugin: str | None = None
+    confirmed_flush: LSN | None = None
+    """confirmed_flush_lsn: what its consumer confirmed (what a primary publishes, what a copy has)."""
+    restart_lsn: LSN | None = None
+    catalog_xmin: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class WalReceiver:
     """pg_stat_wal_receiver on this (standby) node; absent when no receiver process runs."""
 
@@ -584,6 +600,9 @@ class LocalPg:
     slot_lsns: tuple[tuple[str, LSN | None], ...] = ()
     """The physical slots of `slots` -> their restart_lsn (None: the slot reserves no WAL), sorted by name:
     what a primary publishes in `/status` and how far a replica's copy of a permanent slot has come."""
+    logical_slots: tuple[LogicalSlot, ...] = ()
+    """The logical slots present on this node, sorted by name (not in `slots`)."""
+    wal_level: str | None = None  # as the running server has it (current_setting)
     server_version: int | None = None  # e.g. 150018
     postmaster_start_time: str | None = None
     pending_restart: bool = False

@@ -26,7 +26,10 @@ unit_pid=$!
 trap 'kill "$unit_pid" 2>/dev/null || true; rm -f "$unit_log"' EXIT
 echo "== pytest -m integration (the other tests run alongside; their output follows)"
 set +e
-"$VENV/bin/pytest" -q -p no:cacheprovider -m integration
+# Two workers (pytest-xdist): these tests mostly wait on servers, so two at a time nearly halve the wall
+# time on CI's two cores. `loadscope` keeps a module's (or a class's) tests on one worker, so module- and
+# class-scoped clusters are built once; tests/conftest.py gives each worker ports of its own.
+"$VENV/bin/pytest" -q -p no:cacheprovider -m integration -n 2 --dist loadscope
 integration_rc=$?
 wait "$unit_pid"
 unit_rc=$?

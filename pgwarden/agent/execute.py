@@ -234,8 +234,8 @@ class _Effects:
                     remote.member, remote.host, remote.port, remote.slot))
             case fx.FollowUpstream(upstream=up):
                 return _result(await pg.set_follow(up.member, up.host, up.port))
-            case fx.RewindPg(upstream=up):
-                rewound = _result(await pg.rewind(up.host, up.port, up.member))
+            case fx.RewindPg(upstream=up, keep_slots=keep):
+                rewound = _result(await pg.rewind(up.host, up.port, up.member, keep_slots=keep))
                 return replace(rewound, unreachable=not rewound.ok and _cannot_connect(rewound.message))
             case fx.Basebackup(upstream=up):
                 return _result(await pg.basebackup(up.host, up.port, up.member))
@@ -264,6 +264,16 @@ class _Effects:
                 return _result(await pg.drop_slots(names))
             case fx.AdvanceSlots(targets=targets):
                 return _result(await pg.advance_slots(targets))
+            case fx.CreateLogicalSlots(specs=specs):
+                return _result(await pg.create_logical_slots(specs))
+            case fx.AdvanceLogicalSlots(targets=targets):
+                return _result(await pg.advance_logical_slots(targets))
+            case fx.ReadSlotStates(source=up, names=names):
+                read = await pg.read_slot_states(up.host, up.port, names)
+                return fx.SlotStates(read.ok, read.message, read.states, read.waiting or read.unreachable,
+                                     read.snapshots)
+            case fx.WriteSlotStates(states=states, snapshots=snapshots):
+                return _result(pg.write_slot_states(states, snapshots))
             case fx.WriteSsn(value=value):
                 return _result(await pg.set_synchronous_standby_names(value))
             case fx.ReadTimelineHistory(timeline=timeline):

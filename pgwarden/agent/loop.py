@@ -685,7 +685,10 @@ class Agent:
         if not pg.running or self._running_background() is not None:
             return
         role = "primary" if pg.in_recovery is False else "replica"
-        settings = pg_settings(self.config, role)
+        remote = remote_target(self.config, pg.following) if role == "replica" else None
+        # A standby leader's settings are the standby_leader role's with standby_cluster's recovery settings:
+        # compared as such, so that a changed standby_cluster.restore_command alone is written and reloaded.
+        settings = remote[0].settings if remote is not None else pg_settings(self.config, role)
         wanted = (role, tuple(sorted((k, str(v)) for k, v in settings.parameters.items())), settings.pg_hba,
                   settings.pg_ident, tuple(sorted((k, str(v)) for k, v in settings.recovery_conf.items())))
         # The first time (None) it is written and reloaded too: the configuration may have changed
@@ -695,7 +698,6 @@ class Agent:
         controller = PgController(settings)
         cluster = self.state.cluster
         upstream = None
-        remote = remote_target(self.config, pg.following) if role == "replica" else None
         if remote is not None:  # a standby leader: it keeps following the remote primary
             controller, upstream = remote
         elif role == "replica" and pg.following and cluster is not None:
@@ -726,7 +728,8 @@ class Agent:
         data = member_json(pg=self.state.pg, conn_url=self.config.conn_url, api_url=self.config.api_url,
                            tags=self.config.ha.tags, task=str(background.info.kind) if background else None,
                            proxy_url=self.config.proxy_url,
-                           standby_leader=self._holds_lock() and self.config.ha.standby_cluster is not None)
+                           standby_leader=self._holds_lock() and self.config.ha.standby_cluster is not None,
+                           logical_slots_ready=self.state.book.memory.logical_slots_ready)
         if self.desk.scheduled_restart is not None:
             data["scheduled_restart"] = {"schedule": self.desk.scheduled_restart[2]}
         if self.config.dynamic.pause:

@@ -56,7 +56,9 @@ def replication_state(pg: LocalPg) -> str | None:
 
 def member_json(*, pg: LocalPg, conn_url: str, api_url: str, tags: Tags, task: str | None,
                 pending_restart: bool = False, proxy_url: str | None = None,
-                standby_leader: bool = False) -> dict[str, Any]:
+                standby_leader: bool = False, logical_slots_ready: bool | None = None) -> dict[str, Any]:
+    """The member JSON. `logical_slots_ready`: whether this node's copies of the permanent logical slots are
+    ready (`core.slots.logical_ready`); None (not published): the cluster has no permanent logical slots."""
     data: dict[str, Any] = {
         "conn_url": conn_url,
         "api_url": api_url,
@@ -89,4 +91,6 @@ def member_json(*, pg: LocalPg, conn_url: str, api_url: str, tags: Tags, task: s
         data["tags"] = tag_json
     if pending_restart or pg.pending_restart:
         data["pending_restart"] = True
+    if logical_slots_ready is not None:
+        data["logical_slots_ready"] = logical_slots_ready
     return data

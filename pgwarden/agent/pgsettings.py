@@ -3,7 +3,10 @@ a pure translation. The decision core's settings come with the configuration (`E
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
+from types import MappingProxyType
+from typing import Any
 
 from pgwarden.config import EffectiveConfig, parse_listen
 from pgwarden.config.schema import RoleCredentials
@@ -33,7 +36,7 @@ def pg_settings(cfg: EffectiveConfig, role: str = "replica") -> PgSettings:
         listen_addresses=listen_host or "*",
         port=port,
         connect_address=pg.connect_address,
-        parameters=cfg.parameters_for(role),
+        parameters=forced_parameters(cfg, cfg.parameters_for(role)),
         pg_hba=tuple(hba),
         pg_ident=cfg.pg_ident_for(role),
         config_dir=Path(pg.config_dir) if pg.config_dir else None,
@@ -49,3 +52,16 @@ def pg_settings(cfg: EffectiveConfig, role: str = "replica") -> PgSettings:
         use_unix_socket=pg.use_unix_socket,
         use_unix_socket_repl=pg.use_unix_socket_repl,
     )
+
+
+def forced_parameters(cfg: EffectiveConfig, parameters: Mapping[str, Any]) -> Mapping[str, Any]:
+    """`parameters` with what pgwarden forces for this member: `hot_standby_feedback = on` on a member that may
+    fail over while the cluster has permanent logical slots, since its copies' catalog_xmin must reach the
+    primary (through its physical slot) or the primary's vacuum would remove catalog rows the copies still
+    need. A reload applies it."""
+    logical = any(slot.type == "logical" for slot in cfg.ha.permanent_slots)
+    if not logical or cfg.ha.tags.nofailover or not cfg.ha.use_slots:
+        return parameters
+    if str(parameters.get("hot_standby_feedback", "")).lower() in ("on", "true", "1", "yes"):
+        return parameters
+    return MappingProxyType({**parameters, "hot_standby_feedback": "on"})

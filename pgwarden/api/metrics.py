@@ -198,16 +198,17 @@ def node_metrics(state: NodeState, now: float) -> list[Metric]:
 
 
 def _slot_metrics(state: NodeState, labels: list[str]) -> Metric:
-    """WAL each physical slot keeps on this node: from its restart_lsn to the primary's WAL position (to the
-    replayed position on a standby, where the copies of the permanent slots keep WAL too)."""
+    """WAL each slot (physical or logical) keeps on this node: from its restart_lsn to the primary's WAL
+    position (to the replayed position on a standby, where the copies of the permanent slots keep WAL too)."""
     from prometheus_client.core import GaugeMetricFamily
 
     gauge = GaugeMetricFamily("pgwarden_replication_slot_retained_bytes",
-                              "Bytes of WAL a physical replication slot keeps on this node.",
+                              "Bytes of WAL a replication slot (physical or logical) keeps on this node.",
                               labels=(*LABELS, "slot"))
     pg = state.pg
     reference = pg.wal_lsn if pg.in_recovery is False else pg.replay_lsn
-    for slot, lsn in pg.slot_lsns:
+    positions = [*pg.slot_lsns, *((slot.name, slot.restart_lsn) for slot in pg.logical_slots)]
+    for slot, lsn in positions:
         if reference is not None and lsn is not None:
             gauge.add_metric([*labels, slot], float(max(0, reference - lsn)))
     return gauge

@@ -81,6 +81,8 @@ def member_json(cluster: ClusterView, member: Member, optime: LSN | None) -> dic
         out["tags"] = tags
     if member.pending_restart:
         out["pending_restart"] = True
+    if member.logical_slots_ready is not None:
+        out["logical_slots_ready"] = member.logical_slots_ready
     return out
 
 

@@ -28,7 +28,7 @@ from typing import Any
 import psycopg
 import yaml
 
-from pgwarden.chaos.net import Network, enter_netns
+from pgwarden.chaos.net import Network, enter_netns, run
 from pgwarden.chaos.watchdog import HostWatchdog
 from pgwarden.localcluster.etcd import ETCD_BIN
 from pgwarden.localcluster.postgres import PG_BIN, PG_USER, give_to_pg_user, kill_postmaster_group
@@ -44,7 +44,13 @@ MODES = {"async": False, "on": True, "quorum": "quorum"}
 # Small: three other clusters share two cores with this one.
 PG_PARAMETERS: dict[str, Any] = {"shared_buffers": "16MB", "max_connections": 40, "wal_keep_size": "128MB",
                                  "max_wal_senders": 8, "max_replication_slots": 8, "work_mem": "1MB",
-                                 "wal_buffers": "1MB"}
+                                 "wal_buffers": "1MB", "max_wal_size": "256MB"}
+DISK_MB = 1024
+"""The size of each host's own small filesystem (a tmpfs) when the cluster has one: the data directory
+(about 40 MB), pg_wal (wal_keep_size + max_wal_size at most), the server log and the one copy a failed
+rewind leaves (`data.failed.*`) fit. Only what is written takes memory, the filler too (while it lasts)."""
+FILLER = "chaos-filler"
+"""The file a `disk-full` fault grows on a host's filesystem until no byte is left."""
 
 
 def clock_injection_available() -> bool:
@@ -70,8 +76,13 @@ class Host:
         return f"h{self.index}"
 
     @property
+    def disk(self) -> Path:
+        """The host's disk: the mount point of its own small filesystem when the cluster has them."""
+        return self.dir / "disk"
+
+    @property
     def data_dir(self) -> Path:
-        return self.dir / "data"
+        return self.disk / "data"
 
     @property
     def clock_file(self) -> Path:
@@ -108,6 +119,9 @@ class ChaosCluster:
     """Start agents under libfaketime so a fault can step their wall clock."""
     watchdog: bool = False
     """Give every agent a watchdog (`mode: required`) whose stand-in resets the host (chaos/watchdog.py)."""
+    disk_mb: int = 0
+    """When > 0, each host's data directory lives on its own tmpfs of this size, which `disk-full` fills."""
+    mounted: list[Path] = field(default_factory=list)
     watchdogs: dict[str, HostWatchdog] = field(default_factory=dict)
     net: Network = field(init=False)
     hosts: list[Host] = field(default_factory=list)
@@ -128,7 +142,9 @@ class ChaosCluster:
         self.hosts = [Host(i, self.net.host_ns(i), self.net.host_ip(i), self.workdir / f"h{i}")
                       for i in range(1, self.size + 1)]
         for host in self.hosts:
-            host.dir.mkdir(parents=True, exist_ok=True)
+            host.disk.mkdir(parents=True, exist_ok=True)
+            if self.disk_mb > 0:
+                self._mount_disk(host)
             (host.dir / "pgwarden.yml").write_text(yaml.safe_dump(self.agent_config(host), sort_keys=False))
             host.clock_file.write_text("+0\n")
             give_to_pg_user(host.dir)
@@ -141,6 +157,69 @@ class ChaosCluster:
         for host in self.hosts:
             self.start_agent(host)
         self.wait_converged(timeout)
+
+    def _mount_disk(self, host: Host) -> None:
+        """A small tmpfs of its own under the host's directory (only there: nothing else is mounted)."""
+        run(["mount", "-t", "tmpfs", "-o", f"size={self.disk_mb}m,mode=0700", f"{self.net.tag}-{host.name}",
+             str(host.disk)])
+        self.mounted.append(host.disk)
+
+    def fill_disk(self, host: Host) -> int:
+        """Grow the host's filler file until its filesystem has no byte left; returns the bytes added.
+
+        Called again and again while the fault lasts: PostgreSQL removes old WAL segments at
+        checkpoints, and the space they free must not let it write again."""
+        free = _free_bytes(host.disk)
+        if free <= 0:
+            return 0
+        with open(host.disk / FILLER, "ab") as filler:
+            size = filler.seek(0, os.SEEK_END)
+            try:
+                os.posix_fallocate(filler.fileno(), size, free)
+            except OSError:  # a few pages short: fill what remains page by page
+                with contextlib.suppress(OSError):
+                    while True:
+                        os.write(filler.fileno(), b"\0" * 4096)
+        return free
+
+    def free_disk(self, host: Host) -> bool:
+        """Remove the host's filler file; True if there was one."""
+        try:
+            (host.disk / FILLER).unlink()
+        except FileNotFoundError:
+            return False
+        return True
+
+    def switch_wal(self, host: Host, timeout: float = 5.0) -> str:
+        """`pg_switch_wal()` on the host: the next write needs a new WAL segment (16 MB), on it and on
+        the replicas that stream from it. Our workload writes too little to reach a segment's end within
+        a fault, and a full disk only hurts pg_wal when a segment has to be created. Never raises."""
+        assert self._pool is not None, "start() first"
+        deadline = time.monotonic() + timeout
+        while True:
+            future = self._pool.submit(_sql, host.dsn(), "SELECT pg_switch_wal()", ())
+            try:
+                rows = future.result(max(0.1, deadline - time.monotonic()))
+            except psycopg.errors.ObjectNotInPrerequisiteState:
+                # still in recovery: a primary the REST API announced a moment before its promotion ended
+                if time.monotonic() < deadline - 0.5:
+                    time.sleep(0.5)
+                    continue
+                return f"pg_switch_wal on {host.name}: still in recovery"
+            except Exception as exc:  # a PANIC, a timeout: what the fault is about, not our failure
+                return f"pg_switch_wal on {host.name}: {type(exc).__name__}"
+            return f"pg_switch_wal on {host.name} at {rows[0][0]}"
+
+    def data_identity(self) -> dict[str, int | None]:
+        """Each host's pg_control inode: pg_rewind rewrites that file in place, a new clone (or a new
+        cluster) writes a new one, so a change between two readings is a re-clone."""
+        out: dict[str, int | None] = {}
+        for host in self.hosts:
+            try:
+                out[host.name] = (host.data_dir / "global" / "pg_control").stat().st_ino
+            except OSError:
+                out[host.name] = None
+        return out
 
     def agent_config(self, host: Host) -> dict[str, Any]:
         """Patroni-style YAML, as a user writes it: etcd3 with the three members, one PostgreSQL."""
@@ -325,6 +404,10 @@ class ChaosCluster:
         for watchdog in self.watchdogs.values():
             watchdog.close()
         self.watchdogs.clear()
+        for disk in reversed(self.mounted):
+            # lazy: a process we did not start (a shell looking at the logs) must not keep it mounted
+            subprocess.run(["umount", "-l", str(disk)], capture_output=True, timeout=30, check=False)
+        self.mounted.clear()
         if self._pool is not None:
             self._pool.shutdown(wait=False, cancel_futures=True)
             self._pool = None
@@ -334,6 +417,11 @@ class ChaosCluster:
 def _signal(pid: int, sig: signal.Signals) -> None:
     with contextlib.suppress(ProcessLookupError):
         os.kill(pid, sig)
+
+
+def _free_bytes(path: Path) -> int:
+    stat = os.statvfs(path)
+    return stat.f_bavail * stat.f_frsize
 
 
 def _get(url: str, timeout: float) -> tuple[int, dict[str, Any] | None]:

@@ -6,7 +6,9 @@ pause after it. Network faults are nftables tables inside host namespaces (one t
 faults compose and healing one deletes exactly its rules); process faults SIGSTOP/SIGCONT by PID;
 a clock step rewrites the libfaketime offset file of one agent: forward only, and it stays (both
 the wall clock and CLOCK_MONOTONIC jump, as after a stall; stepping back would move CLOCK_MONOTONIC
-backwards, which Linux never does, so healing leaves the offset in place).
+backwards, which Linux never does, so healing leaves the offset in place); a full disk grows a filler
+file on one host's own small filesystem (its data directory and pg_wal) and keeps it full until the
+heal removes the file.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import contextlib
 import os
 import random
 import signal
+import threading
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -23,11 +26,14 @@ from typing import Any
 from pgwarden.chaos.cluster import ETCD_CLIENT, ETCD_PEER, PG_PORT, ChaosCluster, Host
 
 KINDS = ("partition-primary", "primary-etcd", "replicas-pg", "minority", "one-way", "loss",
-         "stop-agent", "stop-etcd", "stop-postmaster", "clock")
+         "stop-agent", "stop-etcd", "stop-postmaster", "clock", "disk-full")
 """Every fault kind (docs/chaos.md describes each)."""
 ROLES = {"partition-primary": "primary", "primary-etcd": "primary", "replicas-pg": "primary",
          "minority": "any", "one-way": "primary", "loss": "any", "stop-agent": "primary",
-         "stop-etcd": "any", "stop-postmaster": "primary", "clock": "primary"}
+         "stop-etcd": "any", "stop-postmaster": "primary", "clock": "primary",
+         "disk-full": "primary"}
+DISK_TOP_UP = 0.5
+"""Seconds between two top-ups of a full disk (PostgreSQL frees space when it removes old WAL)."""
 
 
 @dataclass(frozen=True)
@@ -40,7 +46,8 @@ class FaultSpec:
     pick: int
     """Chooses among the hosts of the role (and the minority's members), so a seed replays the same choice."""
     param: int = 0
-    """The loss percentage, or the clock step forward in seconds."""
+    """The loss percentage, the clock step forward in seconds, or for `disk-full` 1 to fill a replica's
+    disk instead of the primary's."""
 
 
 @dataclass
@@ -64,10 +71,20 @@ def make_schedule(seed: int, count: int, kinds: Sequence[str] = KINDS, duration:
     specs = []
     for _ in range(count):
         kind = rng.choice(list(kinds))
-        param = rng.choice([20, 30, 50]) if kind == "loss" else rng.choice([5, 15, 40]) if kind == "clock" else 0
+        param = _param(kind, rng)
         specs.append(FaultSpec(kind, round(rng.uniform(*duration), 1), round(rng.uniform(*gap), 1),
                                rng.randrange(1 << 16), param))
     return specs
+
+
+def _param(kind: str, rng: random.Random) -> int:
+    if kind == "loss":
+        return rng.choice([20, 30, 50])
+    if kind == "clock":
+        return rng.choice([5, 15, 40])
+    if kind == "disk-full":
+        return rng.choice([0, 0, 1])  # the primary's disk twice as often as a replica's
+    return 0
 
 
 def covering_schedule(seed: int, kinds: Sequence[str], duration: tuple[float, float],
@@ -90,6 +107,9 @@ class Fault:
     record: FaultRecord | None = None
     _tables: list[tuple[str, str]] = field(default_factory=list)
     _stopped: list[int] = field(default_factory=list)
+    _filled: list[Host] = field(default_factory=list)
+    _filling: threading.Event | None = None
+    _filler: threading.Thread | None = None
 
     def apply(self) -> FaultRecord:
         targets, detail = self._inject()
@@ -102,8 +122,14 @@ class Fault:
         for pid in self._stopped:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGCONT)
+        if self._filling is not None and self._filler is not None:
+            self._filling.set()
+            self._filler.join()
+        for host in self._filled:
+            self.cluster.free_disk(host)
         self._tables.clear()
         self._stopped.clear()
+        self._filled.clear()
         if self.record is not None:
             self.record.healed_at = time.time()
 
@@ -114,6 +140,10 @@ class Fault:
         hosts = self.cluster.hosts
         role = ROLES[self.spec.kind]
         primary = self.cluster.primary()
+        if self.spec.kind == "disk-full" and self.spec.param == 1 and primary is not None:
+            replicas = [h for h in hosts if h is not primary]
+            target = replicas[self.spec.pick % len(replicas)]
+            return target, [h for h in hosts if h is not target]
         # "any", or no single primary right now: the pick decides
         target = primary if role == "primary" and primary is not None else hosts[self.spec.pick % len(hosts)]
         return target, [h for h in hosts if h is not target]
@@ -145,7 +175,28 @@ class Fault:
             target.clock_offset += self.spec.param
             target.clock_file.write_text(f"+{target.clock_offset}s\n")
             return [target], f"{target.name}'s agent clocks stepped +{self.spec.param}s (now +{target.clock_offset}s)"
+        if kind == "disk-full":
+            return [target], self._fill(target)
         return self._stop(kind, target)
+
+    def _fill(self, target: Host) -> str:
+        """Fill the target's filesystem now and keep it full (a thread tops it up) until heal()."""
+        if not self.cluster.mounted:
+            return f"disk-full: {target.name} has no filesystem of its own (disk_mb=0), nothing filled"
+        added = self.cluster.fill_disk(target)
+        self._filled.append(target)
+        stop = threading.Event()
+
+        def top_up() -> None:
+            while not stop.wait(DISK_TOP_UP):
+                self.cluster.fill_disk(target)
+
+        self._filling, self._filler = stop, threading.Thread(target=top_up, name="chaos-disk-full", daemon=True)
+        self._filler.start()
+        primary = self.cluster.primary()  # the role as it is now (the target was chosen a moment ago)
+        role = "the primary" if primary is target else "a replica" if primary is not None else "no single primary"
+        switched = self.cluster.switch_wal(primary) if primary is not None else "no primary to switch WAL on"
+        return f"{target.name}'s disk ({role}) filled: {added >> 20} MB added, 0 bytes free; {switched}"
 
     def _stop(self, kind: str, target: Host) -> tuple[list[Host], str]:
         proc = {"stop-agent": target.agent, "stop-etcd": target.etcd}.get(kind)
@@ -179,8 +230,11 @@ class Fault:
 
 
 def heal_everything(cluster: ChaosCluster) -> None:
-    """Whatever a fault left behind: every chaos nft table, every stopped process (clock steps stay)."""
+    """Whatever a fault left behind: every chaos nft table, every stopped process, every filler file
+    (clock steps stay)."""
     for host in cluster.hosts:
         for table in cluster.net.chaos_tables(host.ns):
             cluster.net.drop_table(host.ns, table)
     cluster.resume_all()
+    for host in cluster.hosts:
+        cluster.free_disk(host)

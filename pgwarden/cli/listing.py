@@ -222,7 +222,20 @@ def footer_lines(cluster: ClusterView) -> list[str]:
     slots = slot_text(cluster)
     if slots:
         lines.append(f"Permanent slots (WAL retained on the primary): {slots}")
+    ready = logical_ready_text(cluster)
+    if ready:
+        lines.append(f"Logical slot copies ready: {ready}")
     return lines
+
+
+def logical_ready_text(cluster: ClusterView) -> str:
+    """Which members' copies of the permanent logical slots are ready (member JSON `logical_slots_ready`):
+    a failover to a member whose copies are not ready would lose the consumers' slots. Empty when no member
+    publishes it (a cluster without permanent logical slots)."""
+    members = sorted(cluster.members, key=lambda m: m.name)
+    parts = [f"{m.name} {'yes' if m.logical_slots_ready else 'no'}"
+             for m in members if m.logical_slots_ready is not None]
+    return ", ".join(parts)
 
 
 def slot_text(cluster: ClusterView) -> str:

@@ -185,8 +185,13 @@ def _warn_async_candidate(cluster: ClusterView, candidate: str, force: bool) -> 
     confirm_or_abort(f"Fail over to the asynchronous {candidate} anyway?", force, "failover")
 
 
-async def _failover(ctl: Ctl, cluster: ClusterView, candidate: str | None, force: bool) -> None:
+async def _failover(ctl: Ctl, cluster: ClusterView, candidate: str | None, leader_opt: str | None,
+                    force: bool) -> None:
     leader = cluster.leader.name if cluster.leader else None
+    if leader_opt is not None and leader_opt != leader:
+        # Checked, never ignored: a script naming the wrong leader meant another cluster state than this one.
+        raise CtlError(f"{leader_opt} is not the leader of cluster {cluster.scope} "
+                       f"(the leader is {leader or 'nobody'})")
     if candidate is None:
         choices = sorted(m.name for m in cluster.members if m.name != leader)
         if force or not choices:
@@ -203,8 +208,8 @@ async def _failover(ctl: Ctl, cluster: ClusterView, candidate: str | None, force
     confirm_or_abort(f"Are you sure you want to failover cluster {cluster.scope}{demoting}?", force, "failover")
     console.print(_request_text("Failover", leader, candidate, None))
     targets = [m for m in (cluster.leader_member, chosen) if m is not None]
-    await _post_change(ctl, cluster, "failover", {"candidate": candidate}, targets, {"member": candidate},
-                       scheduled=False)
+    body = {"candidate": candidate, **({"leader": leader_opt} if leader_opt else {})}
+    await _post_change(ctl, cluster, "failover", body, targets, {"member": candidate}, scheduled=False)
 
 
 @click.command("switchover")
@@ -225,13 +230,14 @@ def switchover_cmd(ctx: click.Context, cluster_name: str | None, leader: str | N
 @click.argument("cluster_name", required=False, metavar="[CLUSTER]")
 @target_options()
 @click.option("--candidate", default=None, help="The member to promote.")
-@click.option("--leader", "--primary", "leader", default=None, hidden=True, help="Ignored (patronictl compat).")
+@click.option("--leader", "--primary", "leader", default=None, hidden=True,
+              help="The current leader (checked; patronictl 3's option).")
 @force_option
 @click.pass_context
 def failover_cmd(ctx: click.Context, cluster_name: str | None, candidate: str | None, leader: str | None,
                  force: bool) -> None:
     """Promote a named member, even when the cluster has no healthy leader."""
-    run(lambda: _act(ctx, cluster_name, lambda c, v: _failover(c, v, candidate, force)))
+    run(lambda: _act(ctx, cluster_name, lambda c, v: _failover(c, v, candidate, leader, force)))
 
 
 # -- per-member actions: restart, reload, reinit, flush ---------------------------------------------

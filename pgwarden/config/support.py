@@ -109,14 +109,23 @@ _SLOT_KEYS = ("slots", "permanent_slots", "permanent_replication_slots")
 _SLOT_NAME = re.compile(r"^[a-z0-9_]{1,63}$")  # PostgreSQL's rule, as config.dynamic.SLOT_NAME
 
 
-def _logical_slots(value: Any, _root: Mapping[str, Any]) -> bool:
-    """with a `type: logical` entry"""
+def _logical_entries(value: Any) -> bool:
     return isinstance(value, Mapping) and any(
         isinstance(spec, Mapping) and str(spec.get("type", "")).strip().lower() == "logical" for spec in value.values())
 
 
+def _logical_without_wal_level(value: Any, root: Mapping[str, Any]) -> bool:
+    """with a `type: logical` entry while `postgresql.parameters.wal_level` is not logical"""
+    if not _logical_entries(value):
+        return False
+    postgresql = root.get("postgresql")
+    parameters = postgresql.get("parameters") if isinstance(postgresql, Mapping) else None
+    level = parameters.get("wal_level") if isinstance(parameters, Mapping) else None
+    return str(level or "replica").strip().lower() != "logical"
+
+
 def _unreadable_slots(value: Any, _root: Mapping[str, Any]) -> bool:
-    """with an entry that is no slot (a bad name, type or cluster_type)"""
+    """with an entry that is no slot (a bad name, type or cluster_type; logical without database or plugin)"""
     if value is None or value == {}:
         return False
     if not isinstance(value, Mapping):
@@ -127,24 +136,30 @@ def _unreadable_slots(value: Any, _root: Mapping[str, Any]) -> bool:
 def _readable_slot(spec: Any) -> bool:
     if spec is None or spec is False or (not isinstance(spec, bool) and spec in (0, "", {})):
         return True  # a physical slot with the defaults
-    return (isinstance(spec, Mapping) and spec.get("type", "physical") in ("physical", "logical")
-            and spec.get("cluster_type") in (None, "primary", "standby"))
+    if not (isinstance(spec, Mapping) and spec.get("type", "physical") in ("physical", "logical")
+            and spec.get("cluster_type") in (None, "primary", "standby")):
+        return False
+    return spec.get("type") != "logical" or all(
+        isinstance(spec.get(key), str) and spec[key].strip() for key in ("database", "plugin"))
 
 
 def _slot_rules(key: str) -> tuple[KeyRule, ...]:
-    """`slots` and its aliases: physical slots implemented, logical ones refused (for now)."""
+    """`slots` and its aliases: physical and logical slots implemented."""
     return (
-        KeyRule(key, REFUSE, "logical permanent slots are not supported yet: pgwarden does not copy them to the "
-                "replicas, so they would be missing or behind on a new primary after a failover and a consumer "
-                "would lose changes; remove the logical entries, or keep Patroni on this cluster",
-                when=_logical_slots),
         KeyRule(key, REFUSE, "an entry pgwarden cannot read (a slot name has 1 to 63 characters of a-z, 0-9 and _; "
-                "`type` is physical or logical, `cluster_type` primary or standby): fix it; read as absent, it "
-                "would drop that slot", when=_unreadable_slots),
+                "`type` is physical or logical, `cluster_type` primary or standby; a logical slot needs `database` "
+                "and `plugin`): fix it; read as absent, it would drop that slot", when=_unreadable_slots),
+        KeyRule(key, REFUSE, "logical slots need `postgresql.parameters.wal_level: logical` (in the same dynamic "
+                "configuration; PostgreSQL applies it at its next restart): set it, or remove the logical entries",
+                when=_logical_without_wal_level),
         KeyRule(key, IMPL, "physical slots are created on the primary and copied to every failover-capable "
                 "replica (advanced to the primary's position), so they survive a failover; `cluster_type: standby` "
-                "ones only in a standby cluster (by its standby leader), `primary` ones only in a primary cluster",
-                opaque=True),
+                "ones only in a standby cluster (by its standby leader), `primary` ones only in a primary cluster. "
+                "Logical slots (PostgreSQL 11 to 16) are created on the primary, copied to every failover-capable "
+                "replica (the slot's state file, one restart of the replica), advanced there to the "
+                "confirmed_flush_lsn the primary publishes and never ahead of it; hot_standby_feedback is forced "
+                "on those replicas; a replica whose copies are not ready says so (`logical_slots_ready`) and is "
+                "not preferred in a leader race", opaque=True),
     )
 
 
@@ -424,7 +439,17 @@ def _selected_method_section(path: tuple[str, ...], root: Mapping[str, Any]) -> 
     postgresql = root.get("postgresql")
     if not isinstance(postgresql, Mapping):
         return False
-    return path[1] in _names(postgresql.get("create_replica_methods") or postgresql.get("replica_method"))
+    return path[1] in (*_names(postgresql.get("create_replica_methods") or postgresql.get("replica_method")),
+                       *_standby_methods(root))
+
+
+def _standby_methods(root: Mapping[str, Any]) -> list[str]:
+    """The methods `bootstrap.dcs.standby_cluster` names: their `postgresql.<name>` sections are used too (the
+    first member of a standby cluster copies the remote with them)."""
+    bootstrap = root.get("bootstrap")
+    dcs = bootstrap.get("dcs") if isinstance(bootstrap, Mapping) else None
+    standby = dcs.get("standby_cluster") if isinstance(dcs, Mapping) else None
+    return _names(standby.get("create_replica_methods")) if isinstance(standby, Mapping) else []
 
 
 def judge_local(raw: Mapping[str, Any]) -> list[Verdict]:

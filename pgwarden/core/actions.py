@@ -88,6 +88,11 @@ class RenewLeader:
     (watchdog off, or maintenance mode, where Patroni disables it too)."""
     failsafe: FailsafeKeyWrite | None = None
     """Rewrite (or delete) `/failsafe` after the renewal succeeded: it differs from what it should be."""
+    create_logical: tuple[tuple[str, str, str], ...] = ()
+    """Permanent logical slots to create after the renewal succeeded: (name, database, plugin)."""
+    error: str = ""
+    """One error line to log (a configuration the primary cannot carry out, e.g. logical slots without
+    wal_level logical); the core asks for it once per change, not every cycle."""
     kind: ActionKind = ActionKind.RENEW_LEADER
 
 
@@ -185,6 +190,10 @@ class Rewind:
     """pg_rewind from `source` (PostgreSQL must be stopped). Starting as a replica is the next decision."""
 
     source: str
+    keep_slots: tuple[str, ...] = ()
+    """The permanent physical slots whose copies survive the rewind (every other slot is cleared): recreated
+    afterwards they would start at this node's position, ahead of an offline consumer, and a later
+    promotion of this node would have lost the WAL that consumer needs."""
     kind: ActionKind = ActionKind.REWIND
 
 
@@ -228,7 +237,20 @@ class EnsureSlots:
     create: tuple[str, ...]
     drop: tuple[str, ...] = ()
     advance: tuple[tuple[str, LSN], ...] = ()
+    advance_logical: tuple[tuple[str, str, LSN], ...] = ()
+    """Copies of permanent logical slots to advance: (name, database, target confirmed_flush_lsn)."""
     kind: ActionKind = ActionKind.ENSURE_SLOTS
+
+
+@dataclass(frozen=True, slots=True)
+class CopyLogicalSlots:
+    """On a replica (PostgreSQL before 16 cannot create a logical slot in recovery): copy the state files of
+    the logical slots `names` from `leader`, stop PostgreSQL (fast), write them into pg_replslot, start it
+    again as the same replica. Runs in the background (it restarts PostgreSQL)."""
+
+    leader: str
+    names: tuple[str, ...]
+    kind: ActionKind = ActionKind.COPY_SLOTS
 
 
 @dataclass(frozen=True, slots=True)
@@ -273,6 +295,7 @@ Action = (
     | Restart
     | Reinitialize
     | EnsureSlots
+    | CopyLogicalSlots
     | FailsafeRound
 )
 

@@ -23,6 +23,7 @@ from pgwarden.core.actions import (
     Bootstrap,
     BootstrapStandby,
     Clone,
+    CopyLogicalSlots,
     Decision,
     Demote,
     DemoteMode,
@@ -53,7 +54,17 @@ from pgwarden.core.classify import (
 )
 from pgwarden.core.race import failover_possible, replica_race, within_lag
 from pgwarden.core.reasons import Reason, Why
-from pgwarden.core.slots import leads_replication, plan_copies, plan_primary
+from pgwarden.core.slots import (
+    COPY_WAITING,
+    copy_backoff,
+    leads_replication,
+    logical_ready,
+    permanent_here,
+    plan_copies,
+    plan_logical_copies,
+    plan_primary,
+    remember_copies,
+)
 from pgwarden.core.snapshot import ActionKind as K
 from pgwarden.core.snapshot import (
     HaSettings,
@@ -197,6 +208,9 @@ def remember(s: Snapshot) -> Memory:
     if pg_class(s.pg) not in (PgClass.NO_DATA, PgClass.UNUSABLE) and s.task is None and _retrying(m):
         # A usable data directory: whatever failed before (a bootstrap, a clone) is over.
         m = replace(m, bootstrap_failures=0, clone_failures=0, retry_at=None, last_failure="")
+    ready = logical_ready(replace(s, memory=m))
+    if ready != m.logical_slots_ready:
+        m = replace(m, logical_slots_ready=ready)
     return m
 
 
@@ -228,6 +242,15 @@ def _absorb(m: Memory, last: Outcome, settings: HaSettings) -> Memory:
         m = replace(m, lock_deadline=None, failsafe_active=False)
     if last.action == K.REWIND:
         m = replace(m, rewind_failed=not last.ok, diverged=m.diverged and not last.ok)
+    if last.action == K.COPY_SLOTS:
+        # A failed (or waiting) copy restarted PostgreSQL, or may have: back off, so a copy that cannot
+        # succeed never loops restarts.
+        # A copy that waits (nothing was stopped: the slot needs WAL this replica no longer has, or the
+        # leader lacks it) is retried sooner, without doubling.
+        waiting = not last.ok and last.detail.startswith(COPY_WAITING)
+        failures = 0 if last.ok else m.slot_copy_failures + (0 if waiting else 1)
+        retry = None if last.ok else last.sent_at + copy_backoff(settings, 0 if waiting else failures)
+        m = replace(m, slot_copy_failures=failures, slot_copy_retry_at=retry)
     # K.REWIND_SOURCE_UNREACHABLE: nothing was tried; the next cycle rewinds again.
     if last.action == K.PRE_PROMOTE_REFUSED and not last.ok:
         m = replace(m, promote_backoff_until=last.sent_at + settings.ttl, lock_deadline=None)
@@ -353,7 +376,8 @@ def _renew(s: Snapshot, why: Why, *, nap: float | None = None, clear_failover: i
                          retain_slots=slots.retain if primary else None, slots=slots.publish if primary else None,
                          write_initialize=sysid,
                          clear_failover=clear_failover, sync_step=sync_step, repair_history=repair,
-                         watchdog=_watchdog_on(s) and not standby_leader, failsafe=failsafe)
+                         watchdog=_watchdog_on(s) and not standby_leader, failsafe=failsafe,
+                         create_logical=slots.create_logical, error=slots.blocked)
     return _d(s, action, why, nap=nap, memory=memory, name=s.me, **facts)
 
 
@@ -878,17 +902,26 @@ def other_replica(s: Snapshot) -> Decision:
                  if m.name != s.me and m.tags.replicatefrom == s.me and not m.tags.nostream}
     missing = tuple(sorted(cascading - set(s.pg.slots))) if s.settings.use_slots else ()
     copies, memory = plan_copies(s, cascading)
+    logical, memory = plan_logical_copies(replace(s, memory=memory))
+    memory = replace(memory, permanent_slots=tuple(sorted({*memory.permanent_slots, *logical.managed})))
+    drop = tuple(sorted({*copies.drop, *logical.drop}))
     if missing:
-        action = EnsureSlots(create=tuple(sorted({*missing, *copies.create})), drop=copies.drop,
-                             advance=copies.advance)
+        action = EnsureSlots(create=tuple(sorted({*missing, *copies.create})), drop=drop,
+                             advance=copies.advance, advance_logical=logical.advance)
         return _d(s, action, Why.CASCADE_SLOTS, nap=SHORT_NAP, memory=memory, slots=",".join(missing))
-    if copies.changes:
-        action = EnsureSlots(create=copies.create, drop=copies.drop, advance=copies.advance)
+    if copies.changes or logical.drop:
+        action = EnsureSlots(create=copies.create, drop=drop, advance=copies.advance,
+                             advance_logical=logical.advance)
         return _d(s, action, Why.SLOT_COPIES, nap=SHORT_NAP, memory=memory,
-                  create=",".join(copies.create) or "-", drop=",".join(copies.drop) or "-")
-    if copies.advance:  # routine: the log line stays the follower's (Patroni advances in a thread)
-        return _d(s, EnsureSlots(create=(), advance=copies.advance), _following(s), memory=memory, name=s.me,
-                  leader=upstream)
+                  create=",".join(copies.create) or "-", drop=",".join(drop) or "-")
+    if logical.copy:
+        leader = _leader_name(s)
+        memory = remember_copies(memory, logical.copy, leader)
+        return _d(s, CopyLogicalSlots(leader=leader, names=logical.copy), Why.COPY_LOGICAL_SLOTS, nap=SHORT_NAP,
+                  memory=memory, slots=",".join(logical.copy), leader=leader)
+    if copies.advance or logical.advance:  # routine: the log line stays the follower's
+        return _d(s, EnsureSlots(create=(), advance=copies.advance, advance_logical=logical.advance),
+                  _following(s), memory=memory, name=s.me, leader=upstream)
     return _d(s, Wait(), _following(s), memory=memory, name=s.me, leader=upstream)
 
 
@@ -927,7 +960,8 @@ def other_stopped(s: Snapshot) -> Decision:
             # History is written after the new primary's post-promote checkpoint; before that
             # pg_rewind could wrongly conclude that nothing diverged.
             return _d(s, Wait(), Why.REWIND, nap=SHORT_NAP, leader=leader, waiting="leader checkpoint")
-        return _d(s, Rewind(source=leader), Why.REWIND, leader=leader)
+        keep = tuple(sorted(permanent_here(s))) if s.settings.use_slots else ()
+        return _d(s, Rewind(source=leader, keep_slots=keep), Why.REWIND, leader=leader)
     if settings.remove_data_directory_on_diverged_timelines:
         return _d(s, RemoveDataDirectory(), Why.DIVERGED_REMOVE)
     return _d(s, Wait(), Why.REWIND_NOT_ALLOWED, leader=leader)
@@ -1104,6 +1138,11 @@ def _nobody_can_take_over(s: Snapshot, failover: FailoverRequest) -> bool:
 
 
 def none_stopped(s: Snapshot) -> Decision:
+    # A data directory whose pg_rewind failed midway is neither the old one nor the leader's copy: started, it
+    # waits for ever for WAL past its upstream's timeline (or, were it to win the race, serves a half-copied
+    # cluster). It waits for a leader to rewind from again or to be removed (chaos suite, seed 212).
+    if s.memory.rewind_failed:
+        return _d(s, Wait(), Why.REWIND_FAILED)
     # Start read-only first; the race is run by the next cycles with real WAL positions.
     return _start(s, StartPostgres(role="replica", follow=None))
 

@@ -58,10 +58,32 @@ def replica_race(s: Snapshot) -> RaceVerdict:
         failover = s.dcs.failover
         if failover is not None and failover.leader == peer.name and not peer.is_running_primary:
             continue  # the former leader of a switchover never races (contract): it must not bar us either
+        order = _slot_order(s, peer)
+        if order < 0:
+            return _lose(Why.RACE_SLOTS_NOT_READY, member=peer.name)
+        if order > 0:
+            continue  # its copies of the logical slots are not ready, mine are: it does not bar me
         verdict = _compare_with_peer(peer, my_lsn, settings.tags.failover_priority, s.me)
         if verdict is not None:
             return verdict
     return RaceVerdict(True, Reason(Why.RACE_HEALTHIEST, (("lsn", str(my_lsn)),)))
+
+
+def _slot_order(s: Snapshot, peer: PeerStatus) -> int:
+    """With permanent logical slots: 1 when my copies are ready and `peer`'s are not, -1 the other way
+    round, 0 when both are alike, or `peer` could not win a race anyway (unreachable, a running primary,
+    barred by tags, beyond maximum_lag_on_failover: lag rules come first). Both sides read readiness from
+    the member keys (`logical_slots_ready`), so every candidate ranks the same way; and a candidate
+    without ready copies still wins when no other is ready: never a cluster without a leader for slots."""
+    if s.dcs is None or peer.name == s.me or not any(p.type == "logical" for p in s.settings.permanent_slots):
+        return 0
+    if (not peer.reachable or peer.is_running_primary or peer.nofailover or peer.failover_priority <= 0
+            or peer.watchdog_failed or not within_lag(s, peer.lsn)):
+        return 0
+    me, other = s.dcs.member(s.me), s.dcs.member(peer.name)
+    mine = me is not None and me.logical_slots_ready is True
+    theirs = other is not None and other.logical_slots_ready is True
+    return int(mine) - int(theirs)
 
 
 def within_lag(s: Snapshot, lsn: int | None) -> bool:

@@ -31,6 +31,8 @@ _TEMPLATES: dict[Why, str] = {
     Why.RACE_HEALTHIEST: "promoted self to leader by acquiring session lock",
     Why.RACE_PRIMARY_RECLAIM: "acquired session lock as a leader",
     Why.RACE_NOT_HEALTHIEST: "following a different leader because i am not the healthiest node",
+    Why.RACE_SLOTS_NOT_READY: "following a different leader because i am not the healthiest node "
+                              "(my copies of the logical slots are not ready, {member}'s are)",
     Why.RACE_PRIMARY_ALIVE: "not racing for the lock: Primary ({member}) is still alive",
     Why.RACE_LAGGING: "not racing for the lock: lagging {lag} bytes behind, over maximum_lag_on_failover "
                       "({limit})",
@@ -88,6 +90,8 @@ _TEMPLATES: dict[Why, str] = {
                              "the lock for another {left}s",
     Why.CASCADE_SLOTS: "creating replication slots for cascading members: {slots}",
     Why.SLOT_COPIES: "copies of permanent replication slots: creating {create}, dropping {drop}",
+    Why.COPY_LOGICAL_SLOTS: "copying permanent logical replication slots {slots} from {leader} (restarting "
+                            "PostgreSQL)",
     Why.WAITING_FOR_POOLERS: "switchover: waiting for connection poolers to pause clients ({routers})",
     Why.SYNC_STEP: "synchronous replication: {sync}",
     Why.SYNC_NOT_ALLOWED: "not racing for the lock: {detail}",

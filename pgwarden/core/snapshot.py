@@ -242,6 +242,7 @@ class ActionKind(StrEnum):
     RELEASE_LEADER = "release leader"
     SHUTDOWN = "shutdown"
     ENSURE_SLOTS = "ensure slots"
+    COPY_SLOTS = "copy logical slots"
     RESTART = "restart"
     REINITIALIZE = "reinitialize"
     KEEPALIVE = "keepalive"
@@ -302,6 +303,20 @@ class Memory:
     permanent_slots: tuple[str, ...] = ()
     """The permanent slots this node manages: those configured, and removed ones still present here (the
     next plan drops them). Only names here, in `/config` or published in `/status` are ever dropped."""
+    logical_copies: tuple[tuple[str, str], ...] = ()
+    """(slot, leader) of the logical copies this replica made by copying the leader's slot state: such a
+    copy may be ahead of what `/status` publishes (the state file is newer than the last publication) and
+    is not dropped for it until the published position has reached it once."""
+    slot_copy_failures: int = 0
+    """Failed copies of logical slots since the last success (each one restarted PostgreSQL, or tried)."""
+    slot_copy_retry_at: float | None = None
+    """After a failed or waiting copy of logical slots: no new attempt before this instant."""
+    logical_slots_ready: bool | None = None
+    """This replica's copies of the permanent logical slots are ready (published in the member JSON as
+    `logical_slots_ready`); None: the cluster has no permanent logical slots."""
+    logical_blocked: bool = False
+    """Logical slots are configured but the running wal_level is not logical: said once (an error line),
+    not every cycle, until that changes."""
     paused_when_last_seen: bool = False  # maintenance mode as of the last successful DCS read
     sync: SyncMemory = field(default_factory=SyncMemory)  # the synchronous-replication planner's
     pooler_hold: tuple[int, float] | None = None

@@ -260,6 +260,7 @@ _MEMBER_FIELDS: Mapping[str, Any] = {
     "replication_state": _str,
     "pending_restart": _bool,
     "checkpoint_after_promote": _bool,
+    "logical_slots_ready": _bool,
 }
 
 
@@ -276,6 +277,7 @@ def member_to_dict(member: Member) -> dict[str, Any]:
         "replay_lsn": member.replay_lsn,
         "replication_state": member.replication_state,
         "checkpoint_after_promote": member.checkpoint_after_promote,
+        "logical_slots_ready": member.logical_slots_ready,
     }
     out.update({k: v for k, v in optional.items() if v is not None})
     if member.pending_restart:

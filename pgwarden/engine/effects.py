@@ -214,9 +214,11 @@ class FollowUpstream:
 
 @dataclass(frozen=True, slots=True)
 class RewindPg:
-    """-> Result: pg_rewind from `upstream` (PostgreSQL stopped)."""
+    """-> Result: pg_rewind from `upstream` (PostgreSQL stopped); the slots are cleared afterwards, but for the
+    physical ones named in `keep_slots`."""
 
     upstream: Upstream
+    keep_slots: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -286,6 +288,58 @@ class AdvanceSlots:
     (pg_replication_slot_advance), never past what this replica has replayed, never backwards."""
 
     targets: tuple[tuple[str, int], ...]
+
+
+@dataclass(frozen=True, slots=True)
+class CreateLogicalSlots:
+    """-> Result: on the primary, create each logical slot of `specs` (name, database, plugin) that does not
+    exist, connected to its database; one that exists with another type, plugin or database is left alone
+    and named in the message."""
+
+    specs: tuple[tuple[str, str, str], ...]
+
+
+@dataclass(frozen=True, slots=True)
+class AdvanceLogicalSlots:
+    """-> Result: on a replica, advance each copy of a logical slot of `targets` (name, database, LSN) to its
+    LSN (pg_replication_slot_advance, connected to its database), never backwards."""
+
+    targets: tuple[tuple[str, str, int], ...]
+
+
+@dataclass(frozen=True, slots=True)
+class SlotStates:
+    """The answer to `ReadSlotStates`: the state files read, or why not (`waiting`: the copy is not possible
+    yet and will be later, e.g. the slot needs WAL this replica no longer has)."""
+
+    ok: bool
+    message: str = ""
+    states: tuple[tuple[str, bytes], ...] = ()
+    waiting: bool = False
+    snapshots: tuple[tuple[str, bytes], ...] = ()
+    """The leader's serialized decoding snapshots at the slots' restart_lsn (`pg_logical/snapshots/<file>`),
+    where it has one: without it a copy would rebuild its snapshot from WAL and become consistent only after
+    the transactions in progress there ended, skipping the commits in between."""
+
+
+@dataclass(frozen=True, slots=True)
+class ReadSlotStates:
+    """-> SlotStates: read `pg_replslot/<name>/state` of each logical slot of `names` from `source` (the
+    leader, over a superuser connection), after checking there that it is a logical slot with a catalog_xmin,
+    and here that its restart_lsn is not older than the oldest WAL this replica still has."""
+
+    source: Upstream
+    names: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class WriteSlotStates:
+    """-> Result: with PostgreSQL stopped, write each (name, state file) into `pg_replslot/<name>/state`
+    (directory 0700, file 0600, written to a temporary name, fsynced, renamed, the directory fsynced)."""
+
+    states: tuple[tuple[str, bytes], ...]
+    snapshots: tuple[tuple[str, bytes], ...] = ()
+    """(file name, content) written into `pg_logical/snapshots` the same way."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -403,6 +457,7 @@ Effect = (
     | Probe | StandbySignal | StopPg | StartPg | WritePgConfig | PromotePg | CheckpointPg | FollowUpstream
     | RewindPg | Basebackup | RunReplicaMethod | RunBootstrapMethod | SanitizeRestored | FinishRecovery
     | MoveDataAside | EmptyDataDir | EnsureSlots | DropSlots | AdvanceSlots
+    | CreateLogicalSlots | AdvanceLogicalSlots | ReadSlotStates | WriteSlotStates
     | WriteSsn
     | ReadTimelineHistory | ReserveTimelines | UnreserveTimelines | InspectDataDir | Initdb | CreateRoles
     | PostBootstrap | UndoBootstrap | RunHook

@@ -24,6 +24,7 @@ from pgwarden.core.actions import (
     Bootstrap,
     BootstrapStandby,
     Clone,
+    CopyLogicalSlots,
     Demote,
     DemoteMode,
     EnsureSlots,
@@ -41,6 +42,7 @@ from pgwarden.core.actions import (
     Wait,
 )
 from pgwarden.core.render import TAKEN_BY_ANOTHER
+from pgwarden.core.slots import COPY_WAITING
 from pgwarden.core.snapshot import ActionKind, HaSettings, Outcome, TaskKind, WatchdogMode
 from pgwarden.core.sync.plan import DeleteSync, SetSsn, SyncMode, SyncStep, WriteSync
 from pgwarden.engine import effects as fx
@@ -75,6 +77,7 @@ BACKGROUND: Mapping[type, TaskKind] = {
     RemoveDataDirectory: TaskKind.REMOVE_DATA,
     Restart: TaskKind.RESTART,
     Reinitialize: TaskKind.REINITIALIZE,
+    CopyLogicalSlots: TaskKind.RESTART,
 }
 """Actions that may run for a long time: they run in the background while the loop keeps deciding
 (and, on a leader, renewing its lock)."""
@@ -184,6 +187,8 @@ def _dispatch(action: Action, ctx: StepContext) -> StepGen[Outcome]:
             return (yield from _restart(action, ctx))
         case EnsureSlots():
             return (yield from _ensure_slots(action))
+        case CopyLogicalSlots():
+            return (yield from _copy_logical_slots(action, ctx))
         case Reinitialize():
             return (yield from _reinitialize(action, ctx))
         case _:
@@ -251,7 +256,7 @@ def _rewind(action: Rewind, ctx: StepContext) -> StepGen[Outcome]:
     source = upstream(ctx.cluster, action.source)
     if source is None:
         return (yield from _outcome(action, False, f"no address known for {action.source}"))
-    result: fx.Result = yield fx.RewindPg(source)
+    result: fx.Result = yield fx.RewindPg(source, action.keep_slots)
     kind = ActionKind.REWIND_SOURCE_UNREACHABLE if result.unreachable and not result.ok else None
     return (yield from _outcome(action, result.ok, result.message, kind=kind))
 
@@ -271,7 +276,7 @@ def status_document(cluster: ClusterView | None, optime: int | None, retain: tup
 def _ensure_slots(action: EnsureSlots) -> StepGen[Outcome]:
     """A replica's slots: create, drop, then advance; each goes on whatever the one before did (they
     touch different slots), and the outcome names what failed."""
-    if not action.drop and not action.advance:
+    if not action.drop and not action.advance and not action.advance_logical:
         return (yield from _result(action, (yield fx.EnsureSlots(action.create))))
     results: list[fx.Result] = []
     if action.create:
@@ -280,8 +285,34 @@ def _ensure_slots(action: EnsureSlots) -> StepGen[Outcome]:
         results.append((yield fx.DropSlots(action.drop)))
     if action.advance:
         results.append((yield fx.AdvanceSlots(action.advance)))
+    if action.advance_logical:
+        results.append((yield fx.AdvanceLogicalSlots(action.advance_logical)))
     failed = [r.message for r in results if not r.ok]
     return (yield from _outcome(action, not failed, "; ".join(failed or [r.message for r in results])))
+
+
+def _copy_logical_slots(action: CopyLogicalSlots, ctx: StepContext) -> StepGen[Outcome]:
+    """A replica's copies of the permanent logical slots (PostgreSQL before 16 cannot create them in
+    recovery): read their state files from the leader (checked there and here first: nothing is stopped for
+    a copy that cannot work), stop PostgreSQL, write them, start it again as the same replica. One restart
+    for all the missing slots; a failure is reported and the core backs off before the next attempt."""
+    source = upstream(ctx.cluster, action.leader)
+    if source is None:
+        return (yield from _outcome(action, False, f"no address known for {action.leader}"))
+    read: fx.SlotStates = yield fx.ReadSlotStates(source, action.names)
+    if not read.ok:  # the failed outcome is logged (one line), and the core backs off
+        return (yield from _outcome(action, False, f"{COPY_WAITING}{read.message}" if read.waiting else read.message))
+    yield from _before_stop()
+    stopped = yield from _stop(ctx, "fast")
+    if not stopped.ok:
+        return (yield from _outcome(action, False, stopped.message))
+    written: fx.Result = yield fx.WriteSlotStates(read.states, read.snapshots)
+    started: fx.Result = yield fx.StartPg()  # with the configuration written last: the same replica
+    if not written.ok:
+        return (yield from _outcome(action, False, written.message))
+    if not started.ok:
+        return (yield from _outcome(action, False, started.message))
+    return (yield from _outcome(action, True, f"copied logical slots {', '.join(action.names)} from {action.leader}"))
 
 
 def primary_kill_after(ctx: StepContext, standby: bool) -> float | None:
@@ -346,6 +377,12 @@ def _renew(action: RenewLeader, ctx: StepContext) -> StepGen[Outcome]:
         dropped: fx.Result = yield fx.DropSlots(action.drop_slots)
         if not dropped.ok:
             notes.append(dropped.message)
+    if action.create_logical:
+        logical: fx.Result = yield fx.CreateLogicalSlots(action.create_logical)
+        if not logical.ok:
+            notes.append(logical.message)
+    if action.error:
+        yield fx.Log("error", action.error)
     if action.write_initialize:
         yield fx.WriteInitialize(action.write_initialize, create_new=False)
     if action.clear_failover is not None:
@@ -827,5 +864,9 @@ def _copy_remote(ctx: StepContext, remote: fx.Upstream) -> StepGen[fx.Result]:
     if not remote.host and not any(m.no_leader for m in ctx.standby_methods):
         why = "standby_cluster has no host to copy from, and none of its create_replica_methods has no_leader"
         return fx.Result(False, why, why)
-    result, _ = yield from create_replica(ctx.standby_methods, remote if remote.host else None)
+    result, method = yield from create_replica(ctx.standby_methods, remote if remote.host else None)
+    if result.ok and method.name != BASEBACKUP.name:
+        # As after a replica's clone: a backup tool's restore leaves its own recovery.signal and recovery
+        # settings in postgresql.auto.conf (a restore_command), which would win over standby_cluster's.
+        result = yield fx.SanitizeRestored()
     return result

@@ -14,10 +14,12 @@ import os
 import re
 import shlex
 import shutil
+import sys
 import tempfile
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from contextlib import suppress
+from dataclasses import dataclass
 from pathlib import Path
 from signal import SIGKILL
 from typing import Any
@@ -30,7 +32,7 @@ from pgwarden.aio import bounded
 from pgwarden.config.schema import MethodSpec
 from pgwarden.model import DataDirState, lsn_from_text, lsn_to_text
 from pgwarden.postgres import conf, libpq
-from pgwarden.postgres.connection import CONNECT_TIMEOUT, connect_local
+from pgwarden.postgres.connection import CONNECT_TIMEOUT, connect_local, local_conninfo
 from pgwarden.postgres.datadir import (
     directory_state,
     empty_data_dir,
@@ -52,6 +54,13 @@ METHOD_TIMEOUT = 86400.0
 """A replica creation or bootstrap method restores a whole backup: hours for a large one."""
 RECOVERY_TIMEOUT = 86400.0
 QUICK_TIMEOUT = 15.0
+
+LOGICAL_CREATE_TIMEOUT = 2.0
+"""How long the leader's renewal step waits for a logical slot's creation (which waits for the transactions in
+progress): well inside the lease, so that the step never risks it."""
+LOGICAL_CREATE_RETRY = 30.0
+"""Seconds before a creation that timed out is tried again."""
+_create_retry_at: dict[str, float] = {}
 
 # initdb options pgwarden sets itself; accepting them from the user would bypass --pwfile or the data dir.
 _MANAGED_INITDB_OPTIONS = ("--pgdata", "--pwfile", "--pwprompt", "--username")
@@ -436,7 +445,7 @@ class PgController:
 
     async def rewind(
         self, from_host: str, from_port: int, source_member: str | None = None,
-        timeout: float = REWIND_TIMEOUT,
+        timeout: float = REWIND_TIMEOUT, keep_slots: Iterable[str] = (),
     ) -> PgResult:
         """pg_rewind this stopped data directory from the server at from_host:from_port, then configure it
         as a standby of that server.
@@ -450,6 +459,7 @@ class PgController:
         if not pgpass.ok:
             return pgpass
         saved = self._save_node_files()
+        kept = _read_physical_states(self.data_dir / "pg_replslot", keep_slots)
         creds = self.settings.rewind_credentials
         source = psycopg.conninfo.make_conninfo(
             host=libpq.upstream_host(self.settings, from_host), port=str(from_port), user=creds.username,
@@ -460,7 +470,15 @@ class PgController:
         self._restore_node_files(saved)
         if not outcome.ok:
             return PgResult.failed(f"pg_rewind failed: {outcome.tail(8)}")
-        _clear_slot_dirs(self.data_dir / "pg_replslot")  # the old slots describe a history that is gone
+        # The old slots describe a history that is gone (pg_rewind itself empties pg_replslot, an excluded
+        # directory). But a permanent physical slot's copy only holds WAL back from its position, which an
+        # offline consumer still needs: recreated, it would start at this node's position, ahead of that
+        # consumer. Its state file, read before the rewind, is written back.
+        _clear_slot_dirs(self.data_dir / "pg_replslot")
+        if kept:
+            restored = write_slot_states(self.data_dir / "pg_replslot", kept)
+            if not restored.ok:
+                return restored
         written = await self.write_config("replica", Upstream(source_member or "", from_host, from_port))
         if not written.ok:
             return written
@@ -561,14 +579,16 @@ class PgController:
         return await self._in_session("creating slots", run, timeout)
 
     async def drop_slots(self, names: Iterable[str], timeout: float = QUICK_TIMEOUT) -> PgResult:
-        """Drop those physical slots in `names` that exist. The caller passes only slots pgwarden manages.
+        """Drop those slots in `names` that exist (physical or logical: pg_drop_replication_slot needs no
+        connection to a logical slot's database, and works on a standby). The caller passes only slots
+        pgwarden manages.
 
         An active slot's walsender is terminated first, since PostgreSQL cannot drop a slot in use.
         """
         unwanted = set(names)
 
         async def run(conn: AsyncConn) -> str:
-            existing = await _physical_slots(conn)
+            existing = await _slots_in_use(conn)
             dropped = sorted(unwanted & set(existing))
             for name in dropped:
                 active_pid = existing[name]
@@ -598,12 +618,172 @@ class PgController:
 
         return await self._in_session("advancing slots", run, timeout)
 
+    async def create_logical_slots(self, specs: Iterable[tuple[str, str, str]],
+                                   timeout: float = LOGICAL_CREATE_TIMEOUT) -> PgResult:
+        """On the primary: create each logical slot of `specs` (name, database, plugin) that does not exist,
+        connected to its database. A slot of that name with another type, database or plugin is not
+        pgwarden's to reuse: it is left alone and named in the (failed) result.
+
+        This runs in the leader's renewal step, and PostgreSQL's creation waits for every transaction in
+        progress to end: so it is bounded by a short statement timeout, and a slot whose creation timed out
+        is tried again only after LOGICAL_CREATE_RETRY seconds, so that a long transaction on the primary
+        never slows the leader's loop (and its lease renewals) cycle after cycle."""
+        wanted = sorted({(str(name), str(database), str(plugin)) for name, database, plugin in specs})
+        bad = [n for n, _, _ in wanted if not _SLOT_NAME.match(n)]
+        if bad:
+            return PgResult.failed(f"invalid slot names: {', '.join(bad)}")
+        created: list[str] = []
+        problems: list[str] = []
+        now = time.monotonic()
+        for name, database, plugin in wanted:
+            retry_at = _create_retry_at.get(name)
+            if retry_at is not None and now < retry_at:
+                problems.append(f"creating logical slot {name} timed out before (transactions in progress on "
+                                f"the primary); tried again in {retry_at - now:.0f}s")
+                continue
+            async def run(conn: AsyncConn, name: str = name, database: str = database, plugin: str = plugin) -> str:
+                cur = await conn.execute("SELECT slot_type, database::text, plugin::text FROM pg_replication_slots "
+                                         "WHERE slot_name = %s", (name,))
+                row = await cur.fetchone()
+                if row is None:
+                    await conn.execute("SELECT pg_create_logical_replication_slot(%s, %s)", (name, plugin))
+                    return "created"
+                if tuple(row) != ("logical", database, plugin):
+                    return (f"a slot {name} exists with type {row[0]}, database {row[1]}, plugin {row[2]}; "
+                            "it is not pgwarden's: left alone (drop it, or rename the permanent slot)")
+                return "present"
+            result = await self._in_session(f"creating logical slot {name}", run, timeout, database=database)
+            if not result.ok and ("timed out" in result.message or "statement timeout" in result.message):
+                _create_retry_at[name] = time.monotonic() + LOGICAL_CREATE_RETRY
+            else:
+                _create_retry_at.pop(name, None)
+            if result.ok and result.message == "created":
+                created.append(name)
+            elif not result.ok or result.message != "present":
+                problems.append(result.message)
+        if problems:
+            _log_rate_limited("; ".join(problems))
+            return PgResult.failed("; ".join(problems))
+        return PgResult(True, f"created logical slots: {', '.join(created)}" if created else "logical slots present")
+
+    async def advance_logical_slots(self, targets: Iterable[tuple[str, str, int]],
+                                    timeout: float = QUICK_TIMEOUT) -> PgResult:
+        """On a standby: advance each copy of a logical slot of `targets` (name, database, LSN) to its LSN
+        (pg_replication_slot_advance, connected to the slot's database as PostgreSQL requires), never past
+        this standby's replay position, never backwards."""
+        wanted = sorted({(str(name), str(db), int(lsn)) for name, db, lsn in targets})
+        bad = [n for n, _, _ in wanted if not _SLOT_NAME.match(n)]
+        if bad:
+            return PgResult.failed(f"invalid slot names: {', '.join(bad)}")
+        moved: list[str] = []
+        failed: list[str] = []
+        for name, database, lsn in wanted:
+            async def run(conn: AsyncConn, name: str = name, lsn: int = lsn) -> str:
+                cur = await conn.execute(_ADVANCE_LOGICAL_SLOT, (lsn_to_text(lsn), name))
+                return "moved" if await cur.fetchone() is not None else ""
+            result = await self._in_session(f"advancing logical slot {name}", run, timeout, database=database)
+            if not result.ok:
+                failed.append(result.message)
+            elif result.message:
+                moved.append(name)
+        if failed:
+            return PgResult.failed("; ".join(failed))
+        return PgResult(True, f"advanced logical slots: {', '.join(moved)}" if moved else "logical slots up to date")
+
+    async def read_slot_states(self, host: str, port: int, names: Iterable[str],
+                               timeout: float = QUICK_TIMEOUT) -> SlotStateRead:
+        """Read the state files of the logical slots `names` from the leader at host:port (the rewind
+        credentials: a superuser, or a role granted pg_read_binary_file as Patroni's rewind role is), after
+        checking there that each is a logical slot with a catalog_xmin, and here that its restart_lsn is not
+        older than the oldest WAL this replica still has (else the copy could never decode: it waits)."""
+        wanted = sorted(set(names))
+        bad = [n for n in wanted if not _SLOT_NAME.match(n)]
+        if bad:
+            return SlotStateRead(False, f"invalid slot names: {', '.join(bad)}")
+        pgpass = self._try_write_pgpass()  # the leader's password comes from it, as for pg_rewind
+        if not pgpass.ok:
+            return SlotStateRead(False, pgpass.message)
+        oldest = await self._oldest_wal()
+        if not oldest.ok:
+            return SlotStateRead(False, oldest.message)
+        have_from = int(oldest.message)
+        creds = self.settings.rewind_credentials
+        conninfo = psycopg.conninfo.make_conninfo(
+            host=libpq.upstream_host(self.settings, host), port=str(port), user=creds.username, dbname="postgres",
+            passfile=str(self.settings.pgpass_path), connect_timeout=str(CONNECT_TIMEOUT),
+            application_name="pgwarden", options=f"-c statement_timeout={int(timeout * 1000)}",
+            **libpq.connection_options(creds))
+
+        async def session() -> SlotStateRead:
+            async with await psycopg.AsyncConnection.connect(conninfo, autocommit=True) as conn:
+                states: list[tuple[str, bytes]] = []
+                snapshots: list[tuple[str, bytes]] = []
+                for name in wanted:
+                    cur = await conn.execute(_SLOT_STATE, (f"pg_replslot/{name}/state", name))
+                    row = await cur.fetchone()
+                    if row is None:
+                        return SlotStateRead(False, f"the leader has no slot {name}", waiting=True)
+                    slot_type, has_xmin, restart, data = row
+                    if slot_type != "logical" or not has_xmin:
+                        return SlotStateRead(False, f"the leader's slot {name} is no logical slot with a "
+                                                    "catalog_xmin", waiting=True)
+                    if restart is None or lsn_from_text(str(restart)) < have_from:
+                        return SlotStateRead(False, f"the leader's slot {name} needs WAL from {restart}, older than "
+                                                    f"the oldest this replica has ({lsn_to_text(have_from)}); "
+                                                    "waiting for its consumer to move on", waiting=True)
+                    if not isinstance(data, bytes | bytearray | memoryview) or len(bytes(data)) < _STATE_MIN_SIZE:
+                        return SlotStateRead(False, f"the state file of the leader's slot {name} is unreadable")
+                    state = bytes(data)
+                    snapshot = await _read_snapshot(conn, state_restart_lsn(state))
+                    if snapshot is not None:
+                        snapshots.append(snapshot)
+                    states.append((name, state))
+                return SlotStateRead(True, f"read {len(states)} slot state files and {len(snapshots)} snapshots",
+                                     tuple(states), snapshots=tuple(snapshots))
+
+        try:
+            return await bounded(session(), timeout + CONNECT_TIMEOUT)
+        except TimeoutError:
+            return SlotStateRead(False, f"reading slot state files timed out after {timeout:g}s", unreachable=True)
+        except (psycopg.Error, OSError) as exc:
+            return SlotStateRead(False, f"reading slot state files from the leader failed: {exc}",
+                                 unreachable=isinstance(exc, psycopg.OperationalError))
+
+    async def _oldest_wal(self) -> PgResult:
+        """The LSN where the oldest WAL segment in this node's pg_wal starts (as text of an int)."""
+        async def run(conn: AsyncConn) -> str:
+            cur = await conn.execute(_OLDEST_WAL)
+            row = await cur.fetchone()
+            if row is None or row[0] is None:
+                return "0"
+            name, size = str(row[0]), int(row[1])
+            return str(segment_start(name, size))
+        return await self._in_session("listing pg_wal", run, QUICK_TIMEOUT)
+
+    def write_slot_states(self, states: Iterable[tuple[str, bytes]],
+                          snapshots: Iterable[tuple[str, bytes]] = ()) -> PgResult:
+        """With PostgreSQL stopped: write each decoding snapshot into `pg_logical/snapshots` first, then each
+        (name, state file) as `pg_replslot/<name>/state` (a slot never exists here without its snapshot)."""
+        if self.is_running():
+            return PgResult.failed("refusing to write slot state files: PostgreSQL is running")
+        written = write_snapshots(self.data_dir / "pg_logical" / "snapshots", snapshots)
+        if not written.ok:
+            return written
+        return write_slot_states(self.data_dir / "pg_replslot", states)
+
     async def _in_session(
-        self, what: str, work: Callable[[AsyncConn], Awaitable[str]], timeout: float
+        self, what: str, work: Callable[[AsyncConn], Awaitable[str]], timeout: float, database: str | None = None
     ) -> PgResult:
-        """Run `work` in a fresh superuser session, bounded by `timeout` on both sides of the wire."""
+        """Run `work` in a fresh superuser session (in `database`, else postgres), bounded by `timeout` on
+        both sides of the wire."""
         async def session() -> str:
-            async with await connect_local(self.settings, int(timeout * 1000)) as conn:
+            if database is None:
+                connecting = connect_local(self.settings, int(timeout * 1000))
+            else:
+                conninfo = psycopg.conninfo.make_conninfo(local_conninfo(self.settings, int(timeout * 1000)),
+                                                          dbname=database)
+                connecting = psycopg.AsyncConnection.connect(conninfo, autocommit=True)
+            async with await connecting as conn:
                 return await work(conn)
 
         try:
@@ -724,6 +904,32 @@ def _clear_slot_dirs(replslot: Path) -> None:
                 shutil.rmtree(entry, ignore_errors=True)
 
 
+def _read_physical_states(replslot: Path, names: Iterable[str]) -> tuple[tuple[str, bytes], ...]:
+    """The state files of the physical slots among `names` in `replslot` (a logical one, or one without a
+    whole state file, is left out: its history is gone with the rewind)."""
+    out = []
+    for name in sorted(set(names)):
+        if not _SLOT_NAME.match(name):
+            continue
+        try:
+            data = (replslot / name / "state").read_bytes()
+        except OSError:
+            continue
+        if _physical_state(data):
+            out.append((name, data))
+    return tuple(out)
+
+
+_STATE_DATABASE = slice(80, 84)
+"""Where a slot state file keeps the slot's database OID (PostgreSQL 11-16; see _STATE_RESTART_LSN): 0 for a
+physical slot."""
+
+
+def _physical_state(data: bytes) -> bool:
+    """Is `data` a slot state file of a physical slot?"""
+    return len(data) >= _STATE_RESTART_LSN.stop and int.from_bytes(data[_STATE_DATABASE], sys.byteorder) == 0
+
+
 async def _password_algorithm(conn: AsyncConn) -> bytes:
     cur = await conn.execute("SHOW password_encryption")
     row = await cur.fetchone()
@@ -755,14 +961,169 @@ async def _upsert_role(conn: AsyncConn, cred: Credentials, algorithm: bytes,
         sql.Identifier(cred.username), _password_clause(conn, cred, algorithm)))
 
 
-_ADVANCE_SLOT = """
+_ADVANCE = """
 SELECT pg_replication_slot_advance(slot_name, t.target)
   FROM pg_replication_slots,
        LATERAL (SELECT least(%s::pg_lsn, pg_last_wal_replay_lsn()) AS target) t
- WHERE slot_name = %s AND slot_type = 'physical' AND pg_is_in_recovery()
-   AND restart_lsn IS NOT NULL AND t.target > restart_lsn
+ WHERE slot_name = %s AND slot_type = '{type}' AND pg_is_in_recovery()
+   AND {position} IS NOT NULL AND t.target > {position}
 """
-"""Only on a standby, only forwards, never past the replay position (the core capped it already)."""
+_ADVANCE_SLOT = _ADVANCE.format(type="physical", position="restart_lsn")
+_ADVANCE_LOGICAL_SLOT = _ADVANCE.format(type="logical", position="confirmed_flush_lsn")
+"""Only on a standby, only forwards (a logical slot's position is its confirmed_flush_lsn), never past the
+replay position (the core capped it already)."""
+
+_SLOT_STATE = """
+SELECT slot_type, catalog_xmin IS NOT NULL, restart_lsn::text,
+       CASE WHEN slot_type = 'logical' THEN pg_read_binary_file(%s::text, 0, 65536, false) END
+  FROM pg_replication_slots WHERE slot_name = %s
+"""
+"""One slot's facts and its state file (the four-argument pg_read_binary_file: the one Patroni's rewind role
+is granted)."""
+
+_OLDEST_WAL = """
+SELECT min(name), (SELECT setting::bigint FROM pg_settings WHERE name = 'wal_segment_size')
+  FROM pg_ls_waldir() WHERE name ~ '^[0-9A-F]{24}$'
+"""
+
+_STATE_MIN_SIZE = 16
+"""A slot state file starts with magic, checksum, version and length (4 bytes each): anything shorter is no
+state file."""
+
+
+@dataclass(frozen=True, slots=True)
+class SlotStateRead:
+    """What `read_slot_states` answers: ok and the state files, or why not (`waiting`: later it may work)."""
+
+    ok: bool
+    message: str = ""
+    states: tuple[tuple[str, bytes], ...] = ()
+    waiting: bool = False
+    unreachable: bool = False
+    snapshots: tuple[tuple[str, bytes], ...] = ()
+
+
+_STATE_RESTART_LSN = slice(96, 104)
+"""Where a slot state file keeps restart_lsn (PostgreSQL 11-16): after magic, checksum, version and length
+(16 bytes), the slot's name (64), database, persistency, xmin and catalog_xmin (4 each). In the server's byte
+order, which is this host's: a physical replica runs on the primary's architecture."""
+
+_SNAPSHOT_MAX = 64 * 1024 * 1024
+"""A serialized decoding snapshot holds the transactions in progress: a few KB, far less than this."""
+
+
+def state_restart_lsn(state: bytes) -> int:
+    """The restart_lsn recorded in a slot's state file (the one the copy starts decoding from)."""
+    return int.from_bytes(state[_STATE_RESTART_LSN], sys.byteorder)
+
+
+def snapshot_file(lsn: int) -> str:
+    """The name PostgreSQL gives the decoding snapshot serialized at `lsn` in pg_logical/snapshots."""
+    return f"{lsn >> 32:X}-{lsn & 0xFFFFFFFF:X}.snap"
+
+
+async def _read_snapshot(conn: AsyncConn, lsn: int) -> tuple[str, bytes] | None:
+    """The leader's decoding snapshot at `lsn`, None if it has none there (a slot that never moved since
+    its creation: its decoding starts from WAL on the leader too, and reaches the same consistent point)."""
+    name = snapshot_file(lsn)
+    cur = await conn.execute("SELECT pg_read_binary_file(%s::text, 0, %s, true)",
+                             (f"pg_logical/snapshots/{name}", _SNAPSHOT_MAX))
+    row = await cur.fetchone()
+    if row is None or row[0] is None:
+        return None
+    return name, bytes(row[0])
+
+
+def segment_start(name: str, segment_size: int) -> int:
+    """The LSN where the WAL segment file `name` (TTTTTTTTXXXXXXXXYYYYYYYY) starts."""
+    per_xlogid = 0x100000000 // segment_size
+    return (int(name[8:16], 16) * per_xlogid + int(name[16:24], 16)) * segment_size
+
+
+def write_slot_states(replslot: Path, states: Iterable[tuple[str, bytes]]) -> PgResult:
+    """Write each (name, state file) as `replslot/<name>/state`: the directory 0700, the file 0600, written to
+    `state.tmp`, fsynced, renamed, then the slot's directory and `replslot` fsynced, so a crash leaves either
+    no slot or a whole one (PostgreSQL removes a leftover `state.tmp` at start)."""
+    written: list[str] = []
+    try:
+        for name, data in states:
+            if not _SLOT_NAME.match(name):
+                return PgResult.failed(f"invalid slot name: {name}")
+            slot_dir = replslot / name
+            slot_dir.mkdir(mode=0o700, parents=False, exist_ok=True)
+            os.chmod(slot_dir, 0o700)
+            tmp = slot_dir / "state.tmp"
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            try:
+                os.write(fd, data)
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            os.replace(tmp, slot_dir / "state")
+            _fsync_dir(slot_dir)
+            written.append(name)
+        _fsync_dir(replslot)
+    except OSError as exc:
+        return PgResult.failed(f"writing slot state files failed: {exc}")
+    return PgResult(True, f"wrote slot state files: {', '.join(written)}")
+
+
+_SNAPSHOT_NAME = re.compile(r"^[0-9A-F]{1,8}-[0-9A-F]{1,8}\.snap$")
+
+
+def write_snapshots(directory: Path, snapshots: Iterable[tuple[str, bytes]]) -> PgResult:
+    """Write each (file name, content) into `directory` (pg_logical/snapshots) as PostgreSQL does: a temporary
+    file fsynced, renamed, the directory fsynced. Names are checked: they come from the leader."""
+    count = 0
+    try:
+        for name, data in snapshots:
+            if not _SNAPSHOT_NAME.match(name):
+                return PgResult.failed(f"invalid decoding snapshot name: {name!r}")
+            _write_durably(directory / f"{name}.tmp", directory / name, data)
+            count += 1
+        if count:
+            _fsync_dir(directory)
+    except OSError as exc:
+        return PgResult.failed(f"writing decoding snapshots failed: {exc}")
+    return PgResult(True, f"wrote {count} decoding snapshots")
+
+
+def _write_durably(tmp: Path, final: Path, data: bytes) -> None:
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        view = memoryview(data)
+        while view:  # os.write may write less than asked
+            view = view[os.write(fd, view):]
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, final)
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+_CREATE_LOG = logging.getLogger("pgwarden.slots")
+_last_logged: dict[str, float] = {}
+
+
+def _log_rate_limited(text: str, every: float = 300.0) -> None:
+    """One error line per problem every few minutes, not one per cycle."""
+    now = time.monotonic()
+    if now - _last_logged.get(text, -every) >= every:
+        _last_logged[text] = now
+        _CREATE_LOG.error("%s", text)
+
+
+async def _slots_in_use(conn: AsyncConn) -> dict[str, int | None]:
+    """Every slot on this node (physical or logical) -> the PID of the process using it, if any."""
+    cur = await conn.execute("SELECT slot_name::text, active_pid FROM pg_replication_slots")
+    return {str(name): pid if isinstance(pid, int) else None for name, pid in await cur.fetchall()}
 
 
 async def _physical_slots(conn: AsyncConn) -> dict[str, int | None]:

@@ -16,7 +16,7 @@ import psycopg
 
 from pgwarden.aio import bounded
 from pgwarden.logutil import RateLimitedLog
-from pgwarden.model import LSN, DataDirState, LocalPg, ReplicationRow, WalReceiver, lsn_from_text
+from pgwarden.model import LSN, DataDirState, LocalPg, LogicalSlot, ReplicationRow, WalReceiver, lsn_from_text
 from pgwarden.postgres.conf import STATE_FILE, following_from_state
 from pgwarden.postgres.connection import connect_local, local_conninfo
 from pgwarden.postgres.datadir import (
@@ -57,14 +57,17 @@ SELECT pg_is_in_recovery(),
                        sync_priority, usename::text AS usename, write_lsn::text AS write_lsn,
                        flush_lsn::text AS flush_lsn, replay_lsn::text AS replay_lsn
                   FROM pg_stat_replication) r),
-       (SELECT coalesce(json_agg(json_build_array(slot_name::text, restart_lsn::text) ORDER BY slot_name), '[]')
-          FROM pg_replication_slots WHERE slot_type = 'physical'),
+       (SELECT coalesce(json_agg(json_build_array(slot_name::text, restart_lsn::text, slot_type, database::text,
+                                                  plugin::text, confirmed_flush_lsn::text, catalog_xmin::text)
+                                 ORDER BY slot_name), '[]')
+          FROM pg_replication_slots),
        EXISTS (SELECT 1 FROM pg_settings WHERE pending_restart),
        CASE WHEN pg_is_in_recovery() THEN
             (SELECT max(('x' || substr(name, 1, 8))::bit(32)::int) FROM pg_ls_waldir()
               WHERE name ~ '^[0-9A-F]{8}[.]history$') END,
        current_setting('synchronous_standby_names'),
-       current_setting('restore_command') <> ''
+       current_setting('restore_command') <> '',
+       current_setting('wal_level')
 """
 
 
@@ -248,7 +251,8 @@ def _read_following(settings: PgSettings) -> str | None:
 def apply_probe_row(facts: LocalPg, row: Sequence[Any]) -> LocalPg:
     """Fold one PROBE_QUERY row into the connection-less facts."""
     (in_recovery, version, started, wal_lsn, walfile, receive_lsn, replay_lsn, paused, replay_ts,
-     checkpoint_tli, receiver_json, replication_json, slots_json, pending, history_tli, ssn, restores) = row
+     checkpoint_tli, receiver_json, replication_json, slots_json, pending, history_tli, ssn, restores,
+     wal_level) = row
     receiver = _wal_receiver(receiver_json)
     checkpoint_tli = max(checkpoint_tli or 0, history_tli or 0) or None
     return replace(
@@ -265,6 +269,8 @@ def apply_probe_row(facts: LocalPg, row: Sequence[Any]) -> LocalPg:
         replication=tuple(_replication_row(r) for r in replication_json or ()),
         slots=tuple(name for name, _ in _slot_rows(slots_json)),
         slot_lsns=_slot_rows(slots_json),
+        logical_slots=_logical_slot_rows(slots_json),
+        wal_level=wal_level,
         server_version=int(version),
         postmaster_start_time=started,
         pending_restart=bool(pending),
@@ -289,14 +295,33 @@ def _timeline(in_recovery: bool, walfile: str | None, checkpoint_tli: int | None
 
 
 def _slot_rows(rows: Any) -> tuple[tuple[str, LSN | None], ...]:
-    """The physical slots as the probe query lists them: [name, restart_lsn] pairs (a bare name: no LSN)."""
+    """The physical slots as the probe query lists them: [name, restart_lsn, type, ...] rows (a bare name: no
+    LSN; no type: physical)."""
     out: list[tuple[str, LSN | None]] = []
     for row in rows or ():
         if isinstance(row, str):
             out.append((row, None))
-        elif isinstance(row, list | tuple) and row:
+        elif isinstance(row, list | tuple) and row and (len(row) < 3 or row[2] in (None, "physical")):
             out.append((str(row[0]), _lsn(row[1]) if len(row) > 1 else None))
     return tuple(sorted(out, key=lambda row: row[0]))
+
+
+def _logical_slot_rows(rows: Any) -> tuple[LogicalSlot, ...]:
+    """The logical slots of the probe query's slot rows: [name, restart_lsn, 'logical', database, plugin,
+    confirmed_flush_lsn, catalog_xmin]."""
+    out: list[LogicalSlot] = []
+    for row in rows or ():
+        if not (isinstance(row, list | tuple) and len(row) >= 7 and row[2] == "logical"):
+            continue
+        xmin = row[6]
+        out.append(LogicalSlot(name=str(row[0]), database=_text(row[3]), plugin=_text(row[4]),
+                               confirmed_flush=_lsn(row[5]), restart_lsn=_lsn(row[1]),
+                               catalog_xmin=int(xmin) if isinstance(xmin, str) and xmin.isdigit() else None))
+    return tuple(sorted(out, key=lambda slot: slot.name))
+
+
+def _text(value: Any) -> str | None:
+    return value if isinstance(value, str) else None
 
 
 def _lsn(text: str | None) -> LSN | None:

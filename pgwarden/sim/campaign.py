@@ -17,7 +17,11 @@ from pgwarden.sim.mutants import MUTANTS
 from pgwarden.sim.run import run
 from pgwarden.sim.world import SimOptions
 
-ALL_ACTIONS = tuple(sorted(t.__dataclass_fields__["kind"].default for t in Action.__args__))
+ONLY_WITH_LOGICAL_SLOTS = frozenset({"copy logical slots"})
+"""Actions only a run with SimOptions.logical_slots reaches; the campaigns keep their seeds' traces without
+them (tests/sim/test_sim_slots.py checks that logical runs reach them)."""
+ALL_ACTIONS = tuple(sorted(t.__dataclass_fields__["kind"].default for t in Action.__args__
+                           if t.__dataclass_fields__["kind"].default not in ONLY_WITH_LOGICAL_SLOTS))
 
 
 @dataclass(frozen=True, slots=True)

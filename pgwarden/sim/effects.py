@@ -124,6 +124,9 @@ def _perform(agent: SimAgent, action: Action, effect: fx.Effect) -> Generator[St
             return fx.Result(True)
         case fx.CreateRoles() | fx.PostBootstrap() | fx.RunHook() | fx.SanitizeRestored() | fx.FinishRecovery():
             return fx.Result(True)
+        case fx.ReadSlotStates(source=up, names=names):
+            ok, message, states = yield from pgops.read_slot_states(world, name, up.member, names)
+            return fx.SlotStates(ok, message, states, waiting=not ok)
         case fx.RunReplicaMethod(source=None):
             # The simulated world has no backup repository: a no_leader method finds nothing to restore.
             return fx.Result(False, "no backup repository in the simulated world")
@@ -146,8 +149,8 @@ def _postgres(agent: SimAgent, effect: fx.Effect) -> pgops.PgOp:
             return (yield from pgops.checkpoint(world, name, None if timeout is None else timeout / rate))
         case fx.FollowUpstream(upstream=up):
             return (yield from pgops.set_follow(world, name, up.member))
-        case fx.RewindPg(upstream=up):
-            return (yield from pgops.rewind(world, name, up.member))
+        case fx.RewindPg(upstream=up, keep_slots=keep):
+            return (yield from pgops.rewind(world, name, up.member, keep))
         case fx.Basebackup(upstream=up) | fx.RunReplicaMethod(source=fx.Upstream() as up):
             # A custom method (a backup tool) is simulated as a copy of its source, like pg_basebackup.
             return (yield from pgops.basebackup(world, name, up.member))
@@ -162,6 +165,12 @@ def _postgres(agent: SimAgent, effect: fx.Effect) -> pgops.PgOp:
             return (yield from pgops.ensure_slots(world, name, names, drop=True))
         case fx.AdvanceSlots(targets=targets):
             return (yield from pgops.advance_slots(world, name, targets))
+        case fx.CreateLogicalSlots(specs=specs):
+            return (yield from pgops.create_logical_slots(world, name, specs))
+        case fx.AdvanceLogicalSlots(targets=targets):
+            return (yield from pgops.advance_logical_slots(world, name, targets))
+        case fx.WriteSlotStates(states=states):
+            return (yield from pgops.write_slot_states(world, name, states))
         case fx.WriteSsn(value=value):
             return (yield from pgops.set_ssn(world, name, value))
         case fx.Initdb() | fx.RunBootstrapMethod():

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from pgwarden.core.reasons import Why
+from pgwarden.sim.etcd import member_key
 from pgwarden.sim.postgres import Lineage, Proc, same_prefix
 
 RUNNING = Proc.RUNNING
@@ -216,6 +217,7 @@ def on_promoted(world: World, name: str, parent_uid: int, fork: int) -> None:
                                  f"already used (used so far {sorted(state.used_timelines)}): two histories share it")
     state.used_timelines.add(pg.timeline)
     _slot_copies_at_promotion(world, name, fork)
+    _logical_copies_at_promotion(world, name)
     if state.published is None:
         return
     optime, lineage = state.published
@@ -248,6 +250,47 @@ def _slot_copies_at_promotion(world: World, name: str, fork: int) -> None:
         if lsn is not None and lsn > fork:
             world.recorder.violation(world.now, "slots", f"{name} promoted at {fork} with its copy of {slot} at "
                                      f"{lsn}, beyond its own WAL")
+
+
+def _logical_copies_at_promotion(world: World, name: str) -> None:
+    """No consumer-confirmed change is lost across a promotion: each consumer resumes on the promoted server
+    from what it confirmed, so the slot must be there, at or before that position (duplicates are allowed, a
+    skipped change is not). A missing copy is allowed only when no other failover candidate had ready
+    copies (its member key said so): the race prefers ready ones, but never leaves the cluster leaderless
+    for slots. Such promotions are counted apart (the event says "missing copy allowed")."""
+    if not world.opts.logical_slots:
+        return
+    pg = world.nodes[name].pg
+    for slot in world.opts.logical_slots:
+        confirmed = world.consumed.get(slot)
+        if confirmed is None:
+            continue  # no consumer has confirmed anything yet: nothing to lose
+        copy = pg.logical.get(slot)
+        if copy is not None:
+            world.recorder.event(world.now, name,
+                                 f"promoted with logical copy {slot} at {copy}, consumer at {confirmed}")
+            if copy > confirmed:
+                world.recorder.violation(world.now, "logical-slots", f"{name} promoted with its copy of {slot} at "
+                                         f"{copy}, beyond the consumer's confirmed {confirmed}: changes skipped")
+            continue
+        ready = _ready_candidates(world, name)
+        if ready:
+            world.recorder.violation(world.now, "logical-slots", f"{name} promoted without a copy of {slot} while "
+                                     f"{', '.join(ready)} had ready copies")
+        else:
+            world.recorder.event(world.now, name, f"promoted without a copy of {slot}: missing copy allowed (no "
+                                 "candidate had ready copies)")
+
+
+def _ready_candidates(world: World, promoted: str) -> list[str]:
+    """Other running replicas that may fail over and whose published member key says their copies are ready."""
+    out = []
+    for other, node in sorted(world.nodes.items()):
+        key = world.etcd.get(member_key(other))
+        ready = getattr(key.value, "logical_slots_ready", None) if key is not None else None
+        if other != promoted and node.pg.accepting and node.pg.in_recovery and ready is True:
+            out.append(other)
+    return out
 
 
 def _appointed_by_operator(world: World, name: str) -> bool:

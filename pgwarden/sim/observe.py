@@ -22,6 +22,7 @@ from pgwarden.dcs.codec import member_from_mapping
 from pgwarden.model import (
     ClusterView,
     LocalPg,
+    LogicalSlot,
     Member,
     WalReceiver,
 )
@@ -58,9 +59,12 @@ def local_pg(world: World, name: str) -> LocalPg:
     if not accepting:
         return LocalPg(**common)
     common["synchronous_standby_names"] = pg.ssn
+    if world.opts.logical_slots:
+        common["wal_level"] = "logical"
     if not pg.in_recovery:
         _consume(world, pg)
         common["slot_lsns"] = tuple((s, pg.slot_pos.get(s)) for s in sorted(pg.slots))
+        common["logical_slots"] = _logical(pg)
         return LocalPg(**common, in_recovery=False, timeline=pg.timeline, wal_lsn=pg.lsn,
                        postmaster_pid=1)
     receiver = None
@@ -68,7 +72,11 @@ def local_pg(world: World, name: str) -> LocalPg:
         receiver = WalReceiver(status="streaming", sender_host=pg.streaming_from, latest_end_lsn=pg.lsn,
                                received_tli=pg.timeline)
     return LocalPg(**common, in_recovery=True, timeline=pg.timeline, receive_lsn=pg.lsn, replay_lsn=pg.lsn,
-                   wal_receiver=receiver, postmaster_pid=1)
+                   wal_receiver=receiver, postmaster_pid=1, logical_slots=_logical(pg))
+
+
+def _logical(pg: SimPg) -> tuple[LogicalSlot, ...]:
+    return tuple(LogicalSlot(slot, "app", "pgoutput", lsn, lsn, 1) for slot, lsn in sorted(pg.logical.items()))
 
 
 CONSUMER_LAG = 65536
@@ -77,10 +85,16 @@ CONSUMER_LAG = 65536
 
 def _consume(world: World, pg: SimPg) -> None:
     """The consumers of the permanent slots: each confirms up to CONSUMER_LAG behind the primary, so the
-    positions the primary publishes move and the replicas' copies are advanced."""
+    positions the primary publishes move and the replicas' copies are advanced. A logical consumer resumes
+    from what it confirmed last (`World.consumed`, never backwards): a slot behind it jumps there."""
     for slot in world.opts.permanent_slots:
         if slot in pg.slots:
             pg.slot_pos[slot] = max(pg.slot_pos.get(slot, 0), pg.lsn - CONSUMER_LAG)
+    for slot in world.opts.logical_slots:
+        if slot in pg.logical and pg.writable:
+            confirmed = max(pg.logical[slot], min(world.consumed.get(slot, 0), pg.lsn), pg.lsn - CONSUMER_LAG)
+            pg.logical[slot] = confirmed
+            world.consumed[slot] = max(world.consumed.get(slot, 0), confirmed)
 
 
 def member(agent: SimAgent, pg: LocalPg) -> Member:
@@ -88,7 +102,8 @@ def member(agent: SimAgent, pg: LocalPg) -> Member:
     `member_json` mapping through the real codec's field parser (the JSON text layer in between has
     its own tests and would cost a fifth of a run)."""
     data = member_json(pg=pg, conn_url=conn_url(agent.name), api_url=api_url(agent.name),
-                       tags=agent.settings.tags, task=agent.task_label)
+                       tags=agent.settings.tags, task=agent.task_label,
+                       logical_slots_ready=agent.book.memory.logical_slots_ready)
     return member_from_mapping(agent.name, data)
 
 

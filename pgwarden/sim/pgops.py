@@ -186,14 +186,14 @@ def set_follow(world: World, name: str, leader: str) -> PgOp:
     return True, f"following {leader}"
 
 
-def rewind(world: World, name: str, source: str) -> PgOp:
+def rewind(world: World, name: str, source: str, keep_slots: tuple[str, ...] = ()) -> PgOp:
     """pg_rewind, deciding by timeline numbers as the real tool does; the checker learns how it ended."""
-    ok, message = yield from _rewind(world, name, source)
+    ok, message = yield from _rewind(world, name, source, keep_slots)
     on_rewound(world, name, ok, message)
     return ok, message
 
 
-def _rewind(world: World, name: str, source: str) -> PgOp:
+def _rewind(world: World, name: str, source: str, keep_slots: tuple[str, ...]) -> PgOp:
     pg, src = world.nodes[name].pg, world.nodes[source].pg
     if pg.running:
         return False, "pg_rewind: target server must be shut down"
@@ -223,6 +223,9 @@ def _rewind(world: World, name: str, source: str) -> PgOp:
     world.pg_changed = True
     pg.checkpoint_lsn, pg.control_tl = switch, src.timeline
     pg.control_state = "in archive recovery"
+    pg.logical = {}  # PgController.rewind clears pg_replslot: the old slots describe a history that is gone
+    pg.slots &= set(keep_slots)  # ... but the permanent physical slots' copies
+    pg.slot_pos = {slot: lsn for slot, lsn in pg.slot_pos.items() if slot in keep_slots}
     return True, "rewound"
 
 
@@ -243,6 +246,7 @@ def basebackup(world: World, name: str, source: str) -> PgOp:
     world.pg_changed = True
     pg.checkpoint_lsn, pg.control_tl = src.lsn, src.timeline
     pg.control_state, pg.standby_signal, pg.slots = "in archive recovery", True, set()
+    pg.logical = {}  # pg_basebackup copies no slot
     pg.ssn = src.ssn  # postgresql.auto.conf comes with the copy
     on_data_replaced(world, name)
     world.recorder.event(world.now, name, f"base backup from {source} done (tl {pg.timeline}, lsn {pg.lsn})")
@@ -288,6 +292,8 @@ def ensure_slots(world: World, name: str, names: tuple[str, ...], drop: bool = F
     yield 0.005
     if drop:
         pg.slots -= set(names)
+        for slot in names:
+            pg.logical.pop(slot, None)
     else:
         for slot in set(names) - pg.slots:
             pg.slot_pos[slot] = pg.lsn  # reserved at once, where this node is
@@ -306,6 +312,58 @@ def advance_slots(world: World, name: str, targets: tuple[tuple[str, int], ...])
             if slot in pg.slots:
                 pg.slot_pos[slot] = max(pg.slot_pos.get(slot, 0), min(lsn, pg.lsn))
     return True, "slots advanced"
+
+
+def create_logical_slots(world: World, name: str, specs: tuple[tuple[str, str, str], ...]) -> PgOp:
+    """PgController.create_logical_slots on a primary: a new slot starts at the current WAL position."""
+    pg = world.nodes[name].pg
+    if not pg.accepting or pg.in_recovery:
+        return False, "cannot create a logical slot here"
+    yield 0.01
+    for slot, _, _ in specs:
+        if slot not in pg.logical and pg.writable:
+            pg.logical[slot] = pg.lsn
+    return True, "logical slots"
+
+
+def advance_logical_slots(world: World, name: str, targets: tuple[tuple[str, str, int], ...]) -> PgOp:
+    """PgController.advance_logical_slots: on a standby, forwards only, never past what it replayed."""
+    pg = world.nodes[name].pg
+    if not pg.accepting:
+        return False, "not running"
+    yield 0.005
+    if pg.in_recovery:
+        for slot, _, lsn in targets:
+            if slot in pg.logical:
+                pg.logical[slot] = max(pg.logical[slot], min(lsn, pg.lsn))
+    return True, "logical slots advanced"
+
+
+def read_slot_states(world: World, name: str, source: str,
+                     names: tuple[str, ...]) -> Generator[Step, None, tuple[bool, str, tuple[tuple[str, bytes], ...]]]:
+    """PgController.read_slot_states: the leader's slots' state (their confirmed_flush, as text) over the
+    network; the copy waits when the leader is unreachable or lacks a slot."""
+    src = world.nodes[source].pg
+    if not src.accepting or not world.link_ok(name, source):
+        yield 2.0
+        return False, f"could not connect to {source}", ()
+    yield 0.02
+    missing = [slot for slot in names if slot not in src.logical]
+    if missing or not src.accepting:
+        return False, f"the leader has no slot {', '.join(missing)}", ()
+    return True, "read", tuple((slot, str(src.logical[slot]).encode()) for slot in names)
+
+
+def write_slot_states(world: World, name: str, states: tuple[tuple[str, bytes], ...]) -> PgOp:
+    """PgController.write_slot_states: only with PostgreSQL stopped."""
+    pg = world.nodes[name].pg
+    if pg.running:
+        return False, "refusing to write slot state files: PostgreSQL is running"
+    yield 0.01
+    for slot, data in states:
+        pg.logical[slot] = int(data.decode())
+    world.recorder.event(world.now, name, f"wrote logical slot states {sorted(pg.logical.items())}")
+    return True, "wrote slot state files"
 
 
 def set_ssn(world: World, name: str, value: str) -> PgOp:

@@ -92,6 +92,8 @@ class SimPg:
     slots: set[str] = field(default_factory=set)
     slot_pos: dict[str, LSN] = field(default_factory=dict)
     """restart_lsn of each slot of `slots` (an entry whose slot is gone is stale and never read)."""
+    logical: dict[str, LSN] = field(default_factory=dict)
+    """The logical slots present -> their confirmed_flush_lsn (SimOptions.logical_slots)."""
     ssn: str = ""
     """synchronous_standby_names as ALTER SYSTEM left it (kept with the data directory). Only the value
     is modelled: commits never wait for a synchronous standby in the simulator (yet)."""

@@ -130,8 +130,9 @@ def _build_world(seed: int, opts: SimOptions, keep_trace: bool) -> World:
     world = World(opts=opts, rng=rng, kernel=kernel, recorder=Recorder(keep_trace=keep_trace))
     world.checker = Checker()
     world.config = faults_mod.initial_config(random.Random(f"config-{seed}"))
-    if opts.permanent_slots:
-        world.config = {**world.config, "slots": dict.fromkeys(opts.permanent_slots)}
+    if opts.permanent_slots or opts.logical_slots:
+        logical = {slot: {"type": "logical", "database": "app", "plugin": "pgoutput"} for slot in opts.logical_slots}
+        world.config = {**world.config, "slots": {**dict.fromkeys(opts.permanent_slots), **logical}}
     world.etcd = EtcdStore(
         scope="sim",
         schedule_expiry=lambda t, lease: kernel.at(t, lambda: _expire(world, lease)),

@@ -69,6 +69,10 @@ class SimOptions:
     """Permanent physical slots in /config (`slots`): the primary keeps them, every failover-capable replica
     a copy advanced to the positions the primary publishes. Empty by default, so the seeds pinned by
     regression tests keep their traces."""
+    logical_slots: tuple[str, ...] = ()
+    """Permanent logical slots in /config (database app, plugin pgoutput; wal_level logical): the primary keeps
+    them, a consumer confirms on each, every failover-capable replica copies their state (one restart) and
+    advances its copies. Empty by default, so the seeds pinned by regression tests keep their traces."""
     check_every_event: bool = False
     """Run the per-event invariant checks after every event, not only after those that changed a server
     (exact; True only to test that it is)."""
@@ -117,6 +121,9 @@ class World:
     peer_loss: float = 0.0
     peer_delay: float = 0.002
     config: dict[str, object] = field(default_factory=dict)
+    consumed: dict[str, int] = field(default_factory=dict)
+    """The logical consumers' confirmed positions (SimOptions.logical_slots): where each resumes after a
+    failover, so a new primary's slot must be at or before it."""
     next_uid: int = 1
     sysid_counter: int = 7_000_000_000_000_000_000
     pgs: list[SimPg] = field(default_factory=list)

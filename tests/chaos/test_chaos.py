@@ -1,7 +1,8 @@
 """A short, seeded chaos set on real processes in network namespaces (docs/chaos.md).
 
 One 3-host cluster in `synchronous_mode: on` (each host namespace runs an etcd member, PostgreSQL 15
-and a pgwarden agent; the clients have their own namespace), then each of a few fault kinds once, in
+on a small filesystem of its own and a pgwarden agent; the clients have their own namespace), then
+each of a few fault kinds once (a full disk on the primary among them), in
 a seeded order: the checker must find no lost acknowledged commit, no double writer, and one primary
 with streaming replicas after the faults heal. A failure names the folder with its seed, schedule,
 history and every log; `benchmarks/chaos.py` runs the long schedules.
@@ -18,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from pgwarden.chaos.cluster import ChaosCluster
+from pgwarden.chaos.cluster import DISK_MB, ChaosCluster
 from pgwarden.chaos.faults import covering_schedule
 from pgwarden.chaos.net import tools_missing
 from pgwarden.chaos.runner import run_schedule, summarize
@@ -27,7 +28,7 @@ from pgwarden.localcluster.etcd import etcd_available
 from pgwarden.localcluster.postgres import pg_available
 
 SEED = 19
-KINDS = ["primary-etcd", "replicas-pg", "stop-agent", "minority", "loss"]
+KINDS = ["primary-etcd", "replicas-pg", "stop-agent", "minority", "loss", "disk-full"]
 
 pytestmark = [
     pytest.mark.integration,
@@ -41,7 +42,7 @@ pytestmark = [
 def chaos_cluster() -> Iterator[ChaosCluster]:
     workdir = Path(tempfile.mkdtemp(prefix="pgwarden-chaos-test-", dir="/tmp"))
     workdir.chmod(0o755)  # the postgres user must reach the host directories below it
-    cluster = ChaosCluster(workdir / "cluster", mode="on")
+    cluster = ChaosCluster(workdir / "cluster", mode="on", disk_mb=DISK_MB)
 
     def cleanup() -> None:
         cluster.close()

@@ -49,7 +49,18 @@ from pgwarden.core.snapshot import (
     WatchdogMode,
     WatchdogSettings,
 )
-from pgwarden.model import LSN, ClusterView, DataDirState, FailoverRequest, LocalPg, Member, PgState, Role, Tags
+from pgwarden.model import (
+    LSN,
+    ClusterView,
+    DataDirState,
+    FailoverRequest,
+    LocalPg,
+    LogicalSlot,
+    Member,
+    PgState,
+    Role,
+    Tags,
+)
 from tests.core import builders as b
 
 ACTION_ALIASES = {
@@ -69,6 +80,7 @@ ACTION_ALIASES = {
     "restart": "restart",
     "reinit": "reinitialize",
     "slots": "ensure slots",
+    "copy": "copy logical slots",
     "pre_promote": "pre_promote",
     "keepalive": "keepalive",
     "race": "initialize race",
@@ -148,6 +160,18 @@ def _permanent(text: str) -> tuple[PermanentSlot, ...]:
     return tuple(sorted(out, key=lambda p: p.name))
 
 
+def _logical(text: str) -> tuple[LogicalSlot, ...]:
+    """'cdc@80,old:test_decoding' -> logical slots present (database app, plugin pgoutput unless given after
+    ':'; confirmed_flush after '@', none if not given; restart_lsn 10 below it)."""
+    out = []
+    for item in _names(text):
+        spec, _, lsn = item.partition("@")
+        name, _, plugin = spec.partition(":")
+        flush = _lsn_or_none(lsn) if lsn else None
+        out.append(LogicalSlot(name, "app", plugin or "pgoutput", flush, None if flush is None else flush - 10, 700))
+    return tuple(sorted(out, key=lambda slot: slot.name))
+
+
 def _matchers(text: str) -> tuple[SlotMatcher, ...]:
     """'foo,type:physical+name:bar' -> ignore_slots matchers (a bare item is a name)."""
     out = []
@@ -177,6 +201,8 @@ def build_pg(text: str) -> LocalPg | None:
     version = kv.pop("version", None)
     forked = kv.pop("forked", None)
     tl = _int(kv.pop("tl", "1"))
+    logical = _logical(kv.pop("logical", ""))
+    wal_level = kv.pop("wal", "logical")
     if head == "primary":
         pg = b.pg_primary(lsn=_int(kv.pop("lsn", str(b.LSN0))), tl=tl, sysid=sysid, slots=slots)
     elif head == "replica":
@@ -206,6 +232,8 @@ def build_pg(text: str) -> LocalPg | None:
         pg = replace(pg, forked_timeline=_int(forked))
     if slots:
         pg = replace(pg, slot_lsns=tuple(sorted(slot_lsns)))
+    if head in ("primary", "replica"):
+        pg = replace(pg, logical_slots=logical, wal_level=wal_level)
     return pg if data_dir is None else replace(pg, data_dir=DataDirState(data_dir))
 
 
@@ -215,6 +243,7 @@ def _member(spec: str, leader: str | None, timeline: int) -> Member:
     tags: dict[str, Any] = {}
     role = Role.PRIMARY if name == leader else Role.REPLICA
     tl = timeline
+    ready: bool | None = None
     for attr in attrs:
         key, _, value = attr.partition("=")
         if key == "stopped":
@@ -225,13 +254,15 @@ def _member(spec: str, leader: str | None, timeline: int) -> Member:
             tl = _int(value)
         elif key in ("clonefrom", "nostream", "nofailover"):
             tags[key] = True
+        elif key in ("ready", "notready"):
+            ready = key == "ready"
         elif key == "replicatefrom":
             tags[key] = value
         elif key == "failover_priority":
             tags[key] = _int(value)
         else:
             raise RowError(f"unknown member attribute {attr!r} in {spec!r}")
-    return b.member(name, role=role, state=state, tl=tl, tags=Tags(**tags))
+    return replace(b.member(name, role=role, state=state, tl=tl, tags=Tags(**tags)), logical_slots_ready=ready)
 
 
 def build_dcs(text: str) -> ClusterView | None:
@@ -381,8 +412,12 @@ def build_node(text: str, now: float = b.NOW) -> NodeSpec:
         mem_args["slots_seen"] = tuple((name, float(rel)) for name, _, rel in seen)
     if "managed" in kv:
         mem_args["permanent_slots"] = tuple(sorted(_names(kv.pop("managed"))))
-    if mem_args:
+    copied = tuple(sorted(tuple(item.split("@", 1)) for item in _names(kv.pop("copied", ""))))
+    copy_retry = kv.pop("copy_retry", None)
+    if mem_args or copied or copy_retry is not None:
         spec.memory = b.memory(now=now, **mem_args)
+        spec.memory = replace(spec.memory, logical_copies=copied,  # type: ignore[arg-type]
+                              slot_copy_retry_at=None if copy_retry is None else now + float(copy_retry))
     if "last" in kv:
         spec.last = tuple(parse_outcome(item, now) for item in _names(kv.pop("last")))
     if "task" in kv:
@@ -473,6 +508,8 @@ def show(value: object) -> str:
     if isinstance(value, tuple):
         if value and all(isinstance(v, tuple) and len(v) == 2 for v in value):
             return ",".join(f"{show(k)}@{show(v)}" for k, v in value)  # pairs: slot@lsn
+        if value and all(isinstance(v, tuple) for v in value):
+            return ",".join(":".join(show(x) for x in v) for v in value)  # triples: slot:database:plugin|lsn
         return ",".join(show(v) for v in value) or "-"
     return str(value)
 
@@ -482,9 +519,16 @@ def action_fields(action: Action) -> dict[str, str]:
     return out
 
 
+QUIET_WHEN_DEFAULT = frozenset({"create_logical", "error", "advance_logical", "keep_slots"})
+"""Fields of permanent logical slots, left out of a description while at their default: the transcripts
+of clusters without logical slots read as they did before those existed."""
+
+
 def describe_action(action: Action) -> str:
     """'demote mode=offline': the alias and every payload field."""
-    parts = [KIND_TO_ALIAS[action.kind]] + [f"{k}={v}" for k, v in action_fields(action).items()]
+    quiet = {f.name for f in fields(action) if f.name in QUIET_WHEN_DEFAULT and getattr(action, f.name) == f.default}
+    shown = {k: v for k, v in action_fields(action).items() if k not in quiet}
+    parts = [KIND_TO_ALIAS[action.kind]] + [f"{k}={v}" for k, v in shown.items()]
     return " ".join(parts)
 
 

@@ -60,4 +60,4 @@ def test_every_action_is_reached_by_a_row() -> None:
     kinds = {decide(c.snapshot).action.kind for c in all_cases() if not c.bug}
     assert kinds == {"wait", "bootstrap", "clone", "acquire leader", "renew leader", "promote", "demote",
                      "start", "follow", "rewind", "remove data directory", "release leader", "shutdown",
-                     "restart", "reinitialize", "ensure slots", "failsafe ping"}
+                     "restart", "reinitialize", "ensure slots", "failsafe ping", "copy logical slots"}

@@ -88,3 +88,18 @@ def test_the_bootstrap_race_lost() -> None:
     script = Script(answers={fx.WriteInitialize: False})
     outcome = script.run(BootstrapStandby(), context(None, settings=SETTINGS))
     assert outcome.action == ActionKind.LOST_INITIALIZE_RACE and script.kinds() == ["WriteInitialize"]
+
+
+def test_a_remote_restored_by_a_backup_tool_is_prepared_before_it_is_configured() -> None:
+    """`standby_cluster` with `restore_command` only: the `no_leader` method restores the remote's backup,
+    whose own recovery settings then go, before the standby leader's configuration is written."""
+    settings = HaSettings(standby_cluster=StandbyCluster(restore_command="cp /archive/%f %p",
+                                                         create_replica_methods=("pgbackrest",)))
+    script = Script()
+    ctx = replace(context(None, settings=settings), standby_methods=(ReplicaMethod("pgbackrest", no_leader=True),))
+    outcome = script.run(BootstrapStandby(), ctx)
+    assert outcome.ok, outcome.detail
+    assert script.of(fx.RunReplicaMethod)[0].source is None
+    kinds = script.kinds()
+    assert kinds.index("RunReplicaMethod") < kinds.index("SanitizeRestored") < kinds.index("WritePgConfig")
+    assert script.of(fx.WritePgConfig)[0].upstream == remote_upstream(settings)

@@ -7,9 +7,12 @@ restore, `keep_data` and `no_params`), then `basebackup`; it is created by the s
 the primary has recycled the WAL it needs, it catches up from the archive (`recovery_conf.restore_command`)
 and streams again; tagged `nostream`, it replays the archive only. A new cluster is bootstrapped from the
 backup with a custom bootstrap method (a small script calling `pgbackrest restore`), recovering to the end
-of the backup: its rows are the backup's, not the ones written after it. Last, with no member running, the
-second member's data is lost and its method, now `no_leader`, restores it alone. docs/disaster-recovery.md
-shows these configurations.
+of the backup: its rows are the backup's, not the ones written after it. A standby cluster (scope
+`archive-standby`, on the same etcd) is fed by the archive alone (`standby_cluster.restore_command`, no
+`host`): its standby leader is restored from the backup by a `no_leader` method, and a changed
+`restore_command` reaches it by a reload. The second member is created again with the `pgbackrest` method
+while the primary is under write load. Last, with no member running, the second member's data is lost and
+its method, now `no_leader`, restores it alone. docs/disaster-recovery.md shows these configurations.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import shutil
 import subprocess
 import tempfile
 import textwrap
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,7 +37,7 @@ from pgwarden.localcluster.etcd import ETCD_BIN
 from pgwarden.localcluster.pgbackrest import PGBACKREST_BIN, PgBackRest
 from pgwarden.localcluster.postgres import PG_BIN, give_to_pg_user
 from pgwarden.localcluster.processes import wait_until
-from tests.support.cluster import etcd_get
+from tests.support.cluster import etcd_get, pgwarden
 
 pytestmark = [
     pytest.mark.integration,
@@ -247,6 +251,199 @@ def test_a_new_cluster_bootstrapped_from_the_backup_has_the_backups_rows(backups
         assert not (leader.data_dir / "recovery.signal").exists()
     finally:
         restored.stop()
+
+
+def archive_standby_restore_command(repo: PgBackRest) -> str:
+    """A standby cluster's `restore_command`, one for every member: PostgreSQL runs it through the shell in
+    the data directory, and pgBackRest wants that directory (`$PWD`) as its `pg1-path`."""
+    return f'{repo.shell()} --pg1-path="$PWD" archive-get %f "%p"'
+
+
+def _archive_standby_node(repo: PgBackRest, etcd_port: int, node: Node) -> dict[str, Any]:
+    """A member of the archive-fed standby cluster: the primary cluster's etcd; its first member restores
+    the newest backup with a `no_leader` method (no remote `host` to copy from)."""
+    return {"etcd3": {"hosts": f"127.0.0.1:{etcd_port}"},
+            "postgresql": {"pgbackrest": {"command": repo.shell(f"--pg1-path={node.data_dir}", "restore"),
+                                          "no_leader": True, "no_params": True}}}
+
+
+@pytest.fixture(scope="class")
+def archive_standby(backups: Backups) -> Iterator[LocalCluster]:
+    """A second cluster (scope `archive-standby`, 2 members) that is a standby cluster of the first, fed
+    only by its pgBackRest archive: `standby_cluster` with `restore_command` and no `host`."""
+    dcs = copy.deepcopy(DEMO_DCS)
+    dcs["standby_cluster"] = {"restore_command": archive_standby_restore_command(backups.repo),
+                              "create_replica_methods": ["pgbackrest"]}
+    # The standby leader retries its restore_command at the end of the archive every second, not every 5 s.
+    dcs["postgresql"]["parameters"]["wal_retrieve_retry_interval"] = "1s"
+    etcd_port = backups.cluster.etcd_ports[0]
+    standby = LocalCluster(backups.workdir / "c", size=2, scope="archive-standby", dcs=dcs, etcd_ports=(0, 0),
+                           pg_base_port=0, api_base_port=0,
+                           extra_config=lambda node: _archive_standby_node(backups.repo, etcd_port, node))
+    try:
+        standby.prepare()
+        for node in standby.nodes:
+            standby.start_agent(node)
+        try:
+            wait_until(lambda: _standby_roles(standby) is not None, 90, "a standby leader and a streaming replica")
+        except TimeoutError as exc:
+            raise TimeoutError(f"{exc}\n{standby.describe(40)}") from None
+        yield standby
+    finally:
+        standby.stop()
+
+
+def _standby_roles(standby: LocalCluster) -> tuple[Node, Node] | None:
+    """(standby leader, streaming replica), once each answers its health check."""
+    leaders = [n for n in standby.nodes if n.get("/standby-leader", 1.0)[0] == 200]
+    replicas = standby.streaming_replicas()
+    return (leaders[0], replicas[0]) if len(leaders) == 1 and len(replicas) == 1 else None
+
+
+class TestArchiveFedStandbyCluster:
+    """The archive-fed standby cluster's tests: its fixture lives as long as this class, so that it no longer
+    polls the archive while the tests after it run."""
+
+    def test_it_follows_the_archive_and_never_writes(self, backups: Backups, archive_standby: LocalCluster) -> None:
+        cluster, standby = backups.cluster, archive_standby
+        roles = _standby_roles(standby)
+        assert roles is not None, standby.describe()
+        leader, replica = roles
+        log = leader.log_path.read_text(errors="replace")
+        assert "trying to bootstrap a new standby leader" in log and "running method pgbackrest" in log, log[-3000:]
+        # pgBackRest's own recovery settings were replaced by standby_cluster's; nothing streams from site A.
+        assert "restore_command" not in (leader.data_dir / "postgresql.auto.conf").read_text()
+        assert _sql(standby, leader, "SHOW primary_conninfo") == [("",)]
+        assert _sql(standby, leader, "SHOW restore_command") == [(archive_standby_restore_command(backups.repo),)]
+        assert leader.get("/primary")[0] == 503
+        assert (leader.get("/patroni")[1] or {}).get("role") == "standby_leader"
+        members = {m["name"]: m["role"] for m in (leader.get("/cluster")[1] or {}).get("members", [])}
+        assert members == {leader.name: "standby_leader", replica.name: "replica"}, members
+        primary = cluster.node("node1")
+        _sql(cluster, primary, "INSERT INTO rows_of_the_backup VALUES (6)")
+        _sql(cluster, primary, "SELECT pg_switch_wal()")  # archived: the standby leader restores it
+        for node in standby.nodes:
+            wait_until(lambda node=node: _query(standby, node, "SELECT count(*) FROM rows_of_the_backup WHERE id = 6")
+                       == [(1,)], 60, f"{node.name} of the standby cluster to have the archived row")
+            with pytest.raises(psycopg.errors.ReadOnlySqlTransaction):
+                _sql(standby, node, "INSERT INTO rows_of_the_backup VALUES (66)")
+
+    def test_a_changed_restore_command_is_reloaded(self, backups: Backups, archive_standby: LocalCluster) -> None:
+        """PostgreSQL 15 reloads restore_command: editing `standby_cluster.restore_command` alone in `/config`
+        reaches the standby leader without a restart, and the new command restores the next segment."""
+        cluster, standby = backups.cluster, archive_standby
+        roles = _standby_roles(standby)
+        assert roles is not None, standby.describe()
+        leader = roles[0]
+        postmaster = leader.postmaster_pid()
+        changed = archive_standby_restore_command(backups.repo).replace(" archive-get", " --log-level-stderr=error "
+                                                                                         "archive-get")
+        edited = pgwarden("-c", str(leader.config_path), "edit-config", "-q", "--force", "-s",
+                          f"standby_cluster.restore_command={changed}")
+        assert edited.returncode == 0, edited
+        wait_until(lambda: _query(standby, leader, "SHOW restore_command") == [(changed,)], 30,
+                   "the standby leader to reload the changed restore_command")
+        assert leader.postmaster_pid() == postmaster
+        primary = cluster.node("node1")
+        _sql(cluster, primary, "INSERT INTO rows_of_the_backup VALUES (7)")
+        _sql(cluster, primary, "SELECT pg_switch_wal()")
+        wait_until(lambda: _query(standby, leader, "SELECT count(*) FROM rows_of_the_backup WHERE id = 7") == [(1,)],
+                   60, "the standby leader to restore with the changed command")
+
+    def test_its_standby_leader_fails_over(self, backups: Backups, archive_standby: LocalCluster) -> None:
+        """Its standby leader dies: the other member takes over as standby leader, restoring from the archive
+        alone as well (no primary_conninfo), with the restore_command in force."""
+        cluster, standby = backups.cluster, archive_standby
+        roles = _standby_roles(standby)
+        assert roles is not None, standby.describe()
+        dead, survivor = roles
+        command = _sql(standby, dead, "SHOW restore_command")
+        standby.kill_host(dead)
+        try:
+            wait_until(lambda: survivor.get("/standby-leader", 1.0)[0] == 200, 60, f"{survivor.name} as standby leader")
+        except TimeoutError as exc:
+            raise TimeoutError(f"{exc}\n{standby.describe(40)}") from None
+        assert _sql(standby, survivor, "SHOW primary_conninfo") == [("",)]
+        assert _sql(standby, survivor, "SHOW restore_command") == command
+        primary = cluster.node("node1")
+        _sql(cluster, primary, "INSERT INTO rows_of_the_backup VALUES (8)")
+        _sql(cluster, primary, "SELECT pg_switch_wal()")
+        wait_until(lambda: _query(standby, survivor, "SELECT count(*) FROM rows_of_the_backup WHERE id = 8") == [(1,)],
+                   60, "the new standby leader to restore the archived row")
+        with pytest.raises(psycopg.errors.ReadOnlySqlTransaction):
+            _sql(standby, survivor, "INSERT INTO rows_of_the_backup VALUES (88)")
+
+
+class Writer:
+    """Inserts batches of rows on the primary, one transaction each, until stopped; `acked` holds the batch
+    numbers whose commit was acknowledged."""
+
+    def __init__(self, conninfo: str) -> None:
+        self.conninfo, self.acked, self.errors = conninfo, list[int](), list[str]()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> Writer:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(30)
+
+    def _run(self) -> None:
+        with psycopg.connect(self.conninfo, autocommit=True) as conn:
+            batch = 0
+            while not self._stop.wait(0.02):
+                batch += 1
+                try:
+                    conn.execute("INSERT INTO under_load SELECT %s, g FROM generate_series(1, 100) g", (batch,))
+                    self.acked.append(batch)
+                except psycopg.Error as exc:  # not expected on a healthy primary: the test reports it
+                    self.errors.append(str(exc))
+                    return
+
+
+def test_a_replica_is_created_from_the_repository_under_write_load(backups: Backups) -> None:
+    """The member is created again by the `pgbackrest` method (a restore of the backup, then the archive)
+    while the primary commits a batch of rows every few milliseconds; it then streams and has every batch."""
+    cluster = backups.cluster
+    primary, replica = cluster.node("node1"), cluster.node("node2")
+    cluster.stop_agent(replica)
+    shutil.rmtree(replica.data_dir)
+    config = yaml.safe_load(replica.config_path.read_text())
+    config["tags"] = {}  # streams again (the nostream test tagged it)
+    replica.config_path.write_text(yaml.safe_dump(config, sort_keys=False))
+    _sql(cluster, primary, "CREATE TABLE under_load (batch int, n int)")
+    log_start = replica.log_path.stat().st_size
+    with Writer(cluster.conninfo(primary)) as writer:
+        wait_until(lambda: len(writer.acked) >= 10, 30, "the writer to commit")
+        cluster.start_agent(replica)
+        wait_until(lambda: "running method pgbackrest" in _log_since(replica, log_start), 60,
+                   "the member to run the pgbackrest method")
+        during = len(writer.acked)
+        wait_until(lambda: replica.get("/replica", 1.0)[0] == 200, 90, "the new replica to stream")
+        wait_until(lambda: _sql(cluster, primary, "SELECT count(*) FROM pg_stat_replication WHERE "
+                                f"application_name = '{replica.name}' AND state = 'streaming'") == [(1,)], 30,
+                   "the primary to stream to the new replica")  # 'catchup' first, under load
+        wait_until(lambda: len(writer.acked) >= during + 20, 30, "more commits while the replica streams")
+    assert not writer.errors, writer.errors
+    assert len(writer.acked) > during  # the primary kept committing while the replica was being created
+    acked = set(writer.acked)
+
+    def has_every_acknowledged_batch() -> bool:
+        rows = _query(cluster, replica, "SELECT batch, count(*) FROM under_load GROUP BY batch")
+        return rows is not None and acked <= {batch for batch, count in rows if count == 100}
+
+    wait_until(has_every_acknowledged_batch, 30, f"the replica to have all {len(acked)} acknowledged batches")
+    log = _log_since(replica, log_start)
+    assert "replica creation method broken failed" in log and "replica creation method pgbackrest failed" not in log
+
+
+def _log_since(node: Node, offset: int) -> str:
+    with node.log_path.open("rb") as log:
+        log.seek(offset)
+        return log.read().decode(errors="replace")
 
 
 def test_a_no_leader_method_creates_a_replica_while_no_member_runs(backups: Backups) -> None:

@@ -2,9 +2,11 @@
 `slots: {barman: {type: physical}}` in bootstrap.dcs.
 
 The slot exists on the primary and keeps WAL while nobody consumes it; every replica keeps a copy,
-advanced to the position the primary publishes in `/status`; after the primary's host dies the new
-primary has it, never NULL, at or before the consumer's position; adding and removing a slot with
-`pgwarden edit-config` creates and drops it within a cycle; a slot made by hand and matched by
+advanced to the position the primary publishes in `/status`; through three host losses of the primary
+while the consumer is offline (so that the last new primary is a node rewound after the first, whose copy
+survived its rewind), each new primary has it, never NULL, at or before the consumer's position, and still
+holds the WAL from there; adding and removing a
+slot with `pgwarden edit-config` creates and drops it within a cycle; a slot made by hand and matched by
 `ignore_slots` is never dropped. The tests run in order on one cluster.
 """
 
@@ -39,6 +41,7 @@ DCS: dict[str, Any] = {
 }
 CYCLE = 2 * DEMO_DCS["loop_wait"] + 5  # one HA cycle, with room for a slow machine
 ABSENT = "absent"
+FAILOVERS = 3
 
 
 @pytest.fixture(scope="module")
@@ -85,6 +88,48 @@ def has_slot(cluster: LocalCluster, node: Node, slot: str, *, reserved: bool = T
     return isinstance(lsn, int) if reserved else lsn != ABSENT
 
 
+def copy_at(cluster: LocalCluster, node: Node, lsn: int) -> bool:
+    """Does the replica `node` answer, with its copy of barman at `lsn`?"""
+    try:
+        return restart_lsn(cluster, node, "barman") == lsn
+    except psycopg.Error:
+        return False  # still starting (or rewinding) after a failover
+
+
+def fill_wal(cluster: LocalCluster, node: Node, segments: int) -> None:
+    """Write `segments` WAL segments' worth of switches on the primary `node`."""
+    with psycopg.connect(cluster.conninfo(node), autocommit=True) as conn:
+        conn.execute("CREATE TABLE IF NOT EXISTS slot_filler (x int)")
+        for i in range(segments):
+            conn.execute("INSERT INTO slot_filler VALUES (%s)", (i,))
+            conn.execute("SELECT pg_switch_wal()")
+
+
+def positions(cluster: LocalCluster, confirmed: int) -> str:
+    """Every node's barman position, for a failure's message."""
+    out = [f"confirmed {lsn_to_text(confirmed)}"]
+    for node in cluster.nodes:
+        try:
+            lsn = restart_lsn(cluster, node, "barman")
+        except psycopg.Error as exc:
+            lsn = type(exc).__name__
+        out.append(f"{node.name}: {lsn_to_text(lsn) if isinstance(lsn, int) else lsn}")
+    return ", ".join(out)
+
+
+def checkpoint(cluster: LocalCluster, node: Node) -> None:
+    with psycopg.connect(cluster.conninfo(node), autocommit=True, connect_timeout=3) as conn:
+        conn.execute("CHECKPOINT")
+
+
+def holds_wal_from(cluster: LocalCluster, node: Node, lsn: int) -> bool:
+    """Does `node`'s pg_wal still have the segment holding `lsn`? (On any timeline: after a promotion
+    the file of an older segment keeps the timeline it was written on.)"""
+    (row,) = sql(cluster, node, "SELECT pg_walfile_name(%s::pg_lsn)", lsn_to_text(lsn))
+    files = {name for (name,) in sql(cluster, node, "SELECT name FROM pg_ls_waldir()")}
+    return any(len(name) == 24 and name[8:] == str(row[0])[8:] for name in files)
+
+
 def edit_config(node: Node, *settings: str) -> None:
     args = [arg for setting in settings for arg in ("-s", setting)]
     done = pgwarden("edit-config", "-c", str(node.config_path), *args, "--force", "--quiet")
@@ -118,7 +163,7 @@ def test_a_slot_without_consumer_keeps_wal(cluster: LocalCluster) -> None:
     assert segment in files, f"{segment} was removed although barman needs it"
 
 
-def test_copies_follow_the_consumer_and_survive_a_failover(cluster: LocalCluster) -> None:
+def test_copies_follow_the_consumer_and_survive_three_failovers(cluster: LocalCluster) -> None:
     primary = leader(cluster)
     # A consumer confirms everything up to now: the primary publishes it, the replicas advance to it.
     (row,) = sql(cluster, primary, "SELECT pg_current_wal_lsn()::text")
@@ -126,17 +171,33 @@ def test_copies_follow_the_consumer_and_survive_a_failover(cluster: LocalCluster
     confirmed = restart_lsn(cluster, primary, "barman")
     assert isinstance(confirmed, int)
     wait_until(lambda: published(cluster).get("barman") == confirmed, CYCLE, "the new position in /status")
-    for replica in replicas(cluster, primary):
-        wait_until(lambda r=replica: restart_lsn(cluster, r, "barman") == confirmed, CYCLE,  # type: ignore[misc]
-                   f"{replica.name}'s copy advanced to the published position")
 
-    cluster.kill_host(primary)
-    new = cluster.wait_healthy(60, replicas=1)
-    assert new is not primary
-    after = restart_lsn(cluster, new, "barman")
-    assert isinstance(after, int), f"barman on the new primary: {after}"  # present, never NULL
-    assert after <= confirmed  # the consumer resumes from its own position: nothing it needs is missing
-    cluster.start_agent(primary)  # back as a replica, for the next tests
+    # Then the consumer goes offline. Three host losses of the primary: on 3 nodes the third new primary
+    # is a node that came back after a host loss and was rewound, and pg_rewind keeps its copy (recreated,
+    # it would start at that node's own position, past the consumer's). After each failover the new
+    # primary has the slot there, never NULL, and still holds the WAL from it.
+    for failover in range(1, FAILOVERS + 1):
+        fill_wal(cluster, primary, 2)  # WAL the offline consumer has not read
+        cluster.wait_healthy(90, replicas=2)
+        for replica in replicas(cluster, primary):
+            try:
+                wait_until(lambda r=replica: copy_at(cluster, r, confirmed), CYCLE,  # type: ignore[misc]
+                           f"{replica.name}'s copy at the published position (failover {failover})")
+            except TimeoutError as exc:
+                raise AssertionError(f"{exc}: {positions(cluster, confirmed)}") from None
+        cluster.kill_host(primary)
+        wait_until(lambda old=primary: cluster.leader() not in (None, old), 60,  # type: ignore[misc]
+                   f"a new primary (failover {failover})")
+        new = cluster.wait_healthy(60, replicas=1)
+        assert new is not primary
+        after = restart_lsn(cluster, new, "barman")
+        assert isinstance(after, int), f"barman on the new primary after failover {failover}: {after}"  # never NULL
+        assert after <= confirmed  # the consumer resumes from its own position: nothing it needs is missing
+        checkpoint(cluster, new)  # removes every WAL file that no slot keeps
+        assert holds_wal_from(cluster, new, confirmed), f"failover {failover}: the WAL from barman's position is gone"
+        if primary.agent is None:
+            cluster.start_agent(primary)  # back as a replica
+        primary = new
     cluster.wait_healthy(90, replicas=2)
 
 

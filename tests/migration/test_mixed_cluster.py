@@ -12,15 +12,21 @@ pgwarden node uses, on the same data directory, and is observed only through its
 2. the way back begins: both replicas return to Patroni under a pgwarden leader; `patronictl pause` and
    `resume --wait`; synchronous mode switched on with `patronictl edit-config`: `/sync` written by the
    pgwarden leader, then by the Patroni leader after a `patronictl switchover` to the sync standby;
-3. host loss (agent and postmaster SIGKILLed) of a Patroni leader with pgwarden replicas: a pgwarden
-   replica takes over, the old host rejoins as pgwarden;
-4. host loss of a pgwarden leader with Patroni replicas: a Patroni replica takes over, the old host
-   rejoins as Patroni; every member runs Patroni again (the reverse migration is complete);
-5. with PGWARDEN_MIGRATION_FULL=1 (CI's time budget leaves it out): forward again, the leader's host
+3. manual failovers and a switchover from either CLI across kinds: `patronictl failover` from a Patroni
+   leader to a pgwarden member, `pgwarden failover` from that pgwarden leader to a Patroni member,
+   `pgwarden switchover` and `pgwarden failover` against Patroni leaders;
+4. a Patroni leader with pgwarden replicas, `failsafe_mode: true`: etcd frozen, the leader keeps writing
+   on the pgwarden replicas' `POST /failsafe` answers; then its host dies (agent and postmaster
+   SIGKILLed) with WAL its replicas lack, a pgwarden replica takes over, and the old host rejoins under
+   Patroni, which pg_rewinds it from the pgwarden leader;
+5. the same with a pgwarden leader and Patroni replicas (the old host rejoins under pgwarden, which
+   pg_rewinds it from the Patroni leader, then moves to Patroni): every member runs Patroni again (the
+   reverse migration is complete);
+6. with PGWARDEN_MIGRATION_FULL=1 (CI's time budget leaves it out): forward again, the leader's host
    step done by `pgwarden migrate --execute` (switchover included).
 
 A split-brain watcher polls `pg_is_in_recovery()` on every node during every test.
-Budget: one cluster for the module, about two minutes (tests 1-4) on a loaded machine.
+Budget: one cluster for the module, about three minutes (tests 1-5) on a loaded machine.
 """
 
 from __future__ import annotations
@@ -39,6 +45,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import pytest
 
 from pgwarden.drill.measure import acknowledged_ids, missing_ids, outage_windows
@@ -51,6 +58,7 @@ from pgwarden.localcluster.processes import wait_until
 from tests.support.cluster import (
     ETCDCTL,
     PGWARDEN,
+    EtcdOutage,
     WritableWatcher,
     agent_log_tails,
     etcd_get,
@@ -320,46 +328,177 @@ def wait_sync(cluster: LocalCluster, leader: str) -> dict[str, object]:
     return found[-1]
 
 
-def kill_host(cluster: LocalCluster, node: Node) -> None:
-    cluster.kill_host(node)
+def test_failover_and_switchover_from_either_cli(cluster: LocalCluster) -> None:
+    """Manual failovers and a switchover requested from each CLI across the two kinds (a Patroni leader,
+    one pgwarden replica, one Patroni replica): `patronictl failover` to the pgwarden member, `pgwarden
+    failover` from that pgwarden leader to a Patroni member, `pgwarden switchover` against that Patroni
+    leader, and `pgwarden failover` against the next one. After each: the named member leads, every
+    other member streams, one writer only."""
+    leader = cluster.wait_healthy(60)
+    assert runs_patroni(leader)
+    ours = next(n for n in cluster.nodes if not runs_patroni(n))
+    third = next(n for n in cluster.nodes if n not in (leader, ours))
+    with WritableWatcher(cluster) as watch:
+        out = ctl(cluster, "failover", SCOPE, "--candidate", ours.name, "--force")
+        assert f'Successfully failed over to "{ours.name}"' in out, out
+        hand_over(cluster, ours)
+        done = pgwarden("failover", "-c", str(ours.config_path), "--candidate", leader.name, "--force")
+        assert done.returncode == 0 and "Success" in done.stdout, done.stdout + done.stderr
+        hand_over(cluster, leader)
+        done = pgwarden("switchover", "-c", str(ours.config_path), "--leader", leader.name,
+                        "--candidate", third.name, "--force")
+        assert done.returncode == 0 and "Success" in done.stdout, done.stdout + done.stderr
+        hand_over(cluster, third)
+        done = pgwarden("failover", "-c", str(ours.config_path), "--candidate", leader.name, "--force")
+        assert done.returncode == 0 and "Success" in done.stdout, done.stdout + done.stderr
+        hand_over(cluster, leader)
+    assert not watch.violations, watch.violations
+
+
+def hand_over(cluster: LocalCluster, to: Node) -> None:
+    """Wait until `to` leads (the leader key and /primary) and every other member streams from it."""
+    wait(cluster, lambda: cluster.leader() is to and leader_name(cluster) == to.name, 60, f"{to.name} to lead")
+    for node in cluster.nodes:
+        if node is not to:
+            wait(cluster, lambda node=node: streams(node), 90, f"{node.name} to follow {to.name}")  # type: ignore[misc]
 
 
 def test_host_loss_of_a_patroni_leader_with_pgwarden_replicas(cluster: LocalCluster) -> None:
-    """The Patroni leader's host dies (agent and postmaster SIGKILLed) while both replicas run pgwarden:
-    a pgwarden replica takes over once the dead leader's lease expires; the old host comes back as
-    pgwarden and rejoins (pg_rewind when it diverged)."""
+    """A Patroni leader with pgwarden replicas, failsafe_mode on: etcd frozen, the leader keeps writing
+    (the pgwarden replicas accept its POST /failsafe). Then its host dies under writes, its WAL senders
+    held first, so that it has WAL no replica received: a pgwarden replica takes over once the Patroni
+    lease expires, and the old host comes back under Patroni, which pg_rewinds it from the pgwarden
+    leader."""
     leader = cluster.wait_healthy(60)
     assert runs_patroni(leader)
     for replica in (n for n in cluster.nodes if n is not leader and runs_patroni(n)):
         migrate_replica(cluster, replica, patroni=False)
+    ctl(cluster, "edit-config", SCOPE, "-s", "failsafe_mode=true", "--force")
     with WritableWatcher(cluster) as watch:
-        kill_host(cluster, leader)
-        wait(cluster, lambda: cluster.leader() not in (None, leader), 60, "a new primary")
-        leader.command = None
-        cluster.start_agent(leader)
-        wait(cluster, lambda: streams(leader), 90, f"{leader.name} to rejoin under pgwarden")
+        ride_out_a_dcs_outage(cluster, leader, watch)
+        lose_a_diverged_leader(cluster, leader)
+        rejoin_with_rewind(cluster, leader, patroni=True)
     assert not watch.violations, watch.violations
 
 
 def test_host_loss_of_a_pgwarden_leader_with_patroni_replicas(cluster: LocalCluster) -> None:
-    """The pgwarden leader's host dies while both replicas run Patroni: a Patroni replica takes over
-    once the pgwarden lease expires; the old host comes back as Patroni and rejoins."""
+    """The same the other way round: a pgwarden leader with Patroni replicas rides out an etcd outage
+    (the Patroni replicas accept its POST /failsafe past its own 7 s lease); its host dies diverged; a
+    Patroni replica takes over once the pgwarden lease expires; the old host comes back under pgwarden,
+    which pg_rewinds it from the Patroni leader, and then moves to Patroni: every member runs Patroni
+    again (the reverse migration is complete)."""
     leader = cluster.wait_healthy(60)
     assert not runs_patroni(leader)
     for replica in (n for n in cluster.nodes if n is not leader and not runs_patroni(n)):
         migrate_replica(cluster, replica, patroni=True)
     with WritableWatcher(cluster) as watch:
-        kill_host(cluster, leader)
-        wait(cluster, lambda: cluster.leader() not in (None, leader), 60, "a new primary")
-        leader.command = patroni_command()
-        cluster.start_agent(leader)
-        wait(cluster, lambda: streams(leader), 90, f"{leader.name} to rejoin under Patroni")
+        ride_out_a_dcs_outage(cluster, leader, watch)
+        lose_a_diverged_leader(cluster, leader)
+        rejoin_with_rewind(cluster, leader, patroni=False)
+        migrate_replica(cluster, leader, patroni=True)
     assert not watch.violations, watch.violations
     assert all(runs_patroni(n) for n in cluster.nodes)
     listed = ctl_list(cluster)
     assert sorted(r["Role"] for r in listed.values()) == ["Leader", "Replica", "Replica"], listed
     assert etcd_json(cluster, "history"), "no history row after the failovers"
+    ctl(cluster, "edit-config", SCOPE, "-s", "failsafe_mode=false", "--force")
 
+
+FAILSAFE_HOLD = 15.0
+"""Seconds etcd stays frozen: past Patroni's retry_timeout (5 s) and pgwarden's lease (7 s), after
+which either leader would have demoted without failsafe mode."""
+HELD_WAL = 1.0
+"""Seconds the doomed leader's WAL senders are held while it commits: WAL no replica receives."""
+
+
+def ride_out_a_dcs_outage(cluster: LocalCluster, leader: Node, watch: WritableWatcher) -> None:
+    """etcd frozen for FAILSAFE_HOLD seconds in failsafe mode: the leader reports
+    failsafe_mode_is_active and keeps acknowledging writes, no other member becomes writable, no
+    PostgreSQL restarts; once etcd is back, the same leader holds the key and the replicas stream."""
+    wait(cluster, lambda: failsafe_lists_everyone(cluster), 30, "/failsafe listing every member")
+    pids = {n.name: n.postmaster_pid() for n in cluster.nodes}
+    writer = Writer(cluster.conninfo(leader) + " options='-c statement_timeout=3000'",
+                    f"failsafe-{time.time_ns()}", 0.05)
+    writer.start()
+    try:
+        with EtcdOutage(cluster) as outage:
+            down = outage.freeze()
+            wait(cluster, lambda: (leader.get("/patroni", 1.5)[1] or {}).get("failsafe_mode_is_active") is True,
+                 30, f"{leader.name} to report failsafe_mode_is_active")
+            while time.monotonic() < down + FAILSAFE_HOLD:
+                assert watch.writable() <= {leader.name}, f"writable during the outage: {sorted(watch.writable())}"
+                time.sleep(0.2)
+            back = outage.restart()
+        wait(cluster, lambda: leader_key_holder(cluster) == leader.name, 30, f"{leader.name} to hold the key again")
+        hand_over(cluster, leader)
+    finally:
+        writer.stop()
+    during = [a for a in writer.attempts() if down <= a.started <= back]
+    failed = [a for a in during if not a.ok]
+    assert during and not failed, f"{len(failed)} of {len(during)} writes failed during the outage: {failed[:3]}"
+    assert watch.writable_between(down, back) == {leader.name}, watch.history[-5:]
+    assert {n.name: n.postmaster_pid() for n in cluster.nodes} == pids, "a PostgreSQL was restarted"
+
+
+def failsafe_lists_everyone(cluster: LocalCluster) -> bool:
+    """`/failsafe` names every member with the api_url of its member key, and every member serves it
+    on `GET /failsafe`: each has read a /config with failsafe mode on since `edit-config`, or it would
+    refuse the leader's POST /failsafe once the DCS is gone (502, "not enabled": Patroni and pgwarden
+    alike answer from their last DCS read)."""
+    expected = {name: member.get("api_url") for name, member in members(cluster).items()}
+    return (len(expected) == len(cluster.nodes) and etcd_json(cluster, "failsafe") == expected
+            and all(node.get("/failsafe", 1.5) == (200, expected) for node in cluster.nodes))
+
+
+def leader_key_holder(cluster: LocalCluster) -> str | None:
+    """The leader key's value; None while etcd cannot answer (restarting)."""
+    try:
+        return leader_name(cluster)
+    except subprocess.SubprocessError:
+        return None
+
+
+def lose_a_diverged_leader(cluster: LocalCluster, leader: Node) -> None:
+    """The leader's host dies under writes, its WAL senders held (SIGSTOP) for HELD_WAL seconds first:
+    it acknowledged commits no replica has. Returns once another member leads; checks that some
+    acknowledged writes are indeed missing there (async replication: they die with the host)."""
+    writer = Writer(cluster.multi_host_dsn(), f"diverge-{time.time_ns()}", WRITE_INTERVAL)
+    writer.start()
+    try:
+        wait(cluster, lambda: bool(acknowledged_ids(writer.attempts())), 30, "writes on the leader")
+        for pid in wal_sender_pids(cluster, leader):
+            os.kill(pid, signal.SIGSTOP)  # killed with the whole instance below
+        time.sleep(HELD_WAL)
+        cluster.kill_host(leader)
+        wait(cluster, lambda: cluster.leader() not in (None, leader), 90, "a new primary")
+        wait(cluster, lambda: bool(writer.attempts()) and writer.attempts()[-1].ok, 30, "writes on the new primary")
+    finally:
+        writer.stop()
+    lost = missing_ids(acknowledged_ids(writer.attempts()), stored_ids(cluster.multi_host_dsn(), writer.run))
+    assert lost, f"{leader.name} had no WAL the new primary lacks: nothing would need pg_rewind"
+
+
+def wal_sender_pids(cluster: LocalCluster, node: Node) -> list[int]:
+    with psycopg.connect(cluster.conninfo(node), autocommit=True) as conn:
+        rows = conn.execute("SELECT pid FROM pg_stat_replication").fetchall()
+    assert rows, f"{node.name} has no WAL sender"
+    return [int(row[0]) for row in rows]
+
+
+def rejoin_with_rewind(cluster: LocalCluster, node: Node, *, patroni: bool) -> None:
+    """Start the dead host's agent (Patroni or pgwarden) on its diverged data directory: it must
+    pg_rewind (its log says so) and stream from the new leader."""
+    offset = node.log_path.stat().st_size
+    node.command = patroni_command() if patroni else None
+    cluster.start_agent(node)
+    kind = "Patroni" if patroni else "pgwarden"
+    wait(cluster, lambda: streams(node), 120, f"{node.name} to rejoin under {kind}")
+    with node.log_path.open("rb") as log:
+        log.seek(offset)
+        text = log.read().decode(errors="replace")
+    # Both agents log "running pg_rewind from <leader>" and pg_rewind's own output, which ends "Done!".
+    assert "running pg_rewind from" in text and "pg_rewind: Done!" in text, \
+        f"{node.name} rejoined under {kind} without a pg_rewind:\n{text[-3000:]}"
 
 
 @pytest.mark.skipif(not os.environ.get("PGWARDEN_MIGRATION_FULL"),

@@ -29,7 +29,7 @@ from typing import Any
 
 from pgwarden.localcluster.ports import free_port
 from pgwarden.localcluster.postgres import PG_USER, current_user, give_to_pg_user
-from pgwarden.model import DataDirState, LocalPg, ReplicationRow, WalReceiver
+from pgwarden.model import DataDirState, LocalPg, LogicalSlot, ReplicationRow, WalReceiver
 from pgwarden.postgres import Credentials, PgController, PgResult, PgSettings, Upstream, probe
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -81,6 +81,7 @@ def local_pg_from_json(data: dict[str, Any]) -> LocalPg:
     kwargs["replication"] = tuple(ReplicationRow(**row) for row in kwargs.get("replication") or ())
     kwargs["slots"] = tuple(kwargs.get("slots") or ())
     kwargs["slot_lsns"] = tuple((name, lsn) for name, lsn in kwargs.get("slot_lsns") or ())
+    kwargs["logical_slots"] = tuple(LogicalSlot(**slot) for slot in kwargs.get("logical_slots") or ())
     return LocalPg(**kwargs)
 
 

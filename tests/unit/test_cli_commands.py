@@ -201,6 +201,13 @@ def test_failover_warns_about_an_async_candidate_in_sync_mode(etcd: EtcdServer) 
         assert not fakes.members["a"].requests
         result = cli(etcd, "failover", SCOPE, "--candidate", "b", "--force")
         assert result.exit_code == 0 and fakes.members["a"].requests[-1][2] == {"candidate": "b"}
+        # patronictl 3's --leader/--primary is checked, never ignored, and passed on for the leader to check.
+        sent = len(fakes.members["a"].requests)
+        result = cli(etcd, "failover", SCOPE, "--candidate", "b", "--leader", "c", "--force")
+        assert result.exit_code == 1 and "c is not the leader of cluster" in result.output
+        assert len(fakes.members["a"].requests) == sent
+        result = cli(etcd, "failover", SCOPE, "--candidate", "b", "--primary", "a", "--force")
+        assert result.exit_code == 0 and fakes.members["a"].requests[-1][2] == {"candidate": "b", "leader": "a"}
     finally:
         fakes.close()
 

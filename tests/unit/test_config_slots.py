@@ -45,13 +45,40 @@ def test_an_empty_section_is_no_slot() -> None:
         assert judge_dynamic({"slots": value}) == []
 
 
+LOGICAL = {"type": "logical", "database": "app", "plugin": "pgoutput"}
+WAL_LOGICAL = {"postgresql": {"parameters": {"wal_level": "logical"}}}
+
+
 @pytest.mark.parametrize("key", ["slots", "permanent_slots", "permanent_replication_slots"])
-def test_a_logical_entry_is_refused_with_the_reason(key: str) -> None:
-    value = {key: {"barman": None, "cdc": {"type": "logical", "database": "app", "plugin": "pgoutput"}}}
+def test_a_logical_entry_is_implemented_with_wal_level_logical(key: str) -> None:
+    value = {key: {"barman": None, "cdc": LOGICAL}, **WAL_LOGICAL}
+    assert dynamic_refusals(value) == []
+    assert config_problems(value) == []
+    config, warnings = parse_dynamic(value)
+    assert warnings == []
+    assert PermanentSlot("cdc", "logical", "app", "pgoutput") in permanent_slots_of(config)
+
+
+@pytest.mark.parametrize("key", ["slots", "permanent_slots", "permanent_replication_slots"])
+def test_a_logical_entry_without_wal_level_logical_is_refused_with_the_reason(key: str) -> None:
+    replica = {"postgresql": {"parameters": {"wal_level": "replica"}}}
+    for value in ({key: {"cdc": LOGICAL}}, {key: {"cdc": LOGICAL}, **replica}):
+        (line,) = dynamic_refusals(value)
+        assert line.startswith(f"{key}: logical slots need `postgresql.parameters.wal_level: logical`")
+        assert config_problems(value) == [line]
+
+
+@pytest.mark.parametrize("entry", [
+    {"type": "logical"},
+    {"type": "logical", "database": "app"},
+    {"type": "logical", "plugin": "pgoutput"},
+    {"type": "logical", "database": "", "plugin": "pgoutput"},
+    {"type": "logical", "database": "app", "plugin": 7},
+])  # fmt: skip
+def test_a_logical_entry_without_database_or_plugin_is_refused_in_one_line(entry: dict[str, Any]) -> None:
+    value = {"slots": {"cdc": entry}, **WAL_LOGICAL}
     (line,) = dynamic_refusals(value)
-    assert line.startswith(f"{key}: logical permanent slots are not supported yet: ")
-    assert "missing or behind on a new primary after a failover" in line
-    assert config_problems(value) == [line]
+    assert line.startswith("slots: an entry pgwarden cannot read") and "needs `database` and `plugin`" in line
 
 
 @pytest.mark.parametrize("entries", [

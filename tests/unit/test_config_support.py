@@ -128,18 +128,18 @@ LOCAL_REFUSALS: list[tuple[dict[str, Any], str]] = [
     ({"bootstrap": {"dcs": {"standby_cluster": {"host": "10.0.0.1", "create_replica_methods": ["wal e"]}}}},
      "bootstrap.dcs.standby_cluster: a section pgwarden cannot use"),
     ({"bootstrap": {"dcs": {"slots": {"cdc": {"type": "logical", "database": "app", "plugin": "pgoutput"}}}}},
-     "bootstrap.dcs.slots: logical permanent slots are not supported yet"),
+     "bootstrap.dcs.slots: logical slots need `postgresql.parameters.wal_level: logical`"),
     ({"bootstrap": {"dcs": {"permanent_replication_slots": {"barman": None, "cdc": {"type": "logical"}}}}},
-     "bootstrap.dcs.permanent_replication_slots: logical permanent slots are not supported yet"),
+     "bootstrap.dcs.permanent_replication_slots: an entry pgwarden cannot read"),
 ]  # fmt: skip
 
 DYNAMIC_REFUSALS: list[tuple[dict[str, Any], str]] = [
     ({"standby_cluster": {"host": "10.0.0.1", "create_replica_methods": ["wal e"]}},
      "standby_cluster: a section pgwarden cannot use"),
     ({"slots": {"cdc": {"type": "logical", "database": "app", "plugin": "pgoutput"}}},
-     "slots: logical permanent slots are not supported yet"),
+     "slots: logical slots need `postgresql.parameters.wal_level: logical`"),
     ({"permanent_slots": {"barman": None, "cdc": {"type": "logical", "database": "app", "plugin": "pgoutput"}}},
-     "permanent_slots: logical permanent slots are not supported yet"),
+     "permanent_slots: logical slots need `postgresql.parameters.wal_level: logical`"),
 ]  # fmt: skip
 
 

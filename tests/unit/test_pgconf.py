@@ -268,7 +268,7 @@ def probe_row(**overrides: Any) -> list[Any]:
         "in_recovery": False, "version": 150006, "started": "2024-03-05 10:00:00+00", "wal_lsn": "0/5000000",
         "walfile": "000000030000000000000005", "receive_lsn": None, "replay_lsn": None, "paused": False,
         "replay_ts": None, "checkpoint_tli": 2, "receiver": None, "replication": [], "slots": [],
-        "pending": False, "history_tli": None, "ssn": "", "restore_command": False,
+        "pending": False, "history_tli": None, "ssn": "", "restore_command": False, "wal_level": "replica",
     }
     row.update(overrides)
     return list(row.values())

@@ -343,6 +343,17 @@ def test_the_table_says_the_methods_are_implemented() -> None:
     assert judge_local(raw) == []
 
 
+def test_a_section_only_the_standby_cluster_names_is_used_not_ignored() -> None:
+    """`postgresql.pgbackrest` named by `bootstrap.dcs.standby_cluster.create_replica_methods` alone (an
+    archive-fed standby cluster's first member): no "ignored" warning; a section nobody names still gets one."""
+    from pgwarden.config.support import judge_local
+
+    raw = yaml.safe_load(BASE) | {"watchdog": {"mode": "off"}}
+    raw["postgresql"] |= {"pgbackrest": {"command": "x", "no_leader": True}, "unused": {"command": "y"}}
+    raw["bootstrap"] = {"dcs": {"standby_cluster": {"restore_command": "x", "create_replica_methods": ["pgbackrest"]}}}
+    assert [v.path for v in judge_local(raw)] == ["postgresql.unused"]
+
+
 def test_a_path_in_the_command_may_hold_spaces_when_quoted(tmp_path: Path) -> None:
     script = tmp_path / "my restore.sh"
     method = MethodSpec(name="restore", command=f"'{script}' --stanza main")

@@ -58,3 +58,18 @@ def test_the_probe_reads_each_physical_slot_with_its_restart_lsn() -> None:
     pg = apply_probe_row(BASE, probe_row(slots=[["node2", "0/3000000"], ["barman", None], "old_form"]))
     assert pg.slots == ("barman", "node2", "old_form")
     assert pg.slot_lsns == (("barman", None), ("node2", 0x3000000), ("old_form", None))
+
+
+def test_metrics_and_list_include_logical_slots() -> None:
+    from pgwarden.model import LogicalSlot
+
+    primary = dataclasses.replace(PRIMARY, pg=dataclasses.replace(
+        PRIMARY.pg, slots=("n2",), slot_lsns=(("n2", 5000),),
+        logical_slots=(LogicalSlot("cdc", "app", "pgoutput", confirmed_flush=3000, restart_lsn=2000),)))
+    assert _retained(primary) == {"n2": 0.0, "cdc": 3000.0}  # from its restart_lsn: the WAL it really keeps
+    status = ClusterStatus(optime=100 * MB, slots={"node1": 100 * MB, "cdc": 90 * MB})
+    cluster = dataclasses.replace(_cluster(status), members=(Member("node1", logical_slots_ready=True),
+                                                              Member("Node-2", logical_slots_ready=False)))
+    lines = footer_lines(cluster)
+    assert "Permanent slots (WAL retained on the primary): cdc 10 MB" in lines
+    assert "Logical slot copies ready: Node-2 no, node1 yes" in lines
