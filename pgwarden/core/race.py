@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 from pgwarden.core.classify import switch_lsn
 from pgwarden.core.reasons import Reason, Why
+from pgwarden.core.slots import logical_configured
 from pgwarden.core.snapshot import PeerStatus, Snapshot
 from pgwarden.core.sync.promotion import may_promote
 from pgwarden.core.sync.reasons import render_sync
@@ -75,7 +76,7 @@ def _slot_order(s: Snapshot, peer: PeerStatus) -> int:
     barred by tags, beyond maximum_lag_on_failover: lag rules come first). Both sides read readiness from
     the member keys (`logical_slots_ready`), so every candidate ranks the same way; and a candidate
     without ready copies still wins when no other is ready: never a cluster without a leader for slots."""
-    if s.dcs is None or peer.name == s.me or not any(p.type == "logical" for p in s.settings.permanent_slots):
+    if s.dcs is None or peer.name == s.me or not logical_configured(s):
         return 0
     if (not peer.reachable or peer.is_running_primary or peer.nofailover or peer.failover_priority <= 0
             or peer.watchdog_failed or not within_lag(s, peer.lsn)):

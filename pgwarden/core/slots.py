@@ -288,9 +288,9 @@ def plan_logical_copies(s: Snapshot) -> tuple[LogicalCopies, Memory]:
     wanted = logical_here(s) if failover_capable(s) and s.pg.is_replica else {}
     present = {slot.name: slot for slot in s.pg.logical_slots}
     managed = _managed_permanent(s, set(wanted))
-    leader = s.dcs.leader.name if s.dcs is not None and s.dcs.leader is not None else None
+    leader = _leader(s)
     published = s.dcs.status.slots if s.dcs is not None else {}
-    exempt = {n for n, source in s.memory.logical_copies if source == leader}
+    exempt = _just_copied(s, leader)
     drop: set[str] = set()
     advance: list[tuple[str, str, LSN]] = []
     for name, slot in sorted(present.items()):
@@ -323,6 +323,16 @@ def plan_logical_copies(s: Snapshot) -> tuple[LogicalCopies, Memory]:
     return LogicalCopies(copies, tuple(sorted(drop)), tuple(advance), kept), memory
 
 
+def _leader(s: Snapshot) -> str | None:
+    return s.dcs.leader.name if s.dcs is not None and s.dcs.leader is not None else None
+
+
+def _just_copied(s: Snapshot, leader: str | None) -> set[str]:
+    """The copies this agent made from `leader` whose position `/status` has not reached yet: not checked
+    against it (the leader's state file may be newer than its last publication)."""
+    return {n for n, source in s.memory.logical_copies if source == leader}
+
+
 def remember_copies(memory: Memory, names: tuple[str, ...], leader: str) -> Memory:
     """A copy of `names` from `leader` is being made: exempt them until the published position reaches them."""
     made = {*memory.logical_copies, *((n, leader) for n in names)}
@@ -342,8 +352,7 @@ def logical_ready(s: Snapshot) -> bool | None:
         return True
     if not s.pg.is_replica or not failover_capable(s):
         return False
-    leader = s.dcs.leader.name if s.dcs.leader is not None else None
-    exempt = {n for n, source in s.memory.logical_copies if source == leader}
+    exempt = _just_copied(s, _leader(s))
     present = {slot.name: slot for slot in s.pg.logical_slots}
     for name, spec in logical_here(s).items():
         slot, target = present.get(name), s.dcs.status.slots.get(name)

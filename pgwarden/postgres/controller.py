@@ -30,6 +30,7 @@ from psycopg import sql
 
 from pgwarden.aio import bounded
 from pgwarden.config.schema import MethodSpec
+from pgwarden.logutil import RateLimitedLog
 from pgwarden.model import DataDirState, lsn_from_text, lsn_to_text
 from pgwarden.postgres import conf, libpq
 from pgwarden.postgres.connection import CONNECT_TIMEOUT, connect_local, local_conninfo
@@ -662,7 +663,7 @@ class PgController:
             elif not result.ok or result.message != "present":
                 problems.append(result.message)
         if problems:
-            _log_rate_limited("; ".join(problems))
+            _log_slot_problem("%s", "; ".join(problems))
             return PgResult.failed("; ".join(problems))
         return PgResult(True, f"created logical slots: {', '.join(created)}" if created else "logical slots present")
 
@@ -1052,14 +1053,7 @@ def write_slot_states(replslot: Path, states: Iterable[tuple[str, bytes]]) -> Pg
             slot_dir = replslot / name
             slot_dir.mkdir(mode=0o700, parents=False, exist_ok=True)
             os.chmod(slot_dir, 0o700)
-            tmp = slot_dir / "state.tmp"
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            try:
-                os.write(fd, data)
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-            os.replace(tmp, slot_dir / "state")
+            _write_durably(slot_dir / "state.tmp", slot_dir / "state", data)
             _fsync_dir(slot_dir)
             written.append(name)
         _fsync_dir(replslot)
@@ -1108,16 +1102,8 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-_CREATE_LOG = logging.getLogger("pgwarden.slots")
-_last_logged: dict[str, float] = {}
-
-
-def _log_rate_limited(text: str, every: float = 300.0) -> None:
-    """One error line per problem every few minutes, not one per cycle."""
-    now = time.monotonic()
-    if now - _last_logged.get(text, -every) >= every:
-        _last_logged[text] = now
-        _CREATE_LOG.error("%s", text)
+_log_slot_problem = RateLimitedLog(logging.getLogger("pgwarden.slots"), 300.0, logging.ERROR)
+"""A logical slot pgwarden cannot create: one error line every few minutes, not one per cycle."""
 
 
 async def _slots_in_use(conn: AsyncConn) -> dict[str, int | None]:

@@ -254,6 +254,7 @@ def apply_probe_row(facts: LocalPg, row: Sequence[Any]) -> LocalPg:
      checkpoint_tli, receiver_json, replication_json, slots_json, pending, history_tli, ssn, restores,
      wal_level) = row
     receiver = _wal_receiver(receiver_json)
+    physical = _slot_rows(slots_json)
     checkpoint_tli = max(checkpoint_tli or 0, history_tli or 0) or None
     return replace(
         facts,
@@ -267,8 +268,8 @@ def apply_probe_row(facts: LocalPg, row: Sequence[Any]) -> LocalPg:
         replayed_timestamp=replay_ts,
         wal_receiver=receiver,
         replication=tuple(_replication_row(r) for r in replication_json or ()),
-        slots=tuple(name for name, _ in _slot_rows(slots_json)),
-        slot_lsns=_slot_rows(slots_json),
+        slots=tuple(name for name, _ in physical),
+        slot_lsns=physical,
         logical_slots=_logical_slot_rows(slots_json),
         wal_level=wal_level,
         server_version=int(version),
