@@ -37,6 +37,8 @@ from pgwarden.postgres.datadir import postmaster_pid
 
 ETCD_CLIENT, ETCD_PEER, PG_PORT, API_PORT = 2379, 2380, 5432, 8008
 SUPERUSER_PASSWORD = "chaos-superuser-secret"
+SOURCE_TREE = str(Path(__file__).resolve().parents[2])
+"""The directory holding this `pgwarden` package: the agents are started with it on PYTHONPATH."""
 FAKETIME_LIB = Path("/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1")
 MODES = {"async": False, "on": True, "quorum": "quorum"}
 """The suite's modes and the `synchronous_mode` each writes into bootstrap.dcs."""
@@ -293,7 +295,9 @@ class ChaosCluster:
             # root's `ip`, libfaketime would create a semaphore the agent cannot open.
             argv = ["env", f"LD_PRELOAD={FAKETIME_LIB}", f"FAKETIME_TIMESTAMP_FILE={host.clock_file}",
                     "FAKETIME_CACHE_DURATION=1", "FAKETIME_DISABLE_SHM=1", *argv]
-        host.agent = self._spawn(host, argv, "agent.log", {"PYTHONUNBUFFERED": "1"})
+        # The agents run the tree this code was imported from (a frozen worktree for long runs while the
+        # main tree is edited), not whatever the virtualenv's editable install points at.
+        host.agent = self._spawn(host, argv, "agent.log", {"PYTHONUNBUFFERED": "1", "PYTHONPATH": SOURCE_TREE})
 
     def reset_host(self, host: Host) -> None:
         """What the watchdog does: the host's agent and PostgreSQL die at once (SIGKILL, even if stopped)."""
