@@ -8,6 +8,7 @@ exception escaping from here is a bug and is turned into a failed outcome by the
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable, Generator
@@ -198,6 +199,9 @@ class _Effects:
                 if self.ctx.fencing is not None:
                     self.ctx.fencing.disarm()
                 return None
+            case fx.Pause(seconds=seconds):
+                await asyncio.sleep(seconds)
+                return None
             case _:
                 return await self._postgres(effect, pg)
 
@@ -234,6 +238,8 @@ class _Effects:
                     remote.member, remote.host, remote.port, remote.slot))
             case fx.FollowUpstream(upstream=up):
                 return _result(await pg.set_follow(up.member, up.host, up.port))
+            case fx.RewindSpace():
+                return _rewind_space(pg)
             case fx.RewindPg(upstream=up, keep_slots=keep):
                 rewound = _result(await pg.rewind(up.host, up.port, up.member, keep_slots=keep))
                 return replace(rewound, unreachable=not rewound.ok and _cannot_connect(rewound.message))
@@ -271,9 +277,11 @@ class _Effects:
             case fx.ReadSlotStates(source=up, names=names):
                 read = await pg.read_slot_states(up.host, up.port, names)
                 return fx.SlotStates(read.ok, read.message, read.states, read.waiting or read.unreachable,
-                                     read.snapshots)
-            case fx.WriteSlotStates(states=states, snapshots=snapshots):
-                return _result(pg.write_slot_states(states, snapshots))
+                                     read.snapshots, read.segments)
+            case fx.WriteSlotStates(states=states, snapshots=snapshots, segments=segments):
+                return _result(pg.write_slot_states(states, snapshots, segments))
+            case fx.DiscardSlotWal():
+                return _result(pg.discard_slot_wal())
             case fx.WriteSsn(value=value):
                 return _result(await pg.set_synchronous_standby_names(value))
             case fx.ReadTimelineHistory(timeline=timeline):
@@ -338,6 +346,11 @@ async def _checkpoint(pg: PgController, timeout: float | None) -> fx.Result:
         return _result(await bounded(pg.checkpoint(timeout=timeout), timeout))
     except TimeoutError:
         return fx.Result(False, f"checkpoint timed out after {timeout:.1f}s")
+
+
+def _rewind_space(pg: PgController) -> fx.DiskSpace | None:
+    room = pg.rewind_room()
+    return None if room is None else fx.DiskSpace(room.data_free, room.wal_free, room.segment_size)
 
 
 CONNECT_FAILURES = ("could not connect to server", "connection to server at", "connection to server on socket")

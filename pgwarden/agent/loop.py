@@ -61,7 +61,7 @@ from pgwarden.core.actions import (
 )
 from pgwarden.core.reasons import Reason, Why
 from pgwarden.core.render import render_race
-from pgwarden.core.snapshot import TaskInFlight, keepalive_period
+from pgwarden.core.snapshot import ActionKind, TaskInFlight, keepalive_period
 from pgwarden.dcs import Dcs, DcsError, open_dcs
 from pgwarden.engine.loop import (
     NO_REPROBE,
@@ -79,6 +79,7 @@ from pgwarden.engine.loop import (
     ReadCluster,
     RefreshSettings,
     Stopping,
+    TaskRunning,
     cycle,
     must_stop_after_failed_cycle,
 )
@@ -105,6 +106,8 @@ from .pgsettings import pg_settings
 from .uniqueness import duplicate_name_line, name_in_use
 
 log = logging.getLogger("pgwarden")
+NOT_STARTED = frozenset({ActionKind.REWIND_NO_SPACE, ActionKind.REWIND_SOURCE_UNREACHABLE})
+"""Outcomes of background actions that did not start (the action waits and is decided again): not failures."""
 
 EXIT_GAVE_UP = 3
 """The agent's exit status when it stops for good (bootstrap kept failing, its name is in use): a
@@ -443,6 +446,8 @@ class Agent:
         match effect:
             case ReadCluster():
                 return await self._read_cluster(dcs)
+            case TaskRunning():
+                return self._running_background() is not None
             case ProbeLocal():
                 return await self._probe_pg()
             case RefreshSettings(cluster=cluster, pg=pg):
@@ -588,6 +593,8 @@ class Agent:
             outcome = Outcome(action=action.kind, ok=False, detail="cancelled", sent_at=time.monotonic())
         if outcome.ok:
             log.info("%s finished: %s", action.kind, outcome.detail or "ok")
+        elif outcome.action in NOT_STARTED:  # nothing was tried: the core starts it again (no "failed")
+            log.warning("%s not started: %s", action.kind, outcome.detail.removeprefix("pg_rewind not started: "))
         else:
             log.warning("%s failed: %s", action.kind, outcome.detail)
         self.state.book.outcomes.append(outcome)
@@ -863,6 +870,7 @@ class Agent:
             watchdog_failed=self.fencing.failed(),
             failsafe_mode_is_active=self.state.book.failsafe_active(self.config.ha, now),
             pg_observed_at=self.state.pg_observed_at,
+            logical_slots_ready=self.state.book.memory.logical_slots_ready,
         )
 
 

@@ -190,6 +190,13 @@ def node_metrics(state: NodeState, now: float) -> list[Metric]:
         counter.add_metric(labels, float(count(state)))
         families.append(counter)
     families.append(_slot_metrics(state, labels))
+    if state.logical_slots_ready is not None:  # only in clusters with permanent logical slots
+        ready = GaugeMetricFamily("pgwarden_logical_slots_ready",
+                                  "1 if this node holds ready copies of every permanent logical slot (it may "
+                                  "be promoted without a CDC consumer losing changes), 0 otherwise.",
+                                  labels=LABELS)
+        ready.add_metric(labels, _flag(state.logical_slots_ready))
+        families.append(ready)
     renewals = state.metrics.lease_renewals
     summary = SummaryMetricFamily("pgwarden_lease_renew_seconds", "Latency of leader lock renewals.", labels=LABELS)
     summary.add_metric(labels, count_value=renewals.count, sum_value=renewals.total_seconds)

@@ -111,6 +111,9 @@ class NodeState:
     """pgwarden's own counters and timings (GET /metrics, `pgwarden_*`)."""
     pg_observed_at: float | None = None
     """Monotonic instant of the probe behind `pg`; None: unknown (then it is never refreshed)."""
+    logical_slots_ready: bool | None = None
+    """Whether this node's copies of the permanent logical slots are ready (the member JSON's
+    `logical_slots_ready`); None: the cluster has no permanent logical slots."""
 
 
 class StateHolder:

@@ -347,7 +347,11 @@ DYNAMIC_RULES: tuple[KeyRule, ...] = (
         "ttl", "loop_wait", "retry_timeout", "maximum_lag_on_failover", "maximum_lag_on_syncnode",
         "primary_start_timeout", "master_start_timeout", "primary_stop_timeout", "master_stop_timeout",
         "max_timelines_history", "check_timeline", "synchronous_mode", "synchronous_mode_strict",
-        "synchronous_node_count", "pause", "member_slots_ttl")),
+        "synchronous_node_count", "pause")),
+    KeyRule("member_slots_ttl", IMPL, "a member's slot is kept that long after the member is gone, on the primary "
+            "and on every failover-capable replica: like Patroni on PostgreSQL 11 and later, those keep copies of "
+            "the other members' slots, advanced to the positions the primary publishes, so a promoted replica "
+            "already holds each member's slot and the WAL it still needs"),
     KeyRule("primary_race_backoff", IMPL, when=_empty),
     KeyRule("primary_race_backoff", HARM, "pgwarden races for the leader key at once (the lag limit still "
             "applies: no candidate further behind than maximum_lag_on_failover promotes)"),

@@ -245,13 +245,14 @@ def _absorb(m: Memory, last: Outcome, settings: HaSettings) -> Memory:
     if last.action == K.COPY_SLOTS:
         # A failed (or waiting) copy restarted PostgreSQL, or may have: back off, so a copy that cannot
         # succeed never loops restarts.
-        # A copy that waits (nothing was stopped: the slot needs WAL this replica no longer has, or the
-        # leader lacks it) is retried sooner, without doubling.
+        # A copy that waits (nothing was stopped: the leader is unreachable, the WAL the slot needs is too
+        # much to fetch or the leader lacks it, or a long fetch goes on at the next attempt) is retried
+        # sooner, without doubling.
         waiting = not last.ok and last.detail.startswith(COPY_WAITING)
         failures = 0 if last.ok else m.slot_copy_failures + (0 if waiting else 1)
         retry = None if last.ok else last.sent_at + copy_backoff(settings, 0 if waiting else failures)
         m = replace(m, slot_copy_failures=failures, slot_copy_retry_at=retry)
-    # K.REWIND_SOURCE_UNREACHABLE: nothing was tried; the next cycle rewinds again.
+    # K.REWIND_SOURCE_UNREACHABLE, K.REWIND_NO_SPACE: nothing was tried; the next cycle rewinds again.
     if last.action == K.PRE_PROMOTE_REFUSED and not last.ok:
         m = replace(m, promote_backoff_until=last.sent_at + settings.ttl, lock_deadline=None)
     if last.action == K.WATCHDOG_FAILED:
@@ -912,7 +913,10 @@ def other_replica(s: Snapshot) -> Decision:
     if copies.changes or logical.drop:
         action = EnsureSlots(create=copies.create, drop=drop, advance=copies.advance,
                              advance_logical=logical.advance)
-        return _d(s, action, Why.SLOT_COPIES, nap=SHORT_NAP, memory=memory,
+        # After a failure (all of max_replication_slots in use, say) the next try waits a whole loop_wait:
+        # every replica keeps the members' slots, and a busy retry would flood the log.
+        failed = any(o.action == K.ENSURE_SLOTS and not o.ok for o in s.last)
+        return _d(s, action, Why.SLOT_COPIES, nap=None if failed else SHORT_NAP, memory=memory,
                   create=",".join(copies.create) or "-", drop=",".join(drop) or "-")
     if logical.copy:
         leader = _leader_name(s)

@@ -69,7 +69,7 @@ class Why(StrEnum):
     NO_ACTION = "no action"
     PRE_PROMOTE_BACKOFF = "pre_promote failed, backing off"
     CASCADE_SLOTS = "create slots for cascading members"
-    SLOT_COPIES = "keep copies of the permanent slots"
+    SLOT_COPIES = "keep copies of the members' and the permanent slots"
     COPY_LOGICAL_SLOTS = "copy the permanent logical slots from the leader"
     WAITING_FOR_POOLERS = "switchover: waiting for poolers to pause"
     SYNC_STEP = "synchronous replication step"

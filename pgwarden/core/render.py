@@ -89,7 +89,7 @@ _TEMPLATES: dict[Why, str] = {
     Why.PRE_PROMOTE_BACKOFF: "Promotion cancelled because the pre-promote script failed; not racing for "
                              "the lock for another {left}s",
     Why.CASCADE_SLOTS: "creating replication slots for cascading members: {slots}",
-    Why.SLOT_COPIES: "copies of permanent replication slots: creating {create}, dropping {drop}",
+    Why.SLOT_COPIES: "copies of the members' and permanent replication slots: creating {create}, dropping {drop}",
     Why.COPY_LOGICAL_SLOTS: "copying permanent logical replication slots {slots} from {leader} (restarting "
                             "PostgreSQL)",
     Why.WAITING_FOR_POOLERS: "switchover: waiting for connection poolers to pause clients ({routers})",

@@ -1,5 +1,5 @@
 """Replication slots: the primary's plan (member slots, permanent slots, the positions `/status`
-publishes) and a replica's copies of the permanent slots.
+publishes) and a replica's copies of the members' and the permanent slots.
 
 Which slots pgwarden manages, and so may drop: the member slots (one per other member, kept for
 `member_slots_ttl` after the member is gone) and the permanent slots of `/config` (`slots:`), including
@@ -10,7 +10,9 @@ other slot (made by hand, by a tool) is never touched.
 Permanent physical slots must survive a failover: every failover-capable replica keeps a copy of each,
 advanced (`pg_replication_slot_advance`) to the position the primary publishes, but never past its own
 replay position. A promoted replica then already has the slot at or before the consumer's position,
-and keeps the WAL an offline consumer still needs.
+and keeps the WAL an offline consumer still needs. The members' slots are copied the same way (as
+Patroni does on PostgreSQL 11 and later), kept for member_slots_ttl like the primary's: a promoted replica
+already holds a slot for each member, at or before where that member is, the old primary's included.
 
 Pure, like the rest of the core.
 """
@@ -155,31 +157,65 @@ def failover_capable(s: Snapshot) -> bool:
 
 
 def plan_copies(s: Snapshot, keep: set[str]) -> tuple[SlotCopies, Memory]:
-    """A running replica's copies of the permanent slots: create the missing ones, drop those no longer
-    configured (or all, once this replica may not fail over), and advance each to the position the
-    primary published, never past this replica's own replay position (PostgreSQL would stop there too,
-    but a copy ahead of what this node has replayed would claim WAL it does not have). `keep`: slots this
-    replica has for another reason (its cascading members'), never dropped here."""
-    wanted = permanent_here(s) if failover_capable(s) else set()
+    """A running replica's copies of the permanent slots and of the other members' slots: create the
+    missing ones, drop those no longer wanted (or all, once this replica may not fail over), and advance
+    each to the position the primary published, never past this replica's own replay position
+    (PostgreSQL would stop there too, but a copy ahead of what this node has replayed would claim WAL it
+    does not have). `keep`: slots this replica has for another reason (its cascading members', in use by
+    them), never dropped nor advanced here."""
+    capable = failover_capable(s)
+    wanted = permanent_here(s) if capable else set()
+    members, seen, expired = _member_copies(s, capable)
     present = set(s.pg.slots)
     managed = _managed_permanent(s, wanted)
     drop = {n for n in (managed - wanted - keep - _member_slot_names(s) - set(logical_here(s))) & present
             if not ignored(s, n)}
+    drop |= {n for n in expired & present if n not in keep | wanted and not ignored(s, n)}
     # The logical slots present count too: dropped from this memory, a logical copy would no longer be
     # "managed" by `plan_logical_copies`, and once `/status` stops listing it, never dropped.
     held = present | {slot.name for slot in s.pg.logical_slots}
-    memory = replace(s.memory, permanent_slots=tuple(sorted(wanted | (managed & held))))
+    memory = replace(s.memory, permanent_slots=tuple(sorted(wanted | (managed & held))),
+                     slot_last_seen=tuple(sorted((n, t) for n, t in seen.items() if n not in expired or n in present)))
     published = s.dcs.status.slots if s.dcs is not None else {}
     replayed = s.pg.replay_lsn
     advance: list[tuple[str, LSN]] = []
     for name, have in s.pg.slot_lsns:
         target = published.get(name)
-        if name not in wanted or have is None or target is None or replayed is None:
+        if name not in wanted | members or name in keep or have is None or target is None or replayed is None:
             continue
         target = min(target, replayed)
         if target > have:
             advance.append((name, target))
-    return SlotCopies(tuple(sorted(wanted - present)), tuple(sorted(drop)), tuple(advance)), memory
+    create = (wanted | members) - present - {n for n in members if ignored(s, n)}
+    return SlotCopies(tuple(sorted(create)), tuple(sorted(drop)), tuple(advance)), memory
+
+
+def _member_copies(s: Snapshot, capable: bool) -> tuple[set[str], dict[str, float], set[str]]:
+    """The other members' slots a failover-capable replica keeps (as Patroni does on PostgreSQL 11 and
+    later): a promoted replica then already holds each member's slot, at or before its position, and the
+    WAL the member still needs. Kept for the members the leader retains (`/status` `retain_slots`) and, like
+    the primary, for member_slots_ttl after this node last saw the member, so a flapping DCS read or a new
+    leader that has not published yet does not drop a slot a restarting member needs.
+    Returns (the member slots wanted, when each was last seen, those to drop)."""
+    seen = dict(s.memory.slot_last_seen)
+    if s.dcs is None or not s.settings.use_slots:
+        return set(), seen, set()
+    mine = slot_name(s.me)
+    current = {slot_name(m.name) for m in s.dcs.members if m.name != s.me and not m.tags.nostream}
+    archive_only = {slot_name(m.name) for m in s.dcs.members if m.name != s.me and m.tags.nostream}
+    for name in s.dcs.status.retain_slots:
+        if name != mine:
+            seen.setdefault(name, s.now)
+    for name in current:
+        seen[name] = s.now
+    for name in archive_only:  # a copy kept for a member that became `nostream` only holds WAL back
+        seen.setdefault(name, s.now)
+    retained = set(s.dcs.status.retain_slots) - {mine}
+    wanted = (current | retained) - archive_only if capable else set()
+    expired = {n for n, t in seen.items()
+               if n != mine and n not in wanted and (not capable or n in archive_only or (n not in retained
+                                       and s.now - t > s.settings.member_slots_ttl))}
+    return wanted, seen, expired
 
 
 # -- permanent logical slots ------------------------------------------------------------------------------

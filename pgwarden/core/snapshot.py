@@ -251,6 +251,9 @@ class ActionKind(StrEnum):
     REWIND_SOURCE_UNREACHABLE = "rewind source unreachable"
     """pg_rewind could not connect to its source: nothing was tried, so it is no failed rewind (a
     partition or a restarting leader would otherwise leave the member stopped for good)."""
+    REWIND_NO_SPACE = "rewind waiting for disk space"
+    """pg_rewind was not started: the target's file system lacks the room it needs (a full disk). Like an
+    unreachable source, no failed rewind (one that failed midway could only be re-cloned)."""
     FAILSAFE_PING = "failsafe ping"
     WATCHDOG_FAILED = "watchdog"
     """Mode `required` and the watchdog could not be armed: no promotion (the key is released), or, on

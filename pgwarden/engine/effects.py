@@ -222,6 +222,30 @@ class RewindPg:
 
 
 @dataclass(frozen=True, slots=True)
+class RewindSpace:
+    """-> DiskSpace | None: the free space where pg_rewind would write (None: unknown, e.g. the data
+    directory cannot be examined; the rewind is not held back for it)."""
+
+
+@dataclass(frozen=True, slots=True)
+class DiskSpace:
+    """Free bytes for unprivileged writers on the data directory's file system and, when `pg_wal` is on
+    another one (a symlink), on that (None: the same file system); `segment_size` is the WAL segment size
+    found in `pg_wal` (the default 16 MiB when none was found)."""
+
+    data_free: int
+    wal_free: int | None = None
+    segment_size: int = 16 * 1024 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class Pause:
+    """-> None: let `seconds` pass (the agent's clock) before the step goes on; only in background steps."""
+
+    seconds: float
+
+
+@dataclass(frozen=True, slots=True)
 class Basebackup:
     """-> Result: pg_basebackup from `upstream` into the empty data directory."""
 
@@ -310,7 +334,7 @@ class AdvanceLogicalSlots:
 @dataclass(frozen=True, slots=True)
 class SlotStates:
     """The answer to `ReadSlotStates`: the state files read, or why not (`waiting`: the copy is not possible
-    yet and will be later, e.g. the slot needs WAL this replica no longer has)."""
+    yet and may be later, e.g. the slot needs more WAL than this replica may fetch, or the leader lacks it)."""
 
     ok: bool
     message: str = ""
@@ -320,13 +344,17 @@ class SlotStates:
     """The leader's serialized decoding snapshots at the slots' restart_lsn (`pg_logical/snapshots/<file>`),
     where it has one: without it a copy would rebuild its snapshot from WAL and become consistent only after
     the transactions in progress there ended, skipping the commits in between."""
+    segments: tuple[str, ...] = ()
+    """The WAL segment files the slots need from their restart_lsn on and this replica no longer had,
+    fetched from the leader and staged here (not yet in pg_wal: `WriteSlotStates` moves them there)."""
 
 
 @dataclass(frozen=True, slots=True)
 class ReadSlotStates:
     """-> SlotStates: read `pg_replslot/<name>/state` of each logical slot of `names` from `source` (the
-    leader, over a superuser connection), after checking there that it is a logical slot with a catalog_xmin,
-    and here that its restart_lsn is not older than the oldest WAL this replica still has."""
+    leader, over a superuser connection), after checking there that it is a logical slot with a catalog_xmin;
+    when its restart_lsn is older than the oldest WAL this replica still has, fetch the missing segment
+    files from the leader (bounded in size and time, PostgreSQL still running) and stage them."""
 
     source: Upstream
     names: tuple[str, ...]
@@ -340,6 +368,13 @@ class WriteSlotStates:
     states: tuple[tuple[str, bytes], ...]
     snapshots: tuple[tuple[str, bytes], ...] = ()
     """(file name, content) written into `pg_logical/snapshots` the same way."""
+    segments: tuple[str, ...] = ()
+    """Staged WAL segment files (`SlotStates.segments`) moved into pg_wal first, never over an existing file."""
+
+
+@dataclass(frozen=True, slots=True)
+class DiscardSlotWal:
+    """-> Result: remove the WAL segment files `ReadSlotStates` staged, for a copy that does not go on."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -455,9 +490,10 @@ Effect = (
     | AcquireLeaderKey | UpdateLeaderKey | DeleteLeaderKey | WriteInitialize | CancelInitialization | SeedConfig
     | DeleteFailoverKey | SetHistory | SetSyncKey | DeleteSyncKey
     | Probe | StandbySignal | StopPg | StartPg | WritePgConfig | PromotePg | CheckpointPg | FollowUpstream
+    | RewindSpace | Pause
     | RewindPg | Basebackup | RunReplicaMethod | RunBootstrapMethod | SanitizeRestored | FinishRecovery
     | MoveDataAside | EmptyDataDir | EnsureSlots | DropSlots | AdvanceSlots
-    | CreateLogicalSlots | AdvanceLogicalSlots | ReadSlotStates | WriteSlotStates
+    | CreateLogicalSlots | AdvanceLogicalSlots | ReadSlotStates | WriteSlotStates | DiscardSlotWal
     | WriteSsn
     | ReadTimelineHistory | ReserveTimelines | UnreserveTimelines | InspectDataDir | Initdb | CreateRoles
     | PostBootstrap | UndoBootstrap | RunHook

@@ -286,6 +286,11 @@ class FetchPeers:
 
 
 @dataclass(frozen=True, slots=True)
+class TaskRunning:
+    """-> bool: is a background task (a clone, a rewind, a start...) running, just before the probe?"""
+
+
+@dataclass(frozen=True, slots=True)
 class Moment:
     """-> MomentSample: the clocks and the agent's own state, sampled once after observation."""
 
@@ -345,25 +350,32 @@ class CycleEnded:
     started: float
 
 
-LoopEffect = (ReadCluster | ProbeLocal | RefreshSettings | Stopping | FetchPeers | Moment | DecideFailed | Decided
-              | Act | PublishMember | CycleEnded)
+LoopEffect = (ReadCluster | TaskRunning | ProbeLocal | RefreshSettings | Stopping | FetchPeers | Moment | DecideFailed
+              | Decided | Act | PublishMember | CycleEnded)
 DecideFn = Callable[[Snapshot], Decision]
 
 
 def cycle(book: LoopBook, me: str, decide: DecideFn) -> Generator[LoopEffect, Any, Decision]:
     """Observe, decide, act, publish: one HA cycle, in the order both loops follow.
 
-    The DCS is read first, then PostgreSQL probed, peers asked only when `needs_peer_statuses` says a
-    race or a handover needs them, `now` sampled once after observation; the outcomes since the last
-    cycle go to the core once; the member key is written after acting.
+    The DCS is read first, then PostgreSQL probed (again if a background task ended meanwhile), peers
+    asked only when `needs_peer_statuses` says a race or a handover needs them, `now` sampled once after
+    observation; the outcomes since the last cycle go to the core once; the member key is written after
+    acting.
     """
     cluster: ClusterView | None = yield ReadCluster()
+    busy: bool = yield TaskRunning()
     pg: LocalPg = yield ProbeLocal()
     settings: HaSettings = yield RefreshSettings(cluster, pg)
     peers: tuple[PeerStatus, ...] = ()
     if cluster is not None and needs_peer_statuses(cluster, me, (yield Stopping())):
         peers = yield FetchPeers(cluster)
     moment: MomentSample = yield Moment()
+    if busy and moment.task is None:
+        # The task ended after the probe: its outcome goes to the core now, with what it left behind (a
+        # finished clone's data directory), not with the directory as it was mid-task (which, empty, would
+        # ask for another clone).
+        pg = yield ProbeLocal()
     request = book.requests.due_request(moment.wall)
     # The failsafe ping is read here, in the same step as the decision: no acceptance can slip in between
     # (`LoopBook.accept_failsafe_ping`).

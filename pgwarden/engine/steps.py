@@ -249,13 +249,74 @@ def _with_upstream(action: Action, ctx: StepContext, member: str,
     return (yield from _result(action, (yield effect(source))))
 
 
+REWIND_SPACE_SEGMENTS = 3
+"""WAL segments a rewind needs free room for at the least: single-user crash recovery's end-of-recovery
+checkpoint may open a new segment, and pg_rewind copies the source's WAL since the divergence in full."""
+REWIND_SPACE_MARGIN = 16 * 1024 * 1024
+"""Room beyond those segments: the lock file, the copied changed blocks, new relation files, pg_xact."""
+REWIND_SPACE_FIRST_PAUSE = 1.0
+REWIND_SPACE_MAX_PAUSE = 8.0
+"""How often a rewind held back for space looks again: the first pause, doubled up to this."""
+
+
+def rewind_space_needed(segment_size: int) -> int:
+    """The free bytes below which pg_rewind is not started: a floor, not pg_rewind's own figure (its
+    --dry-run refuses a target that was not shut down cleanly, as a crashed primary on a full disk is);
+    a rewind needing more fails midway and is a failed rewind."""
+    return REWIND_SPACE_SEGMENTS * segment_size + REWIND_SPACE_MARGIN
+
+
+def rewind_space_shortfall(space: fx.DiskSpace | None) -> str | None:
+    """Why pg_rewind should not start on `space` (None: it may; so when the space is unknown)."""
+    if space is None:
+        return None
+    need = rewind_space_needed(space.segment_size)
+    where = [("the data directory's", space.data_free)]
+    if space.wal_free is not None:
+        where.append(("pg_wal's", space.wal_free))
+    short = [f"{name} file system has {_mib(free)} free" for name, free in where if free < need]
+    return f"{' and '.join(short)}, less than the {_mib(need)} a rewind needs" if short else None
+
+
+def _mib(size: int) -> str:
+    return f"{size / (1024 * 1024):.1f} MiB"
+
+
+def _room_for_rewind(budget: float) -> StepGen[str | None]:
+    """Wait up to `budget` seconds (pausing 1, 2, 4, ... s) for the free space a rewind needs; None once
+    it is there, else why not. A pg_rewind that runs out of space midway leaves a data directory that
+    can only be re-cloned, while one that has not started loses nothing by waiting."""
+    short = rewind_space_shortfall((yield fx.RewindSpace()))
+    if short is None:
+        return None
+    yield fx.Log("warning", f"not starting pg_rewind: {short}; waiting for free space")
+    waited, pause = 0.0, REWIND_SPACE_FIRST_PAUSE
+    while waited < budget:
+        pause = min(pause, budget - waited)
+        yield fx.Pause(pause)
+        waited += pause
+        short = rewind_space_shortfall((yield fx.RewindSpace()))
+        if short is None:
+            yield fx.Log("info", "enough free space for pg_rewind again: starting it")
+            return None
+        pause = min(2 * pause, REWIND_SPACE_MAX_PAUSE)
+    return short
+
+
 def _rewind(action: Rewind, ctx: StepContext) -> StepGen[Outcome]:
     """pg_rewind from the leader. A source that could not be reached is reported as such, not as a
     failed rewind: the core tries again rather than giving up on this member (Patroni checks that it
-    can connect to the leader before rewinding, and retries while it cannot)."""
+    can connect to the leader before rewinding, and retries while it cannot). So is a target file
+    system without room for it (`REWIND_NO_SPACE`, after waiting for room up to `loop_wait`): a rewind
+    that has not started has failed at nothing, and the core's next decision starts it again."""
     source = upstream(ctx.cluster, action.source)
     if source is None:
         return (yield from _outcome(action, False, f"no address known for {action.source}"))
+    # Never less than the longest pause: an outcome at once would have the next decision rewind at once.
+    short = yield from _room_for_rewind(max(float(ctx.settings.loop_wait), REWIND_SPACE_MAX_PAUSE))
+    if short is not None:
+        return (yield from _outcome(action, False, f"pg_rewind not started: {short}",
+                                    kind=ActionKind.REWIND_NO_SPACE))
     result: fx.Result = yield fx.RewindPg(source, action.keep_slots)
     kind = ActionKind.REWIND_SOURCE_UNREACHABLE if result.unreachable and not result.ok else None
     return (yield from _outcome(action, result.ok, result.message, kind=kind))
@@ -294,8 +355,10 @@ def _ensure_slots(action: EnsureSlots) -> StepGen[Outcome]:
 def _copy_logical_slots(action: CopyLogicalSlots, ctx: StepContext) -> StepGen[Outcome]:
     """A replica's copies of the permanent logical slots (PostgreSQL before 16 cannot create them in
     recovery): read their state files from the leader (checked there and here first: nothing is stopped for
-    a copy that cannot work), stop PostgreSQL, write them, start it again as the same replica. One restart
-    for all the missing slots; a failure is reported and the core backs off before the next attempt."""
+    a copy that cannot work), with the WAL they need that this replica no longer has (fetched while
+    PostgreSQL runs: the stop does not last longer for it), stop PostgreSQL, write them, start it again as
+    the same replica. One restart for all the missing slots; a failure is reported and the core backs off
+    before the next attempt."""
     source = upstream(ctx.cluster, action.leader)
     if source is None:
         return (yield from _outcome(action, False, f"no address known for {action.leader}"))
@@ -305,8 +368,10 @@ def _copy_logical_slots(action: CopyLogicalSlots, ctx: StepContext) -> StepGen[O
     yield from _before_stop()
     stopped = yield from _stop(ctx, "fast")
     if not stopped.ok:
+        if read.segments:
+            yield fx.DiscardSlotWal()  # the next attempt fetches again: nothing staged may linger
         return (yield from _outcome(action, False, stopped.message))
-    written: fx.Result = yield fx.WriteSlotStates(read.states, read.snapshots)
+    written: fx.Result = yield fx.WriteSlotStates(read.states, read.snapshots, read.segments)
     started: fx.Result = yield fx.StartPg()  # with the configuration written last: the same replica
     if not written.ok:
         return (yield from _outcome(action, False, written.message))

@@ -32,7 +32,7 @@ from pgwarden.aio import bounded
 from pgwarden.config.schema import MethodSpec
 from pgwarden.logutil import RateLimitedLog
 from pgwarden.model import DataDirState, lsn_from_text, lsn_to_text
-from pgwarden.postgres import conf, libpq
+from pgwarden.postgres import conf, libpq, slotwal
 from pgwarden.postgres.connection import CONNECT_TIMEOUT, connect_local, local_conninfo
 from pgwarden.postgres.datadir import (
     directory_state,
@@ -470,7 +470,7 @@ class PgController:
         outcome = await run_command(argv, timeout, env=self._client_env())
         self._restore_node_files(saved)
         if not outcome.ok:
-            return PgResult.failed(f"pg_rewind failed: {outcome.tail(8)}")
+            return PgResult.failed(rewind_failure(outcome.tail(8)))
         # The old slots describe a history that is gone (pg_rewind itself empties pg_replslot, an excluded
         # directory). But a permanent physical slot's copy only holds WAL back from its position, which an
         # offline consumer still needs: recreated, it would start at this node's position, ahead of that
@@ -484,6 +484,10 @@ class PgController:
         if not written.ok:
             return written
         return PgResult(True, f"rewound: {outcome.tail(2)}")
+
+    def rewind_room(self) -> FreeRoom | None:
+        """The free space pg_rewind would write into (`free_room`)."""
+        return free_room(self.data_dir)
 
     def _save_node_files(self) -> dict[str, bytes]:
         saved = {}
@@ -695,8 +699,10 @@ class PgController:
                                timeout: float = QUICK_TIMEOUT) -> SlotStateRead:
         """Read the state files of the logical slots `names` from the leader at host:port (the rewind
         credentials: a superuser, or a role granted pg_read_binary_file as Patroni's rewind role is), after
-        checking there that each is a logical slot with a catalog_xmin, and here that its restart_lsn is not
-        older than the oldest WAL this replica still has (else the copy could never decode: it waits)."""
+        checking there that each is a logical slot with a catalog_xmin. When a slot's restart_lsn is older
+        than the WAL this replica still has, the missing segments are fetched from the leader into a staging
+        directory under pg_wal (`slotwal`: bounded, every query with a timeout), for `write_slot_states` to
+        move into pg_wal; the copy waits when they cannot be (too much WAL, the leader lacks them)."""
         wanted = sorted(set(names))
         bad = [n for n in wanted if not _SLOT_NAME.match(n)]
         if bad:
@@ -704,73 +710,137 @@ class PgController:
         pgpass = self._try_write_pgpass()  # the leader's password comes from it, as for pg_rewind
         if not pgpass.ok:
             return SlotStateRead(False, pgpass.message)
-        oldest = await self._oldest_wal()
-        if not oldest.ok:
-            return SlotStateRead(False, oldest.message)
-        have_from = int(oldest.message)
+        local = await self._local_wal()
+        if isinstance(local, str):
+            return SlotStateRead(False, local)
         creds = self.settings.rewind_credentials
         conninfo = psycopg.conninfo.make_conninfo(
             host=libpq.upstream_host(self.settings, host), port=str(port), user=creds.username, dbname="postgres",
             passfile=str(self.settings.pgpass_path), connect_timeout=str(CONNECT_TIMEOUT),
             application_name="pgwarden", options=f"-c statement_timeout={int(timeout * 1000)}",
             **libpq.connection_options(creds))
-
-        async def session() -> SlotStateRead:
-            async with await psycopg.AsyncConnection.connect(conninfo, autocommit=True) as conn:
-                states: list[tuple[str, bytes]] = []
-                snapshots: list[tuple[str, bytes]] = []
-                for name in wanted:
-                    cur = await conn.execute(_SLOT_STATE, (f"pg_replslot/{name}/state", name))
-                    row = await cur.fetchone()
-                    if row is None:
-                        return SlotStateRead(False, f"the leader has no slot {name}", waiting=True)
-                    slot_type, has_xmin, restart, data = row
-                    if slot_type != "logical" or not has_xmin:
-                        return SlotStateRead(False, f"the leader's slot {name} is no logical slot with a "
-                                                    "catalog_xmin", waiting=True)
-                    if restart is None or lsn_from_text(str(restart)) < have_from:
-                        return SlotStateRead(False, f"the leader's slot {name} needs WAL from {restart}, older than "
-                                                    f"the oldest this replica has ({lsn_to_text(have_from)}); "
-                                                    "waiting for its consumer to move on", waiting=True)
-                    if not isinstance(data, bytes | bytearray | memoryview) or len(bytes(data)) < _STATE_MIN_SIZE:
-                        return SlotStateRead(False, f"the state file of the leader's slot {name} is unreadable")
-                    state = bytes(data)
-                    snapshot = await _read_snapshot(conn, state_restart_lsn(state))
-                    if snapshot is not None:
-                        snapshots.append(snapshot)
-                    states.append((name, state))
-                return SlotStateRead(True, f"read {len(states)} slot state files and {len(snapshots)} snapshots",
-                                     tuple(states), snapshots=tuple(snapshots))
-
         try:
-            return await bounded(session(), timeout + CONNECT_TIMEOUT)
+            read, leader = await bounded(_read_states(conninfo, wanted), timeout + CONNECT_TIMEOUT)
         except TimeoutError:
             return SlotStateRead(False, f"reading slot state files timed out after {timeout:g}s", unreachable=True)
         except (psycopg.Error, OSError) as exc:
             return SlotStateRead(False, f"reading slot state files from the leader failed: {exc}",
                                  unreachable=isinstance(exc, psycopg.OperationalError))
+        if not read.ok:
+            return read
+        return await self._with_missing_wal(read, leader, local, conninfo, timeout)
 
-    async def _oldest_wal(self) -> PgResult:
-        """The LSN where the oldest WAL segment in this node's pg_wal starts (as text of an int)."""
-        async def run(conn: AsyncConn) -> str:
-            cur = await conn.execute(_OLDEST_WAL)
-            row = await cur.fetchone()
-            if row is None or row[0] is None:
-                return "0"
-            name, size = str(row[0]), int(row[1])
-            return str(segment_start(name, size))
-        return await self._in_session("listing pg_wal", run, QUICK_TIMEOUT)
+    async def _with_missing_wal(self, read: SlotStateRead, leader: _LeaderWal, local: _LocalWal, conninfo: str,
+                                timeout: float) -> SlotStateRead:
+        """`read` with the WAL segments its slots need and this replica lacks fetched from the leader and
+        staged (`segments`); or why the copy waits. What earlier attempts staged is kept when still needed
+        (a fetch longer than `slotwal.FETCH_BUDGET` goes on over several attempts), else removed."""
+        pg_wal = self.data_dir / "pg_wal"
+        if not read.states:
+            return _unstaged(pg_wal, read)
+        size = local.segment_size
+        slot, restart = min(((name, state_restart_lsn(state)) for name, state in read.states), key=lambda r: r[1])
+        numbers = slotwal.missing_numbers(restart, local.names, local.replay_lsn, size)
+        if not numbers:
+            return _unstaged(pg_wal, read)
+        lacking = (f"the leader's slot {slot} needs WAL from {lsn_to_text(restart)}, older than the oldest this "
+                   f"replica has ({lsn_to_text(numbers.stop * size)})")
+        if leader.timeline is None:
+            return _unstaged(pg_wal, SlotStateRead(
+                False, f"{lacking}; the leader is in recovery: waiting for its consumer to move on", waiting=True))
+        history = self._history_rows(leader.timeline)
+        if history is None:
+            return _unstaged(pg_wal, SlotStateRead(
+                False, f"{lacking}; this replica has no history file of the leader's timeline {leader.timeline} "
+                       "yet: waiting", waiting=True))
+        files = slotwal.missing_files(numbers, size, history, leader.timeline, local.names)
+        if not files:
+            return _unstaged(pg_wal, read)
+        staged = slotwal.keep_staged(pg_wal, files)
+        fetch = tuple(name for name in files if name not in staged)
+        needed = len(files) * size
+        pinned = leader.current - leader.restart.get(slot, restart) if leader.current else 0
+        try:
+            refusal = slotwal.fetch_refusal(needed, slotwal.free_space(pg_wal) + len(staged) * size)
+        except OSError as exc:
+            return _unstaged(pg_wal, SlotStateRead(False, f"{lacking}; checking pg_wal failed: {exc}"))
+        sizes = f"{len(files)} WAL segments ({slotwal.mib(needed)})"
+        if refusal:
+            return _unstaged(pg_wal, SlotStateRead(
+                False, f"{lacking}: {sizes} to fetch from the leader, where the slot pins "
+                       f"{slotwal.mib(max(pinned, 0))} of WAL; refused: {refusal}; waiting for its consumer to "
+                       "move on", waiting=True))
+        problem = await _fetch_wal(conninfo, pg_wal, fetch, size, timeout) if fetch else None
+        if problem is not None:
+            message, waiting, unreachable = problem
+            if message == slotwal.OUT_OF_TIME:  # the segments staged so far stay for the next attempt
+                done = len(slotwal.keep_staged(pg_wal, files))
+                return SlotStateRead(False, f"{lacking}: fetched {done} of {sizes} from the leader so far; "
+                                            "going on at the next attempt", waiting=True)
+            slotwal.clear_staging(pg_wal)
+            return SlotStateRead(False, f"{lacking}: fetching {sizes} from the leader failed: {message}",
+                                 waiting=waiting, unreachable=unreachable)
+        return SlotStateRead(True, f"{read.message}; fetched {sizes} from the leader (from {lsn_to_text(restart)})",
+                             read.states, snapshots=read.snapshots, segments=files)
+
+    async def _local_wal(self) -> _LocalWal | str:
+        """This replica's replay position, WAL segment size and segment files; or why not (as a message)."""
+        async def session() -> _LocalWal:
+            async with await connect_local(self.settings, int(QUICK_TIMEOUT * 1000)) as conn:
+                cur = await conn.execute(_LOCAL_WAL)
+                row = await cur.fetchone()
+            replay, size, names = row if row is not None else (None, None, None)
+            if not isinstance(size, int) or not slotwal.valid_segment_size(size) or not isinstance(names, list):
+                raise psycopg.DataError(f"unexpected pg_wal facts: {row!r}")
+            return _LocalWal(lsn_from_text(str(replay)) if replay is not None else None, size,
+                             tuple(str(n) for n in names))
+
+        try:
+            return await bounded(session(), QUICK_TIMEOUT + CONNECT_TIMEOUT)
+        except TimeoutError:
+            return f"listing pg_wal timed out after {QUICK_TIMEOUT:g}s"
+        except (psycopg.Error, OSError) as exc:
+            return f"listing pg_wal failed: {exc}"
+
+    def _history_rows(self, timeline: int) -> list[tuple[int, int]] | None:
+        """(parent timeline, switch LSN) of `timeline`'s history as this replica's PostgreSQL will read it
+        (pg_wal/<timeline>.history); None when it has none (or only a placeholder) for a timeline after 1."""
+        if timeline <= 1:
+            return []
+        try:
+            text = (self.data_dir / "pg_wal" / f"{timeline:08X}.history").read_text(errors="replace")
+        except OSError:
+            return None
+        rows = [(parent, switch) for parent, switch, _reason in parse_timeline_history(text)]
+        return rows or None
 
     def write_slot_states(self, states: Iterable[tuple[str, bytes]],
-                          snapshots: Iterable[tuple[str, bytes]] = ()) -> PgResult:
-        """With PostgreSQL stopped: write each decoding snapshot into `pg_logical/snapshots` first, then each
-        (name, state file) as `pg_replslot/<name>/state` (a slot never exists here without its snapshot)."""
+                          snapshots: Iterable[tuple[str, bytes]] = (), segments: Iterable[str] = ()) -> PgResult:
+        """With PostgreSQL stopped: move the WAL segments `read_slot_states` staged into pg_wal (never over an
+        existing file), then write each decoding snapshot into `pg_logical/snapshots`, then each (name, state
+        file) as `pg_replslot/<name>/state` (a slot never exists here without its WAL and snapshot)."""
+        pg_wal = self.data_dir / "pg_wal"
         if self.is_running():
+            slotwal.clear_staging(pg_wal)
             return PgResult.failed("refusing to write slot state files: PostgreSQL is running")
+        wal = ""
+        names = tuple(segments)
+        if names:
+            try:
+                installed, kept = slotwal.install(pg_wal, names)
+            except OSError as exc:
+                return PgResult.failed(f"installing the WAL fetched for the slots failed: {exc}")
+            wal = f"; installed {len(installed)} WAL segments" + (f" ({len(kept)} already present)" if kept else "")
         written = write_snapshots(self.data_dir / "pg_logical" / "snapshots", snapshots)
         if not written.ok:
             return written
-        return write_slot_states(self.data_dir / "pg_replslot", states)
+        result = write_slot_states(self.data_dir / "pg_replslot", states)
+        return PgResult(result.ok, result.message + wal) if result.ok else result
+
+    def discard_slot_wal(self) -> PgResult:
+        """Remove the WAL segments `read_slot_states` staged (a copy that did not go on)."""
+        slotwal.clear_staging(self.data_dir / "pg_wal")
+        return PgResult(True, "discarded the WAL fetched for the slots")
 
     async def _in_session(
         self, what: str, work: Callable[[AsyncConn], Awaitable[str]], timeout: float, database: str | None = None
@@ -898,6 +968,58 @@ def _tail_of(path: Path, lines: int = 5) -> str:
         return ""
 
 
+NO_SPACE = "No space left on device"
+"""strerror(ENOSPC), as PostgreSQL's tools print it (pgwarden runs them in the C locale's messages)."""
+DEFAULT_SEGMENT_SIZE = 16 * 1024 * 1024
+_SEGMENT_NAME = re.compile(r"[0-9A-F]{24}")
+
+
+def rewind_failure(output: str) -> str:
+    """The message of a failed pg_rewind: one that ran out of space says so first, since the data directory
+    it leaves (possibly half rewound) is a casualty of the full disk, not of a divergence pg_rewind could
+    not repair."""
+    if NO_SPACE in output:
+        return f"pg_rewind failed: the target's file system is full ({NO_SPACE}): {output}"
+    return f"pg_rewind failed: {output}"
+
+
+@dataclass(frozen=True, slots=True)
+class FreeRoom:
+    """Free bytes (for unprivileged writers) on the data directory's file system and on pg_wal's when it
+    is another one (None: the same); the WAL segment size found in pg_wal."""
+
+    data_free: int
+    wal_free: int | None
+    segment_size: int
+
+
+def free_room(data_dir: Path) -> FreeRoom | None:
+    """`FreeRoom` of `data_dir` (None: it cannot be examined). pg_wal may be a symlink to another file
+    system (initdb --waldir); the segment size is the size of a segment file there (segments are
+    allocated in full), else the default."""
+    wal = data_dir / "pg_wal"
+    try:
+        data_stat, data_fs = os.stat(data_dir), os.statvfs(data_dir)
+        wal_free = None
+        with suppress(FileNotFoundError):
+            if os.stat(wal).st_dev != data_stat.st_dev:
+                wal_fs = os.statvfs(wal)
+                wal_free = wal_fs.f_bavail * wal_fs.f_frsize
+    except OSError:
+        return None
+    return FreeRoom(data_fs.f_bavail * data_fs.f_frsize, wal_free, _segment_size(wal))
+
+
+def _segment_size(wal: Path) -> int:
+    with suppress(OSError), os.scandir(wal) as entries:
+        for entry in entries:
+            if _SEGMENT_NAME.fullmatch(entry.name) and entry.is_file(follow_symlinks=False):
+                size = entry.stat(follow_symlinks=False).st_size
+                if size > 0 and size & (size - 1) == 0:  # a power of two, as segment sizes are
+                    return size
+    return DEFAULT_SEGMENT_SIZE
+
+
 def _clear_slot_dirs(replslot: Path) -> None:
     with suppress(OSError):
         for entry in replslot.iterdir():
@@ -982,9 +1104,25 @@ SELECT slot_type, catalog_xmin IS NOT NULL, restart_lsn::text,
 """One slot's facts and its state file (the four-argument pg_read_binary_file: the one Patroni's rewind role
 is granted)."""
 
-_OLDEST_WAL = """
-SELECT min(name), (SELECT setting::bigint FROM pg_settings WHERE name = 'wal_segment_size')
-  FROM pg_ls_waldir() WHERE name ~ '^[0-9A-F]{24}$'
+_LOCAL_WAL = """
+SELECT pg_last_wal_replay_lsn()::text,
+       (SELECT setting::bigint FROM pg_settings WHERE name = 'wal_segment_size'),
+       array(SELECT name FROM pg_ls_waldir() WHERE name ~ '^[0-9A-F]{24}$')
+"""
+"""A replica's replay position, segment size and WAL segment files (the local superuser session)."""
+
+_LEADER_WAL = """
+SELECT CASE WHEN pg_is_in_recovery() THEN NULL ELSE pg_walfile_name(pg_current_wal_lsn()) END,
+       CASE WHEN pg_is_in_recovery() THEN NULL ELSE pg_current_wal_lsn()::text END,
+       has_function_privilege('pg_catalog.pg_ls_waldir()', 'EXECUTE')
+"""
+"""The leader's timeline (in its current WAL file's name) and position; whether pg_ls_waldir is allowed (a
+superuser, pg_monitor) or the rewind role's pg_ls_dir and pg_stat_file list pg_wal instead."""
+
+_LEADER_SEGMENTS = "SELECT name, size FROM pg_ls_waldir() WHERE name = ANY(%s)"
+_LEADER_SEGMENTS_REWIND = """
+SELECT name, (pg_stat_file('pg_wal/' || name, true)).size
+  FROM pg_ls_dir('pg_wal', true, false) AS name WHERE name = ANY(%s)
 """
 
 _STATE_MIN_SIZE = 16
@@ -1002,6 +1140,88 @@ class SlotStateRead:
     waiting: bool = False
     unreachable: bool = False
     snapshots: tuple[tuple[str, bytes], ...] = ()
+    segments: tuple[str, ...] = ()
+    """WAL segment files fetched from the leader and staged (`slotwal.STAGING`) for `write_slot_states`."""
+
+
+@dataclass(frozen=True, slots=True)
+class _LocalWal:
+    replay_lsn: int | None
+    segment_size: int
+    names: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class _LeaderWal:
+    timeline: int | None
+    """The leader's timeline; None when it is in recovery (a standby leader)."""
+    current: int | None
+    restart: dict[str, int]
+    """Each slot's restart_lsn as the leader holds it now (for the WAL it pins there)."""
+
+
+async def _read_states(conninfo: str, wanted: list[str]) -> tuple[SlotStateRead, _LeaderWal]:
+    """The leader's state files (and decoding snapshots) of the slots `wanted`, and its WAL facts."""
+    async with await psycopg.AsyncConnection.connect(conninfo, autocommit=True) as conn:
+        cur = await conn.execute(_LEADER_WAL)
+        row = await cur.fetchone()
+        walfile, current = (row[0], row[1]) if row is not None else (None, None)
+        timeline = int(str(walfile)[:8], 16) if walfile and slotwal.SEGMENT_NAME.match(str(walfile)) else None
+        leader = _LeaderWal(timeline, lsn_from_text(str(current)) if current else None, {})
+        states: list[tuple[str, bytes]] = []
+        snapshots: list[tuple[str, bytes]] = []
+        for name in wanted:
+            cur = await conn.execute(_SLOT_STATE, (f"pg_replslot/{name}/state", name))
+            row = await cur.fetchone()
+            if row is None:
+                return SlotStateRead(False, f"the leader has no slot {name}", waiting=True), leader
+            slot_type, has_xmin, restart, data = row
+            if slot_type != "logical" or not has_xmin or restart is None:
+                return SlotStateRead(False, f"the leader's slot {name} is no logical slot with a catalog_xmin",
+                                     waiting=True), leader
+            if not isinstance(data, bytes | bytearray | memoryview) or len(bytes(data)) < _STATE_MIN_SIZE:
+                return SlotStateRead(False, f"the state file of the leader's slot {name} is unreadable"), leader
+            leader.restart[name] = lsn_from_text(str(restart))
+            state = bytes(data)
+            snapshot = await _read_snapshot(conn, state_restart_lsn(state))
+            if snapshot is not None:
+                snapshots.append(snapshot)
+            states.append((name, state))
+        return SlotStateRead(True, f"read {len(states)} slot state files and {len(snapshots)} snapshots",
+                             tuple(states), snapshots=tuple(snapshots)), leader
+
+
+def _unstaged(pg_wal: Path, read: SlotStateRead) -> SlotStateRead:
+    """`read`, once the staging directory is removed: no WAL is fetched for this copy (what an earlier,
+    interrupted attempt staged is not needed, or not now)."""
+    slotwal.clear_staging(pg_wal)
+    return read
+
+
+async def _fetch_wal(conninfo: str, pg_wal: Path, files: tuple[str, ...], size: int,
+                     timeout: float) -> tuple[str, bool, bool] | None:
+    """Fetch the WAL segment `files` from the leader into the staging directory (`slotwal.fetch`), after
+    checking there that each is a complete segment. None when done, else (why not, waiting, unreachable)."""
+    try:
+        async with await bounded(psycopg.AsyncConnection.connect(conninfo, autocommit=True),
+                                 timeout + CONNECT_TIMEOUT) as conn:
+            cur = await bounded(conn.execute(_LEADER_WAL), timeout + CONNECT_TIMEOUT)
+            row = await cur.fetchone()
+            listing = _LEADER_SEGMENTS if row is not None and row[2] else _LEADER_SEGMENTS_REWIND
+            cur = await bounded(conn.execute(listing, (list(files),)), timeout + CONNECT_TIMEOUT)
+            sizes = {str(name): int(length or 0) for name, length in await cur.fetchall()}
+            lacking = [name for name in files if sizes.get(name) != size]
+            if lacking:
+                return f"the leader has no complete WAL file {lacking[0]}", True, False
+            problem = await slotwal.fetch(conn, pg_wal, files, size, timeout + CONNECT_TIMEOUT)
+            return (problem, True, False) if problem else None
+    except TimeoutError:
+        return f"a query timed out after {timeout:g}s", False, True
+    except (psycopg.Error, OSError, ValueError) as exc:
+        return str(exc), False, isinstance(exc, psycopg.OperationalError)
+    except BaseException:
+        slotwal.clear_staging(pg_wal)  # cancelled (the agent stops): leave nothing behind
+        raise
 
 
 _STATE_RESTART_LSN = slice(96, 104)

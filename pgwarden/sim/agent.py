@@ -45,6 +45,7 @@ from pgwarden.engine.loop import (
     ReadCluster,
     RefreshSettings,
     Stopping,
+    TaskRunning,
     cycle,
     keepalive_stall_limit,
 )
@@ -201,6 +202,8 @@ class SimAgent:
                 return self.stopping
             case FetchPeers(cluster=cluster):
                 return (yield from observe.fetch_peers(world, name, cluster))
+            case TaskRunning():
+                return self.background is not None
             case Moment():
                 task = self.background[1] if self.background else None
                 return MomentSample(self.local_now(), world.wall_time(name), task, self.stopping)

@@ -124,9 +124,21 @@ def _perform(agent: SimAgent, action: Action, effect: fx.Effect) -> Generator[St
             return fx.Result(True)
         case fx.CreateRoles() | fx.PostBootstrap() | fx.RunHook() | fx.SanitizeRestored() | fx.FinishRecovery():
             return fx.Result(True)
+        case fx.RewindSpace():
+            # The simulated world has no file systems to fill: the room is unknown and a rewind goes ahead.
+            return None
+        case fx.Pause(seconds=seconds):
+            yield seconds / world.nodes[name].clock.rate
+            return None
         case fx.ReadSlotStates(source=up, names=names):
+            # The simulated world keeps no WAL files: a copy never lacks WAL here, which matches the real
+            # copy fetching what it lacks from the leader (its bounds and failures are tested on real
+            # PostgreSQL, tests/integration/test_logical_slot_copy.py). It waits only for the leader's slot
+            # or the link, as the real one does.
             ok, message, states = yield from pgops.read_slot_states(world, name, up.member, names)
             return fx.SlotStates(ok, message, states, waiting=not ok)
+        case fx.DiscardSlotWal():
+            return fx.Result(True)
         case fx.RunReplicaMethod(source=None):
             # The simulated world has no backup repository: a no_leader method finds nothing to restore.
             return fx.Result(False, "no backup repository in the simulated world")

@@ -29,8 +29,10 @@ from pathlib import Path
 from typing import Any
 
 from pgwarden.core.actions import Action, Decision
+from pgwarden.core.classify import slot_name
 from pgwarden.core.reasons import Why
 from pgwarden.core.render import render
+from pgwarden.core.slots import failover_capable
 from pgwarden.core.snapshot import (
     FailsafePingSeen,
     HaSettings,
@@ -74,6 +76,7 @@ ACTION_ALIASES = {
     "start": "start",
     "follow": "follow",
     "rewind": "rewind",
+    "rewind-no-space": "rewind waiting for disk space",
     "remove": "remove data directory",
     "release": "release leader",
     "shutdown": "shutdown",
@@ -487,10 +490,21 @@ def build_snapshot(pg: str, dcs: str, node: str, peers: str, now: float = b.NOW,
                    memory: Memory | None = None, last: tuple[Outcome, ...] = ()) -> Snapshot:
     """A snapshot from the four phrases; `memory` and `last` (if given) override the node phrase's."""
     spec = build_node(node, now)
-    return b.snapshot(me=spec.me, pg=build_pg(pg), dcs=build_dcs(dcs), peers=build_peers(peers),
+    snap = b.snapshot(me=spec.me, pg=build_pg(pg), dcs=build_dcs(dcs), peers=build_peers(peers),
                       memory=memory or spec.memory, last=last or spec.last, now=now, settings=spec.settings,
                       task=spec.task, shutting_down=spec.shutting_down, wall=spec.wall, request=spec.request,
                       failsafe_ping=spec.failsafe_ping, watchdog_failed=spec.watchdog_failed)
+    return snap if "slots=" in pg else _with_member_copies(snap)
+
+
+def _with_member_copies(s: Snapshot) -> Snapshot:
+    """The healthy default of a replica whose slots the row does not give: it holds the other members'
+    slots (the copies a failover-capable replica keeps), without positions."""
+    if not s.pg.is_replica or s.dcs is None or not failover_capable(s) or (
+            s.dcs.leader is not None and s.dcs.leader.name == s.me):
+        return s
+    names = {slot_name(m.name) for m in s.dcs.members if m.name != s.me and not m.tags.nostream}
+    return replace(s, pg=replace(s.pg, slots=tuple(sorted(names | set(s.pg.slots)))))
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -33,6 +33,8 @@ DEFAULTS: dict[type, Any] = {
     fx.DeleteSyncKey: None,
     fx.UnreserveTimelines: None,
     fx.DisarmWatchdog: None,
+    fx.RewindSpace: None,
+    fx.Pause: None,
 }
 BOOLEAN = (fx.AcquireLeaderKey, fx.UpdateLeaderKey, fx.DeleteLeaderKey, fx.WriteInitialize, fx.SeedConfig,
            fx.SetSyncKey, fx.SetFailsafeKey)

@@ -28,6 +28,7 @@ from pgwarden.engine.loop import (
     ReadCluster,
     RefreshSettings,
     Stopping,
+    TaskRunning,
     cycle,
     keepalive_stall_limit,
 )
@@ -63,9 +64,36 @@ def kinds(effects: list[Any]) -> list[str]:
 
 def test_the_order_of_a_cycle() -> None:
     decision, effects = drive(LoopBook())
-    assert kinds(effects) == ["ReadCluster", "ProbeLocal", "RefreshSettings", "Stopping", "Moment", "Decided", "Act",
-                              "PublishMember", "CycleEnded"]
+    assert kinds(effects) == ["ReadCluster", "TaskRunning", "ProbeLocal", "RefreshSettings", "Stopping", "Moment",
+                              "Decided", "Act", "PublishMember", "CycleEnded"]
     assert isinstance(effects[-3], Act) and effects[-3].decision is decision
+
+
+def test_a_task_that_ended_after_the_probe_has_its_result_probed_again() -> None:
+    """A clone that finishes between the probe and the moment: the core must see the cloned directory with
+    the clone's outcome, not the empty one (it would ask for another clone)."""
+    empty = LocalPg(data_dir=DataDirState.EMPTY)
+    probes = iter([empty, REPLICA])
+    seen: list[Snapshot] = []
+
+    def decide(s: Snapshot) -> Decision:
+        seen.append(s)
+        return Decision(Wait(), Reason(Why.NO_ACTION), s.now + 1, s.memory)
+
+    steps = cycle(LoopBook(), "n1", decide)
+    answer: Any = None
+    effects: list[str] = []
+    while True:
+        pending, value = resume(steps, answer, None)
+        if not pending:
+            break
+        effects.append(type(value).__name__)
+        answer = {TaskRunning: True, ProbeLocal: None, ReadCluster: LED, RefreshSettings: HaSettings(),
+                  Stopping: False, FetchPeers: (), Moment: MomentSample(100.0, 1_700_000_000.0, None, False),
+                  CycleEnded: 100.01}.get(type(value))
+        if isinstance(value, ProbeLocal):
+            answer = next(probes)
+    assert effects.count("ProbeLocal") == 2 and seen[0].pg is REPLICA
 
 
 def test_peers_are_asked_only_for_a_race() -> None:

@@ -67,6 +67,12 @@ def _sql(cluster: LocalCluster, node: Node, query: str) -> list[tuple[object, ..
         return conn.execute(query).fetchall()
 
 
+def _member_copies(cluster: LocalCluster, node: Node) -> set[str]:
+    """The physical slots on `node` that reserve WAL."""
+    return {str(row[0]) for row in _sql(cluster, node, "SELECT slot_name FROM pg_replication_slots "
+                                                       "WHERE slot_type = 'physical' AND restart_lsn IS NOT NULL")}
+
+
 def _insert(cluster: LocalCluster, node: Node, value: str) -> None:
     with psycopg.connect(cluster.conninfo(node), autocommit=True, connect_timeout=2) as conn:
         conn.execute("CREATE TABLE IF NOT EXISTS pgwarden_it (v text)")
@@ -115,6 +121,9 @@ def test_host_loss_of_the_primary_fails_over_and_the_old_node_rejoins(
     old = cluster.wait_healthy(120)
     _insert(cluster, old, "before-failover")
     _wait_replicated(cluster, "before-failover", [n for n in cluster.nodes if n is not old])
+    # Each replica keeps copies of the other members' slots (the leader's included), holding WAL.
+    wait_until(lambda: all(_member_copies(cluster, n) == {m.name for m in cluster.nodes if m is not n}
+                           for n in cluster.nodes if n is not old), 30, "the replicas' copies of the member slots")
     killed = time.monotonic()
     cluster.kill_host(old)
     wait_until(lambda: cluster.leader() is not None, 60, "a new primary")
@@ -126,6 +135,11 @@ def test_host_loss_of_the_primary_fails_over_and_the_old_node_rejoins(
     wait_until(lambda: bool(new.get("/history")[1]), 20, "the history row of the promotion")
     history = new.get("/history")[1]
     assert history and history[-1][0] == 1 and history[-1][4] == new.name
+    # The new primary had its slots before the promotion: the old primary's keeps the WAL from at or before
+    # the switch point, for its return.
+    positions = dict(_sql(cluster, new, "SELECT slot_name, restart_lsn - '0/0' FROM pg_replication_slots"))
+    assert set(positions) == {n.name for n in cluster.nodes if n is not new}
+    assert positions[old.name] is not None and int(positions[old.name]) <= history[-1][1]  # type: ignore[call-overload]
 
     cluster.start_agent(old)
     restarted = time.monotonic()

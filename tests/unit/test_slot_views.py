@@ -73,3 +73,14 @@ def test_metrics_and_list_include_logical_slots() -> None:
     lines = footer_lines(cluster)
     assert "Permanent slots (WAL retained on the primary): cdc 10 MB" in lines
     assert "Logical slot copies ready: Node-2 no, node1 yes" in lines
+
+
+def _samples(state: object, name: str) -> list[float]:
+    return [sample.value for family in node_metrics(state, NOW)  # type: ignore[arg-type]
+            for sample in family.samples if sample.name == name]
+
+
+def test_metrics_say_whether_the_logical_slot_copies_are_ready() -> None:
+    assert _samples(REPLICA, "pgwarden_logical_slots_ready") == []  # no permanent logical slots: no gauge
+    assert _samples(dataclasses.replace(REPLICA, logical_slots_ready=False), "pgwarden_logical_slots_ready") == [0.0]
+    assert _samples(dataclasses.replace(REPLICA, logical_slots_ready=True), "pgwarden_logical_slots_ready") == [1.0]
