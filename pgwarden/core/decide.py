@@ -964,6 +964,10 @@ def other_stopped(s: Snapshot) -> Decision:
             # History is written after the new primary's post-promote checkpoint; before that
             # pg_rewind could wrongly conclude that nothing diverged.
             return _d(s, Wait(), Why.REWIND, nap=SHORT_NAP, leader=leader, waiting="leader checkpoint")
+        if any(o.action == K.REWIND_SOURCE_UNREACHABLE for o in s.last):
+            # Nothing was tried, but trying again at once would run pg_rewind dozens of times a second
+            # while the leader refuses connections (a restart, a crash, a member key not yet updated).
+            return _d(s, Wait(), Why.REWIND, nap=SHORT_NAP, leader=leader, waiting="the leader to accept connections")
         keep = tuple(sorted(permanent_here(s))) if s.settings.use_slots else ()
         return _d(s, Rewind(source=leader, keep_slots=keep), Why.REWIND, leader=leader)
     if settings.remove_data_directory_on_diverged_timelines:

@@ -367,6 +367,9 @@ class PgController:
         """pg_ctl start with pgwarden's enforced GUCs on the command line; with `wait`, until ready."""
         if self.is_running():
             return PgResult(True, "already running")
+        # WAL staged for a logical slot copy that was given up (the slot removed, the replica promoted, the
+        # agent stopped between attempts) goes at the latest here; a copy in progress fetches it again.
+        slotwal.clear_staging(self.data_dir / "pg_wal")
         timeout = timeout if timeout is not None else self.settings.pg_ctl_timeout
         if not await wait_for_reaped_postmaster(self.data_dir, min(timeout, 30.0)):
             return PgResult.failed("the previous postmaster has not been reaped yet (zombie process)")

@@ -77,6 +77,7 @@ ACTION_ALIASES = {
     "follow": "follow",
     "rewind": "rewind",
     "rewind-no-space": "rewind waiting for disk space",
+    "rewind-unreachable": "rewind source unreachable",
     "remove": "remove data directory",
     "release": "release leader",
     "shutdown": "shutdown",
