@@ -102,6 +102,15 @@ def leads_replication(s: Snapshot) -> bool:
     return s.pg.is_primary or (s.settings.standby_cluster is not None and s.pg.is_replica)
 
 
+def _other_members(s: Snapshot) -> tuple[set[str], set[str]]:
+    """The slot names of the other members: those that stream, and the `nostream` ones. A `nostream` member
+    replays the archive only: a slot kept for it would only hold WAL back, so one it had before is dropped
+    at once rather than kept for member_slots_ttl."""
+    others = [m for m in s.dcs.members if m.name != s.me] if s.dcs is not None else []
+    return ({slot_name(m.name) for m in others if not m.tags.nostream},
+            {slot_name(m.name) for m in others if m.tags.nostream})
+
+
 def plan_primary(s: Snapshot) -> PrimarySlots:
     """The leader's slots (a primary's, or a standby leader's): every other member gets a slot as soon as
     its key appears (so a fresh replica streams at once); a slot whose member is gone is kept for
@@ -110,10 +119,7 @@ def plan_primary(s: Snapshot) -> PrimarySlots:
     standby leader follows: that one lives on the remote (`standby_cluster.primary_slot_name`)."""
     if not s.settings.use_slots or not leads_replication(s) or s.dcs is None:
         return PrimarySlots((), (), (), (), s.memory)
-    members = {slot_name(m.name) for m in s.dcs.members if m.name != s.me and not m.tags.nostream}
-    # A `nostream` member replays the archive only: a slot kept for it would only hold WAL back, so one
-    # it had before is dropped at once rather than kept for member_slots_ttl.
-    archive_only = {slot_name(m.name) for m in s.dcs.members if m.name != s.me and m.tags.nostream}
+    members, archive_only = _other_members(s)
     permanent = permanent_here(s)
     seen = dict(s.memory.slot_last_seen)
     for name in s.dcs.status.retain_slots:
@@ -201,8 +207,7 @@ def _member_copies(s: Snapshot, capable: bool) -> tuple[set[str], dict[str, floa
     if s.dcs is None or not s.settings.use_slots:
         return set(), seen, set()
     mine = slot_name(s.me)
-    current = {slot_name(m.name) for m in s.dcs.members if m.name != s.me and not m.tags.nostream}
-    archive_only = {slot_name(m.name) for m in s.dcs.members if m.name != s.me and m.tags.nostream}
+    current, archive_only = _other_members(s)
     for name in s.dcs.status.retain_slots:
         if name != mine:
             seen.setdefault(name, s.now)

@@ -32,7 +32,7 @@ from pgwarden.aio import bounded
 from pgwarden.config.schema import MethodSpec
 from pgwarden.logutil import RateLimitedLog
 from pgwarden.model import DataDirState, lsn_from_text, lsn_to_text
-from pgwarden.postgres import conf, libpq, slotwal
+from pgwarden.postgres import conf, libpq, slotwal, walfiles
 from pgwarden.postgres.connection import CONNECT_TIMEOUT, connect_local, local_conninfo
 from pgwarden.postgres.datadir import (
     directory_state,
@@ -764,7 +764,7 @@ class PgController:
         needed = len(files) * size
         pinned = leader.current - leader.restart.get(slot, restart) if leader.current else 0
         try:
-            refusal = slotwal.fetch_refusal(needed, slotwal.free_space(pg_wal) + len(staged) * size)
+            refusal = slotwal.fetch_refusal(needed, walfiles.free_space(pg_wal) + len(staged) * size)
         except OSError as exc:
             return _unstaged(pg_wal, SlotStateRead(False, f"{lacking}; checking pg_wal failed: {exc}"))
         sizes = f"{len(files)} WAL segments ({slotwal.mib(needed)})"
@@ -773,7 +773,7 @@ class PgController:
                 False, f"{lacking}: {sizes} to fetch from the leader, where the slot pins "
                        f"{slotwal.mib(max(pinned, 0))} of WAL; refused: {refusal}; waiting for its consumer to "
                        "move on", waiting=True))
-        problem = await _fetch_wal(conninfo, pg_wal, fetch, size, timeout) if fetch else None
+        problem = await _fetch_wal(conninfo, pg_wal, fetch, size, timeout, leader.lists_waldir) if fetch else None
         if problem is not None:
             message, waiting, unreachable = problem
             if message == slotwal.OUT_OF_TIME:  # the segments staged so far stay for the next attempt
@@ -793,7 +793,7 @@ class PgController:
                 cur = await conn.execute(_LOCAL_WAL)
                 row = await cur.fetchone()
             replay, size, names = row if row is not None else (None, None, None)
-            if not isinstance(size, int) or not slotwal.valid_segment_size(size) or not isinstance(names, list):
+            if not isinstance(size, int) or not walfiles.valid_segment_size(size) or not isinstance(names, list):
                 raise psycopg.DataError(f"unexpected pg_wal facts: {row!r}")
             return _LocalWal(lsn_from_text(str(replay)) if replay is not None else None, size,
                              tuple(str(n) for n in names))
@@ -973,8 +973,6 @@ def _tail_of(path: Path, lines: int = 5) -> str:
 
 NO_SPACE = "No space left on device"
 """strerror(ENOSPC), as PostgreSQL's tools print it (pgwarden runs them in the C locale's messages)."""
-DEFAULT_SEGMENT_SIZE = 16 * 1024 * 1024
-_SEGMENT_NAME = re.compile(r"[0-9A-F]{24}")
 
 
 def rewind_failure(output: str) -> str:
@@ -997,30 +995,28 @@ class FreeRoom:
 
 
 def free_room(data_dir: Path) -> FreeRoom | None:
-    """`FreeRoom` of `data_dir` (None: it cannot be examined). pg_wal may be a symlink to another file
-    system (initdb --waldir); the segment size is the size of a segment file there (segments are
-    allocated in full), else the default."""
+    """The free space of `data_dir`'s file system, and of pg_wal's when it is another one (initdb --waldir:
+    a symlink), with the WAL segment size found there; None when it cannot be examined."""
     wal = data_dir / "pg_wal"
     try:
-        data_stat, data_fs = os.stat(data_dir), os.statvfs(data_dir)
-        wal_free = None
+        data_free, wal_free = walfiles.free_space(data_dir), None
         with suppress(FileNotFoundError):
-            if os.stat(wal).st_dev != data_stat.st_dev:
-                wal_fs = os.statvfs(wal)
-                wal_free = wal_fs.f_bavail * wal_fs.f_frsize
+            if os.stat(wal).st_dev != os.stat(data_dir).st_dev:
+                wal_free = walfiles.free_space(wal)
     except OSError:
         return None
-    return FreeRoom(data_fs.f_bavail * data_fs.f_frsize, wal_free, _segment_size(wal))
+    return FreeRoom(data_free, wal_free, _segment_size(wal))
 
 
 def _segment_size(wal: Path) -> int:
+    """The size of a segment file in `wal` (segments are allocated in full), else the default."""
     with suppress(OSError), os.scandir(wal) as entries:
         for entry in entries:
-            if _SEGMENT_NAME.fullmatch(entry.name) and entry.is_file(follow_symlinks=False):
+            if walfiles.SEGMENT_NAME.match(entry.name) and entry.is_file(follow_symlinks=False):
                 size = entry.stat(follow_symlinks=False).st_size
-                if size > 0 and size & (size - 1) == 0:  # a power of two, as segment sizes are
+                if walfiles.valid_segment_size(size):
                     return size
-    return DEFAULT_SEGMENT_SIZE
+    return walfiles.DEFAULT_SEGMENT_SIZE
 
 
 def _clear_slot_dirs(replslot: Path) -> None:
@@ -1161,6 +1157,8 @@ class _LeaderWal:
     current: int | None
     restart: dict[str, int]
     """Each slot's restart_lsn as the leader holds it now (for the WAL it pins there)."""
+    lists_waldir: bool = False
+    """Whether the leader lets this role call pg_ls_waldir (else pg_ls_dir and pg_stat_file list pg_wal)."""
 
 
 async def _read_states(conninfo: str, wanted: list[str]) -> tuple[SlotStateRead, _LeaderWal]:
@@ -1168,9 +1166,9 @@ async def _read_states(conninfo: str, wanted: list[str]) -> tuple[SlotStateRead,
     async with await psycopg.AsyncConnection.connect(conninfo, autocommit=True) as conn:
         cur = await conn.execute(_LEADER_WAL)
         row = await cur.fetchone()
-        walfile, current = (row[0], row[1]) if row is not None else (None, None)
-        timeline = int(str(walfile)[:8], 16) if walfile and slotwal.SEGMENT_NAME.match(str(walfile)) else None
-        leader = _LeaderWal(timeline, lsn_from_text(str(current)) if current else None, {})
+        walfile, current, lists = row if row is not None else (None, None, False)
+        timeline = int(str(walfile)[:8], 16) if walfile and walfiles.SEGMENT_NAME.match(str(walfile)) else None
+        leader = _LeaderWal(timeline, lsn_from_text(str(current)) if current else None, {}, bool(lists))
         states: list[tuple[str, bytes]] = []
         snapshots: list[tuple[str, bytes]] = []
         for name in wanted:
@@ -1201,16 +1199,14 @@ def _unstaged(pg_wal: Path, read: SlotStateRead) -> SlotStateRead:
     return read
 
 
-async def _fetch_wal(conninfo: str, pg_wal: Path, files: tuple[str, ...], size: int,
-                     timeout: float) -> tuple[str, bool, bool] | None:
+async def _fetch_wal(conninfo: str, pg_wal: Path, files: tuple[str, ...], size: int, timeout: float,
+                     lists_waldir: bool) -> tuple[str, bool, bool] | None:
     """Fetch the WAL segment `files` from the leader into the staging directory (`slotwal.fetch`), after
     checking there that each is a complete segment. None when done, else (why not, waiting, unreachable)."""
     try:
         async with await bounded(psycopg.AsyncConnection.connect(conninfo, autocommit=True),
                                  timeout + CONNECT_TIMEOUT) as conn:
-            cur = await bounded(conn.execute(_LEADER_WAL), timeout + CONNECT_TIMEOUT)
-            row = await cur.fetchone()
-            listing = _LEADER_SEGMENTS if row is not None and row[2] else _LEADER_SEGMENTS_REWIND
+            listing = _LEADER_SEGMENTS if lists_waldir else _LEADER_SEGMENTS_REWIND
             cur = await bounded(conn.execute(listing, (list(files),)), timeout + CONNECT_TIMEOUT)
             sizes = {str(name): int(length or 0) for name, length in await cur.fetchall()}
             lacking = [name for name in files if sizes.get(name) != size]
@@ -1256,12 +1252,6 @@ async def _read_snapshot(conn: AsyncConn, lsn: int) -> tuple[str, bytes] | None:
     if row is None or row[0] is None:
         return None
     return name, bytes(row[0])
-
-
-def segment_start(name: str, segment_size: int) -> int:
-    """The LSN where the WAL segment file `name` (TTTTTTTTXXXXXXXXYYYYYYYY) starts."""
-    per_xlogid = 0x100000000 // segment_size
-    return (int(name[8:16], 16) * per_xlogid + int(name[16:24], 16)) * segment_size
 
 
 def write_slot_states(replslot: Path, states: Iterable[tuple[str, bytes]]) -> PgResult:

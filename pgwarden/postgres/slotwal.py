@@ -22,7 +22,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import re
 import shutil
 from collections.abc import Collection, Iterable, Sequence
 from pathlib import Path
@@ -31,10 +30,7 @@ from typing import Any
 import psycopg
 
 from pgwarden.aio import bounded
-
-SEGMENT_NAME = re.compile(r"^[0-9A-F]{24}$")
-"""A WAL segment file's name: timeline, then the segment number in two halves (8 hex digits each). Every name
-coming from the leader is checked against it: nothing else is ever read or written."""
+from pgwarden.postgres.walfiles import SEGMENT_NAME, segment_file, segment_number
 
 STAGING = "pgwarden-slot-wal"
 """The directory under pg_wal where fetched segments wait for PostgreSQL's stop (same filesystem as pg_wal,
@@ -45,27 +41,6 @@ CHUNK = 1024 * 1024
 
 FETCH_CAP = 2 * 1024 ** 3
 """The most WAL a copy fetches: a slot pinning more is left to its consumer (and the operator)."""
-
-_XLOGID = 0x100000000
-_MIN_SEGMENT = 1024 * 1024
-_MAX_SEGMENT = 1024 ** 3
-
-
-def valid_segment_size(size: int) -> bool:
-    """A WAL segment size PostgreSQL accepts (a power of two from 1 MB to 1 GB)."""
-    return _MIN_SEGMENT <= size <= _MAX_SEGMENT and size & (size - 1) == 0
-
-
-def segment_number(name: str, size: int) -> int:
-    """The segment number of the WAL file `name` (its timeline ignored)."""
-    return int(name[8:16], 16) * (_XLOGID // size) + int(name[16:24], 16)
-
-
-def segment_file(timeline: int, number: int, size: int) -> str:
-    """The file name of segment `number` on `timeline` (PostgreSQL's XLogFileName)."""
-    per_xlogid = _XLOGID // size
-    return f"{timeline:08X}{number // per_xlogid:08X}{number % per_xlogid:08X}"
-
 
 def timeline_at(lsn: int, history: Sequence[tuple[int, int]], current: int) -> int:
     """The timeline `lsn` belongs to (PostgreSQL's tliOfPointInHistory): `history` holds (parent timeline,
@@ -119,12 +94,6 @@ def mib(size: int) -> str:
 
 
 # -- files ------------------------------------------------------------------------------------------------
-
-
-def free_space(pg_wal: Path) -> int:
-    """Bytes available to PostgreSQL's user on pg_wal's filesystem."""
-    stat = os.statvfs(pg_wal)
-    return stat.f_bavail * stat.f_frsize
 
 
 def clear_staging(pg_wal: Path) -> None:

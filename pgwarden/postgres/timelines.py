@@ -23,9 +23,9 @@ from pathlib import Path
 
 from pgwarden.model import LSN, LocalPg
 from pgwarden.postgres.controller import parse_timeline_history
+from pgwarden.postgres.walfiles import SEGMENT_NAME, segment_file
 
 _HISTORY = re.compile(r"^([0-9A-F]{8})\.history$")
-_SEGMENT = re.compile(r"^[0-9A-F]{24}$")
 _XLOGID = 0x100000000
 
 _Reader = Callable[[str], str]
@@ -79,15 +79,14 @@ def forked_timeline(names: Collection[str], read: _Reader, size: _Sizer, *, chec
 def replay_timeline(names: Collection[str], size: _Sizer, checkpoint_tli: int, histories: Collection[int],
                     replay_lsn: LSN) -> int:
     """The newest timeline, from the last restartpoint's on, whose WAL segment of `replay_lsn` is in pg_wal."""
-    segments = [name for name in names if _SEGMENT.match(name)]
+    segments = [name for name in names if SEGMENT_NAME.match(name)]
     if not segments or replay_lsn <= 0:
         return checkpoint_tli
     segment_size = size(segments[0])
     if segment_size <= 0 or segment_size & (segment_size - 1) or segment_size > _XLOGID:
         return checkpoint_tli  # not a WAL segment's size (a power of two up to 1 GB)
     number = (replay_lsn - 1) // segment_size  # the segment holding the last replayed byte
-    per_xlogid = _XLOGID // segment_size
     present = set(segments)
     candidates = [tli for tli in histories if tli > checkpoint_tli
-                  and f"{tli:08X}{number // per_xlogid:08X}{number % per_xlogid:08X}" in present]
+                  and segment_file(tli, number, segment_size) in present]
     return max([checkpoint_tli, *candidates])

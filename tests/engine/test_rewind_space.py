@@ -21,8 +21,9 @@ from pgwarden.engine.steps import (
     rewind_space_shortfall,
 )
 from pgwarden.model import ClusterStatus, ClusterView, Member
-from pgwarden.postgres.controller import DEFAULT_SEGMENT_SIZE, PgController, free_room, rewind_failure
+from pgwarden.postgres.controller import PgController, free_room, rewind_failure
 from pgwarden.postgres.settings import Credentials, PgSettings
+from pgwarden.postgres.walfiles import DEFAULT_SEGMENT_SIZE
 
 from .script import Script, context
 

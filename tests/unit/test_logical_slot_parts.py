@@ -17,8 +17,9 @@ from pgwarden.config.schema import LocalConfig
 from pgwarden.config.validation import parse_dynamic, validate_model
 from pgwarden.dcs import codec
 from pgwarden.model import ClusterView, DataDirState, LocalPg, LogicalSlot, Member, Tags, lsn_from_text
-from pgwarden.postgres.controller import segment_start, write_slot_states
+from pgwarden.postgres.controller import write_slot_states
 from pgwarden.postgres.probe import apply_probe_row
+from pgwarden.postgres.walfiles import segment_number
 from tests.unit.test_pgconf import BASE, probe_row
 
 LOGICAL = {"slots": {"cdc": {"type": "logical", "database": "app", "plugin": "pgoutput"}},
@@ -66,9 +67,9 @@ def test_a_missing_pg_replslot_fails_cleanly(tmp_path: Path) -> None:
 
 def test_wal_segment_start() -> None:
     mb16 = 16 * 1024 * 1024
-    assert segment_start("000000010000000000000003", mb16) == lsn_from_text("0/3000000")
-    assert segment_start("0000000200000001000000FF", mb16) == lsn_from_text("1/FF000000")
-    assert segment_start("000000010000000000000003", 64 * 1024 * 1024) == lsn_from_text("0/C000000")
+    assert segment_number("000000010000000000000003", mb16) * mb16 == lsn_from_text("0/3000000")
+    assert segment_number("0000000200000001000000FF", mb16) * mb16 == lsn_from_text("1/FF000000")
+    assert segment_number("000000010000000000000003", 64 * 1024 * 1024) * 64 * 1024 * 1024 == lsn_from_text("0/C000000")
 
 
 # -- the probe ---------------------------------------------------------------------------------------------

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from pgwarden.model import lsn_from_text
-from pgwarden.postgres import slotwal
+from pgwarden.postgres import slotwal, walfiles
 
 MB16 = 16 * 1024 * 1024
 GIB = 1024 ** 3
@@ -19,23 +19,23 @@ GIB = 1024 ** 3
 
 def names(*pairs: tuple[int, int]) -> list[str]:
     """Segment file names of (timeline, segment number) pairs, 16 MB segments."""
-    return [slotwal.segment_file(tli, n, MB16) for tli, n in pairs]
+    return [walfiles.segment_file(tli, n, MB16) for tli, n in pairs]
 
 
 # -- names and timelines ------------------------------------------------------------------------------------
 
 
 def test_segment_names_and_numbers() -> None:
-    assert slotwal.segment_file(1, 3, MB16) == "000000010000000000000003"
-    assert slotwal.segment_file(2, 0x1FF, MB16) == "0000000200000001000000FF"  # 256 segments per xlogid
-    assert slotwal.segment_file(1, 0x41, 64 * 1024 * 1024) == "000000010000000100000001"  # 64 per xlogid
+    assert walfiles.segment_file(1, 3, MB16) == "000000010000000000000003"
+    assert walfiles.segment_file(2, 0x1FF, MB16) == "0000000200000001000000FF"  # 256 segments per xlogid
+    assert walfiles.segment_file(1, 0x41, 64 * 1024 * 1024) == "000000010000000100000001"  # 64 per xlogid
     for size in (1024 * 1024, MB16, GIB):
-        assert slotwal.segment_number(slotwal.segment_file(7, 1234, size), size) == 1234
+        assert walfiles.segment_number(walfiles.segment_file(7, 1234, size), size) == 1234
 
 
 def test_valid_segment_sizes() -> None:
-    assert all(slotwal.valid_segment_size(1 << bits) for bits in range(20, 31))
-    assert not any(slotwal.valid_segment_size(size) for size in (0, 512 * 1024, 2 * GIB, 3 * MB16, -MB16))
+    assert all(walfiles.valid_segment_size(1 << bits) for bits in range(20, 31))
+    assert not any(walfiles.valid_segment_size(size) for size in (0, 512 * 1024, 2 * GIB, 3 * MB16, -MB16))
 
 
 def test_the_timeline_of_a_position_is_the_first_whose_switch_point_is_after_it() -> None:
@@ -185,7 +185,7 @@ async def test_segments_are_read_in_bounded_chunks_and_staged(tmp_path: Path,
                                                               monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(slotwal, "CHUNK", 256 * 1024)
     size = 1024 * 1024
-    first, second = (slotwal.segment_file(1, n, size) for n in (3, 4))
+    first, second = (walfiles.segment_file(1, n, size) for n in (3, 4))
     leader = _Leader({first: os.urandom(size), second: os.urandom(size)})
     pg_wal = _pg_wal(tmp_path)
     assert await slotwal.fetch(leader, pg_wal, [first, second], size, 5.0) == ""  # type: ignore[arg-type]
@@ -199,7 +199,7 @@ async def test_a_segment_the_leader_lost_or_cut_short_is_not_staged(tmp_path: Pa
                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(slotwal, "CHUNK", 512 * 1024)
     size = 1024 * 1024
-    name = slotwal.segment_file(1, 3, size)
+    name = walfiles.segment_file(1, 3, size)
     pg_wal = _pg_wal(tmp_path)
     gone = await slotwal.fetch(_Leader({}), pg_wal, [name], size, 5.0)  # type: ignore[arg-type]
     assert gone == f"the leader no longer has WAL file {name}"
@@ -211,7 +211,7 @@ async def test_a_segment_the_leader_lost_or_cut_short_is_not_staged(tmp_path: Pa
 
 async def test_a_fetch_out_of_time_keeps_what_it_staged_for_the_next_attempt(tmp_path: Path) -> None:
     size = 1024 * 1024
-    first, second = (slotwal.segment_file(1, n, size) for n in (3, 4))
+    first, second = (walfiles.segment_file(1, n, size) for n in (3, 4))
     leader = _Leader({first: os.urandom(size), second: os.urandom(size)})
     pg_wal = _pg_wal(tmp_path)
     assert await slotwal.fetch(leader, pg_wal, [first], size, 5.0) == ""  # type: ignore[arg-type]
