@@ -308,11 +308,15 @@ class ChaosCluster:
         if pid is not None:
             kill_postmaster_group(pid)
 
-    def revive(self) -> list[str]:
-        """Start the agent again on every host whose agent died (a watchdog reset): the host is back."""
+    def revive(self, reset_only: bool = False) -> list[str]:
+        """Start the agent again on every host whose agent died (a watchdog reset): the host is back.
+        `reset_only`: only agents the watchdog killed (SIGKILL); one that exited by itself stays down, so
+        that waiting for convergence reports it."""
         revived = []
         for host in self.hosts:
             if host.agent is not None and host.agent.poll() is not None:
+                if reset_only and (host.agent.returncode != -signal.SIGKILL or host.name not in self.watchdogs):
+                    continue
                 self.start_agent(host)
                 revived.append(host.name)
         return revived
@@ -355,7 +359,9 @@ class ChaosCluster:
         """Seconds until one primary and streaming replicas; TimeoutError with each agent's log tail."""
         start = time.monotonic()
         while not self.converged():
-            exited = [h.name for h in self.hosts if h.agent is not None and h.agent.poll() is not None]
+            self.revive(reset_only=True)  # a watchdog reset after the last heal: the host reboots as well
+            exited = [f"{h.name} (exit status {h.agent.returncode})" for h in self.hosts
+                      if h.agent is not None and h.agent.poll() is not None]
             if exited or time.monotonic() - start > timeout:
                 why = f"agents exited: {exited}" if exited else f"no convergence within {timeout:.0f}s"
                 raise TimeoutError(f"{why}: {self.roles()}\n{self.describe()}")
@@ -375,6 +381,26 @@ class ChaosCluster:
     def sql(self, dsn: str, query: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
         """Rows of one autocommit statement, run from the client namespace."""
         return self.in_client_ns(_sql, dsn, query, params)  # type: ignore[no-any-return]
+
+    def footprint(self) -> dict[str, dict[str, Any]]:
+        """Each host's disk use after a schedule: MiB in pg_wal, in a moved-aside copy (`data.failed.*`),
+        free on its own filesystem, and its slots' restart LSNs against its position, so WAL that piles up
+        over a long run (a slot not advanced, a copy left behind) shows before a disk fills."""
+        out: dict[str, dict[str, Any]] = {}
+        for host in self.hosts:
+            entry: dict[str, Any] = {"wal_mb": _mib(host.data_dir / "pg_wal"),
+                                     "aside_mb": sum(_mib(p) for p in host.disk.glob("data.failed.*"))}
+            if self.disk_mb > 0:
+                with contextlib.suppress(OSError):
+                    stat = os.statvfs(host.disk)
+                    entry["free_mb"] = round(stat.f_bavail * stat.f_frsize / 2**20, 1)
+            with contextlib.suppress(psycopg.Error, OSError):
+                entry["slots"] = {str(name): str(lsn) for name, lsn in self.sql(
+                    host.dsn(), "SELECT slot_name, restart_lsn FROM pg_replication_slots")}
+                entry["lsn"] = str(self.sql(host.dsn(), "SELECT CASE WHEN pg_is_in_recovery() THEN "
+                                            "pg_last_wal_replay_lsn() ELSE pg_current_wal_lsn() END")[0][0])
+            out[host.name] = entry
+        return out
 
     def multi_host_dsn(self) -> str:
         return conninfo(",".join(h.ip for h in self.hosts), read_write=True)
@@ -442,3 +468,13 @@ def _sql(dsn: str, query: str, params: tuple[Any, ...]) -> list[tuple[Any, ...]]
     with psycopg.connect(dsn, autocommit=True) as conn:
         cursor = conn.execute(query, params)  # our own constant queries
         return cursor.fetchall() if cursor.description else []
+
+
+def _mib(path: Path) -> float:
+    """MiB a directory tree takes (allocated blocks), 0 when it is missing; files vanishing meanwhile are skipped."""
+    total = 0
+    for root, _dirs, files in os.walk(path):
+        for name in files:
+            with contextlib.suppress(OSError):
+                total += os.lstat(os.path.join(root, name)).st_blocks * 512
+    return round(total / 2**20, 1)

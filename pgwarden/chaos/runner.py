@@ -59,6 +59,8 @@ class RunResult:
     reclones: list[str] = field(default_factory=list)
     """Hosts whose data directory was replaced (a new clone) during the run: a rewind did not do."""
     folder: Path | None = None
+    footprint: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """Each host's pg_wal, moved-aside copy, free space and slots after the run (`ChaosCluster.footprint`)."""
 
     def as_json(self) -> dict[str, Any]:
         out = asdict(self)
@@ -77,7 +79,8 @@ class RunResult:
                 "acknowledged": self.acknowledged, "lost": self.lost, "loss_window": round(self.loss_window, 2),
                 "double_writers": self.double_writers,
                 "recovery": None if self.recovery is None else round(self.recovery, 2), "resets": self.resets,
-                "reclones": self.reclones, "folder": str(self.folder) if self.folder else None}
+                "reclones": self.reclones, "folder": str(self.folder) if self.folder else None,
+                "footprint": self.footprint}
 
 
 def run_schedule(cluster: ChaosCluster, ids: Ids, seed: int, specs: Sequence[FaultSpec], outdir: Path,
@@ -131,6 +134,7 @@ def run_schedule(cluster: ChaosCluster, ids: Ids, seed: int, specs: Sequence[Fau
     result.resets = sum(len(w.resets) for w in cluster.watchdogs.values()) - resets_before
     after = cluster.data_identity()
     result.reclones = sorted(name for name, inode in identity.items() if after.get(name) != inode)
+    result.footprint = cluster.footprint()
     if result.violations or result.reclones or keep:  # a re-clone is no violation, but worth its logs
         result.folder = save_artifacts(cluster, result, history, outdir, replay)
     return result
@@ -277,12 +281,24 @@ def _mode_table(label: str, records: Sequence[dict[str, Any]]) -> str:
         + (f" (longest loss window {max(r['loss_window'] for r in records):.1f}s)" if lost else ""),
         f"recovery (last heal to one primary, all replicas streaming): median "
         f"{_fmt(recoveries, statistics.median)}, max {_fmt(recoveries, max)}",
+        *_footprint_line(records),
         f"{'fault type':<18} {'n':>4} {'unavail. median':>16} {'max':>8}",
     ]
     for kind in sorted(per_kind):
         gaps = per_kind[kind]
         lines.append(f"{kind:<18} {len(gaps):>4} {statistics.median(gaps):>15.1f}s {max(gaps):>7.1f}s")
     return "\n".join(lines)
+
+
+def _footprint_line(records: Sequence[dict[str, Any]]) -> list[str]:
+    """The largest pg_wal and the least free space any host had after a schedule (records that measured it)."""
+    hosts = [h for r in records for h in (r.get("footprint") or {}).values()]
+    if not hosts:
+        return []
+    free = [h["free_mb"] for h in hosts if "free_mb" in h]
+    wal = max(h["wal_mb"] for h in hosts)
+    return [f"disk after a schedule ({len(hosts)} host readings): pg_wal at most {wal:.0f} MiB"
+            + (f", free space at least {min(free):.0f} MiB" if free else "")]
 
 
 def _unmeasured(records: Sequence[dict[str, Any]]) -> str:

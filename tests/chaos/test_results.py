@@ -24,7 +24,14 @@ def test_a_record_carries_the_verdict_the_numbers_and_each_faults_unavailability
     assert line["seed"] == 5 and line["mode"] == "on" and line["violations"] == []
     assert line["faults"] == [
         {"kind": "disk-full", "duration": 8.0, "targets": ["h1"], "detail": "", "unavailable": 3.5}]
-    assert line["reclones"] == [] and line["recovery"] == 4.0
+    assert line["reclones"] == [] and line["recovery"] == 4.0 and line["footprint"] == {}
+
+
+def test_the_table_shows_the_largest_pg_wal_and_the_least_free_space_after_a_schedule() -> None:
+    records = [record("on", 1, footprint={"h1": {"wal_mb": 80.0, "aside_mb": 0, "free_mb": 700.0},
+                                          "h2": {"wal_mb": 410.5, "aside_mb": 0, "free_mb": 300.0}}),
+               record("on", 2)]
+    assert "pg_wal at most 410 MiB, free space at least 300 MiB" in summary_table(records)
 
 
 def test_the_table_has_one_block_per_mode_and_counts_what_went_wrong() -> None:
