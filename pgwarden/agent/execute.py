@@ -37,7 +37,7 @@ from pgwarden.engine.steps import (
     run,
 )
 from pgwarden.model import ClusterView, DataDirState, FailsafePing
-from pgwarden.postgres.controller import PgController
+from pgwarden.postgres.controller import PgController, rewind_unreachable
 from pgwarden.postgres.datadir import directory_state, replace_problem
 from pgwarden.postgres.probe import probe
 from pgwarden.postgres.process import PgResult, error_summary
@@ -242,7 +242,7 @@ class _Effects:
                 return _rewind_space(pg)
             case fx.RewindPg(upstream=up, keep_slots=keep):
                 rewound = _result(await pg.rewind(up.host, up.port, up.member, keep_slots=keep))
-                return replace(rewound, unreachable=not rewound.ok and _cannot_connect(rewound.message))
+                return replace(rewound, unreachable=not rewound.ok and rewind_unreachable(rewound.message))
             case fx.Basebackup(upstream=up):
                 return _result(await pg.basebackup(up.host, up.port, up.member))
             case fx.RunReplicaMethod(method=name, source=up):
@@ -351,14 +351,6 @@ async def _checkpoint(pg: PgController, timeout: float | None) -> fx.Result:
 def _rewind_space(pg: PgController) -> fx.DiskSpace | None:
     room = pg.rewind_room()
     return None if room is None else fx.DiskSpace(room.data_free, room.wal_free, room.segment_size)
-
-
-CONNECT_FAILURES = ("could not connect to server", "connection to server at", "connection to server on socket")
-"""How libpq-based tools (pg_rewind) say they could not open a connection, PostgreSQL 12 to 16."""
-
-
-def _cannot_connect(output: str) -> bool:
-    return any(text in output for text in CONNECT_FAILURES)
 
 
 def _history_path(pg_wal: Path, timeline: int) -> Path:

@@ -473,7 +473,7 @@ class PgController:
         outcome = await run_command(argv, timeout, env=self._client_env())
         self._restore_node_files(saved)
         if not outcome.ok:
-            return PgResult.failed(rewind_failure(outcome.tail(8)))
+            return PgResult.failed(rewind_failure(outcome.output))
         # The old slots describe a history that is gone (pg_rewind itself empties pg_replslot, an excluded
         # directory). But a permanent physical slot's copy only holds WAL back from its position, which an
         # offline consumer still needs: recreated, it would start at this node's position, ahead of that
@@ -975,13 +975,37 @@ NO_SPACE = "No space left on device"
 """strerror(ENOSPC), as PostgreSQL's tools print it (pgwarden runs them in the C locale's messages)."""
 
 
-def rewind_failure(output: str) -> str:
-    """The message of a failed pg_rewind: one that ran out of space says so first, since the data directory
-    it leaves (possibly half rewound) is a casualty of the full disk, not of a divergence pg_rewind could
-    not repair."""
+CONNECT_FAILURES = ("could not connect to server", "connection to server at", "connection to server on socket")
+"""How libpq-based tools (pg_rewind) say they could not open a connection, PostgreSQL 12 to 16."""
+CONNECTION_LOST = ("server closed the connection unexpectedly", "could not receive data from server",
+                   "could not send data to server", "SSL SYSCALL error", "SSL connection has been closed unexpectedly",
+                   "no connection to the server", "could not fetch remote file")
+"""How libpq and pg_rewind say an open connection to the source broke (or the source stopped answering)."""
+REWIND_BEGUN = "rewinding from last common checkpoint"
+"""What pg_rewind prints just before it changes the target's files (PostgreSQL 13 to 16). A failure before
+it leaves the target as it found it, but for the crash recovery pg_rewind runs first, which leaves it shut
+down cleanly: nothing a later rewind cannot start from."""
+SOURCE_UNREACHABLE = "pg_rewind could not reach its source and changed nothing"
+
+
+def rewind_failure(output: str, lines: int = 8) -> str:
+    """The message of a failed pg_rewind, from its whole output (`lines`: how many of its last lines to
+    quote). One that ran out of space says so first, since the data directory it leaves (possibly half
+    rewound) is a casualty of the full disk, not of a divergence pg_rewind could not repair. One whose
+    source went away before it began rewinding (a source cut off, stopped or demoted meanwhile: the
+    chaos suite's `on` seed 2002) says that instead: the target is untouched, so it is no failed rewind
+    (`rewind_unreachable`) and must not cost a re-clone."""
+    tail = "\n".join(output.strip().splitlines()[-lines:])
     if NO_SPACE in output:
-        return f"pg_rewind failed: the target's file system is full ({NO_SPACE}): {output}"
-    return f"pg_rewind failed: {output}"
+        return f"pg_rewind failed: the target's file system is full ({NO_SPACE}): {tail}"
+    if REWIND_BEGUN not in output and any(text in output for text in CONNECT_FAILURES + CONNECTION_LOST):
+        return f"{SOURCE_UNREACHABLE}: {tail}"
+    return f"pg_rewind failed: {tail}"
+
+
+def rewind_unreachable(message: str) -> bool:
+    """Did the rewind whose failure `message` describes fail for want of its source, before it began?"""
+    return message.startswith(SOURCE_UNREACHABLE) or any(text in message for text in CONNECT_FAILURES)
 
 
 @dataclass(frozen=True, slots=True)

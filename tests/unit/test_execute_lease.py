@@ -10,9 +10,9 @@ from typing import cast
 
 import pytest
 
-from pgwarden.agent.execute import _cannot_connect, _checkpoint
+from pgwarden.agent.execute import _checkpoint
 from pgwarden.engine.loop import READ_STOP_BUDGET, read_budget
-from pgwarden.postgres.controller import PgController
+from pgwarden.postgres.controller import PgController, rewind_failure, rewind_unreachable
 from pgwarden.postgres.process import PgResult
 
 
@@ -47,6 +47,15 @@ def test_read_budget(left: float, paused: bool, expected: float | None) -> None:
     ("pg_rewind: fatal: could not connect to server: Connection timed out", True),
     ('pg_rewind: error: connection to server on socket "/tmp/.s.PGSQL.5432" failed: No such file', True),
     ("pg_rewind: fatal: could not find common ancestor of the source and target cluster's timelines", False),
+    # The source went away after the connection opened, before the rewind began (chaos `on` seed 2002):
+    # the target is untouched.
+    ('LOG:  checkpoint complete: wrote 21 buffers (1.0%)\npg_rewind: error: could not fetch remote file '
+     '"global/pg_control": server closed the connection unexpectedly', True),
+    # ... and after it began: the target is half rewound, a failed rewind.
+    ("pg_rewind: servers diverged at WAL location 0/5000000 on timeline 2\npg_rewind: rewinding from last "
+     "common checkpoint at 0/4000060 on timeline 2\npg_rewind: error: could not fetch remote file "
+     '"base/5/1259": server closed the connection unexpectedly', False),
+    ("pg_rewind: error: could not write file: No space left on device", False),
 ])
-def test_a_rewind_that_could_not_connect_is_told_apart(output: str, unreachable: bool) -> None:
-    assert _cannot_connect(output) is unreachable
+def test_a_rewind_that_could_not_reach_its_source_is_told_apart(output: str, unreachable: bool) -> None:
+    assert rewind_unreachable(rewind_failure(output)) is unreachable
