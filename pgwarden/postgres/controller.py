@@ -469,7 +469,8 @@ class PgController:
             host=libpq.upstream_host(self.settings, from_host), port=str(from_port), user=creds.username,
             dbname="postgres", passfile=str(self.settings.pgpass_path), connect_timeout="10",
             **libpq.program_options(self.settings, "rewind"))  # no secret: sslpassword via the service file
-        argv = [self.settings.binary("pg_rewind"), "-D", str(self.data_dir), f"--source-server={source}"]
+        # --progress: its lines tell whether a failed pg_rewind had changed the target (`rewind_began`).
+        argv = [self.settings.binary("pg_rewind"), "-D", str(self.data_dir), "--progress", f"--source-server={source}"]
         outcome = await run_command(argv, timeout, env=self._client_env())
         self._restore_node_files(saved)
         if not outcome.ok:
@@ -486,7 +487,7 @@ class PgController:
         written = await self.write_config("replica", Upstream(source_member or "", from_host, from_port))
         if not written.ok:
             return written
-        return PgResult(True, f"rewound: {outcome.tail(2)}")
+        return PgResult(True, f"rewound: {rewind_output_tail(outcome.output, 2)}")
 
     def rewind_room(self) -> FreeRoom | None:
         """The free space pg_rewind would write into (`free_room`)."""
@@ -981,10 +982,16 @@ CONNECTION_LOST = ("server closed the connection unexpectedly", "could not recei
                    "could not send data to server", "SSL SYSCALL error", "SSL connection has been closed unexpectedly",
                    "no connection to the server", "could not fetch remote file")
 """How libpq and pg_rewind say an open connection to the source broke (or the source stopped answering)."""
-REWIND_BEGUN = "rewinding from last common checkpoint"
-"""What pg_rewind prints just before it changes the target's files (PostgreSQL 13 to 16). A failure before
-it leaves the target as it found it, but for the crash recovery pg_rewind runs first, which leaves it shut
-down cleanly: nothing a later rewind cannot start from."""
+REWIND_PROGRESS = "pg_rewind: connected to server"
+"""pg_rewind's first line with `--progress`: the progress lines below are there to be read."""
+REWIND_BEGINS = "pg_rewind: need to copy"
+"""pg_rewind's last line with `--progress` before its point of no return, its first write into the target's
+files (PostgreSQL 13 to 16; tried with 15). A failure before it (the source went away while pg_rewind read
+its control file or its file list) leaves the target as it found it, but for the crash recovery pg_rewind
+runs first, which leaves it shut down cleanly: nothing a later rewind cannot start from."""
+REWIND_DIVERGED = "rewinding from last common checkpoint"
+"""Without the progress lines, the earlier line after which a failure counts as one that changed the target."""
+_COPY_PROGRESS = re.compile(r"^\s*\d+/\d+ kB \(\d+%\) copied\s*$")
 SOURCE_UNREACHABLE = "pg_rewind could not reach its source and changed nothing"
 
 
@@ -995,12 +1002,26 @@ def rewind_failure(output: str, lines: int = 8) -> str:
     source went away before it began rewinding (a source cut off, stopped or demoted meanwhile: the
     chaos suite's `on` seed 2002) says that instead: the target is untouched, so it is no failed rewind
     (`rewind_unreachable`) and must not cost a re-clone."""
-    tail = "\n".join(output.strip().splitlines()[-lines:])
+    tail = rewind_output_tail(output, lines)
     if NO_SPACE in output:
         return f"pg_rewind failed: the target's file system is full ({NO_SPACE}): {tail}"
-    if REWIND_BEGUN not in output and any(text in output for text in CONNECT_FAILURES + CONNECTION_LOST):
+    if not rewind_began(output) and any(text in output for text in CONNECT_FAILURES + CONNECTION_LOST):
         return f"{SOURCE_UNREACHABLE}: {tail}"
     return f"pg_rewind failed: {tail}"
+
+
+def rewind_began(output: str) -> bool:
+    """Had pg_rewind (its whole output) begun to change the target's files? On the safe side: without the
+    progress lines, once it said where it rewinds from."""
+    if REWIND_PROGRESS in output:
+        return REWIND_BEGINS in output
+    return REWIND_DIVERGED in output
+
+
+def rewind_output_tail(output: str, lines: int) -> str:
+    """The last `lines` lines of pg_rewind's output but for its progress counters (`--progress`)."""
+    kept = [line for line in output.replace("\r", "\n").strip().splitlines() if not _COPY_PROGRESS.match(line)]
+    return "\n".join(kept[-lines:])
 
 
 def rewind_unreachable(message: str) -> bool:
