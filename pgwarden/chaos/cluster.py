@@ -43,8 +43,12 @@ FAKETIME_LIB = Path("/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1")
 MODES = {"async": False, "on": True, "quorum": "quorum"}
 """The suite's modes and the `synchronous_mode` each writes into bootstrap.dcs."""
 
-# Small: three other clusters share two cores with this one.
-PG_PARAMETERS: dict[str, Any] = {"shared_buffers": "16MB", "max_connections": 40, "wal_keep_size": "128MB",
+# Small: three other clusters share two cores with this one. wal_keep_size is small too: the members' slots
+# (and their copies on the replicas) hold what a member needs, and PostgreSQL keeps every timeline's copy of a
+# segment within wal_keep_size of the current position. With a failover or two per schedule and little WAL
+# written between them, 128MB let pg_wal grow by about 16 MB a schedule until a host's disk was full (the
+# footprints of 4 December: 560 MB after 20 schedules, files of 27 timelines back to segment 3).
+PG_PARAMETERS: dict[str, Any] = {"shared_buffers": "16MB", "max_connections": 40, "wal_keep_size": "32MB",
                                  "max_wal_senders": 8, "max_replication_slots": 8, "work_mem": "1MB",
                                  "wal_buffers": "1MB", "max_wal_size": "256MB"}
 DISK_MB = 1024
