@@ -316,14 +316,13 @@ class ChaosCluster:
         """Start the agent again on every host whose agent died (a watchdog reset): the host is back.
         `reset_only`: only agents the watchdog killed (SIGKILL); one that exited by itself stays down, so
         that waiting for convergence reports it."""
-        revived = []
-        for host in self.hosts:
-            if host.agent is not None and host.agent.poll() is not None:
-                if reset_only and (host.agent.returncode != -signal.SIGKILL or host.name not in self.watchdogs):
-                    continue
-                self.start_agent(host)
-                revived.append(host.name)
-        return revived
+        dead = [h for h in self.hosts if h.agent is not None and h.agent.poll() is not None]
+        if reset_only:
+            dead = [h for h in dead if h.name in self.watchdogs and h.agent is not None
+                    and h.agent.returncode == -signal.SIGKILL]
+        for host in dead:
+            self.start_agent(host)
+        return [h.name for h in dead]
 
     # -- observation (in the client namespace) ---------------------------------------------------------
 
@@ -399,10 +398,8 @@ class ChaosCluster:
                     stat = os.statvfs(host.disk)
                     entry["free_mb"] = round(stat.f_bavail * stat.f_frsize / 2**20, 1)
             with contextlib.suppress(psycopg.Error, OSError):
-                entry["slots"] = {str(name): str(lsn) for name, lsn in self.sql(
-                    host.dsn(), "SELECT slot_name, restart_lsn FROM pg_replication_slots")}
-                entry["lsn"] = str(self.sql(host.dsn(), "SELECT CASE WHEN pg_is_in_recovery() THEN "
-                                            "pg_last_wal_replay_lsn() ELSE pg_current_wal_lsn() END")[0][0])
+                [(slots, lsn)] = self.sql(host.dsn(), FOOTPRINT_QUERY)
+                entry["slots"], entry["lsn"] = slots, str(lsn)
             out[host.name] = entry
         return out
 
@@ -472,6 +469,12 @@ def _sql(dsn: str, query: str, params: tuple[Any, ...]) -> list[tuple[Any, ...]]
     with psycopg.connect(dsn, autocommit=True) as conn:
         cursor = conn.execute(query, params)  # our own constant queries
         return cursor.fetchall() if cursor.description else []
+
+
+FOOTPRINT_QUERY = ("SELECT (SELECT coalesce(json_object_agg(slot_name, restart_lsn::text), '{}') "
+                   "FROM pg_replication_slots), "
+                   "CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn() ELSE pg_current_wal_lsn() END")
+"""A host's slots ({name: restart_lsn}) and its own position, in one round trip."""
 
 
 def _mib(path: Path) -> float:

@@ -1025,8 +1025,9 @@ def rewind_output_tail(output: str, lines: int) -> str:
 
 
 def rewind_unreachable(message: str) -> bool:
-    """Did the rewind whose failure `message` describes fail for want of its source, before it began?"""
-    return message.startswith(SOURCE_UNREACHABLE) or any(text in message for text in CONNECT_FAILURES)
+    """Did the rewind whose failure `message` (`rewind_failure`'s) describes fail for want of its source,
+    before it began?"""
+    return message.startswith(SOURCE_UNREACHABLE)
 
 
 @dataclass(frozen=True, slots=True)
